@@ -1,0 +1,86 @@
+//! Keeping secrets out of everything redis-move writes.
+//!
+//! Two layers: secret *values* known at run time are replaced wherever they appear
+//! ([`Redactor`]), and passwords written into URLs (`redis://:pw@host`) are masked even
+//! when they were not declared as secrets ([`mask_url_passwords`]).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// What a secret is replaced with.
+pub const MASK: &str = "****";
+
+static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s/]+)@")
+        .expect("valid regex")
+});
+
+/// Replaces the password of every `scheme://user:password@host` in `text` with `****`.
+pub fn mask_url_passwords(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_owned();
+    }
+    URL_PASSWORD
+        .replace_all(text, |caps: &regex::Captures<'_>| {
+            format!("{}{MASK}@", &caps["head"])
+        })
+        .into_owned()
+}
+
+/// Replaces known secret values in text.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Remembers a secret value; empty values are ignored (they would match everywhere).
+    pub fn add(&mut self, secret: &str) {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_owned());
+            // Longest first, so that a secret containing another is masked whole.
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// `text` with every known secret and every URL password masked.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        mask_url_passwords(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            mask_url_passwords("REDIS_URL=redis://:s3cret@10.0.0.1:6379/0"),
+            "REDIS_URL=redis://:****@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            mask_url_passwords("rediss://default:abc123xyz@host:6379 and redis://host:6379"),
+            "rediss://default:****@host:6379 and redis://host:6379"
+        );
+        assert_eq!(mask_url_passwords("http://host:8080/path"), "http://host:8080/path");
+    }
+
+    #[test]
+    fn known_secrets_are_masked_everywhere() {
+        let mut redactor = Redactor::default();
+        redactor.add("hunter2");
+        redactor.add("");
+        assert_eq!(
+            redactor.redact("AUTH hunter2\nrequirepass hunter2"),
+            "AUTH ****\nrequirepass ****"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The one place where outcomes become text on the terminal and exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, ColorChoice, Command, PlanArgs, PlanFormat, ValidateArgs, VarArgs};
+use crate::plan;
+use crate::runbook::diagnostic::{self, Diagnostic, DiagnosticFormat, FileDiagnostics, HumanStyle};
+use crate::runbook::{self, yaml, Runbook, VarOrigin, VarOverride};
+
+/// Exit codes, documented in the README. A clean rollback and a failed one never share
+/// a code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything done.
+    Done = 0,
+    /// A step failed (resumable), or `validate` found an invalid runbook.
+    Failed = 1,
+    /// Usage error, or the runbook is invalid (for commands other than `validate`).
+    Usage = 2,
+    /// Rolled back cleanly.
+    RolledBack = 3,
+    /// Stopped at a gate (or no-go).
+    StoppedAtGate = 4,
+    /// A rollback step failed: manual action needed.
+    RollbackFailed = 5,
+    /// Interrupted (SIGINT).
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Runs the command line; the whole program.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { Exit::Usage } else { Exit::Done }.into();
+        }
+    };
+    init_logging(cli.verbose);
+    let style = human_style(cli.color);
+    let exit = match cli.command {
+        Command::Validate(args) => validate(args, style),
+        Command::Plan(args) => plan_command(&args, style),
+        Command::Graph(args) => match load_one(&args.file, &args.vars, style) {
+            Ok(runbook) => print_out(&plan::diagram::render(&runbook, args.format)),
+            Err(exit) => exit,
+        },
+        Command::Schema => print_out(&runbook::schema::schema_json()),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "redis-move", &mut std::io::stdout());
+            Exit::Done
+        }
+        Command::Run(args) => {
+            if args.dry_run {
+                let plan_args = PlanArgs {
+                    file: args.file,
+                    format: args.format,
+                    out: None,
+                    vars: args.vars,
+                };
+                plan_command(&plan_args, style)
+            } else {
+                eprintln!(
+                    "error: this version of redis-move previews runbooks but does not execute them yet\n  \
+                     use `redis-move run --dry-run {}` or `redis-move plan {}`",
+                    args.file.display(),
+                    args.file.display()
+                );
+                Exit::Usage
+            }
+        }
+    };
+    exit.into()
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn human_style(choice: ColorChoice) -> HumanStyle {
+    let terminal = std::io::stderr().is_terminal();
+    let color = match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    HumanStyle {
+        color,
+        unicode: terminal,
+        width: 100,
+    }
+}
+
+fn print_out(text: &str) -> Exit {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        Ok(()) => Exit::Done,
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Done,
+        Err(e) => {
+            eprintln!("error: cannot write output: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+/// Reads `--vars-file` and `--var` into overrides; problems in vars files come back as
+/// diagnostics of those files.
+fn overrides(args: &VarArgs) -> Result<Vec<VarOverride>, Vec<FileDiagnostics>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for path in &args.vars_files {
+        match read_vars_file(path) {
+            Ok(vars) => out.extend(vars),
+            Err(d) => problems.push(d),
+        }
+    }
+    out.extend(args.vars.iter().map(|(name, value)| VarOverride {
+        name: name.clone(),
+        value: value.clone(),
+        origin: VarOrigin::CommandLine,
+    }));
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
+    let (source, problem) = match yaml::read_source(path) {
+        Ok(read) => read,
+        Err(e) => {
+            let source = runbook::SourceFile::new(path, "");
+            let d = Diagnostic::error("unreadable", runbook::source::Span::UNKNOWN, format!("cannot read vars file: {e}"));
+            return Err(FileDiagnostics::new(source, vec![d]));
+        }
+    };
+    if let Some(problem) = problem {
+        return Err(FileDiagnostics::new(source, vec![problem]));
+    }
+    let root = yaml::parse(&source).map_err(|d| FileDiagnostics::new(source.clone(), vec![d]))?;
+    let origin = VarOrigin::VarsFile(source.name());
+    let mut vars = Vec::new();
+    let mut problems = Vec::new();
+    match root.as_map() {
+        Some(entries) => {
+            for (key, value) in entries {
+                match (key.as_str(), value.as_map().is_none() && value.as_seq().is_none()) {
+                    (Some(name), true) => vars.push(VarOverride {
+                        name: name.to_owned(),
+                        value: value.scalar_text().unwrap_or_default(),
+                        origin: origin.clone(),
+                    }),
+                    _ => problems.push(Diagnostic::error(
+                        "bad-vars-file",
+                        value.span,
+                        "a vars file maps names to strings, numbers or booleans",
+                    )),
+                }
+            }
+        }
+        None if root.value == yaml::NodeValue::Null => {}
+        None => problems.push(Diagnostic::error("bad-vars-file", root.span, "a vars file is a map of `name: value`")),
+    }
+    if problems.is_empty() { Ok(vars) } else { Err(FileDiagnostics::new(source, problems)) }
+}
+
+fn print_diagnostics(files: &[FileDiagnostics], format: DiagnosticFormat, style: HumanStyle) {
+    let text = diagnostic::render(files, format, style);
+    if text.is_empty() {
+        return;
+    }
+    match format {
+        DiagnosticFormat::Human => eprint!("{text}"),
+        _ => print!("{text}"),
+    }
+}
+
+/// Loads one runbook for a command that needs a valid one; invalid means exit 2.
+fn load_one(path: &Path, vars: &VarArgs, style: HumanStyle) -> Result<Runbook, Exit> {
+    let overrides = overrides(vars).map_err(|problems| {
+        print_diagnostics(&problems, DiagnosticFormat::Human, style);
+        Exit::Usage
+    })?;
+    let loaded = runbook::load(path, &overrides).map_err(|e| {
+        eprintln!("error: cannot read `{}`: {e}", path.display());
+        Exit::Usage
+    })?;
+    print_diagnostics(std::slice::from_ref(&loaded.diagnostics), DiagnosticFormat::Human, style);
+    match loaded.runbook {
+        Some(runbook) => Ok(runbook),
+        None => {
+            let errors = loaded.diagnostics.error_count();
+            eprintln!(
+                "error: `{}` is not a valid runbook ({errors} error{})",
+                path.display(),
+                if errors == 1 { "" } else { "s" }
+            );
+            Err(Exit::Usage)
+        }
+    }
+}
+
+fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
+    let runbook = match load_one(&args.file, &args.vars, style) {
+        Ok(runbook) => runbook,
+        Err(exit) => return exit,
+    };
+    let plan = plan::build(&runbook);
+    if let Some(out) = &args.out
+        && let Err(e) = write_atomically(out, plan::render_json(&plan).as_bytes())
+    {
+        eprintln!("error: cannot write `{}`: {e}", out.display());
+        return Exit::Usage;
+    }
+    match args.format {
+        PlanFormat::Text => print_out(&plan::render_text(&plan)),
+        PlanFormat::Json => print_out(&plan::render_json(&plan)),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
+    let overrides = match overrides(&args.vars) {
+        Ok(o) => o,
+        Err(problems) => {
+            print_diagnostics(&problems, args.format, style);
+            return Exit::Usage;
+        }
+    };
+    let mut results = Vec::new();
+    let mut unreadable: Vec<PathBuf> = Vec::new();
+    let mut summaries = Vec::new();
+    for path in &args.files {
+        match runbook::load(path, &overrides) {
+            Ok(loaded) => {
+                if let Some(runbook) = &loaded.runbook {
+                    let steps: usize = runbook.phases.iter().map(|p| p.steps.len()).sum();
+                    summaries.push(format!(
+                        "{}: valid ({} phases, {steps} steps, {} triggers)",
+                        loaded.diagnostics.file.name(),
+                        runbook.phases.len(),
+                        runbook.triggers.len()
+                    ));
+                }
+                results.push(loaded);
+            }
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", path.display());
+                unreadable.push(path.clone());
+            }
+        }
+    }
+    let files: Vec<FileDiagnostics> = results.into_iter().map(|l| l.diagnostics).collect();
+    print_diagnostics(&files, args.format, style);
+    let errors: usize = files.iter().map(FileDiagnostics::error_count).sum();
+    let warnings: usize = files.iter().map(FileDiagnostics::warning_count).sum();
+    let invalid = files
+        .iter()
+        .filter(|f| f.error_count() > 0 || (args.deny_warnings && f.warning_count() > 0))
+        .count();
+    if args.format == DiagnosticFormat::Human {
+        for line in &summaries {
+            eprintln!("{line}");
+        }
+        eprintln!(
+            "validated {} runbook{}: {} invalid, {errors} error{}, {warnings} warning{}",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            invalid,
+            if errors == 1 { "" } else { "s" },
+            if warnings == 1 { "" } else { "s" },
+        );
+    }
+    if !unreadable.is_empty() {
+        Exit::Usage
+    } else if invalid > 0 {
+        Exit::Failed
+    } else {
+        Exit::Done
+    }
+}

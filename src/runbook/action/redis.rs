@@ -1,0 +1,731 @@
+//! Parameters of the `redis.*` actions.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{ActionParams, Effect, Inverse, Shape, TargetKind};
+use crate::runbook::de::Spanned;
+use crate::runbook::expect::compile_regex;
+use crate::runbook::template::Template;
+use crate::runbook::units::{RunbookDuration, RunbookSize};
+
+/// A Redis data type, for `TYPE` filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisType {
+    /// Strings.
+    String,
+    /// Lists.
+    List,
+    /// Sets.
+    Set,
+    /// Sorted sets.
+    Zset,
+    /// Hashes.
+    Hash,
+    /// Streams.
+    Stream,
+}
+
+impl fmt::Display for RedisType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format!("{self:?}").to_lowercase())
+    }
+}
+
+macro_rules! target_only {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The Redis target (may be left out when the runbook has one Redis target).
+            #[serde(default)]
+            pub target: Option<Spanned<String>>,
+        }
+    };
+}
+
+macro_rules! redis_target {
+    () => {
+        fn target(&self) -> Option<&Spanned<String>> {
+            self.target.as_ref()
+        }
+        fn target_kind(&self) -> Option<TargetKind> {
+            Some(TargetKind::Redis)
+        }
+    };
+}
+
+target_only! {
+    /// `redis.ping`: the value is the round-trip latency.
+    PingParams
+}
+
+impl ActionParams for PingParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Duration
+    }
+    fn describe(&self) -> String {
+        "PING (value: latency)".into()
+    }
+}
+
+/// `redis.info`: one INFO field as a typed value.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InfoParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// `section.field` (`memory.used_memory`) or a field (`evicted_keys`); derived:
+    /// `stats.keyspace_hit_ratio` (hits / (hits + misses)), `keyspace.db0.keys`.
+    pub field: String,
+}
+
+impl InfoParams {
+    /// The section (if given) and field.
+    pub fn section_and_field(&self) -> (Option<&str>, &str) {
+        match self.field.split_once('.') {
+            Some((section, field)) => (Some(section), field),
+            None => (None, self.field.as_str()),
+        }
+    }
+}
+
+impl ActionParams for InfoParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        let (_, field) = self.section_and_field();
+        if field.ends_with("_human") || field.ends_with("_policy") || field.ends_with("_status") {
+            Shape::Text
+        } else if field.contains("memory") || field.ends_with("_bytes") {
+            Shape::Bytes
+        } else {
+            Shape::Any
+        }
+    }
+    fn describe(&self) -> String {
+        let (section, field) = self.section_and_field();
+        match section {
+            Some(section) => format!("INFO {section} -> {field}"),
+            None => format!("INFO -> {field}"),
+        }
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        if self.field.trim().is_empty() || self.field.split('.').any(str::is_empty) {
+            vec![("field", format!("`{}` is not `section.field` or `field`", self.field))]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+target_only! {
+    /// `redis.dbsize`: the number of keys.
+    DbsizeParams
+}
+
+impl ActionParams for DbsizeParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Number
+    }
+    fn describe(&self) -> String {
+        "DBSIZE".into()
+    }
+}
+
+/// `redis.scan_count`: count keys matching a pattern with SCAN (never KEYS).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanCountParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Glob pattern (`bull:*:wait`).
+    #[serde(rename = "match")]
+    pub pattern: Template,
+    /// Only keys of this type.
+    #[serde(default, rename = "type")]
+    pub key_type: Option<RedisType>,
+    /// SCAN's COUNT hint (default 1000).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+impl ActionParams for ScanCountParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Number
+    }
+    fn describe(&self) -> String {
+        let mut out = format!("count keys matching `{}` with SCAN", self.pattern.display());
+        if let Some(t) = self.key_type {
+            out.push_str(&format!(" (type {t})"));
+        }
+        out
+    }
+}
+
+/// Commands that change data or server state: refused under `read_only: true`.
+const WRITE_COMMANDS: &[&str] = &[
+    "APPEND", "BGREWRITEAOF", "BGSAVE", "BLMOVE", "BLPOP", "BRPOP", "BZPOPMAX", "BZPOPMIN", "COPY",
+    "DECR", "DECRBY", "DEL", "EVAL", "EVALSHA", "EXPIRE", "EXPIREAT", "FCALL", "FLUSHALL",
+    "FLUSHDB", "GETDEL", "GETEX", "GETSET", "HDEL", "HINCRBY", "HINCRBYFLOAT", "HMSET", "HSET",
+    "HSETNX", "INCR", "INCRBY", "INCRBYFLOAT", "LINSERT", "LMOVE", "LPOP", "LPUSH", "LPUSHX",
+    "LREM", "LSET", "LTRIM", "MIGRATE", "MOVE", "MSET", "MSETNX", "PERSIST", "PEXPIRE",
+    "PEXPIREAT", "PSETEX", "PUBLISH", "RENAME", "RENAMENX", "REPLICAOF", "RESTORE", "RPOP",
+    "RPOPLPUSH", "RPUSH", "RPUSHX", "SADD", "SAVE", "SDIFFSTORE", "SET", "SETEX", "SETNX",
+    "SETRANGE", "SHUTDOWN", "SINTERSTORE", "SLAVEOF", "SMOVE", "SPOP", "SREM", "SUNIONSTORE",
+    "SWAPDB", "UNLINK", "XACK", "XADD", "XAUTOCLAIM", "XCLAIM", "XDEL", "XGROUP", "XTRIM",
+    "ZADD", "ZDIFFSTORE", "ZINCRBY", "ZINTERSTORE", "ZPOPMAX", "ZPOPMIN", "ZRANGESTORE", "ZREM",
+    "ZREMRANGEBYLEX", "ZREMRANGEBYRANK", "ZREMRANGEBYSCORE", "ZUNIONSTORE",
+];
+
+/// `redis.command`: any command; the value is the reply.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The command and its arguments (`[LLEN, "bull:ocr:wait"]`).
+    pub args: Vec<Template>,
+    /// Declares that the command changes nothing.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl CommandParams {
+    fn command_name(&self) -> String {
+        self.args
+            .first()
+            .map(|a| a.display().to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+}
+
+impl ActionParams for CommandParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        if self.read_only {
+            Effect::ReadOnly
+        } else {
+            Effect::Mutating
+        }
+    }
+    fn shape(&self) -> Shape {
+        Shape::Any
+    }
+    fn describe(&self) -> String {
+        let mut args: Vec<String> = self.args.iter().map(Template::display).collect();
+        // AUTH and CONFIG SET requirepass/masterauth carry passwords even when written
+        // literally.
+        let name = self.command_name();
+        let secret_from = match name.as_str() {
+            "AUTH" => 1,
+            "CONFIG"
+                if args.get(2).is_some_and(|p| {
+                    p.eq_ignore_ascii_case("requirepass") || p.eq_ignore_ascii_case("masterauth")
+                }) =>
+            {
+                3
+            }
+            _ => args.len(),
+        };
+        for arg in args.iter_mut().skip(secret_from) {
+            *arg = "****".into();
+        }
+        args.join(" ")
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let name = self.command_name();
+        if self.args.is_empty() {
+            return vec![("args", "`args` is empty: give the command and its arguments".into())];
+        }
+        let writes = WRITE_COMMANDS.contains(&name.as_str())
+            || (name == "CONFIG"
+                && self.args.get(1).is_some_and(|a| !a.display().eq_ignore_ascii_case("GET")));
+        if self.read_only && writes {
+            return vec![("read_only", format!("`{name}` changes data; it cannot be `read_only`"))];
+        }
+        Vec::new()
+    }
+}
+
+/// `redis.config_get`: a configuration parameter's value.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigGetParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The parameter (`maxmemory-policy`).
+    pub parameter: String,
+}
+
+impl ActionParams for ConfigGetParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        if self.parameter == "maxmemory" {
+            Shape::Bytes
+        } else {
+            Shape::Any
+        }
+    }
+    fn describe(&self) -> String {
+        format!("CONFIG GET {}", self.parameter)
+    }
+}
+
+/// `redis.config_set`: set a parameter; the previous value is captured for rollback.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSetParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The parameter.
+    pub parameter: String,
+    /// The new value.
+    pub value: Template,
+}
+
+impl ActionParams for ConfigSetParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::Builtin("restore the previous value")
+    }
+    fn shape(&self) -> Shape {
+        Shape::Text
+    }
+    fn describe(&self) -> String {
+        let secret_parameter = ["requirepass", "masterauth"].contains(&self.parameter.as_str());
+        let value = if secret_parameter { "****".to_owned() } else { self.value.display() };
+        format!("CONFIG SET {} {value}", self.parameter)
+    }
+}
+
+/// `redis.replicate`: make the target a replica of the source and wait for the full
+/// sync.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateParams {
+    /// The Redis that becomes a replica (the new server).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The Redis to copy from (the old server).
+    pub source: Spanned<String>,
+    /// `host:port` of the source as the target reaches it, when it differs from the
+    /// address redis-move uses.
+    #[serde(default)]
+    pub source_address: Option<Template>,
+    /// Tune both servers for a fast sync (diskless, no delay) and restore the settings
+    /// afterwards (default true).
+    #[serde(default = "yes")]
+    pub tune: bool,
+    /// How long the full sync may take.
+    #[serde(default)]
+    pub timeout: Option<RunbookDuration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ActionParams for ReplicateParams {
+    redis_target!();
+    fn other_targets(&self) -> Vec<&Spanned<String>> {
+        vec![&self.source]
+    }
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::Builtin("stop replicating (REPLICAOF NO ONE) and restore the tuned settings")
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("master_link_status", Shape::Text),
+            ("lag_bytes", Shape::Bytes),
+            ("keys", Shape::Number),
+            ("sync_duration", Shape::Duration),
+        ])
+    }
+    fn describe(&self) -> String {
+        format!(
+            "REPLICAOF `{}`{} and wait for the full sync{}",
+            self.source.value,
+            if self.tune { " (tuned for the sync, settings restored after)" } else { "" },
+            self.timeout.map(|t| format!(" (up to {t})")).unwrap_or_default()
+        )
+    }
+}
+
+/// `redis.promote`: once writers have stopped, wait until the replica's offset matches
+/// the source, then `REPLICAOF NO ONE`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteParams {
+    /// The replica to promote.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Its primary (to compare offsets).
+    pub source: Spanned<String>,
+    /// Then make the old primary a replica of the promoted one, so that a rollback
+    /// loses no write made after the cutover.
+    #[serde(default)]
+    pub reverse: bool,
+    /// `host:port` of the target as the source reaches it (for `reverse`).
+    #[serde(default)]
+    pub target_address: Option<Template>,
+    /// How long to wait for offsets to match.
+    #[serde(default)]
+    pub timeout: Option<RunbookDuration>,
+}
+
+impl ActionParams for PromoteParams {
+    redis_target!();
+    fn other_targets(&self) -> Vec<&Spanned<String>> {
+        vec![&self.source]
+    }
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        if self.reverse {
+            Inverse::Builtin("wait for the reverse replica to catch up, promote the source back, replicate from it again")
+        } else {
+            Inverse::Builtin("make the target a replica of the source again")
+        }
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[("offset", Shape::Number), ("lag_bytes", Shape::Bytes)])
+    }
+    fn describe(&self) -> String {
+        let mut out = format!(
+            "wait until offsets match `{}`, then REPLICAOF NO ONE",
+            self.source.value
+        );
+        if self.reverse {
+            out.push_str(&format!("; then `{}` replicates from the target (reverse replication)", self.source.value));
+        }
+        out
+    }
+}
+
+/// How `redis.copy` renames keys.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    /// Prefix to replace (`job:`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Its replacement (`step:`).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// A regex on the whole key (instead of `from`).
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// The replacement for `regex`, with `$1` groups.
+    #[serde(default)]
+    pub replace: Option<String>,
+}
+
+impl Rename {
+    fn check(&self) -> Vec<(&'static str, String)> {
+        match (&self.from, &self.to, &self.regex, &self.replace) {
+            (Some(_), Some(_), None, None) => Vec::new(),
+            (None, None, Some(regex), Some(_)) => compile_regex(regex)
+                .err()
+                .map(|e| ("rename", e))
+                .into_iter()
+                .collect(),
+            _ => vec![("rename", "`rename` takes `from` + `to` (prefix) or `regex` + `replace`".into())],
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.from, &self.to, &self.regex, &self.replace) {
+            (Some(from), Some(to), _, _) => format!("renaming `{from}*` -> `{to}*`"),
+            (_, _, Some(regex), Some(replace)) => format!("renaming /{regex}/ -> `{replace}`"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// What `redis.copy` does with a key that already exists on the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingKeys {
+    /// Leave it and count it (default).
+    #[default]
+    Skip,
+    /// Overwrite it.
+    Replace,
+    /// Stop the copy.
+    Fail,
+}
+
+/// `redis.copy`: copy keys from source to target (SCAN, pipelined DUMP/RESTORE).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyParams {
+    /// Where keys are read (never modified).
+    pub source: Spanned<String>,
+    /// Where keys are written (may be the source itself when renaming).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Glob pattern of keys to copy (default `*`).
+    #[serde(default, rename = "match")]
+    pub pattern: Option<Template>,
+    /// Only keys of this type.
+    #[serde(default, rename = "type")]
+    pub key_type: Option<RedisType>,
+    /// Rename keys on the way.
+    #[serde(default)]
+    pub rename: Option<Rename>,
+    /// Keys that already exist on the target.
+    #[serde(default)]
+    pub existing: ExistingKeys,
+    /// Keys per pipelined batch (default 1000).
+    #[serde(default)]
+    pub batch: Option<u32>,
+    /// Connections to each server (default 4).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Keys larger than this are copied in chunks with type-specific commands.
+    #[serde(default)]
+    pub chunk_above: Option<RunbookSize>,
+}
+
+impl ActionParams for CopyParams {
+    redis_target!();
+    fn other_targets(&self) -> Vec<&Spanned<String>> {
+        vec![&self.source]
+    }
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::Builtin("delete exactly the keys this copy created")
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("copied", Shape::Number),
+            ("skipped", Shape::Number),
+            ("bytes", Shape::Bytes),
+            ("keys_per_second", Shape::Number),
+        ])
+    }
+    fn describe(&self) -> String {
+        let pattern = self.pattern.as_ref().map(Template::display).unwrap_or_else(|| "*".into());
+        let mut out = format!("copy keys matching `{pattern}` from `{}`", self.source.value);
+        if let Some(rename) = &self.rename {
+            out.push_str(&format!(", {}", rename.describe()));
+        }
+        out.push_str(&format!(
+            ", existing keys: {}",
+            format!("{:?}", self.existing).to_lowercase()
+        ));
+        out
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = self.rename.as_ref().map(Rename::check).unwrap_or_default();
+        let same_server = self.target.as_ref().is_some_and(|t| t.value == self.source.value);
+        if same_server && self.rename.is_none() {
+            problems.push(("rename", "copying a server onto itself needs `rename:`".into()));
+        }
+        problems
+    }
+}
+
+/// How `redis.verify` compares values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestMode {
+    /// `DEBUG DIGEST-VALUE` where allowed, else client-side hashing (default).
+    #[default]
+    Auto,
+    /// Only `DEBUG DIGEST-VALUE`.
+    Debug,
+    /// Only client-side canonical hashing.
+    Client,
+}
+
+/// `redis.verify`: compare keys of source and target.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    /// The reference.
+    pub source: Spanned<String>,
+    /// The copy.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Glob pattern of keys (default `*`).
+    #[serde(default, rename = "match")]
+    pub pattern: Option<Template>,
+    /// The rename the copy applied.
+    #[serde(default)]
+    pub rename: Option<Rename>,
+    /// Check this many keys at random (default: all).
+    #[serde(default)]
+    pub sample: Option<u64>,
+    /// Allowed difference between TTLs (default 2s).
+    #[serde(default)]
+    pub ttl_tolerance: Option<RunbookDuration>,
+    /// How values are compared.
+    #[serde(default)]
+    pub digest: DigestMode,
+}
+
+impl ActionParams for VerifyParams {
+    redis_target!();
+    fn other_targets(&self) -> Vec<&Spanned<String>> {
+        vec![&self.source]
+    }
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("checked", Shape::Number),
+            ("missing", Shape::Number),
+            ("mismatched", Shape::Number),
+            ("mismatches", Shape::List(&Shape::Text)),
+        ])
+    }
+    fn describe(&self) -> String {
+        let pattern = self.pattern.as_ref().map(Template::display).unwrap_or_else(|| "*".into());
+        let scope = match self.sample {
+            Some(n) => format!("a sample of {n} keys"),
+            None => "every key".into(),
+        };
+        let mut out = format!("verify {scope} matching `{pattern}` against `{}` (type, TTL, content digest)", self.source.value);
+        if let Some(rename) = &self.rename {
+            out.push_str(&format!(", {}", rename.describe()));
+        }
+        out
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        self.rename.as_ref().map(Rename::check).unwrap_or_default()
+    }
+}
+
+/// `redis.queues`: BullMQ queue depths per queue.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The BullMQ key prefix (default `bull`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Only these queues (default: every queue found).
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+impl ActionParams for QueuesParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("total", Shape::Object(&[
+                ("wait", Shape::Number),
+                ("active", Shape::Number),
+                ("delayed", Shape::Number),
+                ("prioritized", Shape::Number),
+                ("completed", Shape::Number),
+                ("failed", Shape::Number),
+                ("paused", Shape::Number),
+                ("depth", Shape::Number),
+            ])),
+            ("queues", Shape::Any),
+        ])
+    }
+    fn describe(&self) -> String {
+        let prefix = self.prefix.as_deref().unwrap_or("bull");
+        if self.queues.is_empty() {
+            format!("BullMQ depths of every `{prefix}:*` queue")
+        } else {
+            format!("BullMQ depths of `{prefix}` queues {}", self.queues.join(", "))
+        }
+    }
+}
+
+/// `redis.delete`: delete keys matching a pattern (SCAN + UNLINK, in batches).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Glob pattern of keys to delete.
+    #[serde(rename = "match")]
+    pub pattern: Template,
+    /// Only keys of this type.
+    #[serde(default, rename = "type")]
+    pub key_type: Option<RedisType>,
+    /// The id of an earlier step that backed these keys up (required unless `force`).
+    #[serde(default)]
+    pub backup: Option<Spanned<String>>,
+    /// Delete without a backup step.
+    #[serde(default)]
+    pub force: bool,
+    /// Keys deleted per second at most.
+    #[serde(default)]
+    pub rate: Option<u32>,
+}
+
+impl ActionParams for DeleteParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[("deleted", Shape::Number)])
+    }
+    fn describe(&self) -> String {
+        let mut out = format!("delete keys matching `{}` (SCAN + UNLINK)", self.pattern.display());
+        if let Some(rate) = self.rate {
+            out.push_str(&format!(", at most {rate} keys/s"));
+        }
+        if let Some(backup) = &self.backup {
+            out.push_str(&format!(", backed up by step `{}`", backup.value));
+        }
+        out
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        if self.backup.is_none() && !self.force {
+            vec![("backup", "`redis.delete` needs `backup: STEP` (an earlier step that backed these keys up) or `force: true`".into())]
+        } else {
+            Vec::new()
+        }
+    }
+}

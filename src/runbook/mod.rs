@@ -1,0 +1,107 @@
+//! Runbooks: reading a YAML file into a validated [`Runbook`], or into diagnostics that
+//! say exactly what is wrong and where.
+//!
+//! The stages: text ([`source`]) -> YAML tree with positions ([`yaml`]) -> vars
+//! substituted ([`vars`]) -> serde types ([`spec`], via [`de`]) -> semantic checks
+//! ([`validate`]) -> the typed [`Runbook`] ([`model`]).
+
+pub mod action;
+pub mod de;
+pub mod diagnostic;
+pub mod expect;
+pub mod model;
+pub mod source;
+pub mod schema;
+pub mod spec;
+pub mod template;
+pub mod units;
+pub mod validate;
+pub mod vars;
+pub mod yaml;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostic::{Diagnostic, FileDiagnostics};
+pub use model::Runbook;
+pub use source::SourceFile;
+pub use vars::{VarOrigin, VarOverride};
+
+/// The result of loading one runbook file.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The runbook, when it has no errors (it may have warnings).
+    pub runbook: Option<Runbook>,
+    /// Every problem found.
+    pub diagnostics: FileDiagnostics,
+}
+
+/// Reads and validates the runbook at `path` with the given var overrides.
+///
+/// `Err` only for I/O problems (missing file, permission); everything about the
+/// content comes back as diagnostics.
+pub fn load(path: &Path, overrides: &[VarOverride]) -> std::io::Result<Loaded> {
+    let (source, problem) = yaml::read_source(path)?;
+    if let Some(problem) = problem {
+        return Ok(Loaded {
+            runbook: None,
+            diagnostics: FileDiagnostics::new(source, vec![problem]),
+        });
+    }
+    Ok(load_source(source, overrides))
+}
+
+/// Validates a runbook already in memory.
+pub fn load_source(source: Arc<SourceFile>, overrides: &[VarOverride]) -> Loaded {
+    let (runbook, diagnostics) = check(&source, overrides);
+    Loaded {
+        runbook,
+        diagnostics: FileDiagnostics::new(source, diagnostics),
+    }
+}
+
+fn check(source: &Arc<SourceFile>, overrides: &[VarOverride]) -> (Option<Runbook>, Vec<Diagnostic>) {
+    let mut root = match yaml::parse(source) {
+        Ok(root) => root,
+        Err(d) => return (None, vec![d]),
+    };
+    if root.value == yaml::NodeValue::Null {
+        let d = Diagnostic::error("empty-file", source.span_at(1, 1, 1), "the file is empty")
+            .with_help("a runbook starts with `version: 1`, a `name:` and `phases:`; `redis-move schema` prints the format");
+        return (None, vec![d]);
+    }
+    if root.as_map().is_none() {
+        let d = Diagnostic::error(
+            "not-a-runbook",
+            root.span,
+            format!("expected a map with `version`, `name` and `phases`, found {}", root.kind_name()),
+        );
+        return (None, vec![d]);
+    }
+    let (vars, mut diagnostics) = vars::apply(&mut root, overrides);
+    let (spec, errors) = de::from_node::<spec::RunbookSpec>(&root);
+    diagnostics.extend(errors.into_iter().map(de::DeError::into_diagnostic));
+    let Some(spec) = spec.or_else(|| partial_spec(&root)) else {
+        return (None, diagnostics);
+    };
+    let sha256 = hex_sha256(source.text.as_bytes());
+    let (runbook, more) = validate::validate(source.clone(), sha256, &spec, &root, vars);
+    diagnostics.extend(more);
+    let runbook = runbook.filter(|_| !diagnostics.iter().any(Diagnostic::is_error));
+    (runbook, diagnostics)
+}
+
+/// When some items failed to deserialize, the rest of the document still gets its
+/// semantic checks (so that one bad step does not hide a duplicate id elsewhere).
+fn partial_spec(root: &yaml::Node) -> Option<spec::RunbookSpec> {
+    let sink = de::ErrorSink::default();
+    serde::Deserialize::deserialize(de::NodeDeserializer::new(root, &sink)).ok()
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
