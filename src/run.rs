@@ -157,7 +157,7 @@ fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
     if let Some(problem) = problem {
         return Err(FileDiagnostics::new(source, vec![problem]));
     }
-    let root = yaml::parse(&source).map_err(|d| FileDiagnostics::new(source.clone(), vec![d]))?;
+    let root = yaml::parse(&source).map_err(|d| FileDiagnostics::new(source.clone(), vec![*d]))?;
     let origin = VarOrigin::VarsFile(source.name());
     let mut vars = Vec::new();
     let mut problems = Vec::new();

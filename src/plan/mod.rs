@@ -271,7 +271,7 @@ pub fn build(runbook: &Runbook) -> Plan {
             })
             .collect(),
         rollback: plan_rollback(runbook),
-        triggers: runbook.triggers.iter().map(|t| plan_trigger(runbook, t)).collect(),
+        triggers: runbook.triggers.iter().map(plan_trigger).collect(),
         phases,
         summary,
     }
@@ -333,6 +333,7 @@ fn plan_phase(runbook: &Runbook, phase: &Phase, summary: &mut PlanSummary) -> Pl
         id: phase.id.clone(),
         title: phase.title.clone(),
         mode: match phase.parallel {
+            None if phase.steps.len() == 1 && matches!(phase.steps[0].action, Action::Gate(_)) => "gate".into(),
             None => "sequential".into(),
             Some(0) => "parallel".into(),
             Some(n) => format!("parallel, at most {n} at once"),
@@ -489,7 +490,7 @@ fn describe_condition(trigger: &Trigger) -> String {
     }
 }
 
-fn plan_trigger(runbook: &Runbook, trigger: &Trigger) -> PlanTrigger {
+fn plan_trigger(trigger: &Trigger) -> PlanTrigger {
     let lower = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     PlanTrigger {
         id: trigger.id.clone(),

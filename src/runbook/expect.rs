@@ -567,8 +567,7 @@ pub fn compile_regex(text: &str) -> Result<Regex, String> {
 
 fn first_line(text: &str) -> String {
     text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(text)
         .trim()
         .to_owned()

@@ -65,7 +65,7 @@ pub fn load_source(source: Arc<SourceFile>, overrides: &[VarOverride]) -> Loaded
 fn check(source: &Arc<SourceFile>, overrides: &[VarOverride]) -> (Option<Runbook>, Vec<Diagnostic>) {
     let mut root = match yaml::parse(source) {
         Ok(root) => root,
-        Err(d) => return (None, vec![d]),
+        Err(d) => return (None, vec![*d]),
     };
     if root.value == yaml::NodeValue::Null {
         let d = Diagnostic::error("empty-file", source.span_at(1, 1, 1), "the file is empty")

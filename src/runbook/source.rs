@@ -141,7 +141,7 @@ mod tests {
         let file = SourceFile::new("x.yaml", "a: 1\nhé: bad\n");
         let span = file.span_at(2, 5, 3);
         assert_eq!(file.slice(span), "bad");
-        assert_eq!(span.offset, 9);
+        assert_eq!(span.offset, 10);
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub fn format_duration(d: Duration) -> String {
     if total_ms < 1000 {
         return format!("{total_ms}ms");
     }
-    if total_ms % 1000 != 0 && total_ms < 60_000 {
+    if !total_ms.is_multiple_of(1000) && total_ms < 60_000 {
         return format!("{}s", format_number(d.as_secs_f64()));
     }
     let mut secs = d.as_secs();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::action::{Action, ActionParams, Effect, Inverse, Shape, TargetKind};
+use super::action::{Action, Effect, Inverse, Shape, TargetKind};
 use super::de::{backticked, did_you_mean, Spanned};
 use super::diagnostic::Diagnostic;
 use super::expect::Expect;
@@ -17,7 +17,7 @@ use super::spec::{
     DataPolicy, FireSpec, OnFailure, PhaseSpec, RollbackSpec, RunbookSpec, StepSpec, TargetSpec, TriggerSpec,
 };
 use super::template::{Reference, Template};
-use super::units::{CompareOp, Quantity};
+use super::units::Quantity;
 use super::vars::ResolvedVar;
 use super::yaml::Node;
 use crate::plan::graph::PhaseGraph;
@@ -206,7 +206,7 @@ impl Validator {
                     id: Some(phase.id.clone()),
                     action: Some(Spanned {
                         span: gate.span,
-                        value: Action::Gate(gate.value.clone()),
+                        value: Action::Gate(Box::new(gate.value.clone())),
                     }),
                     ..StepSpec::default()
                 };
@@ -866,7 +866,6 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
                 };
                 problems.push(format!("the value is {}, but `{op} {q}` compares with {}{hint}", shape_name(shape), q.kind_name()));
             }
-            let _ = CompareOp::Eq;
         }
         Expect::Empty(_) => {
             if matches!(shape, Shape::Number | Shape::Bytes | Shape::Duration | Shape::Timestamp) {

@@ -298,7 +298,7 @@ pub fn source_from_bytes(path: &Path, bytes: Vec<u8>) -> (Arc<SourceFile>, Optio
 }
 
 /// Parses YAML text into a [`Node`] tree, or returns the syntax error.
-pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
+pub fn parse(file: &SourceFile) -> Result<Node, Box<Diagnostic>> {
     let mut options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
@@ -312,7 +312,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             node.fix_spans(file);
             Ok(node)
         }
-        Err(err) => Err(syntax_diagnostic(file, &err)),
+        Err(err) => Err(Box::new(syntax_diagnostic(file, &err))),
     }
 }
 
@@ -355,7 +355,7 @@ fn strip_location_prefix(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse_str(text: &str) -> Result<Node, Diagnostic> {
+    fn parse_str(text: &str) -> Result<Node, Box<Diagnostic>> {
         parse(&SourceFile::new("t.yaml", text))
     }
 
@@ -401,7 +401,7 @@ mod tests {
             let prev = format!("*a{}", i - 1);
             text.push_str(&format!(
                 "a{i}: &a{i} [{}]\n",
-                vec![prev.as_str(); 10].join(", ")
+                [prev.as_str(); 10].join(", ")
             ));
         }
         let err = parse_str(&text).unwrap_err();

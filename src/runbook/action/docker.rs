@@ -329,6 +329,17 @@ pub enum RestartPolicy {
     OnFailure,
 }
 
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        })
+    }
+}
+
 /// When to pull the image of `docker.run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -466,7 +477,7 @@ impl ActionParams for RunParams {
             out.push_str(&format!("; volumes {}", volumes.join(", ")));
         }
         if let Some(restart) = self.restart {
-            out.push_str(&format!("; restart {restart:?}").to_lowercase());
+            out.push_str(&format!("; restart {restart}"));
         }
         if self.healthcheck.is_some() {
             out.push_str("; with healthcheck");

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::docker::{shell_words, COMMAND_RESULT};
-use super::{ActionParams, Effect, Shape};
+use super::{ActionParams, Effect, Inverse, Shape};
 use crate::runbook::template::Template;
 use crate::runbook::units::RunbookDuration;
 
@@ -214,7 +214,7 @@ impl ActionParams for AssertParams {
         Shape::Text
     }
     fn describe(&self) -> String {
-        format!("check `{}`", self.value.display())
+        format!("`{}`", self.value.display())
     }
 }
 
@@ -234,7 +234,7 @@ impl ActionParams for WaitParams {
         Shape::Nothing
     }
     fn describe(&self) -> String {
-        format!("wait {}", self.duration)
+        self.duration.to_string()
     }
 }
 
@@ -258,8 +258,8 @@ impl ActionParams for ManualParams {
         Shape::Nothing
     }
     fn describe(&self) -> String {
-        let by = self.by.as_ref().map(|b| format!(" ({b})")).unwrap_or_default();
-        format!("operator{by}: {}", self.instruction.display())
+        let by = self.by.as_ref().map(|b| format!(" (confirmed by {b})")).unwrap_or_default();
+        format!("{}{by}", self.instruction.display())
     }
 }
 
@@ -298,11 +298,15 @@ impl ActionParams for GateParams {
     fn effect(&self) -> Effect {
         Effect::Operator
     }
+    fn inverse(&self) -> Inverse {
+        // A decision changes nothing.
+        Inverse::NotNeeded
+    }
     fn shape(&self) -> Shape {
         Shape::Nothing
     }
     fn describe(&self) -> String {
-        let mut out = format!("go/no-go: {}", self.question.display());
+        let mut out = self.question.display();
         if !self.signoffs.is_empty() {
             out.push_str(&format!(" (sign-off: {})", self.signoffs.join(", ")));
         }

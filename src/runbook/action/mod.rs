@@ -149,7 +149,7 @@ macro_rules! actions {
         /// One action, with its parameters.
         #[derive(Clone, Debug)]
         pub enum Action {
-            $( $(#[$doc])* $variant($params), )*
+            $( $(#[$doc])* $variant(Box<$params>), )*
         }
 
         /// Every action name, as written in a runbook.
@@ -163,7 +163,7 @@ macro_rules! actions {
 
             /// The planner's view of the parameters.
             pub fn params(&self) -> &dyn ActionParams {
-                match self { $( Action::$variant(p) => p, )* }
+                match self { $( Action::$variant(p) => &**p, )* }
             }
 
             fn deserialize_named<'de, D: Deserializer<'de>>(
@@ -171,7 +171,7 @@ macro_rules! actions {
                 deserializer: D,
             ) -> Result<Action, D::Error> {
                 match name {
-                    $( $name => <$params>::deserialize(deserializer).map(Action::$variant), )*
+                    $( $name => <$params>::deserialize(deserializer).map(|p| Action::$variant(Box::new(p))), )*
                     _ => Err(serde::de::Error::custom(format!("unknown action `{name}`"))),
                 }
             }
