@@ -50,7 +50,9 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check runbook files and report every problem with its file:line:column.
-    #[command(after_help = "Exit codes: 0 all valid, 1 a runbook is invalid, 2 usage error (e.g. a file cannot be read).")]
+    #[command(
+        after_help = "Exit codes: 0 all valid, 1 a runbook is invalid, 2 usage error (e.g. a file cannot be read)."
+    )]
     Validate(ValidateArgs),
     /// Preview a run: every phase and step in order with the exact operation, gates,
     /// triggers and the rollback plan. Performs nothing.
@@ -83,7 +85,9 @@ pub struct VarArgs {
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
         _ => Err(format!("`{text}` is not NAME=VALUE")),
     }
 }

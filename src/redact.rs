@@ -70,7 +70,10 @@ mod tests {
             mask_url_passwords("rediss://default:abc123xyz@host:6379 and redis://host:6379"),
             "rediss://default:****@host:6379 and redis://host:6379"
         );
-        assert_eq!(mask_url_passwords("http://host:8080/path"), "http://host:8080/path");
+        assert_eq!(
+            mask_url_passwords("http://host:8080/path"),
+            "http://host:8080/path"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{Cli, ColorChoice, Command, PlanArgs, PlanFormat, ValidateArgs, VarArgs};
 use crate::plan;
 use crate::runbook::diagnostic::{self, Diagnostic, DiagnosticFormat, FileDiagnostics, HumanStyle};
-use crate::runbook::{self, yaml, Runbook, VarOrigin, VarOverride};
+use crate::runbook::{self, Runbook, VarOrigin, VarOverride, yaml};
 
 /// Exit codes, documented in the README. A clean rollback and a failed one never share
 /// a code.
@@ -44,7 +44,12 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { Exit::Usage } else { Exit::Done }.into();
+            return if err.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Done
+            }
+            .into();
         }
     };
     init_logging(cli.verbose);
@@ -115,7 +120,10 @@ fn human_style(choice: ColorChoice) -> HumanStyle {
 
 fn print_out(text: &str) -> Exit {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         Ok(()) => Exit::Done,
         // A closed pipe (`| head`) is not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Done,
@@ -142,7 +150,11 @@ fn overrides(args: &VarArgs) -> Result<Vec<VarOverride>, Vec<FileDiagnostics>> {
         value: value.clone(),
         origin: VarOrigin::CommandLine,
     }));
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
@@ -150,7 +162,11 @@ fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
         Ok(read) => read,
         Err(e) => {
             let source = runbook::SourceFile::new(path, "");
-            let d = Diagnostic::error("unreadable", runbook::source::Span::UNKNOWN, format!("cannot read vars file: {e}"));
+            let d = Diagnostic::error(
+                "unreadable",
+                runbook::source::Span::UNKNOWN,
+                format!("cannot read vars file: {e}"),
+            );
             return Err(FileDiagnostics::new(source, vec![d]));
         }
     };
@@ -164,7 +180,10 @@ fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
     match root.as_map() {
         Some(entries) => {
             for (key, value) in entries {
-                match (key.as_str(), value.as_map().is_none() && value.as_seq().is_none()) {
+                match (
+                    key.as_str(),
+                    value.as_map().is_none() && value.as_seq().is_none(),
+                ) {
                     (Some(name), true) => vars.push(VarOverride {
                         name: name.to_owned(),
                         value: value.scalar_text().unwrap_or_default(),
@@ -179,9 +198,17 @@ fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
             }
         }
         None if root.value == yaml::NodeValue::Null => {}
-        None => problems.push(Diagnostic::error("bad-vars-file", root.span, "a vars file is a map of `name: value`")),
+        None => problems.push(Diagnostic::error(
+            "bad-vars-file",
+            root.span,
+            "a vars file is a map of `name: value`",
+        )),
     }
-    if problems.is_empty() { Ok(vars) } else { Err(FileDiagnostics::new(source, problems)) }
+    if problems.is_empty() {
+        Ok(vars)
+    } else {
+        Err(FileDiagnostics::new(source, problems))
+    }
 }
 
 fn print_diagnostics(files: &[FileDiagnostics], format: DiagnosticFormat, style: HumanStyle) {
@@ -205,7 +232,11 @@ fn load_one(path: &Path, vars: &VarArgs, style: HumanStyle) -> Result<Runbook, E
         eprintln!("error: cannot read `{}`: {e}", path.display());
         Exit::Usage
     })?;
-    print_diagnostics(std::slice::from_ref(&loaded.diagnostics), DiagnosticFormat::Human, style);
+    print_diagnostics(
+        std::slice::from_ref(&loaded.diagnostics),
+        DiagnosticFormat::Human,
+        style,
+    );
     match loaded.runbook {
         Some(runbook) => Ok(runbook),
         None => {
@@ -239,7 +270,10 @@ fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir)?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;

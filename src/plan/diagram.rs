@@ -35,8 +35,12 @@ pub fn render(runbook: &Runbook, format: DiagramFormat) -> String {
 /// The steps without predecessors and without successors inside a phase: where the
 /// barrier edges from the previous phase land and where the next phase's leave.
 fn entries_and_exits(graph: &PhaseGraph, count: usize) -> (Vec<usize>, Vec<usize>) {
-    let entries = (0..count).filter(|i| !graph.edges.iter().any(|(_, a)| a == i)).collect();
-    let exits = (0..count).filter(|i| !graph.edges.iter().any(|(b, _)| b == i)).collect();
+    let entries = (0..count)
+        .filter(|i| !graph.edges.iter().any(|(_, a)| a == i))
+        .collect();
+    let exits = (0..count)
+        .filter(|i| !graph.edges.iter().any(|(b, _)| b == i))
+        .collect();
     (entries, exits)
 }
 
@@ -46,10 +50,18 @@ fn mermaid(runbook: &Runbook) -> String {
     for phase in &runbook.phases {
         let graph = PhaseGraph::of_phase(phase);
         let title = escape(phase.title.as_deref().unwrap_or(&phase.id));
-        let _ = writeln!(out, "  subgraph {}[\"{title}\"]", node_id("phase", &phase.id));
+        let _ = writeln!(
+            out,
+            "  subgraph {}[\"{title}\"]",
+            node_id("phase", &phase.id)
+        );
         for step in &phase.steps {
             let id = node_id(&phase.id, &step.id);
-            let label = format!("{}<br/><small>{}</small>", escape(&step.id), step.action.name());
+            let label = format!(
+                "{}<br/><small>{}</small>",
+                escape(&step.id),
+                step.action.name()
+            );
             if matches!(step.action, Action::Gate(_)) {
                 let _ = writeln!(out, "    {id}{{\"{label}\"}}");
             } else {
@@ -68,10 +80,17 @@ fn mermaid(runbook: &Runbook) -> String {
         let (entries, exits) = entries_and_exits(&graph, phase.steps.len());
         for from in &previous_exits {
             for entry in &entries {
-                let _ = writeln!(out, "  {from} ==> {}", node_id(&phase.id, &phase.steps[*entry].id));
+                let _ = writeln!(
+                    out,
+                    "  {from} ==> {}",
+                    node_id(&phase.id, &phase.steps[*entry].id)
+                );
             }
         }
-        previous_exits = exits.iter().map(|i| node_id(&phase.id, &phase.steps[*i].id)).collect();
+        previous_exits = exits
+            .iter()
+            .map(|i| node_id(&phase.id, &phase.steps[*i].id))
+            .collect();
     }
     for trigger in &runbook.triggers {
         let id = node_id("trigger", &trigger.id);
@@ -84,14 +103,24 @@ fn mermaid(runbook: &Runbook) -> String {
 }
 
 fn dot(runbook: &Runbook) -> String {
-    let mut out = String::from("digraph runbook {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n");
+    let mut out = String::from(
+        "digraph runbook {\n  rankdir=TB;\n  node [shape=box, fontname=\"sans-serif\"];\n",
+    );
     let mut previous_exits: Vec<String> = Vec::new();
     for phase in &runbook.phases {
         let graph = PhaseGraph::of_phase(phase);
         let title = escape(phase.title.as_deref().unwrap_or(&phase.id));
-        let _ = writeln!(out, "  subgraph cluster_{} {{\n    label=\"{title}\";", node_id("phase", &phase.id));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{} {{\n    label=\"{title}\";",
+            node_id("phase", &phase.id)
+        );
         for step in &phase.steps {
-            let shape = if matches!(step.action, Action::Gate(_)) { ", shape=diamond" } else { "" };
+            let shape = if matches!(step.action, Action::Gate(_)) {
+                ", shape=diamond"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 "    {} [label=\"{}\\n{}\"{shape}];",
@@ -112,10 +141,17 @@ fn dot(runbook: &Runbook) -> String {
         let (entries, exits) = entries_and_exits(&graph, phase.steps.len());
         for from in &previous_exits {
             for entry in &entries {
-                let _ = writeln!(out, "  {from} -> {} [style=bold];", node_id(&phase.id, &phase.steps[*entry].id));
+                let _ = writeln!(
+                    out,
+                    "  {from} -> {} [style=bold];",
+                    node_id(&phase.id, &phase.steps[*entry].id)
+                );
             }
         }
-        previous_exits = exits.iter().map(|i| node_id(&phase.id, &phase.steps[*i].id)).collect();
+        previous_exits = exits
+            .iter()
+            .map(|i| node_id(&phase.id, &phase.steps[*i].id))
+            .collect();
     }
     out.push_str("}\n");
     out

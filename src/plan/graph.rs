@@ -49,7 +49,11 @@ impl PhaseGraph {
             .map(|scc| cycle_path(&edges, &scc.iter().map(|n| graph[*n]).collect::<Vec<_>>()))
             .collect::<Vec<_>>();
         let order = stable_order(count, &edges);
-        PhaseGraph { edges, order, cycles }
+        PhaseGraph {
+            edges,
+            order,
+            cycles,
+        }
     }
 
     /// The graph of a validated phase (unknown `needs` were rejected by validation).
@@ -65,7 +69,10 @@ impl PhaseGraph {
 
     /// The steps `step` waits for directly.
     pub fn dependencies(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
-        self.edges.iter().filter(move |(_, a)| *a == step).map(|(b, _)| *b)
+        self.edges
+            .iter()
+            .filter(move |(_, a)| *a == step)
+            .map(|(b, _)| *b)
     }
 
     /// Whether `ancestor` always finishes before `step` starts.
@@ -93,8 +100,10 @@ fn stable_order(count: usize, edges: &[(usize, usize)]) -> Vec<usize> {
     for &(_, after) in edges {
         indegree[after] += 1;
     }
-    let mut ready: BinaryHeap<Reverse<usize>> =
-        (0..count).filter(|i| indegree[*i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..count)
+        .filter(|i| indegree[*i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(count);
     while let Some(Reverse(next)) = ready.pop() {
         order.push(next);

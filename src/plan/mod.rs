@@ -285,7 +285,11 @@ fn endpoint(spec: &TargetSpec) -> String {
                 .as_ref()
                 .map(|h| h.value.display())
                 .unwrap_or_else(|| "DOCKER_HOST or the local socket".into());
-            if docker.tls.is_some() { format!("{host} (TLS)") } else { host }
+            if docker.tls.is_some() {
+                format!("{host} (TLS)")
+            } else {
+                host
+            }
         }
         TargetSpec::Redis(redis) => {
             let mut out = redis.url.value.display();
@@ -333,14 +337,20 @@ fn plan_phase(runbook: &Runbook, phase: &Phase, summary: &mut PlanSummary) -> Pl
         id: phase.id.clone(),
         title: phase.title.clone(),
         mode: match phase.parallel {
-            None if phase.steps.len() == 1 && matches!(phase.steps[0].action, Action::Gate(_)) => "gate".into(),
+            None if phase.steps.len() == 1 && matches!(phase.steps[0].action, Action::Gate(_)) => {
+                "gate".into()
+            }
             None => "sequential".into(),
             Some(0) => "parallel".into(),
             Some(n) => format!("parallel, at most {n} at once"),
         },
         on_failure: phase.on_failure,
         steps,
-        rollback: phase.rollback.iter().map(|s| plan_step(runbook, s)).collect(),
+        rollback: phase
+            .rollback
+            .iter()
+            .map(|s| plan_step(runbook, s))
+            .collect(),
     }
 }
 
@@ -357,8 +367,15 @@ pub fn operation(step: &Step) -> String {
 }
 
 fn describe_retry(retry: &RetrySpec) -> String {
-    let interval = retry.interval.map(|i| i.0).unwrap_or(std::time::Duration::from_secs(1));
-    let mut out = format!("{} attempts, {} apart", retry.attempts, format_duration(interval));
+    let interval = retry
+        .interval
+        .map(|i| i.0)
+        .unwrap_or(std::time::Duration::from_secs(1));
+    let mut out = format!(
+        "{} attempts, {} apart",
+        retry.attempts,
+        format_duration(interval)
+    );
     if let Some(backoff) = retry.backoff.filter(|b| *b != 1.0) {
         out.push_str(&format!(", x{backoff} each time"));
     }
@@ -377,14 +394,21 @@ fn plan_step(runbook: &Runbook, step: &Step) -> PlanStep {
         verification: step.action.verification(),
         expect: step.expect.as_ref().map(ToString::to_string),
         until: step.until.as_ref().map(|u| {
-            let every = step.interval.map(format_duration).unwrap_or_else(|| "1s".into());
+            let every = step
+                .interval
+                .map(format_duration)
+                .unwrap_or_else(|| "1s".into());
             format!("{u} (polled every {every})")
         }),
         retry: step.retry.as_ref().map(describe_retry),
         timeout: step.timeout.map(format_duration),
         needs: step.needs.clone(),
         skip_if: step.skip_if.as_ref().map(|probe| {
-            let check = probe.expect.as_ref().map(|e| format!(" is {e}")).unwrap_or_default();
+            let check = probe
+                .expect
+                .as_ref()
+                .map(|e| format!(" is {e}"))
+                .unwrap_or_default();
             format!("{}{check}", operation(probe))
         }),
         rollback: plan_step_rollback(runbook, &step.rollback),
@@ -412,18 +436,26 @@ fn plan_rollback(runbook: &Runbook) -> PlanRollback {
     let rollback_phases: Vec<&str> = runbook
         .phases
         .iter()
-        .filter(|p| p.on_failure == OnFailure::Rollback || p.steps.iter().any(|s| s.on_failure == OnFailure::Rollback))
+        .filter(|p| {
+            p.on_failure == OnFailure::Rollback
+                || p.steps.iter().any(|s| s.on_failure == OnFailure::Rollback)
+        })
         .map(|p| p.id.as_str())
         .collect();
     if !rollback_phases.is_empty() {
-        when.push(format!("a step fails in phase {} (on_failure: rollback)", rollback_phases.join(", ")));
+        when.push(format!(
+            "a step fails in phase {} (on_failure: rollback)",
+            rollback_phases.join(", ")
+        ));
     }
     for (_, step) in runbook.steps() {
         if let Action::Gate(gate) = &step.action {
             if gate.on_no_go == crate::runbook::action::GateFallback::Rollback {
                 when.push(format!("gate `{}` gets no-go", step.id));
             }
-            if gate.timeout.is_some() && gate.on_timeout == crate::runbook::action::GateFallback::Rollback {
+            if gate.timeout.is_some()
+                && gate.on_timeout == crate::runbook::action::GateFallback::Rollback
+            {
                 when.push(format!("gate `{}` times out", step.id));
             }
         }
@@ -435,7 +467,11 @@ fn plan_rollback(runbook: &Runbook) -> PlanRollback {
             undo.push(PlanUndo {
                 step: format!("phase {}", phase.id),
                 rollback: PlanStepRollback::Steps {
-                    steps: phase.rollback.iter().map(|s| plan_step(runbook, s)).collect(),
+                    steps: phase
+                        .rollback
+                        .iter()
+                        .map(|s| plan_step(runbook, s))
+                        .collect(),
                 },
             });
         }
@@ -451,7 +487,11 @@ fn plan_rollback(runbook: &Runbook) -> PlanRollback {
     PlanRollback {
         when,
         undo,
-        steps: runbook.rollback.iter().map(|s| plan_step(runbook, s)).collect(),
+        steps: runbook
+            .rollback
+            .iter()
+            .map(|s| plan_step(runbook, s))
+            .collect(),
     }
 }
 
@@ -481,10 +521,15 @@ fn describe_condition(trigger: &Trigger) -> String {
     match &trigger.fire {
         FireCondition::Threshold(e) => format!("value {e}"),
         FireCondition::FailingFor(d) => format!("probe failing for {}", format_duration(*d)),
-        FireCondition::Increase { by, within } => format!("increase {by} within {}", format_duration(*within)),
+        FireCondition::Increase { by, within } => {
+            format!("increase {by} within {}", format_duration(*within))
+        }
         FireCondition::Rate { ratio, baseline } => match baseline {
             Baseline::Recorded(t) => format!("growth rate {ratio} the baseline {}", t.display()),
-            Baseline::Measured(d) => format!("growth rate {ratio} the rate measured in the first {}", format_duration(*d)),
+            Baseline::Measured(d) => format!(
+                "growth rate {ratio} the rate measured in the first {}",
+                format_duration(*d)
+            ),
         },
         FireCondition::Consecutive(n) => format!("{n} failing probes in a row"),
     }

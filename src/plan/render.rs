@@ -8,16 +8,32 @@ use super::{Plan, PlanStep, PlanStepRollback};
 /// The plan as text.
 pub fn render_text(plan: &Plan) -> String {
     let mut out = String::new();
-    let title = plan.runbook.title.as_deref().map(|t| format!(" — {t}")).unwrap_or_default();
+    let title = plan
+        .runbook
+        .title
+        .as_deref()
+        .map(|t| format!(" — {t}"))
+        .unwrap_or_default();
     let _ = writeln!(out, "Plan for {}{title}", plan.runbook.name);
-    let _ = writeln!(out, "runbook {} (sha256 {})", plan.runbook.path, plan.runbook.sha256);
-    let _ = writeln!(out, "Dry run: nothing below is performed; `verified` steps are read-only probes, `simulated` steps are changes, `unverifiable` steps are outside redis-move's view.");
+    let _ = writeln!(
+        out,
+        "runbook {} (sha256 {})",
+        plan.runbook.path, plan.runbook.sha256
+    );
+    let _ = writeln!(
+        out,
+        "Dry run: nothing below is performed; `verified` steps are read-only probes, `simulated` steps are changes, `unverifiable` steps are outside redis-move's view."
+    );
 
     if !plan.vars.is_empty() {
         let _ = writeln!(out, "\nVars");
         let width = plan.vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
         for var in &plan.vars {
-            let origin = if var.origin == "runbook" { String::new() } else { format!("  (from {})", var.origin) };
+            let origin = if var.origin == "runbook" {
+                String::new()
+            } else {
+                format!("  (from {})", var.origin)
+            };
             let _ = writeln!(out, "  {:width$}  {}{origin}", var.name, var.value);
         }
     }
@@ -25,16 +41,32 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(out, "\nTargets");
         let width = plan.targets.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for target in &plan.targets {
-            let _ = writeln!(out, "  {:width$}  {:6}  {}", target.name, target.kind.to_string(), target.endpoint);
+            let _ = writeln!(
+                out,
+                "  {:width$}  {:6}  {}",
+                target.name,
+                target.kind.to_string(),
+                target.endpoint
+            );
         }
     }
 
     let total = plan.phases.len();
     let mut number = 0;
     for (i, phase) in plan.phases.iter().enumerate() {
-        let title = phase.title.as_deref().map(|t| format!(" — {t}")).unwrap_or_default();
+        let title = phase
+            .title
+            .as_deref()
+            .map(|t| format!(" — {t}"))
+            .unwrap_or_default();
         let on_failure = format!("{:?}", phase.on_failure).to_lowercase();
-        let _ = writeln!(out, "\nPhase {}/{total} {}{title}  [{}, on failure: {on_failure}]", i + 1, phase.id, phase.mode);
+        let _ = writeln!(
+            out,
+            "\nPhase {}/{total} {}{title}  [{}, on failure: {on_failure}]",
+            i + 1,
+            phase.id,
+            phase.mode
+        );
         for step in &phase.steps {
             number += 1;
             write_step(&mut out, step, &format!("{number}."), "  ");
@@ -50,15 +82,35 @@ pub fn render_text(plan: &Plan) -> String {
     if !plan.triggers.is_empty() {
         let _ = writeln!(out, "\nTriggers");
         for t in &plan.triggers {
-            let title = t.title.as_deref().map(|t| format!(" — {t}")).unwrap_or_default();
-            let shadow = if t.mode == "shadow" { " [shadow: records only]" } else { "" };
+            let title = t
+                .title
+                .as_deref()
+                .map(|t| format!(" — {t}"))
+                .unwrap_or_default();
+            let shadow = if t.mode == "shadow" {
+                " [shadow: records only]"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  {}{title}{shadow}", t.id);
             let _ = writeln!(out, "      window: {}", t.window);
-            let healthy = t.healthy.as_deref().map(|h| format!(" (healthy: {h})")).unwrap_or_default();
-            let _ = writeln!(out, "      probe every {} (timeout {}): {}{healthy}", t.every, t.timeout, t.probe);
+            let healthy = t
+                .healthy
+                .as_deref()
+                .map(|h| format!(" (healthy: {h})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "      probe every {} (timeout {}): {}{healthy}",
+                t.every, t.timeout, t.probe
+            );
             let _ = writeln!(out, "      fires when: {} -> {}", t.condition, t.action);
             if t.on_no_data != "fail" || t.on_error != "fail" {
-                let _ = writeln!(out, "      no data: {}; probe error: {}", t.on_no_data, t.on_error);
+                let _ = writeln!(
+                    out,
+                    "      no data: {}; probe error: {}",
+                    t.on_no_data, t.on_error
+                );
             }
         }
     }
@@ -84,7 +136,11 @@ pub fn render_text(plan: &Plan) -> String {
                 let _ = writeln!(out, "    {}: nothing (rollback: none)", undo.step);
             }
             PlanStepRollback::Missing => {
-                let _ = writeln!(out, "    {}: NOT UNDONE — no rollback for this change", undo.step);
+                let _ = writeln!(
+                    out,
+                    "    {}: NOT UNDONE — no rollback for this change",
+                    undo.step
+                );
             }
             PlanStepRollback::NotNeeded => {}
         }
@@ -110,7 +166,11 @@ pub fn render_text(plan: &Plan) -> String {
         s.triggers,
         if s.triggers == 1 { "" } else { "s" },
         if s.without_rollback > 0 {
-            format!(", {} change{} without rollback", s.without_rollback, if s.without_rollback == 1 { "" } else { "s" })
+            format!(
+                ", {} change{} without rollback",
+                s.without_rollback,
+                if s.without_rollback == 1 { "" } else { "s" }
+            )
         } else {
             String::new()
         }
@@ -119,8 +179,16 @@ pub fn render_text(plan: &Plan) -> String {
 }
 
 fn write_step(out: &mut String, step: &PlanStep, marker: &str, indent: &str) {
-    let title = step.title.as_deref().map(|t| format!(" — {t}")).unwrap_or_default();
-    let _ = writeln!(out, "{indent}{marker} {}{title}  [{}]", step.id, step.verification);
+    let title = step
+        .title
+        .as_deref()
+        .map(|t| format!(" — {t}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{indent}{marker} {}{title}  [{}]",
+        step.id, step.verification
+    );
     let pad = format!("{indent}   ");
     let _ = writeln!(out, "{pad}{}", step.operation);
     if !step.needs.is_empty() {
@@ -165,7 +233,8 @@ fn write_step(out: &mut String, step: &PlanStep, marker: &str, indent: &str) {
 
 /// The plan as pretty JSON.
 pub fn render_json(plan: &Plan) -> String {
-    let mut out = serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut out =
+        serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     out.push('\n');
     out
 }

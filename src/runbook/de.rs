@@ -12,11 +12,10 @@ use std::cell::RefCell;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{
-    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
-    VariantAccess, Visitor,
-};
 use serde::Deserialize;
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 
 use super::diagnostic::Diagnostic;
 use super::source::Span;
@@ -95,7 +94,10 @@ impl de::Error for DeError {
     fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
         DeError::new(
             "invalid-value",
-            format!("invalid value {}: expected {expected}", describe(&unexpected)),
+            format!(
+                "invalid value {}: expected {expected}",
+                describe(&unexpected)
+            ),
         )
     }
 
@@ -153,6 +155,37 @@ pub fn backticked(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Deserializes a value written as text and parsed (`30s`, `8gb`, a template), so that a
+/// parse error points at the text itself rather than at the map around it.
+pub fn deserialize_parsed<'de, D, T, E>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    E: fmt::Display,
+{
+    struct ParseVisitor<F> {
+        expecting: &'static str,
+        parse: F,
+    }
+
+    impl<T, E: fmt::Display, F: FnOnce(&str) -> Result<T, E>> Visitor<'_> for ParseVisitor<F> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_str<Er: de::Error>(self, text: &str) -> Result<T, Er> {
+            (self.parse)(text).map_err(Er::custom)
+        }
+    }
+
+    deserializer.deserialize_str(ParseVisitor { expecting, parse })
 }
 
 /// Errors recorded while deserializing one document.
@@ -328,10 +361,7 @@ impl<'a> Deserializer<'a> for NodeDeserializer<'a> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let result = if name == SPANNED_MARKER {
-            visitor.visit_seq(SpannedAccess {
-                de: self,
-                state: 0,
-            })
+            visitor.visit_seq(SpannedAccess { de: self, state: 0 })
         } else {
             visitor.visit_newtype_struct(self)
         };
@@ -364,9 +394,30 @@ impl<'a> Deserializer<'a> for NodeDeserializer<'a> {
         result.map_err(|e| self.locate(e))
     }
 
+    /// Structs report every unknown key (with "did you mean"), then read the known
+    /// ones; the derived visitor skips the unknown keys. This is what lets one
+    /// `validate` list all the typos of a file instead of the first.
+    fn deserialize_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        if let NodeValue::Map(entries) = &self.node.value {
+            for (key, _) in entries {
+                let name = key.scalar_text().unwrap_or_default();
+                if !fields.contains(&name.as_str()) {
+                    let error = <DeError as de::Error>::unknown_field(&name, fields);
+                    self.child(key).locate(error);
+                }
+            }
+        }
+        self.any(visitor).map_err(|e| self.locate(e))
+    }
+
     serde::forward_to_deserialize_any! {
         <W: Visitor<'a>>
-        char bytes byte_buf unit_struct seq tuple tuple_struct map struct ignored_any
+        char bytes byte_buf unit_struct seq tuple tuple_struct map ignored_any
         i128 u128
     }
 }
@@ -403,7 +454,10 @@ struct NodeMap<'a> {
 impl<'a> MapAccess<'a> for NodeMap<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.entries.next() {
             Some((key, value)) => {
                 self.value = Some(value);
@@ -435,7 +489,10 @@ impl<'a> EnumAccess<'a> for NodeEnum<'a> {
     type Error = DeError;
     type Variant = NodeVariant<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'a>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+    fn variant_seed<V: DeserializeSeed<'a>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
         let tag = seed.deserialize(self.tag)?;
         Ok((
             tag,
@@ -486,7 +543,9 @@ impl<'a> VariantAccess<'a> for NodeVariant<'a> {
     fn tuple_variant<V: Visitor<'a>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         match self.value {
             Some(value) => value.deserialize_seq(visitor),
-            None => Err(self.tag.locate(DeError::new("wrong-type", "expected a list"))),
+            None => Err(self
+                .tag
+                .locate(DeError::new("wrong-type", "expected a list"))),
         }
     }
 
@@ -497,7 +556,9 @@ impl<'a> VariantAccess<'a> for NodeVariant<'a> {
     ) -> Result<V::Value, DeError> {
         match self.value {
             Some(value) => value.deserialize_map(visitor),
-            None => Err(self.tag.locate(DeError::new("wrong-type", "expected a map"))),
+            None => Err(self
+                .tag
+                .locate(DeError::new("wrong-type", "expected a map"))),
         }
     }
 }
@@ -510,7 +571,10 @@ struct SpannedAccess<'a> {
 impl<'a> SeqAccess<'a> for SpannedAccess<'a> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         self.state += 1;
         match self.state {
             1 => {
@@ -587,15 +651,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                 })
             }
 
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Spanned<T>, D::Error> {
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Spanned<T>, D::Error> {
                 T::deserialize(d).map(Spanned::unspanned)
             }
         }
 
-        deserializer.deserialize_newtype_struct(
-            SPANNED_MARKER,
-            SpannedVisitor(std::marker::PhantomData),
-        )
+        deserializer
+            .deserialize_newtype_struct(SPANNED_MARKER, SpannedVisitor(std::marker::PhantomData))
     }
 }
 
@@ -651,7 +716,10 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for SpannedSeed<S> {
                 })
             }
 
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
                 self.0.deserialize(d).map(Spanned::unspanned)
             }
         }
@@ -683,16 +751,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
                 f.write_str("a value")
             }
 
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Lenient<T>, D::Error> {
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Lenient<T>, D::Error> {
                 // The error was recorded where it happened; keep going.
                 Ok(Lenient(T::deserialize(d).ok()))
             }
         }
 
-        deserializer.deserialize_newtype_struct(
-            LENIENT_MARKER,
-            LenientVisitor(std::marker::PhantomData),
-        )
+        deserializer
+            .deserialize_newtype_struct(LENIENT_MARKER, LenientVisitor(std::marker::PhantomData))
     }
 }
 
@@ -721,7 +790,7 @@ mod tests {
     use crate::runbook::yaml;
 
     #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
+
     struct Item {
         id: Spanned<String>,
         #[serde(default)]
@@ -729,7 +798,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
+
     struct Doc {
         items: Vec<Lenient<Item>>,
     }
@@ -762,7 +831,11 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("unknown-field", 3, Some("did you mean `count`?".to_string())),
+                (
+                    "unknown-field",
+                    3,
+                    Some("did you mean `count`?".to_string())
+                ),
                 ("missing-field", 4, None),
                 ("wrong-type", 6, None),
             ]

@@ -273,10 +273,10 @@ impl SourceCode for FileSource {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        let contents =
-            self.0
-                .text
-                .read_span(span, context_lines_before, context_lines_after)?;
+        let contents = self
+            .0
+            .text
+            .read_span(span, context_lines_before, context_lines_after)?;
         Ok(Box::new(MietteSpanContents::new_named(
             self.0.name(),
             contents.data(),
@@ -338,11 +338,9 @@ impl miette::Diagnostic for MietteView<'_> {
             self.diagnostic.label.clone(),
             to_source_span(self.diagnostic.span),
         );
-        let related = self
-            .diagnostic
-            .related
-            .iter()
-            .map(|(span, label)| LabeledSpan::new_with_span(Some(label.clone()), to_source_span(*span)));
+        let related = self.diagnostic.related.iter().map(|(span, label)| {
+            LabeledSpan::new_with_span(Some(label.clone()), to_source_span(*span))
+        });
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }

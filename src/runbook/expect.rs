@@ -8,11 +8,11 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use regex::Regex;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::template::Template;
-use super::units::{parse_duration, parse_timestamp, CompareOp, Quantity};
+use super::units::{CompareOp, Quantity, parse_duration, parse_timestamp};
 use crate::value::Value;
 
 /// The right-hand side of a comparison: known when the runbook is loaded, or a template
@@ -269,13 +269,23 @@ impl Expect {
                     other => {
                         return CheckOutcome::new(
                             false,
-                            format!("{} is never empty; compare it instead (`== 0`)", other.kind_name()),
+                            format!(
+                                "{} is never empty; compare it instead (`== 0`)",
+                                other.kind_name()
+                            ),
                         );
                     }
                 };
                 let shown = short(value);
                 if empty == *want_empty {
-                    CheckOutcome::new(true, if empty { "empty".to_owned() } else { format!("not empty: {shown}") })
+                    CheckOutcome::new(
+                        true,
+                        if empty {
+                            "empty".to_owned()
+                        } else {
+                            format!("not empty: {shown}")
+                        },
+                    )
                 } else if empty {
                     CheckOutcome::new(false, "empty, expected something")
                 } else {
@@ -292,15 +302,27 @@ impl Expect {
                     Err(e) => return CheckOutcome::new(false, e),
                 };
                 let hit = match value {
-                    Value::List(items) => items.iter().position(|i| test.holds(&i.as_text(), &needle)),
+                    Value::List(items) => {
+                        items.iter().position(|i| test.holds(&i.as_text(), &needle))
+                    }
                     other => test.holds(&other.as_text(), &needle).then_some(0),
                 };
                 let verb = test.name();
                 match (hit, negate) {
-                    (None, false) => CheckOutcome::new(false, format!("does not {} `{needle}`", verb.replace("s ", " ").trim_end_matches('s'))),
+                    (None, false) => CheckOutcome::new(
+                        false,
+                        format!(
+                            "does not {} `{needle}`",
+                            verb.replace("s ", " ").trim_end_matches('s')
+                        ),
+                    ),
                     (None, true) => CheckOutcome::new(true, format!("no `{needle}`")),
-                    (Some(i), false) => CheckOutcome::new(true, located(value, i, &format!("{verb} `{needle}`"))),
-                    (Some(i), true) => CheckOutcome::new(false, located(value, i, &format!("{verb} `{needle}`"))),
+                    (Some(i), false) => {
+                        CheckOutcome::new(true, located(value, i, &format!("{verb} `{needle}`")))
+                    }
+                    (Some(i), true) => {
+                        CheckOutcome::new(false, located(value, i, &format!("{verb} `{needle}`")))
+                    }
                 }
             }
             Expect::Matches { regex, negate } => {
@@ -311,8 +333,12 @@ impl Expect {
                 match (hit, negate) {
                     (None, false) => CheckOutcome::new(false, format!("does not match /{regex}/")),
                     (None, true) => CheckOutcome::new(true, format!("nothing matches /{regex}/")),
-                    (Some(i), false) => CheckOutcome::new(true, located(value, i, &format!("matches /{regex}/"))),
-                    (Some(i), true) => CheckOutcome::new(false, located(value, i, &format!("matches /{regex}/"))),
+                    (Some(i), false) => {
+                        CheckOutcome::new(true, located(value, i, &format!("matches /{regex}/")))
+                    }
+                    (Some(i), true) => {
+                        CheckOutcome::new(false, located(value, i, &format!("matches /{regex}/")))
+                    }
                 }
             }
             Expect::Count(inner) => {
@@ -334,7 +360,11 @@ impl Expect {
                 let Value::List(items) = value else {
                     return CheckOutcome::new(
                         false,
-                        format!("`{}` needs a list, found {}", self.keyword(), value.kind_name()),
+                        format!(
+                            "`{}` needs a list, found {}",
+                            self.keyword(),
+                            value.kind_name()
+                        ),
                     );
                 };
                 let outcomes: Vec<_> = items.iter().map(|i| inner.check(i, resolver)).collect();
@@ -342,10 +372,15 @@ impl Expect {
                 match self {
                     Expect::Each(_) => {
                         if items.is_empty() {
-                            return CheckOutcome::new(false, "`each` over an empty list: nothing was checked");
+                            return CheckOutcome::new(
+                                false,
+                                "`each` over an empty list: nothing was checked",
+                            );
                         }
                         match outcomes.iter().position(|o| !o.passed) {
-                            None => CheckOutcome::new(true, format!("all {} items pass", items.len())),
+                            None => {
+                                CheckOutcome::new(true, format!("all {} items pass", items.len()))
+                            }
                             Some(i) => CheckOutcome::new(
                                 false,
                                 format!(
@@ -359,12 +394,22 @@ impl Expect {
                         }
                     }
                     Expect::Any(_) => match outcomes.iter().position(|o| o.passed) {
-                        Some(i) => CheckOutcome::new(true, format!("{}: {}", item_name(&items[i], i), outcomes[i].detail)),
-                        None => CheckOutcome::new(false, format!("none of {} items pass", items.len())),
+                        Some(i) => CheckOutcome::new(
+                            true,
+                            format!("{}: {}", item_name(&items[i], i), outcomes[i].detail),
+                        ),
+                        None => {
+                            CheckOutcome::new(false, format!("none of {} items pass", items.len()))
+                        }
                     },
                     _ => match outcomes.iter().position(|o| o.passed) {
-                        None => CheckOutcome::new(true, format!("none of {} items match", items.len())),
-                        Some(i) => CheckOutcome::new(false, format!("{}: {}", item_name(&items[i], i), outcomes[i].detail)),
+                        None => {
+                            CheckOutcome::new(true, format!("none of {} items match", items.len()))
+                        }
+                        Some(i) => CheckOutcome::new(
+                            false,
+                            format!("{}: {}", item_name(&items[i], i), outcomes[i].detail),
+                        ),
                     },
                 }
             }
@@ -376,9 +421,17 @@ impl Expect {
                 }
                 Value::List(_) => CheckOutcome::new(
                     false,
-                    format!("`{name}` is a field, but the value is a list; use `each:` or `any:` first"),
+                    format!(
+                        "`{name}` is a field, but the value is a list; use `each:` or `any:` first"
+                    ),
                 ),
-                other => CheckOutcome::new(false, format!("`{name}` is a field, but the value is {}", other.kind_name())),
+                other => CheckOutcome::new(
+                    false,
+                    format!(
+                        "`{name}` is a field, but the value is {}",
+                        other.kind_name()
+                    ),
+                ),
             },
             Expect::All(all) => {
                 let outcomes: Vec<_> = all.iter().map(|e| e.check(value, resolver)).collect();
@@ -386,7 +439,11 @@ impl Expect {
                     Some(failed) => failed.clone(),
                     None => CheckOutcome::new(
                         true,
-                        outcomes.iter().map(|o| o.detail.as_str()).collect::<Vec<_>>().join("; "),
+                        outcomes
+                            .iter()
+                            .map(|o| o.detail.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
                     ),
                 }
             }
@@ -433,15 +490,23 @@ fn parse_operand(text: &str) -> Result<Operand, String> {
             .map(Operand::Deferred)
             .map_err(|e| e.message);
     }
-    Quantity::parse(text).map(Operand::Known).map_err(|e| e.to_string())
+    Quantity::parse(text)
+        .map(Operand::Known)
+        .map_err(|e| e.to_string())
 }
 
-fn check_compare(value: &Value, op: CompareOp, operand: &Operand, resolver: &dyn OperandResolver) -> CheckOutcome {
+fn check_compare(
+    value: &Value,
+    op: CompareOp,
+    operand: &Operand,
+    resolver: &dyn OperandResolver,
+) -> CheckOutcome {
     let quantity = match operand {
         Operand::Known(q) => q.clone(),
-        Operand::Deferred(template) => match resolver.resolve(template).and_then(|text| {
-            Quantity::parse(&text).map_err(|e| e.to_string())
-        }) {
+        Operand::Deferred(template) => match resolver
+            .resolve(template)
+            .and_then(|text| Quantity::parse(&text).map_err(|e| e.to_string()))
+        {
             Ok(q) => q,
             Err(e) => return CheckOutcome::new(false, e),
         },
@@ -449,7 +514,10 @@ fn check_compare(value: &Value, op: CompareOp, operand: &Operand, resolver: &dyn
     match compare(value, &quantity, op) {
         Ok(ordering) => {
             let passed = op.holds(ordering);
-            CheckOutcome::new(passed, format!("{} {op} {quantity}", show_value_like(value, &quantity)))
+            CheckOutcome::new(
+                passed,
+                format!("{} {op} {quantity}", show_value_like(value, &quantity)),
+            )
         }
         Err(e) => CheckOutcome::new(false, e),
     }
@@ -485,7 +553,9 @@ pub fn compare(value: &Value, quantity: &Quantity, op: CompareOp) -> Result<Orde
         Quantity::Number(n) => numeric(*n),
         Quantity::Size(bytes) => match value {
             Value::Text(s) => match Quantity::parse(s) {
-                Ok(Quantity::Size(v) | Quantity::Number(v)) => v.partial_cmp(bytes).ok_or_else(mismatch),
+                Ok(Quantity::Size(v) | Quantity::Number(v)) => {
+                    v.partial_cmp(bytes).ok_or_else(mismatch)
+                }
                 _ => Err(mismatch()),
             },
             _ => numeric(*bytes),
@@ -500,7 +570,9 @@ pub fn compare(value: &Value, quantity: &Quantity, op: CompareOp) -> Result<Orde
             Value::Text(s) => parse_timestamp(s).map(|v| v.cmp(t)).map_err(|_| mismatch()),
             _ => Err(mismatch()),
         },
-        Quantity::Ratio(_) => Err(format!("`{quantity}` is a ratio; ratios are for `rate:` triggers")),
+        Quantity::Ratio(_) => Err(format!(
+            "`{quantity}` is a ratio; ratios are for `rate:` triggers"
+        )),
         Quantity::Text(text) => {
             if op.is_ordering() {
                 return Err(mismatch());
@@ -522,7 +594,11 @@ impl fmt::Display for Expect {
             Expect::Compare { op, operand } => write!(f, "{op} {operand}"),
             Expect::Empty(true) => f.write_str("empty"),
             Expect::Empty(false) => f.write_str("not empty"),
-            Expect::Text { test, needle, negate } => {
+            Expect::Text {
+                test,
+                needle,
+                negate,
+            } => {
                 let not = if *negate { "not " } else { "" };
                 write!(f, "{not}{} `{needle}`", test.name())
             }
@@ -552,8 +628,7 @@ struct RegexText(Regex);
 
 impl<'de> Deserialize<'de> for RegexText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        compile_regex(&text).map(RegexText).map_err(de::Error::custom)
+        super::de::deserialize_parsed(d, "a regex", |text| compile_regex(text).map(RegexText))
     }
 }
 
@@ -623,7 +698,9 @@ impl<'de> Visitor<'de> for ExpectVisitor {
             all.push(e);
         }
         if all.is_empty() {
-            return Err(de::Error::custom("an empty list of expectations checks nothing"));
+            return Err(de::Error::custom(
+                "an empty list of expectations checks nothing",
+            ));
         }
         Ok(Expect::All(all))
     }
@@ -737,12 +814,24 @@ mod tests {
     fn numbers_sizes_durations_timestamps() {
         assert!(passes(&expect("\">= 14\""), &Value::Number(14.0)));
         assert!(!passes(&expect("\">= 14\""), &Value::Number(13.0)));
-        assert!(passes(&expect("\"< 8GB\""), &Value::Number(1_170_000_000.0)));
+        assert!(passes(
+            &expect("\"< 8GB\""),
+            &Value::Number(1_170_000_000.0)
+        ));
         assert!(!passes(&expect("\"< 8GB\""), &Value::Number(9e9)));
-        assert!(passes(&expect("< 600ms"), &Value::Duration(Duration::from_millis(12))));
-        assert!(!passes(&expect("< 600ms"), &Value::Duration(Duration::from_millis(900))));
+        assert!(passes(
+            &expect("< 600ms"),
+            &Value::Duration(Duration::from_millis(12))
+        ));
+        assert!(!passes(
+            &expect("< 600ms"),
+            &Value::Duration(Duration::from_millis(900))
+        ));
         let built: jiff::Timestamp = "2026-01-10T08:00:00Z".parse().unwrap();
-        assert!(passes(&expect("\"> 2026-01-09\""), &Value::Timestamp(built)));
+        assert!(passes(
+            &expect("\"> 2026-01-09\""),
+            &Value::Timestamp(built)
+        ));
         assert!(passes(&expect("0"), &Value::Number(0.0)));
         assert!(passes(&expect("\"0\""), &Value::Text("0".into())));
     }
@@ -753,23 +842,44 @@ mod tests {
         assert!(passes(&expect("PONG"), &Value::Text("PONG".into())));
         assert!(!passes(&expect("== PONG"), &Value::Text("LOADING".into())));
         assert!(passes(&expect("empty"), &Value::List(vec![])));
-        assert!(!passes(&expect("empty"), &Value::List(vec![Value::Text("ECONNREFUSED".into())])));
+        assert!(!passes(
+            &expect("empty"),
+            &Value::List(vec![Value::Text("ECONNREFUSED".into())])
+        ));
         assert!(passes(&expect("not empty"), &Value::Text("x".into())));
-        assert!(passes(&expect("{ matches: '^rediss?://' }"), &Value::Text("rediss://h".into())));
-        assert!(passes(&expect("{ starts_with: 'https://' }"), &Value::Text("https://x.upstash.io".into())));
-        assert!(!passes(&expect("{ starts_with: 'https://' }"), &Value::Text("http://x".into())));
+        assert!(passes(
+            &expect("{ matches: '^rediss?://' }"),
+            &Value::Text("rediss://h".into())
+        ));
+        assert!(passes(
+            &expect("{ starts_with: 'https://' }"),
+            &Value::Text("https://x.upstash.io".into())
+        ));
+        assert!(!passes(
+            &expect("{ starts_with: 'https://' }"),
+            &Value::Text("http://x".into())
+        ));
     }
 
     #[test]
     fn lists() {
-        let ok = Value::List(vec![container("w1", &["/data:/data"]), container("w2", &[])]);
-        let bad = Value::List(vec![container("w1", &[]), container("w2", &["/home/a/src:/app/src"])]);
+        let ok = Value::List(vec![
+            container("w1", &["/data:/data"]),
+            container("w2", &[]),
+        ]);
+        let bad = Value::List(vec![
+            container("w1", &[]),
+            container("w2", &["/home/a/src:/app/src"]),
+        ]);
         let e = expect("{ each: { mounts: { not_contains: '/src:' } } }");
         assert!(passes(&e, &ok));
         let outcome = e.check(&bad, &NoResolver);
         assert!(!outcome.passed);
         assert!(outcome.detail.contains("`w2`"), "{}", outcome.detail);
-        assert!(!passes(&e, &Value::List(vec![])), "each over nothing is not a pass");
+        assert!(
+            !passes(&e, &Value::List(vec![])),
+            "each over nothing is not a pass"
+        );
         assert!(passes(&expect("{ count: '>= 2' }"), &ok));
         assert!(!passes(&expect("{ count: '>= 14' }"), &ok));
         assert!(passes(&expect("{ any: { name: w2 } }"), &ok));
@@ -778,14 +888,27 @@ mod tests {
 
     #[test]
     fn mismatched_units_fail_with_a_reason() {
-        let outcome = expect("\"< 8GB\"").check(&Value::Duration(Duration::from_secs(1)), &NoResolver);
+        let outcome =
+            expect("\"< 8GB\"").check(&Value::Duration(Duration::from_secs(1)), &NoResolver);
         assert!(!outcome.passed);
-        assert!(outcome.detail.contains("cannot compare"), "{}", outcome.detail);
+        assert!(
+            outcome.detail.contains("cannot compare"),
+            "{}",
+            outcome.detail
+        );
     }
 
     #[test]
     fn bad_expectations_are_rejected() {
-        for bad in ["\">= \"", "\"< abc\"", "\"< 5m\"", "{ matches: '(' }", "[]", "{}", "\"< 8 furlongs\""] {
+        for bad in [
+            "\">= \"",
+            "\"< abc\"",
+            "\"< 5m\"",
+            "{ matches: '(' }",
+            "[]",
+            "{}",
+            "\"< 8 furlongs\"",
+        ] {
             let node = yaml::parse(&SourceFile::new("t", bad)).unwrap();
             let (_, errors) = from_node::<Expect>(&node);
             assert!(!errors.is_empty(), "{bad} should be rejected");

@@ -10,8 +10,8 @@ pub mod de;
 pub mod diagnostic;
 pub mod expect;
 pub mod model;
-pub mod source;
 pub mod schema;
+pub mod source;
 pub mod spec;
 pub mod template;
 pub mod units;
@@ -62,7 +62,10 @@ pub fn load_source(source: Arc<SourceFile>, overrides: &[VarOverride]) -> Loaded
     }
 }
 
-fn check(source: &Arc<SourceFile>, overrides: &[VarOverride]) -> (Option<Runbook>, Vec<Diagnostic>) {
+fn check(
+    source: &Arc<SourceFile>,
+    overrides: &[VarOverride],
+) -> (Option<Runbook>, Vec<Diagnostic>) {
     let mut root = match yaml::parse(source) {
         Ok(root) => root,
         Err(d) => return (None, vec![*d]),
@@ -76,7 +79,10 @@ fn check(source: &Arc<SourceFile>, overrides: &[VarOverride]) -> (Option<Runbook
         let d = Diagnostic::error(
             "not-a-runbook",
             root.span,
-            format!("expected a map with `version`, `name` and `phases`, found {}", root.kind_name()),
+            format!(
+                "expected a map with `version`, `name` and `phases`, found {}",
+                root.kind_name()
+            ),
         );
         return (None, vec![d]);
     }

@@ -9,7 +9,9 @@ use indexmap::IndexMap;
 use super::action::{Action, TargetKind};
 use super::expect::Expect;
 use super::source::{SourceFile, Span};
-use super::spec::{DataPolicy, FireAction, OnFailure, RetrySpec, SecretSource, TargetSpec, TriggerMode};
+use super::spec::{
+    DataPolicy, FireAction, OnFailure, RetrySpec, SecretSource, TargetSpec, TriggerMode,
+};
 use super::template::Template;
 use super::vars::ResolvedVar;
 
@@ -153,7 +155,10 @@ pub struct Window {
 impl Window {
     /// Whether nothing limits the window (it is open for the whole run).
     pub fn is_unbounded(&self) -> bool {
-        self.phases.is_empty() && self.from.is_none() && self.until.is_none() && self.duration.is_none()
+        self.phases.is_empty()
+            && self.from.is_none()
+            && self.until.is_none()
+            && self.duration.is_none()
     }
 }
 

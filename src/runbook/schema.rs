@@ -26,7 +26,13 @@ mod tests {
         let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
         assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
         let text = schema.to_string();
-        for needle in ["docker.recreate", "redis.ping", "failing_for", "on_failure", "signoffs"] {
+        for needle in [
+            "docker.recreate",
+            "redis.ping",
+            "failing_for",
+            "on_failure",
+            "signoffs",
+        ] {
             assert!(text.contains(needle), "schema lacks {needle}");
         }
     }

@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::action::{Action, ActionSeed, GateParams, ACTION_NAMES};
+use super::action::{ACTION_NAMES, Action, ActionSeed, GateParams};
 use super::de::{Lenient, Spanned, SpannedSeed};
 use super::expect::Expect;
 use super::template::Template;
@@ -18,13 +18,17 @@ use super::units::RunbookDuration;
 
 /// A runbook file.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 #[schemars(title = "redis-move runbook")]
 pub struct RunbookSpec {
     /// Format version; always `1`.
-    pub version: Spanned<u32>,
+    #[serde(default)]
+    #[schemars(required)]
+    pub version: Option<Spanned<u32>>,
     /// Short machine name (`vps01-to-vps`): names the state directory and reports.
-    pub name: Spanned<String>,
+    #[serde(default)]
+    #[schemars(required)]
+    pub name: Option<Spanned<String>>,
     /// Human title shown in plans and reports.
     #[serde(default)]
     pub title: Option<String>,
@@ -42,7 +46,9 @@ pub struct RunbookSpec {
     #[serde(default)]
     pub targets: IndexMap<String, Lenient<Spanned<TargetSpec>>>,
     /// Phases, run in order; each is a barrier.
-    pub phases: Spanned<Vec<Lenient<Spanned<PhaseSpec>>>>,
+    #[serde(default)]
+    #[schemars(required)]
+    pub phases: Option<Spanned<Vec<Lenient<Spanned<PhaseSpec>>>>>,
     /// Rollback triggers watched while the run is inside their window.
     #[serde(default)]
     pub triggers: Vec<Lenient<Spanned<TriggerSpec>>>,
@@ -117,7 +123,7 @@ pub enum TargetSpec {
 
 /// A Docker Engine endpoint.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct DockerTargetSpec {
     /// `unix:///var/run/docker.sock`, `tcp://host:2376`; default: `DOCKER_HOST`, else the
     /// local socket.
@@ -134,7 +140,7 @@ pub struct DockerTargetSpec {
 
 /// TLS files of a Docker endpoint.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct DockerTls {
     /// CA certificate (PEM).
     pub ca: Template,
@@ -146,7 +152,7 @@ pub struct DockerTls {
 
 /// A Redis server.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RedisTargetSpec {
     /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
     /// `unix:///path/redis.sock`.
@@ -174,7 +180,7 @@ pub struct RedisTargetSpec {
 
 /// TLS settings of a Redis target.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RedisTls {
     /// CA certificate to trust (PEM); default: the system roots.
     #[serde(default)]
@@ -247,7 +253,7 @@ impl JsonSchema for Parallel {
 
 /// A phase: a titled group of steps (or a single gate); phases run in order.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct PhaseSpec {
     /// Unique id (`cutover`).
     pub id: Spanned<String>,
@@ -276,7 +282,7 @@ pub struct PhaseSpec {
 
 /// How often to try a step again when it fails.
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RetrySpec {
     /// Total attempts, the first included (>= 2).
     pub attempts: u32,
@@ -312,7 +318,9 @@ impl<'de> Deserialize<'de> for RollbackSpec {
                 if s == "none" {
                     Ok(RollbackSpec::Nothing)
                 } else {
-                    Err(E::custom(format!("`rollback: {s}`: write `none`, a step or a list of steps")))
+                    Err(E::custom(format!(
+                        "`rollback: {s}`: write `none`, a step or a list of steps"
+                    )))
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RollbackSpec, A::Error> {
@@ -448,7 +456,9 @@ impl<'de> Visitor<'de> for StepVisitor {
     type Value = StepSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a step: a map with an `id` and one action such as `redis.ping: { target: ... }`")
+        f.write_str(
+            "a step: a map with an `id` and one action such as `redis.ping: { target: ... }`",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepSpec, A::Error> {
@@ -458,7 +468,9 @@ impl<'de> Visitor<'de> for StepVisitor {
             let seed = StepKeySeed {
                 has_action: step.action.as_ref().map(|a| a.value.name()),
             };
-            let Some(key) = map.next_key_seed(seed)? else { break };
+            let Some(key) = map.next_key_seed(seed)? else {
+                break;
+            };
             match key {
                 StepKey::Action(name) => {
                     step.action = Some(map.next_value_seed(SpannedSeed(ActionSeed(name)))?);
@@ -481,7 +493,11 @@ impl<'de> Visitor<'de> for StepVisitor {
                         "hint" => step.hint = Some(map.next_value()?),
                         "skip_if" => step.skip_if = Some(Box::new(map.next_value()?)),
                         "on_failure" => step.on_failure = Some(map.next_value()?),
-                        _ => return Err(de::Error::custom(format!("unhandled step field `{field}`"))),
+                        _ => {
+                            return Err(de::Error::custom(format!(
+                                "unhandled step field `{field}`"
+                            )));
+                        }
                     }
                 }
             }
@@ -550,7 +566,7 @@ impl JsonSchema for StepSpec {
 /// A rollback trigger: a read-only probe watched during a window, and the condition
 /// that fires it.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct TriggerSpec {
     /// Unique id.
     pub id: Spanned<String>,
@@ -600,7 +616,7 @@ pub struct TriggerSpec {
 /// The fire condition of a trigger: exactly one of `when`, `failing_for`, `increase`,
 /// `rate`, `consecutive`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct FireSpec {
     /// Threshold: fire when the probe value matches (`"> 7GB"`, `{ count: "> 0" }`).
     #[serde(default)]

@@ -225,8 +225,7 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
 
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Template::parse(&text).map_err(serde::de::Error::custom)
+        super::de::deserialize_parsed(d, "text", Template::parse)
     }
 }
 
@@ -255,7 +254,8 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        let t = Template::parse("redis://:${secrets.pw}@${env.HOST}:6379/${steps.db.value.index}").unwrap();
+        let t = Template::parse("redis://:${secrets.pw}@${env.HOST}:6379/${steps.db.value.index}")
+            .unwrap();
         let refs: Vec<_> = t.references().cloned().collect();
         assert_eq!(
             refs,
@@ -268,7 +268,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(t.display(), "redis://:****@${env.HOST}:6379/${steps.db.value.index}");
+        assert_eq!(
+            t.display(),
+            "redis://:****@${env.HOST}:6379/${steps.db.value.index}"
+        );
         assert!(t.has_secret());
     }
 
@@ -282,9 +285,24 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(Template::parse("${vars.x").unwrap_err().message.contains("unterminated"));
-        assert!(Template::parse("${HOME}").unwrap_err().message.contains("unknown namespace"));
-        assert!(Template::parse("${steps.a}").unwrap_err().message.contains("steps.a.value"));
+        assert!(
+            Template::parse("${vars.x")
+                .unwrap_err()
+                .message
+                .contains("unterminated")
+        );
+        assert!(
+            Template::parse("${HOME}")
+                .unwrap_err()
+                .message
+                .contains("unknown namespace")
+        );
+        assert!(
+            Template::parse("${steps.a}")
+                .unwrap_err()
+                .message
+                .contains("steps.a.value")
+        );
         assert!(Template::parse("${vars.}").is_err());
         assert_eq!(Template::parse("ab ${nope.x}").unwrap_err().offset, 3);
     }

@@ -151,12 +151,18 @@ impl Quantity {
         if let Some(multiplier) = size_multiplier(&unit_lower) {
             return Ok(Quantity::Size(number * multiplier));
         }
-        if unit.chars().all(|c| c.is_alphabetic() || c == ' ' || c.is_ascii_digit() || c == '.') {
+        if unit
+            .chars()
+            .all(|c| c.is_alphabetic() || c == ' ' || c.is_ascii_digit() || c == '.')
+        {
             return parse_duration(text)
                 .map(Quantity::Duration)
                 .map_err(|_| UnitError::new(text, &format!("unknown unit `{unit}`; {UNIT_HELP}")));
         }
-        Err(UnitError::new(text, &format!("unknown unit `{unit}`; {UNIT_HELP}")))
+        Err(UnitError::new(
+            text,
+            &format!("unknown unit `{unit}`; {UNIT_HELP}"),
+        ))
     }
 }
 
@@ -233,8 +239,12 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let multiplier = if unit == "m" {
         1e6
     } else {
-        size_multiplier(&unit)
-            .ok_or_else(|| UnitError::new(text, "unknown size unit; use b, k, kb, m, mb, g, gb, KiB, MiB, GiB"))?
+        size_multiplier(&unit).ok_or_else(|| {
+            UnitError::new(
+                text,
+                "unknown size unit; use b, k, kb, m, mb, g, gb, KiB, MiB, GiB",
+            )
+        })?
     };
     if number < 0.0 {
         return Err(UnitError::new(text, "a size cannot be negative"));
@@ -248,12 +258,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let original = text;
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err(UnitError::new(original, "expected a duration such as `30s`"));
+        return Err(UnitError::new(
+            original,
+            "expected a duration such as `30s`",
+        ));
     }
     let mut total = 0f64;
     while !rest.is_empty() {
         let (number, after) = split_number(rest).ok_or_else(|| {
-            UnitError::new(original, "expected a duration such as `30s`, `600ms` or `1h30m`")
+            UnitError::new(
+                original,
+                "expected a duration such as `30s`, `600ms` or `1h30m`",
+            )
         })?;
         if number < 0.0 {
             return Err(UnitError::new(original, "a duration cannot be negative"));
@@ -345,8 +361,7 @@ pub fn format_size(bytes: f64) -> String {
     if unit == 0 {
         format!("{} B", format_number(value))
     } else {
-        format!("{:.2} {}", value, UNITS[unit])
-            .replace(".00 ", " ")
+        format!("{:.2} {}", value, UNITS[unit]).replace(".00 ", " ")
     }
 }
 
@@ -393,8 +408,7 @@ impl fmt::Display for RunbookDuration {
 
 impl<'de> Deserialize<'de> for RunbookDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        super::de::deserialize_parsed(d, "a duration such as `30s`", str::parse)
     }
 }
 
@@ -424,10 +438,9 @@ pub struct RunbookSize(pub u64);
 
 impl<'de> Deserialize<'de> for RunbookSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_size(&text)
-            .map(RunbookSize)
-            .map_err(serde::de::Error::custom)
+        super::de::deserialize_parsed(d, "a size such as `8gb`", |t| {
+            parse_size(t).map(RunbookSize)
+        })
     }
 }
 
@@ -488,7 +501,10 @@ mod tests {
     #[test]
     fn quantities() {
         assert_eq!(Quantity::parse("14").unwrap(), Quantity::Number(14.0));
-        assert_eq!(Quantity::parse("8GB").unwrap(), Quantity::Size(8.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            Quantity::parse("8GB").unwrap(),
+            Quantity::Size(8.0 * 1024.0 * 1024.0 * 1024.0)
+        );
         assert_eq!(Quantity::parse("7g").unwrap(), Quantity::Size(7e9));
         assert_eq!(
             Quantity::parse("600ms").unwrap(),
@@ -496,7 +512,10 @@ mod tests {
         );
         assert_eq!(Quantity::parse("10x").unwrap(), Quantity::Ratio(10.0));
         assert_eq!(Quantity::parse("60%").unwrap(), Quantity::Number(0.6));
-        assert_eq!(Quantity::parse("PONG").unwrap(), Quantity::Text("PONG".into()));
+        assert_eq!(
+            Quantity::parse("PONG").unwrap(),
+            Quantity::Text("PONG".into())
+        );
         assert_eq!(
             Quantity::parse("2026-01-09").unwrap(),
             Quantity::Timestamp("2026-01-09T00:00:00Z".parse().unwrap())

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::action::{Action, Effect, Inverse, Shape, TargetKind};
-use super::de::{backticked, did_you_mean, Spanned};
+use super::de::{Spanned, backticked, did_you_mean};
 use super::diagnostic::Diagnostic;
-use super::expect::Expect;
-use super::model::{Baseline, FireCondition, Phase, Runbook, Step, StepRollback, Target, Trigger, Window};
+use super::expect::{EXPECT_KEYWORDS, Expect};
+use super::model::{
+    Baseline, FireCondition, Phase, Runbook, Step, StepRollback, Target, Trigger, Window,
+};
 use super::source::{SourceFile, Span};
 use super::spec::{
-    DataPolicy, FireSpec, OnFailure, PhaseSpec, RollbackSpec, RunbookSpec, StepSpec, TargetSpec, TriggerSpec,
+    DataPolicy, FireSpec, OnFailure, PhaseSpec, RollbackSpec, RunbookSpec, StepSpec, TargetSpec,
+    TriggerSpec,
 };
 use super::template::{Reference, Template};
 use super::units::Quantity;
@@ -51,7 +54,7 @@ pub fn validate(
         step_shapes: HashMap::new(),
         step_phase: HashMap::new(),
     };
-    v.check_header(spec);
+    v.check_header(spec, root.span);
     let targets = v.targets(spec);
     let phases = v.phases(spec);
     let graphs = v.graphs(&phases);
@@ -68,7 +71,11 @@ pub fn validate(
     let runbook = (!has_errors).then(|| Runbook {
         source,
         sha256,
-        name: spec.name.value.clone(),
+        name: spec
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_default(),
         title: spec.title.clone(),
         description: spec.description.clone(),
         vars,
@@ -98,7 +105,13 @@ fn is_id(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn unknown_name(code: &'static str, span: Span, what: &str, name: &str, known: &[&str]) -> Diagnostic {
+fn unknown_name(
+    code: &'static str,
+    span: Span,
+    what: &str,
+    name: &str,
+    known: &[&str],
+) -> Diagnostic {
     let d = Diagnostic::error(code, span, format!("unknown {what} `{name}`"));
     match did_you_mean(name, known.iter().copied()) {
         Some(best) => d.with_help(format!("did you mean `{best}`?")),
@@ -108,23 +121,53 @@ fn unknown_name(code: &'static str, span: Span, what: &str, name: &str, known: &
 }
 
 impl Validator {
-    fn error(&mut self, code: &'static str, span: Span, message: impl Into<String>) -> &mut Diagnostic {
-        self.diagnostics.push(Diagnostic::error(code, span, message));
+    fn error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.diagnostics
+            .push(Diagnostic::error(code, span, message));
         self.diagnostics.last_mut().expect("just pushed")
     }
 
-    fn check_header(&mut self, spec: &RunbookSpec) {
-        if spec.version.value != 1 {
-            self.error(
-                "unsupported-version",
-                spec.version.span,
-                format!("runbook format version {} is not supported", spec.version.value),
-            )
-            .help = Some("this redis-move reads `version: 1`".into());
+    fn check_header(&mut self, spec: &RunbookSpec, top: Span) {
+        match &spec.version {
+            Some(version) if version.value != 1 => {
+                self.error(
+                    "unsupported-version",
+                    version.span,
+                    format!("runbook format version {} is not supported", version.value),
+                )
+                .help = Some("this redis-move reads `version: 1`".into());
+            }
+            Some(_) => {}
+            None => {
+                self.error("missing-field", top, "missing field `version`")
+                    .help = Some("start the runbook with `version: 1`".into());
+            }
         }
-        if !is_id(&spec.name.value) {
-            self.error("bad-name", spec.name.span, format!("`{}` is not a valid runbook name", spec.name.value))
-                .help = Some("use letters, digits, `-` and `_` (it names the state directory)".into());
+        match &spec.name {
+            Some(name) if !is_id(&name.value) => {
+                self.error(
+                    "bad-name",
+                    name.span,
+                    format!("`{}` is not a valid runbook name", name.value),
+                )
+                .help =
+                    Some("use letters, digits, `-` and `_` (it names the state directory)".into());
+            }
+            Some(_) => {}
+            None => {
+                self.error("missing-field", top, "missing field `name`").help =
+                    Some("add `name: my-migration` (letters, digits, `-`, `_`; it names the state directory)".into());
+            }
+        }
+        if spec.phases.is_none() {
+            self.error("missing-field", top, "missing field `phases`")
+                .help =
+                Some("a runbook is a list of `phases:`, each with `steps:` or a `gate:`".into());
         }
     }
 
@@ -135,15 +178,31 @@ impl Validator {
             let kind = match &target.value {
                 TargetSpec::Docker(docker) => {
                     if let Some(host) = &docker.host
-                        && let Some(problem) = check_scheme(&host.value, &["unix://", "tcp://", "http://", "https://", "npipe://", "ssh://"])
+                        && let Some(problem) = check_scheme(
+                            &host.value,
+                            &[
+                                "unix://", "tcp://", "http://", "https://", "npipe://", "ssh://",
+                            ],
+                        )
                     {
                         self.error("bad-url", host.span, format!("Docker host {problem}"))
-                            .help = Some("write `unix:///var/run/docker.sock` or `tcp://host:2376`".into());
+                            .help =
+                            Some("write `unix:///var/run/docker.sock` or `tcp://host:2376`".into());
                     }
                     TargetKind::Docker
                 }
                 TargetSpec::Redis(redis) => {
-                    if let Some(problem) = check_scheme(&redis.url.value, &["redis://", "rediss://", "unix://", "redis+unix://", "valkey://", "valkeys://"]) {
+                    if let Some(problem) = check_scheme(
+                        &redis.url.value,
+                        &[
+                            "redis://",
+                            "rediss://",
+                            "unix://",
+                            "redis+unix://",
+                            "valkey://",
+                            "valkeys://",
+                        ],
+                    ) {
                         self.error("bad-url", redis.url.span, format!("Redis URL {problem}"))
                             .help = Some("write `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or `unix:///path/redis.sock`".into());
                     }
@@ -167,18 +226,29 @@ impl Validator {
     fn phases(&mut self, spec: &RunbookSpec) -> Vec<Phase> {
         let mut phases = Vec::new();
         let mut phase_spans: HashMap<String, Span> = HashMap::new();
-        if spec.phases.value.is_empty() {
-            self.error("no-phases", spec.phases.span, "the runbook has no phases");
+        let Some(spec_phases) = &spec.phases else {
+            return phases;
+        };
+        if spec_phases.value.is_empty() {
+            self.error("no-phases", spec_phases.span, "the runbook has no phases");
         }
-        for (phase_index, phase) in spec.phases.value.iter().enumerate() {
+        for (phase_index, phase) in spec_phases.value.iter().enumerate() {
             let Some(phase) = phase.get() else { continue };
             let id = &phase.value.id;
             if !is_id(&id.value) {
-                self.error("bad-id", id.span, format!("`{}` is not a valid phase id", id.value))
-                    .help = Some("use letters, digits, `-` and `_`".into());
+                self.error(
+                    "bad-id",
+                    id.span,
+                    format!("`{}` is not a valid phase id", id.value),
+                )
+                .help = Some("use letters, digits, `-` and `_`".into());
             }
             if let Some(first) = phase_spans.get(&id.value).copied() {
-                let d = self.error("duplicate-id", id.span, format!("phase id `{}` is used twice", id.value));
+                let d = self.error(
+                    "duplicate-id",
+                    id.span,
+                    format!("phase id `{}` is used twice", id.value),
+                );
                 d.related.push((first, "first used here".into()));
             } else {
                 phase_spans.insert(id.value.clone(), id.span);
@@ -198,8 +268,14 @@ impl Validator {
                     .help = Some("a phase is either a list of steps or a single gate; put the gate in its own phase, or as a step (`- id: go\\n  gate: {...}`)".into());
             }
             (None, true) => {
-                self.error("empty-phase", phase.id.span, format!("phase `{}` has no steps", phase.id.value))
-                    .help = Some("add `steps:` or make it a gate phase with `gate: { question: ... }`".into());
+                self.error(
+                    "empty-phase",
+                    phase.id.span,
+                    format!("phase `{}` has no steps", phase.id.value),
+                )
+                .help = Some(
+                    "add `steps:` or make it a gate phase with `gate: { question: ... }`".into(),
+                );
             }
             (Some(gate), true) => {
                 let step_spec = StepSpec {
@@ -224,11 +300,13 @@ impl Validator {
         for step in &phase.steps {
             let Some(step) = step.get() else { continue };
             if let Some(step) = self.step(step, Role::PhaseStep, on_failure, None) {
-                self.step_phase.insert(step.id.clone(), (phase_index, steps.len()));
+                self.step_phase
+                    .insert(step.id.clone(), (phase_index, steps.len()));
                 steps.push(step);
             }
         }
-        let rollback = self.rollback_steps(&phase.rollback, &format!("{}.rollback", phase.id.value));
+        let rollback =
+            self.rollback_steps(&phase.rollback, &format!("{}.rollback", phase.id.value));
         Phase {
             id: phase.id.value.clone(),
             title: phase.title.clone(),
@@ -240,21 +318,35 @@ impl Validator {
         }
     }
 
-    fn rollback_steps(&mut self, specs: &[super::de::Lenient<Spanned<StepSpec>>], prefix: &str) -> Vec<Step> {
+    fn rollback_steps(
+        &mut self,
+        specs: &[super::de::Lenient<Spanned<StepSpec>>],
+        prefix: &str,
+    ) -> Vec<Step> {
         let specs: Vec<&Spanned<StepSpec>> = specs.iter().filter_map(|s| s.get()).collect();
         let count = specs.len();
         specs
             .into_iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                let auto = if count == 1 { prefix.to_owned() } else { format!("{prefix}-{}", i + 1) };
+                let auto = if count == 1 {
+                    prefix.to_owned()
+                } else {
+                    format!("{prefix}-{}", i + 1)
+                };
                 self.step(s, Role::Rollback, OnFailure::Continue, Some(auto))
             })
             .collect()
     }
 
     /// Converts one step. `auto_id` names steps that may omit `id`.
-    fn step(&mut self, spec: &Spanned<StepSpec>, role: Role, on_failure: OnFailure, auto_id: Option<String>) -> Option<Step> {
+    fn step(
+        &mut self,
+        spec: &Spanned<StepSpec>,
+        role: Role,
+        on_failure: OnFailure,
+        auto_id: Option<String>,
+    ) -> Option<Step> {
         let s = &spec.value;
         let action = s.action.as_ref()?;
         let id = match (&s.id, auto_id) {
@@ -265,7 +357,11 @@ impl Validator {
                 }
                 if role == Role::PhaseStep || role == Role::Rollback {
                     if let Some(first) = self.step_spans.get(&id.value).copied() {
-                        let d = self.error("duplicate-id", id.span, format!("step id `{}` is used twice", id.value));
+                        let d = self.error(
+                            "duplicate-id",
+                            id.span,
+                            format!("step id `{}` is used twice", id.value),
+                        );
                         d.related.push((first, "first used here".into()));
                     } else {
                         self.step_spans.insert(id.value.clone(), id.span);
@@ -283,8 +379,12 @@ impl Validator {
         let params = action.value.params();
         let name = action.value.name();
         for (field, problem) in params.check() {
-            self.error("invalid-action", action.span, format!("`{name}`: {problem}"))
-                .label = Some(format!("in `{field}`"));
+            self.error(
+                "invalid-action",
+                action.span,
+                format!("`{name}`: {problem}"),
+            )
+            .label = Some(format!("in `{field}`"));
         }
         let target = self.resolve_target(&action.value, action.span);
         for other in params.other_targets() {
@@ -319,7 +419,11 @@ impl Validator {
                             .iter()
                             .enumerate()
                             .filter_map(|(i, st)| {
-                                let auto = if count == 1 { format!("{id}.rollback") } else { format!("{id}.rollback-{}", i + 1) };
+                                let auto = if count == 1 {
+                                    format!("{id}.rollback")
+                                } else {
+                                    format!("{id}.rollback-{}", i + 1)
+                                };
                                 self.step(st, Role::Rollback, OnFailure::Continue, Some(auto))
                             })
                             .collect(),
@@ -327,7 +431,11 @@ impl Validator {
                 }
             },
             (Some(r), _) => {
-                self.error("nested-rollback", r.span, "only steps of a phase have their own `rollback:`");
+                self.error(
+                    "nested-rollback",
+                    r.span,
+                    "only steps of a phase have their own `rollback:`",
+                );
                 StepRollback::NotNeeded
             }
             (None, Role::PhaseStep) => match params.inverse() {
@@ -358,7 +466,11 @@ impl Validator {
         if role != Role::PhaseStep
             && let Some(first) = s.needs.first()
         {
-            self.error("needs-outside-phase", first.span, "`needs` only orders the steps of a phase");
+            self.error(
+                "needs-outside-phase",
+                first.span,
+                "`needs` only orders the steps of a phase",
+            );
         }
 
         Some(Step {
@@ -383,39 +495,70 @@ impl Validator {
     fn check_checks(&mut self, s: &StepSpec, action: &Action, shape: Shape, action_span: Span) {
         let name = action.name();
         if let (Some(expect), Some(until)) = (&s.expect, &s.until) {
-            self.error("expect-and-until", until.span, "a step has `expect` (checked once) or `until` (polled), not both")
-                .related
-                .push((expect.span, "`expect` is here".into()));
+            self.error(
+                "expect-and-until",
+                until.span,
+                "a step has `expect` (checked once) or `until` (polled), not both",
+            )
+            .related
+            .push((expect.span, "`expect` is here".into()));
         }
         if let Some(until) = &s.until
             && s.timeout.is_none()
         {
-            self.error("until-without-timeout", until.span, "`until` needs a `timeout` (how long to keep polling)");
+            self.error(
+                "until-without-timeout",
+                until.span,
+                "`until` needs a `timeout` (how long to keep polling)",
+            );
         }
         if let Some(retry) = &s.retry
             && retry.value.attempts < 2
         {
-            self.error("bad-retry", retry.span, "`retry.attempts` counts every attempt, the first included: use 2 or more");
+            self.error(
+                "bad-retry",
+                retry.span,
+                "`retry.attempts` counts every attempt, the first included: use 2 or more",
+            );
         }
         if let Some(retry) = &s.retry
-            && retry.value.backoff.is_some_and(|b| !(1.0..=10.0).contains(&b))
+            && retry
+                .value
+                .backoff
+                .is_some_and(|b| !(1.0..=10.0).contains(&b))
         {
             self.error("bad-retry", retry.span, "`retry.backoff` multiplies the interval after each attempt: use a number from 1 to 10");
         }
         if matches!(action, Action::Assert(_)) && s.expect.is_none() && s.until.is_none() {
-            self.error("assert-without-expect", action_span, "`assert` checks a value: add `expect:`");
+            self.error(
+                "assert-without-expect",
+                action_span,
+                "`assert` checks a value: add `expect:`",
+            );
         }
         for check in [&s.expect, &s.until].into_iter().flatten() {
             if shape == Shape::Nothing {
-                self.error("nothing-to-check", check.span, format!("`{name}` yields no value to check"));
+                self.error(
+                    "nothing-to-check",
+                    check.span,
+                    format!("`{name}` yields no value to check"),
+                );
                 continue;
             }
             for problem in check_shape(&check.value, shape) {
-                self.error("expect-mismatch", check.span, format!("`{name}`: {problem}"));
+                self.error(
+                    "expect-mismatch",
+                    check.span,
+                    format!("`{name}`: {problem}"),
+                );
             }
             for q in check.value.quantities() {
                 if let Quantity::Ratio(_) = q {
-                    self.error("ratio-in-expect", check.span, format!("`{q}` is a ratio; ratios belong in a trigger's `rate:`"));
+                    self.error(
+                        "ratio-in-expect",
+                        check.span,
+                        format!("`{q}` is a ratio; ratios belong in a trigger's `rate:`"),
+                    );
                 }
             }
         }
@@ -427,7 +570,12 @@ impl Validator {
         if let Some(explicit) = params.target() {
             return self.check_target_ref(explicit, kind, action.name());
         }
-        let candidates: Vec<&String> = self.targets.iter().filter(|(_, (k, _))| *k == kind).map(|(n, _)| n).collect();
+        let candidates: Vec<&String> = self
+            .targets
+            .iter()
+            .filter(|(_, (k, _))| *k == kind)
+            .map(|(n, _)| n)
+            .collect();
         match (candidates.len(), kind) {
             (1, _) => Some(candidates[0].clone()),
             (0, TargetKind::Docker) => None,
@@ -439,14 +587,26 @@ impl Validator {
             _ => {
                 let names: Vec<&str> = candidates.iter().map(|s| s.as_str()).collect();
                 let help = format!("add `target:` naming one of {}", backticked(&names));
-                self.error("ambiguous-target", span, format!("`{}` has no `target:` and the runbook has several {kind} targets", action.name()))
-                    .help = Some(help);
+                self.error(
+                    "ambiguous-target",
+                    span,
+                    format!(
+                        "`{}` has no `target:` and the runbook has several {kind} targets",
+                        action.name()
+                    ),
+                )
+                .help = Some(help);
                 None
             }
         }
     }
 
-    fn check_target_ref(&mut self, reference: &Spanned<String>, kind: TargetKind, action: &str) -> Option<String> {
+    fn check_target_ref(
+        &mut self,
+        reference: &Spanned<String>,
+        kind: TargetKind,
+        action: &str,
+    ) -> Option<String> {
         match self.targets.get(&reference.value) {
             Some((actual, declared)) if *actual == kind => Some(reference.value.clone()),
             Some((actual, declared)) => {
@@ -455,14 +615,23 @@ impl Validator {
                 let d = self.error(
                     "target-kind",
                     reference.span,
-                    format!("`{action}` acts on a {kind} target, but `{}` is a {actual} target", reference.value),
+                    format!(
+                        "`{action}` acts on a {kind} target, but `{}` is a {actual} target",
+                        reference.value
+                    ),
                 );
                 d.related.push((declared, "declared here".into()));
                 None
             }
             None => {
                 let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
-                let d = unknown_name("unknown-target", reference.span, "target", &reference.value, &known);
+                let d = unknown_name(
+                    "unknown-target",
+                    reference.span,
+                    "target",
+                    &reference.value,
+                    &known,
+                );
                 self.diagnostics.push(d);
                 None
             }
@@ -472,7 +641,12 @@ impl Validator {
     fn graphs(&mut self, phases: &[Phase]) -> Vec<PhaseGraph> {
         let mut graphs = Vec::new();
         for (phase_index, phase) in phases.iter().enumerate() {
-            let index_of: HashMap<&str, usize> = phase.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+            let index_of: HashMap<&str, usize> = phase
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.as_str(), i))
+                .collect();
             let mut needs = vec![Vec::new(); phase.steps.len()];
             for (i, step) in phase.steps.iter().enumerate() {
                 let spec_needs = step.needs.iter();
@@ -480,7 +654,11 @@ impl Validator {
                     let span = step.span;
                     match index_of.get(need.as_str()) {
                         Some(&j) if j == i => {
-                            self.error("needs-itself", span, format!("step `{}` needs itself", step.id));
+                            self.error(
+                                "needs-itself",
+                                span,
+                                format!("step `{}` needs itself", step.id),
+                            );
                         }
                         Some(&j) if phase.parallel.is_none() && j > i => {
                             self.error("needs-later-step", span, format!("step `{}` needs `{need}`, which is declared after it in sequential phase `{}`", step.id, phase.id))
@@ -496,10 +674,18 @@ impl Validator {
                                 ));
                             }
                             Some(_) => {
-                                self.error("needs-later-phase", span, format!("step `{}` needs `{need}`, which is in a later phase", step.id));
+                                self.error(
+                                    "needs-later-phase",
+                                    span,
+                                    format!(
+                                        "step `{}` needs `{need}`, which is in a later phase",
+                                        step.id
+                                    ),
+                                );
                             }
                             None => {
-                                let known: Vec<&str> = phase.steps.iter().map(|s| s.id.as_str()).collect();
+                                let known: Vec<&str> =
+                                    phase.steps.iter().map(|s| s.id.as_str()).collect();
                                 let d = unknown_name("unknown-step", span, "step", need, &known);
                                 self.diagnostics.push(d);
                             }
@@ -511,8 +697,16 @@ impl Validator {
             for cycle in &graph.cycles {
                 let names: Vec<&str> = cycle.iter().map(|i| phase.steps[*i].id.as_str()).collect();
                 let span = phase.steps[cycle[0]].span;
-                self.error("needs-cycle", span, format!("steps of phase `{}` wait for each other in a cycle: {}", phase.id, names.join(" -> ")))
-                    .help = Some("remove one of these `needs`".into());
+                self.error(
+                    "needs-cycle",
+                    span,
+                    format!(
+                        "steps of phase `{}` wait for each other in a cycle: {}",
+                        phase.id,
+                        names.join(" -> ")
+                    ),
+                )
+                .help = Some("remove one of these `needs`".into());
             }
             graphs.push(graph);
         }
@@ -527,14 +721,24 @@ impl Validator {
             let Some(t) = trigger.get() else { continue };
             let spec = &t.value;
             if let Some(first) = seen.get(&spec.id.value).copied() {
-                let d = self.error("duplicate-id", spec.id.span, format!("trigger id `{}` is used twice", spec.id.value));
+                let d = self.error(
+                    "duplicate-id",
+                    spec.id.span,
+                    format!("trigger id `{}` is used twice", spec.id.value),
+                );
                 d.related.push((first, "first used here".into()));
             } else {
                 seen.insert(spec.id.value.clone(), spec.id.span);
             }
             for phase in &spec.during {
                 if !phase_ids.contains(&phase.value.as_str()) {
-                    let d = unknown_name("unknown-phase", phase.span, "phase", &phase.value, &phase_ids);
+                    let d = unknown_name(
+                        "unknown-phase",
+                        phase.span,
+                        "phase",
+                        &phase.value,
+                        &phase_ids,
+                    );
                     self.diagnostics.push(d);
                 }
             }
@@ -555,16 +759,35 @@ impl Validator {
             };
             if window.is_unbounded() {
                 self.diagnostics.push(
-                    Diagnostic::warning("trigger-without-window", spec.id.span, format!("trigger `{}` has no window: it is watched for the whole run", spec.id.value))
-                        .with_help("limit it with `during: [phase, ...]`, or `from:`/`until:` steps"),
+                    Diagnostic::warning(
+                        "trigger-without-window",
+                        spec.id.span,
+                        format!(
+                            "trigger `{}` has no window: it is watched for the whole run",
+                            spec.id.value
+                        ),
+                    )
+                    .with_help("limit it with `during: [phase, ...]`, or `from:`/`until:` steps"),
                 );
             }
-            let probe = self.step(&spec.probe, Role::Probe, OnFailure::Continue, Some(format!("{}.probe", spec.id.value)));
-            let probe_shape = probe.as_ref().map(|p| p.action.params().shape()).unwrap_or(Shape::Any);
+            let probe = self.step(
+                &spec.probe,
+                Role::Probe,
+                OnFailure::Continue,
+                Some(format!("{}.probe", spec.id.value)),
+            );
+            let probe_shape = probe
+                .as_ref()
+                .map(|p| p.action.params().shape())
+                .unwrap_or(Shape::Any);
             let fire = self.fire_condition(spec, probe_shape);
             let every = spec.every.map(|d| d.0).unwrap_or(DEFAULT_TRIGGER_INTERVAL);
             if every.is_zero() {
-                self.error("bad-interval", spec.id.span, "`every` must be longer than 0s");
+                self.error(
+                    "bad-interval",
+                    spec.id.span,
+                    "`every` must be longer than 0s",
+                );
             }
             if let (Some(probe), Some(fire)) = (probe, fire) {
                 triggers.push(Trigger {
@@ -605,7 +828,10 @@ impl Validator {
             let message = if given.is_empty() {
                 "`fire` has no condition".to_owned()
             } else {
-                format!("`fire` has several conditions ({}); a trigger has exactly one", backticked(&given))
+                format!(
+                    "`fire` has several conditions ({}); a trigger has exactly one",
+                    backticked(&given)
+                )
             };
             self.error("fire-condition", span, message).help =
                 Some("use one of `when: \"> 7GB\"`, `failing_for: 30s`, `increase: \"> 100\"` + `within: 5min`, `rate: \"> 10x\"` + `baseline`, `consecutive: 2`".into());
@@ -615,7 +841,11 @@ impl Validator {
             self.error("fire-condition", span, "`within` belongs to `increase`");
         }
         if (fire.baseline.is_some() || fire.baseline_window.is_some()) && fire.rate.is_none() {
-            self.error("fire-condition", span, "`baseline` and `baseline_window` belong to `rate`");
+            self.error(
+                "fire-condition",
+                span,
+                "`baseline` and `baseline_window` belong to `rate`",
+            );
         }
         if let Some(when) = &fire.when {
             for problem in check_shape(when, shape) {
@@ -628,15 +858,26 @@ impl Validator {
         }
         if let Some(by) = &fire.increase {
             let Some(within) = fire.within else {
-                self.error("fire-condition", span, "`increase` needs `within` (the sliding window, e.g. `5min`)");
+                self.error(
+                    "fire-condition",
+                    span,
+                    "`increase` needs `within` (the sliding window, e.g. `5min`)",
+                );
                 return None;
             };
-            return Some(FireCondition::Increase { by: by.clone(), within: within.0 });
+            return Some(FireCondition::Increase {
+                by: by.clone(),
+                within: within.0,
+            });
         }
         if let Some(ratio) = &fire.rate {
             let is_ratio = matches!(ratio, Expect::Compare { operand: super::expect::Operand::Known(Quantity::Ratio(_)), op } if op.is_ordering());
             if !is_ratio {
-                self.error("fire-condition", span, format!("`rate: {ratio}` must compare with a ratio, e.g. `\"> 10x\"`"));
+                self.error(
+                    "fire-condition",
+                    span,
+                    format!("`rate: {ratio}` must compare with a ratio, e.g. `\"> 10x\"`"),
+                );
             }
             let baseline = match (&fire.baseline, fire.baseline_window) {
                 (Some(b), None) => Baseline::Recorded(b.clone()),
@@ -646,7 +887,10 @@ impl Validator {
                     return None;
                 }
             };
-            return Some(FireCondition::Rate { ratio: ratio.clone(), baseline });
+            return Some(FireCondition::Rate {
+                ratio: ratio.clone(),
+                baseline,
+            });
         }
         match fire.consecutive {
             Some(0) => {
@@ -670,13 +914,24 @@ impl Validator {
                         for (k, v) in phase_node.as_map().unwrap_or(&[]) {
                             if k.as_str() == Some("steps") {
                                 for step_node in v.as_seq().unwrap_or(&[]) {
-                                    let id = step_node.get("id").and_then(Node::as_str).unwrap_or("");
-                                    for (reference, span) in collect_references(step_node, &["rollback"]) {
-                                        self.check_reference(&reference, span, Some((pi, id)), phases, graphs);
+                                    let id =
+                                        step_node.get("id").and_then(Node::as_str).unwrap_or("");
+                                    for (reference, span) in
+                                        collect_references(step_node, &["rollback"])
+                                    {
+                                        self.check_reference(
+                                            &reference,
+                                            span,
+                                            Some((pi, id)),
+                                            phases,
+                                            graphs,
+                                        );
                                     }
                                     if let Some(rollback) = step_node.get("rollback") {
                                         for (reference, span) in collect_references(rollback, &[]) {
-                                            self.check_reference(&reference, span, None, phases, graphs);
+                                            self.check_reference(
+                                                &reference, span, None, phases, graphs,
+                                            );
                                         }
                                     }
                                 }
@@ -709,15 +964,28 @@ impl Validator {
     /// `user`: the phase index and id of the step using the reference, when ordering
     /// matters (phase steps); `None` for rollback steps and triggers, which run after
     /// (or alongside) the steps and see whatever values exist by then.
-    fn check_reference(&mut self, reference: &Reference, span: Span, user: Option<(usize, &str)>, phases: &[Phase], graphs: &[PhaseGraph]) {
+    fn check_reference(
+        &mut self,
+        reference: &Reference,
+        span: Span,
+        user: Option<(usize, &str)>,
+        phases: &[Phase],
+        graphs: &[PhaseGraph],
+    ) {
         match reference {
             Reference::Secret(name) => {
                 if !self.secrets.contains(name) {
                     let known: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
                     let mut d = unknown_name("undefined-secret", span, "secret", name, &known);
                     d.message = format!("`${{secrets.{name}}}` is not defined");
-                    if d.help.as_deref().is_some_and(|h| h.starts_with("this runbook")) {
-                        d.help = Some(format!("declare it under `secrets:` (e.g. `{name}: {{ env: {} }}`)", name.to_ascii_uppercase()));
+                    if d.help
+                        .as_deref()
+                        .is_some_and(|h| h.starts_with("this runbook"))
+                    {
+                        d.help = Some(format!(
+                            "declare it under `secrets:` (e.g. `{name}: {{ env: {} }}`)",
+                            name.to_ascii_uppercase()
+                        ));
                     }
                     self.diagnostics.push(d);
                 }
@@ -735,7 +1003,8 @@ impl Validator {
                     let user_index = self.step_phase.get(user_id).map(|(_, i)| *i);
                     let ordered = step_phase < user_phase
                         || (step_phase == user_phase
-                            && user_index.is_some_and(|u| graphs[user_phase].runs_before(step_index, u)));
+                            && user_index
+                                .is_some_and(|u| graphs[user_phase].runs_before(step_index, u)));
                     if !ordered && !user_id.is_empty() {
                         let later = step_phase > user_phase;
                         let d = self.error(
@@ -750,11 +1019,14 @@ impl Validator {
                             },
                         );
                         if !later && step != user_id {
-                            d.help = Some(format!("add `needs: [{step}]` to `{user_id}`, or declare `{step}` first"));
+                            d.help = Some(format!(
+                                "add `needs: [{step}]` to `{user_id}`, or declare `{step}` first"
+                            ));
                         }
                     }
                 }
-                if let (Some(first), Some(Shape::Object(fields))) = (path.first(), self.step_shapes.get(step))
+                if let (Some(first), Some(Shape::Object(fields))) =
+                    (path.first(), self.step_shapes.get(step))
                     && !fields.iter().any(|(f, _)| f == first)
                 {
                     let names: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
@@ -771,14 +1043,24 @@ impl Validator {
 /// The scheme check of a URL whose text may start with a reference.
 fn check_scheme(url: &Template, schemes: &[&str]) -> Option<String> {
     let shown = url.display();
-    if url.segments().first().is_some_and(|s| matches!(s, super::template::Segment::Ref(_))) {
+    if url
+        .segments()
+        .first()
+        .is_some_and(|s| matches!(s, super::template::Segment::Ref(_)))
+    {
         return None; // `${env.REDIS_URL}`: checked at run time
     }
     if schemes.iter().any(|s| shown.starts_with(s)) {
         None
     } else {
-        let scheme = shown.split_once("://").map(|(s, _)| format!("`{s}://`")).unwrap_or_else(|| "no scheme".into());
-        Some(format!("`{shown}` has {scheme}; expected one of {}", backticked(schemes)))
+        let scheme = shown
+            .split_once("://")
+            .map(|(s, _)| format!("`{s}://`"))
+            .unwrap_or_else(|| "no scheme".into());
+        Some(format!(
+            "`{shown}` has {scheme}; expected one of {}",
+            backticked(schemes)
+        ))
     }
 }
 
@@ -800,7 +1082,9 @@ fn collect_into(node: &Node, skip: &[&str], in_shell: bool, out: &mut Vec<(Refer
         return;
     }
     if let Some(items) = node.as_seq() {
-        items.iter().for_each(|n| collect_into(n, &[], in_shell, out));
+        items
+            .iter()
+            .for_each(|n| collect_into(n, &[], in_shell, out));
     }
     if let Some(entries) = node.as_map() {
         for (k, v) in entries {
@@ -841,7 +1125,9 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
     }
     match expect {
         Expect::Compare { op, operand } => {
-            let super::expect::Operand::Known(q) = operand else { return };
+            let super::expect::Operand::Known(q) = operand else {
+                return;
+            };
             let fits = match (shape, q) {
                 (Shape::List(_) | Shape::Object(_), _) => {
                     problems.push(format!(
@@ -864,22 +1150,47 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
                     Shape::Bytes => " (write a size: `8gb`, or a plain number of bytes)",
                     _ => "",
                 };
-                problems.push(format!("the value is {}, but `{op} {q}` compares with {}{hint}", shape_name(shape), q.kind_name()));
+                problems.push(format!(
+                    "the value is {}, but `{op} {q}` compares with {}{hint}",
+                    shape_name(shape),
+                    q.kind_name()
+                ));
             }
         }
         Expect::Empty(_) => {
-            if matches!(shape, Shape::Number | Shape::Bytes | Shape::Duration | Shape::Timestamp) {
-                problems.push(format!("{} is never empty; compare it instead (`== 0`)", shape_name(shape)));
+            if matches!(
+                shape,
+                Shape::Number | Shape::Bytes | Shape::Duration | Shape::Timestamp
+            ) {
+                problems.push(format!(
+                    "{} is never empty; compare it instead (`== 0`)",
+                    shape_name(shape)
+                ));
             }
         }
         Expect::Count(inner) => match shape {
             Shape::List(_) | Shape::Object(_) => check_shape_into(inner, Shape::Number, problems),
-            _ => problems.push(format!("`count` needs a list, but the value is {}", shape_name(shape))),
+            _ => problems.push(format!(
+                "`count` needs a list, but the value is {}",
+                shape_name(shape)
+            )),
         },
         Expect::Each(inner) | Expect::Any(inner) | Expect::NoneOf(inner) => match shape {
             Shape::List(item) => check_shape_into(inner, *item, problems),
-            _ => problems.push(format!("`each`/`any`/`none` need a list, but the value is {}", shape_name(shape))),
+            _ => problems.push(format!(
+                "`each`/`any`/`none` need a list, but the value is {}",
+                shape_name(shape)
+            )),
         },
+        Expect::Field { name, .. }
+            if did_you_mean(name, EXPECT_KEYWORDS.iter().copied()).is_some()
+                && !matches!(shape, Shape::Object(fields) if fields.iter().any(|(f, _)| f == name)) =>
+        {
+            let keyword = did_you_mean(name, EXPECT_KEYWORDS.iter().copied()).unwrap_or_default();
+            problems.push(format!(
+                "`{name}` is neither a test nor a field of the value; did you mean `{keyword}`?"
+            ));
+        }
         Expect::Field { name, expect } => match shape {
             Shape::Object(fields) => match fields.iter().find(|(f, _)| f == name) {
                 Some((_, field_shape)) => check_shape_into(expect, *field_shape, problems),
@@ -892,10 +1203,17 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
                     problems.push(format!("the value has no field `{name}`{suggestion}"));
                 }
             },
-            Shape::List(_) => problems.push(format!("the value is a list; use `each:` or `any:` before the field `{name}`")),
-            _ => problems.push(format!("the value is {}, which has no field `{name}`", shape_name(shape))),
+            Shape::List(_) => problems.push(format!(
+                "the value is a list; use `each:` or `any:` before the field `{name}`"
+            )),
+            _ => problems.push(format!(
+                "the value is {}, which has no field `{name}`",
+                shape_name(shape)
+            )),
         },
-        Expect::All(all) => all.iter().for_each(|e| check_shape_into(e, shape, problems)),
+        Expect::All(all) => all
+            .iter()
+            .for_each(|e| check_shape_into(e, shape, problems)),
         Expect::Text { .. } | Expect::Matches { .. } => {}
     }
 }

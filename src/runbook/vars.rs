@@ -50,7 +50,10 @@ pub struct ResolvedVar {
 
 /// Resolves the runbook's vars (with overrides applied) and substitutes `${vars.x}` in
 /// every string of the document. Returns the vars and the problems found.
-pub fn apply(root: &mut Node, overrides: &[VarOverride]) -> (IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
+pub fn apply(
+    root: &mut Node,
+    overrides: &[VarOverride],
+) -> (IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut raw: IndexMap<String, (String, VarOrigin, Span)> = IndexMap::new();
     if let Some(vars) = root.get("vars").and_then(Node::as_map) {
@@ -78,7 +81,10 @@ pub fn apply(root: &mut Node, overrides: &[VarOverride]) -> (IndexMap<String, Re
                 let mut d = Diagnostic::error(
                     "unknown-var",
                     Span::UNKNOWN,
-                    format!("{source} sets `{}`, but the runbook declares no such var", o.name),
+                    format!(
+                        "{source} sets `{}`, but the runbook declares no such var",
+                        o.name
+                    ),
                 );
                 d = match did_you_mean(&o.name, raw.keys().map(String::as_str)) {
                     Some(best) => d.with_help(format!("did you mean `{best}`?")),
@@ -89,12 +95,12 @@ pub fn apply(root: &mut Node, overrides: &[VarOverride]) -> (IndexMap<String, Re
         }
     }
 
-    let mut resolved: IndexMap<String, ResolvedVar> = IndexMap::new();
+    let mut resolution = Resolution::default();
     let names: Vec<String> = raw.keys().cloned().collect();
     for name in &names {
-        let mut stack = Vec::new();
-        resolve_var(name, &raw, &mut resolved, &mut stack, &mut diagnostics);
+        resolution.resolve(name, &raw, &mut diagnostics);
     }
+    let resolved = resolution.done;
 
     if let NodeValue::Map(entries) = &mut root.value {
         for (key, value) in entries.iter_mut() {
@@ -107,84 +113,118 @@ pub fn apply(root: &mut Node, overrides: &[VarOverride]) -> (IndexMap<String, Re
     (resolved, diagnostics)
 }
 
-fn resolve_var(
-    name: &str,
-    raw: &IndexMap<String, (String, VarOrigin, Span)>,
-    resolved: &mut IndexMap<String, ResolvedVar>,
-    stack: &mut Vec<String>,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Template> {
-    if let Some(done) = resolved.get(name) {
-        return Some(done.value.clone());
-    }
-    let (text, origin, span) = raw.get(name)?;
-    if let Some(pos) = stack.iter().position(|n| n == name) {
-        let mut cycle: Vec<String> = stack[pos..].to_vec();
-        cycle.push(name.to_owned());
-        diagnostics.push(
-            Diagnostic::error(
-                "var-cycle",
-                *span,
-                format!("vars reference each other in a cycle: {}", cycle.join(" -> ")),
-            )
-            .with_help("break the cycle: one of these vars must hold a value"),
-        );
-        return None;
-    }
-    let template = match Template::parse(text) {
-        Ok(t) => t,
-        Err(e) => {
-            diagnostics.push(Diagnostic::error("bad-reference", *span, e.message));
+/// Vars resolved so far, those that cannot be (reported once), and the chain being
+/// resolved (to spot cycles).
+#[derive(Default)]
+struct Resolution {
+    done: IndexMap<String, ResolvedVar>,
+    failed: Vec<String>,
+    stack: Vec<String>,
+}
+
+impl Resolution {
+    fn resolve(
+        &mut self,
+        name: &str,
+        raw: &IndexMap<String, (String, VarOrigin, Span)>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Template> {
+        if let Some(done) = self.done.get(name) {
+            return Some(done.value.clone());
+        }
+        if self.failed.iter().any(|f| f == name) {
             return None;
         }
-    };
-    stack.push(name.to_owned());
-    let mut out = Vec::new();
-    let mut ok = true;
-    for segment in template.segments() {
-        match segment {
-            Segment::Ref(Reference::Var(other)) => {
-                if !raw.contains_key(other) {
-                    diagnostics.push(undefined_var(other, *span, raw.keys().map(String::as_str)));
-                    ok = false;
-                    continue;
-                }
-                match resolve_var(other, raw, resolved, stack, diagnostics) {
-                    Some(t) => out.push(t.source()),
-                    None => ok = false,
-                }
-            }
-            Segment::Ref(other) => out.push(other.to_string()),
-            Segment::Literal(text) => out.push(text.replace("${", "$${")),
+        let (text, origin, span) = raw.get(name)?;
+        if let Some(pos) = self.stack.iter().position(|n| n == name) {
+            let mut cycle: Vec<String> = self.stack[pos..].to_vec();
+            self.failed.extend(cycle.iter().cloned());
+            cycle.push(name.to_owned());
+            diagnostics.push(
+                Diagnostic::error(
+                    "var-cycle",
+                    *span,
+                    format!(
+                        "vars reference each other in a cycle: {}",
+                        cycle.join(" -> ")
+                    ),
+                )
+                .with_help("break the cycle: one of these vars must hold a value"),
+            );
+            return None;
         }
+        let template = match Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                diagnostics.push(Diagnostic::error("bad-reference", *span, e.message));
+                self.failed.push(name.to_owned());
+                return None;
+            }
+        };
+        self.stack.push(name.to_owned());
+        let mut out = Vec::new();
+        let mut ok = true;
+        for segment in template.segments() {
+            match segment {
+                Segment::Ref(Reference::Var(other)) => {
+                    if !raw.contains_key(other) {
+                        diagnostics.push(undefined_var(
+                            other,
+                            *span,
+                            raw.keys().map(String::as_str),
+                        ));
+                        ok = false;
+                        continue;
+                    }
+                    match self.resolve(other, raw, diagnostics) {
+                        Some(t) => out.push(t.source()),
+                        None => ok = false,
+                    }
+                }
+                Segment::Ref(other) => out.push(other.to_string()),
+                Segment::Literal(text) => out.push(text.replace("${", "$${")),
+            }
+        }
+        self.stack.pop();
+        if !ok {
+            self.failed.push(name.to_owned());
+            return None;
+        }
+        let value = Template::parse(&out.concat()).ok()?;
+        self.done.insert(
+            name.to_owned(),
+            ResolvedVar {
+                value: value.clone(),
+                origin: origin.clone(),
+                span: *span,
+            },
+        );
+        Some(value)
     }
-    stack.pop();
-    if !ok {
-        return None;
-    }
-    let value = Template::parse(&out.concat()).ok()?;
-    resolved.insert(
-        name.to_owned(),
-        ResolvedVar {
-            value: value.clone(),
-            origin: origin.clone(),
-            span: *span,
-        },
-    );
-    Some(value)
 }
 
 fn undefined_var<'a>(name: &str, span: Span, known: impl Iterator<Item = &'a str>) -> Diagnostic {
-    let d = Diagnostic::error("undefined-var", span, format!("`${{vars.{name}}}` is not defined"));
+    let d = Diagnostic::error(
+        "undefined-var",
+        span,
+        format!("`${{vars.{name}}}` is not defined"),
+    );
     match did_you_mean(name, known) {
         Some(best) => d.with_help(format!("did you mean `{best}`?")),
-        None => d.with_help(format!("declare it under `vars:` (e.g. `{name}: ...`) or pass `--var {name}=...`")),
+        None => d.with_help(format!(
+            "declare it under `vars:` (e.g. `{name}: ...`) or pass `--var {name}=...`"
+        )),
     }
 }
 
 /// Replaces `${vars.x}` in every string under `node` except the `vars:` section itself
 /// and shell script text.
-fn substitute(node: &mut Node, vars: &IndexMap<String, ResolvedVar>, diagnostics: &mut Vec<Diagnostic>, in_shell: bool) {
+fn substitute(
+    node: &mut Node,
+    vars: &IndexMap<String, ResolvedVar>,
+    diagnostics: &mut Vec<Diagnostic>,
+    in_shell: bool,
+) {
     match &mut node.value {
         NodeValue::Str(text) if text.contains("${") => {
             let template = match Template::parse(text) {
@@ -197,7 +237,10 @@ fn substitute(node: &mut Node, vars: &IndexMap<String, ResolvedVar>, diagnostics
                     return;
                 }
             };
-            if !template.references().any(|r| matches!(r, Reference::Var(_))) {
+            if !template
+                .references()
+                .any(|r| matches!(r, Reference::Var(_)))
+            {
                 return;
             }
             let mut out = String::new();
@@ -206,7 +249,11 @@ fn substitute(node: &mut Node, vars: &IndexMap<String, ResolvedVar>, diagnostics
                     Segment::Ref(Reference::Var(name)) => match vars.get(name) {
                         Some(var) => out.push_str(&var.value.source()),
                         None => {
-                            diagnostics.push(undefined_var(name, node.span, vars.keys().map(String::as_str)));
+                            diagnostics.push(undefined_var(
+                                name,
+                                node.span,
+                                vars.keys().map(String::as_str),
+                            ));
                             out.push_str(&Reference::Var(name.clone()).to_string());
                         }
                     },
@@ -249,7 +296,10 @@ fn spliced_reference(script: &str) -> Option<String> {
         .iter()
         .find_map(|prefix| {
             let start = script.find(prefix)?;
-            let end = script[start..].find('}').map(|e| start + e + 1).unwrap_or(script.len());
+            let end = script[start..]
+                .find('}')
+                .map(|e| start + e + 1)
+                .unwrap_or(script.len());
             Some(script[start..end].to_owned())
         })
 }
@@ -260,7 +310,10 @@ mod tests {
     use crate::runbook::source::SourceFile;
     use crate::runbook::yaml;
 
-    fn run(text: &str, overrides: &[VarOverride]) -> (Node, IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
+    fn run(
+        text: &str,
+        overrides: &[VarOverride],
+    ) -> (Node, IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
         let mut node = yaml::parse(&SourceFile::new("t.yaml", text)).unwrap();
         let (vars, diagnostics) = apply(&mut node, overrides);
         (node, vars, diagnostics)
@@ -273,16 +326,30 @@ mod tests {
             &[],
         );
         assert!(d.is_empty(), "{d:?}");
-        assert_eq!(vars["url"].value.source(), "redis://:${secrets.pw}@10.0.0.1:6379");
+        assert_eq!(
+            vars["url"].value.source(),
+            "redis://:${secrets.pw}@10.0.0.1:6379"
+        );
         let step = &node.get("steps").unwrap().as_seq().unwrap()[0];
-        assert_eq!(step.get("x").unwrap().as_str(), Some("redis://:${secrets.pw}@10.0.0.1:6379"));
+        assert_eq!(
+            step.get("x").unwrap().as_str(),
+            Some("redis://:${secrets.pw}@10.0.0.1:6379")
+        );
     }
 
     #[test]
     fn overrides_win_and_typos_are_errors() {
         let overrides = [
-            VarOverride { name: "watch".into(), value: "5s".into(), origin: VarOrigin::CommandLine },
-            VarOverride { name: "wacth".into(), value: "1s".into(), origin: VarOrigin::CommandLine },
+            VarOverride {
+                name: "watch".into(),
+                value: "5s".into(),
+                origin: VarOrigin::CommandLine,
+            },
+            VarOverride {
+                name: "wacth".into(),
+                value: "1s".into(),
+                origin: VarOrigin::CommandLine,
+            },
         ];
         let (node, _, d) = run("vars:\n  watch: 30min\nw: ${vars.watch}\n", &overrides);
         assert_eq!(node.get("w").unwrap().as_str(), Some("5s"));
@@ -292,7 +359,10 @@ mod tests {
 
     #[test]
     fn undefined_and_cyclic_vars() {
-        let (_, _, d) = run("vars:\n  a: ${vars.b}\n  b: ${vars.a}\nx: ${vars.workres}\n", &[]);
+        let (_, _, d) = run(
+            "vars:\n  a: ${vars.b}\n  b: ${vars.a}\nx: ${vars.workres}\n",
+            &[],
+        );
         let codes: Vec<_> = d.iter().map(|d| d.code).collect();
         assert!(codes.contains(&"var-cycle"), "{codes:?}");
         assert!(codes.contains(&"undefined-var"), "{codes:?}");
@@ -307,7 +377,13 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, "script-interpolation");
         let shell = node.get("step").unwrap().get("shell").unwrap();
-        assert_eq!(shell.get("script").unwrap().as_str(), Some("echo ${vars.w}"));
-        assert_eq!(shell.get("env").unwrap().get("W").unwrap().as_str(), Some("x"));
+        assert_eq!(
+            shell.get("script").unwrap().as_str(),
+            Some("echo ${vars.w}")
+        );
+        assert_eq!(
+            shell.get("env").unwrap().get("W").unwrap().as_str(),
+            Some("x")
+        );
     }
 }

@@ -325,7 +325,11 @@ fn syntax_diagnostic(file: &SourceFile, err: &serde_saphyr::Error) -> Diagnostic
     let message = strip_location_prefix(&text);
     let is_limit = message.contains("budget") || message.contains("limit");
     let mut diagnostic = Diagnostic::error(
-        if is_limit { "yaml-limit" } else { "yaml-syntax" },
+        if is_limit {
+            "yaml-limit"
+        } else {
+            "yaml-syntax"
+        },
         span,
         format!("invalid YAML: {message}"),
     );
@@ -342,10 +346,7 @@ fn syntax_diagnostic(file: &SourceFile, err: &serde_saphyr::Error) -> Diagnostic
 fn strip_location_prefix(text: &str) -> String {
     let text = text.trim().strip_prefix("error: ").unwrap_or(text.trim());
     let text = match text.strip_prefix("line ") {
-        Some(rest) => rest
-            .split_once(": ")
-            .map(|(_, msg)| msg)
-            .unwrap_or(rest),
+        Some(rest) => rest.split_once(": ").map(|(_, msg)| msg).unwrap_or(rest),
         None => text,
     };
     text.lines().next().unwrap_or("").trim().to_owned()

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{describe_env, describe_selection, ActionParams, Effect, Inverse, Shape, TargetKind};
+use super::{ActionParams, Effect, Inverse, Shape, TargetKind, describe_env, describe_selection};
 use crate::runbook::de::Spanned;
 use crate::runbook::expect::compile_regex;
 use crate::runbook::template::Template;
@@ -89,11 +89,18 @@ static VOLUME: Shape = Shape::Object(&[
     ("created", Shape::Timestamp),
 ]);
 
-static CHANGED: Shape = Shape::Object(&[("containers", Shape::List(&Shape::Text)), ("count", Shape::Number)]);
+static CHANGED: Shape = Shape::Object(&[
+    ("containers", Shape::List(&Shape::Text)),
+    ("count", Shape::Number),
+]);
 
 fn check_name_regex(name: Option<&Template>) -> Vec<(&'static str, String)> {
     match name.and_then(Template::as_literal) {
-        Some(text) => compile_regex(text).err().map(|e| ("name", e)).into_iter().collect(),
+        Some(text) => compile_regex(text)
+            .err()
+            .map(|e| ("name", e))
+            .into_iter()
+            .collect(),
         None => Vec::new(),
     }
 }
@@ -104,7 +111,7 @@ macro_rules! container_params {
     ($(#[$doc:meta])* $name:ident { $( $(#[$fdoc:meta])* $vis:vis $field:ident : $ty:ty, )* }) => {
         $(#[$doc])*
         #[derive(Clone, Debug, Deserialize, JsonSchema)]
-        #[serde(deny_unknown_fields)]
+        #[schemars(deny_unknown_fields)]
         pub struct $name {
             /// The Docker target (may be left out when the runbook has one Docker target).
             #[serde(default)]
@@ -182,11 +189,13 @@ pub enum LogSince {
 
 impl<'de> Deserialize<'de> for LogSince {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text == "run" {
-            return Ok(LogSince::RunStart);
-        }
-        text.parse().map(LogSince::Ago).map_err(serde::de::Error::custom)
+        crate::runbook::de::deserialize_parsed(d, "a duration or `run`", |text| {
+            if text == "run" {
+                Ok(LogSince::RunStart)
+            } else {
+                text.parse().map(LogSince::Ago)
+            }
+        })
     }
 }
 
@@ -243,7 +252,7 @@ impl ActionParams for LogsParams {
 
 /// `docker.exec`: run a command in one running container.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ExecParams {
     /// The Docker target.
     #[serde(default)]
@@ -293,7 +302,10 @@ impl ActionParams for ExecParams {
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         if self.cmd.is_empty() {
-            vec![("cmd", "`cmd` is empty: give the command and its arguments".into())]
+            vec![(
+                "cmd",
+                "`cmd` is empty: give the command and its arguments".into(),
+            )]
         } else {
             Vec::new()
         }
@@ -305,7 +317,9 @@ pub(crate) fn shell_words(argv: &[Template]) -> String {
     argv.iter()
         .map(|a| {
             let shown = a.display();
-            if shown.is_empty() || shown.contains(|c: char| c.is_whitespace() || "'\"$`\\|&;<>()*?".contains(c)) {
+            if shown.is_empty()
+                || shown.contains(|c: char| c.is_whitespace() || "'\"$`\\|&;<>()*?".contains(c))
+            {
                 format!("'{}'", shown.replace('\'', "'\\''"))
             } else {
                 shown
@@ -355,7 +369,7 @@ pub enum PullPolicy {
 
 /// A container health check.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Healthcheck {
     /// The command (`[redis-cli, ping]`); run without a shell.
     pub test: Vec<Template>,
@@ -375,7 +389,7 @@ pub struct Healthcheck {
 
 /// `docker.run`: create and start a container.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RunParams {
     /// The Docker target.
     #[serde(default)]
@@ -487,7 +501,10 @@ impl ActionParams for RunParams {
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         if self.rm && self.restart.is_some_and(|r| r != RestartPolicy::No) {
-            problems.push(("restart", "`rm: true` containers cannot have a restart policy".into()));
+            problems.push((
+                "restart",
+                "`rm: true` containers cannot have a restart policy".into(),
+            ));
         }
         for path in self.files.keys() {
             if !path.starts_with('/') {
@@ -500,7 +517,7 @@ impl ActionParams for RunParams {
 
 /// `docker.images`: the value is the list of matching images.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ImagesParams {
     /// The Docker target.
     #[serde(default)]
@@ -536,7 +553,7 @@ impl ActionParams for ImagesParams {
 
 /// `docker.volumes`: the value is the list of matching volumes.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct VolumesParams {
     /// The Docker target.
     #[serde(default)]
@@ -572,7 +589,7 @@ impl ActionParams for VolumesParams {
 
 /// `docker.remove_volume`: remove one volume by exact name.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RemoveVolumeParams {
     /// The Docker target.
     #[serde(default)]
@@ -747,12 +764,19 @@ impl ActionParams for RecreateParams {
         if let Some(image) = &self.image {
             changes.push(format!("image {}", image.display()));
         }
-        format!("recreate {} with {}", self.selection(), changes.join(" and "))
+        format!(
+            "recreate {} with {}",
+            self.selection(),
+            changes.join(" and ")
+        )
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = check_name_regex(self.name.as_ref());
         if self.env.is_empty() && self.image.is_none() {
-            problems.push(("env", "`docker.recreate` changes nothing: give `env:` and/or `image:`".into()));
+            problems.push((
+                "env",
+                "`docker.recreate` changes nothing: give `env:` and/or `image:`".into(),
+            ));
         }
         problems
     }
@@ -790,7 +814,11 @@ impl ActionParams for RemoveParams {
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = check_name_regex(self.name.as_ref());
         if self.name.is_none() && self.labels.is_empty() {
-            problems.push(("name", "`docker.remove` needs `name:` or `labels:`; it never removes every container".into()));
+            problems.push((
+                "name",
+                "`docker.remove` needs `name:` or `labels:`; it never removes every container"
+                    .into(),
+            ));
         }
         problems
     }
@@ -820,8 +848,14 @@ impl ActionParams for WaitHealthyParams {
         CONTAINERS
     }
     fn describe(&self) -> String {
-        let timeout = self.timeout.map(|t| t.to_string()).unwrap_or_else(|| "60s".into());
-        format!("wait up to {timeout} until {} are healthy", self.selection())
+        let timeout = self
+            .timeout
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "60s".into());
+        format!(
+            "wait up to {timeout} until {} are healthy",
+            self.selection()
+        )
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         check_name_regex(self.name.as_ref())

@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::docker::{shell_words, COMMAND_RESULT};
+use super::docker::{COMMAND_RESULT, shell_words};
 use super::{ActionParams, Effect, Inverse, Shape};
 use crate::runbook::template::Template;
 use crate::runbook::units::RunbookDuration;
@@ -15,7 +15,7 @@ use crate::runbook::units::RunbookDuration;
 /// A script's text is never interpolated: pass values through `env:`, where
 /// `${vars.x}` and `${secrets.x}` are allowed, and read them as `"$NAME"`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ShellParams {
     /// The program and its arguments, run without a shell.
     #[serde(default)]
@@ -51,7 +51,11 @@ impl ActionParams for ShellParams {
     fn describe(&self) -> String {
         let mut out = match &self.script {
             Some(script) => {
-                let first = script.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                let first = script
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
                 let lines = script.lines().filter(|l| !l.trim().is_empty()).count();
                 let shell = self.shell.as_deref().unwrap_or("sh");
                 if lines > 1 {
@@ -71,7 +75,10 @@ impl ActionParams for ShellParams {
     fn check(&self) -> Vec<(&'static str, String)> {
         match (&self.script, self.argv.is_empty()) {
             (Some(_), false) => vec![("argv", "give `argv` or `script`, not both".into())],
-            (None, true) => vec![("argv", "`shell` needs `argv` (a command) or `script`".into())],
+            (None, true) => vec![(
+                "argv",
+                "`shell` needs `argv` (a command) or `script`".into(),
+            )],
             _ => Vec::new(),
         }
     }
@@ -98,7 +105,7 @@ pub enum HttpMethod {
 
 /// TLS settings of an HTTP request.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct HttpTls {
     /// A CA certificate file (PEM) to trust.
     #[serde(default)]
@@ -110,7 +117,7 @@ pub struct HttpTls {
 
 /// `http`: a request; the value has `status`, `body`, `json` (the parsed body), `latency`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct HttpParams {
     /// The URL.
     pub url: Template,
@@ -162,8 +169,16 @@ impl ActionParams for HttpParams {
             .iter()
             .map(|(k, v)| {
                 let sensitive = v.has_secret()
-                    || ["authorization", "cookie", "x-api-key"].contains(&k.to_ascii_lowercase().as_str());
-                format!("{k}: {}", if sensitive { "****".into() } else { v.display() })
+                    || ["authorization", "cookie", "x-api-key"]
+                        .contains(&k.to_ascii_lowercase().as_str());
+                format!(
+                    "{k}: {}",
+                    if sensitive {
+                        "****".into()
+                    } else {
+                        v.display()
+                    }
+                )
             })
             .collect();
         if !headers.is_empty() {
@@ -179,7 +194,7 @@ impl ActionParams for HttpParams {
 
 /// `tcp`: connect to `host:port`; the value is the connect latency.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct TcpParams {
     /// `host:port`.
     pub address: Template,
@@ -200,7 +215,7 @@ impl ActionParams for TcpParams {
 /// `assert`: check a value without any I/O (`value: ${env.UPSTASH_REDIS_URL}` with
 /// `expect: { starts_with: "https://" }`).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct AssertParams {
     /// The value to check.
     pub value: Template,
@@ -220,7 +235,7 @@ impl ActionParams for AssertParams {
 
 /// `wait`: wait for a duration, with a countdown.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct WaitParams {
     /// How long.
     pub duration: RunbookDuration,
@@ -241,7 +256,7 @@ impl ActionParams for WaitParams {
 /// `manual`: an instruction the operator carries out and confirms ("In the Coolify
 /// dashboard set REDIS_URL and redeploy").
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ManualParams {
     /// What to do.
     pub instruction: Template,
@@ -258,7 +273,11 @@ impl ActionParams for ManualParams {
         Shape::Nothing
     }
     fn describe(&self) -> String {
-        let by = self.by.as_ref().map(|b| format!(" (confirmed by {b})")).unwrap_or_default();
+        let by = self
+            .by
+            .as_ref()
+            .map(|b| format!(" (confirmed by {b})"))
+            .unwrap_or_default();
         format!("{}{by}", self.instruction.display())
     }
 }
@@ -276,7 +295,7 @@ pub enum GateFallback {
 
 /// `gate`: a go/no-go decision.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct GateParams {
     /// The question put to the operator.
     pub question: Template,

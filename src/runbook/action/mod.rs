@@ -9,8 +9,8 @@ mod redis;
 use std::fmt;
 
 use schemars::{Schema, SchemaGenerator};
-use serde::de::{DeserializeSeed, Deserializer};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer};
 
 pub use docker::*;
 pub use local::*;

@@ -39,7 +39,7 @@ macro_rules! target_only {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Debug, Deserialize, JsonSchema)]
-        #[serde(deny_unknown_fields)]
+        #[schemars(deny_unknown_fields)]
         pub struct $name {
             /// The Redis target (may be left out when the runbook has one Redis target).
             #[serde(default)]
@@ -79,7 +79,7 @@ impl ActionParams for PingParams {
 
 /// `redis.info`: one INFO field as a typed value.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct InfoParams {
     /// The Redis target.
     #[serde(default)]
@@ -123,7 +123,10 @@ impl ActionParams for InfoParams {
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         if self.field.trim().is_empty() || self.field.split('.').any(str::is_empty) {
-            vec![("field", format!("`{}` is not `section.field` or `field`", self.field))]
+            vec![(
+                "field",
+                format!("`{}` is not `section.field` or `field`", self.field),
+            )]
         } else {
             Vec::new()
         }
@@ -150,7 +153,7 @@ impl ActionParams for DbsizeParams {
 
 /// `redis.scan_count`: count keys matching a pattern with SCAN (never KEYS).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ScanCountParams {
     /// The Redis target.
     #[serde(default)]
@@ -185,22 +188,102 @@ impl ActionParams for ScanCountParams {
 
 /// Commands that change data or server state: refused under `read_only: true`.
 const WRITE_COMMANDS: &[&str] = &[
-    "APPEND", "BGREWRITEAOF", "BGSAVE", "BLMOVE", "BLPOP", "BRPOP", "BZPOPMAX", "BZPOPMIN", "COPY",
-    "DECR", "DECRBY", "DEL", "EVAL", "EVALSHA", "EXPIRE", "EXPIREAT", "FCALL", "FLUSHALL",
-    "FLUSHDB", "GETDEL", "GETEX", "GETSET", "HDEL", "HINCRBY", "HINCRBYFLOAT", "HMSET", "HSET",
-    "HSETNX", "INCR", "INCRBY", "INCRBYFLOAT", "LINSERT", "LMOVE", "LPOP", "LPUSH", "LPUSHX",
-    "LREM", "LSET", "LTRIM", "MIGRATE", "MOVE", "MSET", "MSETNX", "PERSIST", "PEXPIRE",
-    "PEXPIREAT", "PSETEX", "PUBLISH", "RENAME", "RENAMENX", "REPLICAOF", "RESTORE", "RPOP",
-    "RPOPLPUSH", "RPUSH", "RPUSHX", "SADD", "SAVE", "SDIFFSTORE", "SET", "SETEX", "SETNX",
-    "SETRANGE", "SHUTDOWN", "SINTERSTORE", "SLAVEOF", "SMOVE", "SPOP", "SREM", "SUNIONSTORE",
-    "SWAPDB", "UNLINK", "XACK", "XADD", "XAUTOCLAIM", "XCLAIM", "XDEL", "XGROUP", "XTRIM",
-    "ZADD", "ZDIFFSTORE", "ZINCRBY", "ZINTERSTORE", "ZPOPMAX", "ZPOPMIN", "ZRANGESTORE", "ZREM",
-    "ZREMRANGEBYLEX", "ZREMRANGEBYRANK", "ZREMRANGEBYSCORE", "ZUNIONSTORE",
+    "APPEND",
+    "BGREWRITEAOF",
+    "BGSAVE",
+    "BLMOVE",
+    "BLPOP",
+    "BRPOP",
+    "BZPOPMAX",
+    "BZPOPMIN",
+    "COPY",
+    "DECR",
+    "DECRBY",
+    "DEL",
+    "EVAL",
+    "EVALSHA",
+    "EXPIRE",
+    "EXPIREAT",
+    "FCALL",
+    "FLUSHALL",
+    "FLUSHDB",
+    "GETDEL",
+    "GETEX",
+    "GETSET",
+    "HDEL",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "HMSET",
+    "HSET",
+    "HSETNX",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "LINSERT",
+    "LMOVE",
+    "LPOP",
+    "LPUSH",
+    "LPUSHX",
+    "LREM",
+    "LSET",
+    "LTRIM",
+    "MIGRATE",
+    "MOVE",
+    "MSET",
+    "MSETNX",
+    "PERSIST",
+    "PEXPIRE",
+    "PEXPIREAT",
+    "PSETEX",
+    "PUBLISH",
+    "RENAME",
+    "RENAMENX",
+    "REPLICAOF",
+    "RESTORE",
+    "RPOP",
+    "RPOPLPUSH",
+    "RPUSH",
+    "RPUSHX",
+    "SADD",
+    "SAVE",
+    "SDIFFSTORE",
+    "SET",
+    "SETEX",
+    "SETNX",
+    "SETRANGE",
+    "SHUTDOWN",
+    "SINTERSTORE",
+    "SLAVEOF",
+    "SMOVE",
+    "SPOP",
+    "SREM",
+    "SUNIONSTORE",
+    "SWAPDB",
+    "UNLINK",
+    "XACK",
+    "XADD",
+    "XAUTOCLAIM",
+    "XCLAIM",
+    "XDEL",
+    "XGROUP",
+    "XTRIM",
+    "ZADD",
+    "ZDIFFSTORE",
+    "ZINCRBY",
+    "ZINTERSTORE",
+    "ZPOPMAX",
+    "ZPOPMIN",
+    "ZRANGESTORE",
+    "ZREM",
+    "ZREMRANGEBYLEX",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYSCORE",
+    "ZUNIONSTORE",
 ];
 
 /// `redis.command`: any command; the value is the reply.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct CommandParams {
     /// The Redis target.
     #[serde(default)]
@@ -257,13 +340,22 @@ impl ActionParams for CommandParams {
     fn check(&self) -> Vec<(&'static str, String)> {
         let name = self.command_name();
         if self.args.is_empty() {
-            return vec![("args", "`args` is empty: give the command and its arguments".into())];
+            return vec![(
+                "args",
+                "`args` is empty: give the command and its arguments".into(),
+            )];
         }
         let writes = WRITE_COMMANDS.contains(&name.as_str())
             || (name == "CONFIG"
-                && self.args.get(1).is_some_and(|a| !a.display().eq_ignore_ascii_case("GET")));
+                && self
+                    .args
+                    .get(1)
+                    .is_some_and(|a| !a.display().eq_ignore_ascii_case("GET")));
         if self.read_only && writes {
-            return vec![("read_only", format!("`{name}` changes data; it cannot be `read_only`"))];
+            return vec![(
+                "read_only",
+                format!("`{name}` changes data; it cannot be `read_only`"),
+            )];
         }
         Vec::new()
     }
@@ -271,7 +363,7 @@ impl ActionParams for CommandParams {
 
 /// `redis.config_get`: a configuration parameter's value.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ConfigGetParams {
     /// The Redis target.
     #[serde(default)]
@@ -299,7 +391,7 @@ impl ActionParams for ConfigGetParams {
 
 /// `redis.config_set`: set a parameter; the previous value is captured for rollback.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ConfigSetParams {
     /// The Redis target.
     #[serde(default)]
@@ -323,7 +415,11 @@ impl ActionParams for ConfigSetParams {
     }
     fn describe(&self) -> String {
         let secret_parameter = ["requirepass", "masterauth"].contains(&self.parameter.as_str());
-        let value = if secret_parameter { "****".to_owned() } else { self.value.display() };
+        let value = if secret_parameter {
+            "****".to_owned()
+        } else {
+            self.value.display()
+        };
         format!("CONFIG SET {} {value}", self.parameter)
     }
 }
@@ -331,7 +427,7 @@ impl ActionParams for ConfigSetParams {
 /// `redis.replicate`: make the target a replica of the source and wait for the full
 /// sync.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ReplicateParams {
     /// The Redis that becomes a replica (the new server).
     #[serde(default)]
@@ -378,8 +474,14 @@ impl ActionParams for ReplicateParams {
         format!(
             "REPLICAOF `{}`{} and wait for the full sync{}",
             self.source.value,
-            if self.tune { " (tuned for the sync, settings restored after)" } else { "" },
-            self.timeout.map(|t| format!(" (up to {t})")).unwrap_or_default()
+            if self.tune {
+                " (tuned for the sync, settings restored after)"
+            } else {
+                ""
+            },
+            self.timeout
+                .map(|t| format!(" (up to {t})"))
+                .unwrap_or_default()
         )
     }
 }
@@ -387,7 +489,7 @@ impl ActionParams for ReplicateParams {
 /// `redis.promote`: once writers have stopped, wait until the replica's offset matches
 /// the source, then `REPLICAOF NO ONE`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct PromoteParams {
     /// The replica to promote.
     #[serde(default)]
@@ -416,7 +518,9 @@ impl ActionParams for PromoteParams {
     }
     fn inverse(&self) -> Inverse {
         if self.reverse {
-            Inverse::Builtin("wait for the reverse replica to catch up, promote the source back, replicate from it again")
+            Inverse::Builtin(
+                "wait for the reverse replica to catch up, promote the source back, replicate from it again",
+            )
         } else {
             Inverse::Builtin("make the target a replica of the source again")
         }
@@ -430,7 +534,10 @@ impl ActionParams for PromoteParams {
             self.source.value
         );
         if self.reverse {
-            out.push_str(&format!("; then `{}` replicates from the target (reverse replication)", self.source.value));
+            out.push_str(&format!(
+                "; then `{}` replicates from the target (reverse replication)",
+                self.source.value
+            ));
         }
         out
     }
@@ -438,7 +545,7 @@ impl ActionParams for PromoteParams {
 
 /// How `redis.copy` renames keys.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Rename {
     /// Prefix to replace (`job:`).
     #[serde(default)]
@@ -463,7 +570,10 @@ impl Rename {
                 .map(|e| ("rename", e))
                 .into_iter()
                 .collect(),
-            _ => vec![("rename", "`rename` takes `from` + `to` (prefix) or `regex` + `replace`".into())],
+            _ => vec![(
+                "rename",
+                "`rename` takes `from` + `to` (prefix) or `regex` + `replace`".into(),
+            )],
         }
     }
 
@@ -491,7 +601,7 @@ pub enum ExistingKeys {
 
 /// `redis.copy`: copy keys from source to target (SCAN, pipelined DUMP/RESTORE).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct CopyParams {
     /// Where keys are read (never modified).
     pub source: Spanned<String>,
@@ -541,8 +651,15 @@ impl ActionParams for CopyParams {
         ])
     }
     fn describe(&self) -> String {
-        let pattern = self.pattern.as_ref().map(Template::display).unwrap_or_else(|| "*".into());
-        let mut out = format!("copy keys matching `{pattern}` from `{}`", self.source.value);
+        let pattern = self
+            .pattern
+            .as_ref()
+            .map(Template::display)
+            .unwrap_or_else(|| "*".into());
+        let mut out = format!(
+            "copy keys matching `{pattern}` from `{}`",
+            self.source.value
+        );
         if let Some(rename) = &self.rename {
             out.push_str(&format!(", {}", rename.describe()));
         }
@@ -554,9 +671,15 @@ impl ActionParams for CopyParams {
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = self.rename.as_ref().map(Rename::check).unwrap_or_default();
-        let same_server = self.target.as_ref().is_some_and(|t| t.value == self.source.value);
+        let same_server = self
+            .target
+            .as_ref()
+            .is_some_and(|t| t.value == self.source.value);
         if same_server && self.rename.is_none() {
-            problems.push(("rename", "copying a server onto itself needs `rename:`".into()));
+            problems.push((
+                "rename",
+                "copying a server onto itself needs `rename:`".into(),
+            ));
         }
         problems
     }
@@ -577,7 +700,7 @@ pub enum DigestMode {
 
 /// `redis.verify`: compare keys of source and target.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct VerifyParams {
     /// The reference.
     pub source: Spanned<String>,
@@ -618,12 +741,19 @@ impl ActionParams for VerifyParams {
         ])
     }
     fn describe(&self) -> String {
-        let pattern = self.pattern.as_ref().map(Template::display).unwrap_or_else(|| "*".into());
+        let pattern = self
+            .pattern
+            .as_ref()
+            .map(Template::display)
+            .unwrap_or_else(|| "*".into());
         let scope = match self.sample {
             Some(n) => format!("a sample of {n} keys"),
             None => "every key".into(),
         };
-        let mut out = format!("verify {scope} matching `{pattern}` against `{}` (type, TTL, content digest)", self.source.value);
+        let mut out = format!(
+            "verify {scope} matching `{pattern}` against `{}` (type, TTL, content digest)",
+            self.source.value
+        );
         if let Some(rename) = &self.rename {
             out.push_str(&format!(", {}", rename.describe()));
         }
@@ -636,7 +766,7 @@ impl ActionParams for VerifyParams {
 
 /// `redis.queues`: BullMQ queue depths per queue.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct QueuesParams {
     /// The Redis target.
     #[serde(default)]
@@ -656,16 +786,19 @@ impl ActionParams for QueuesParams {
     }
     fn shape(&self) -> Shape {
         Shape::Object(&[
-            ("total", Shape::Object(&[
-                ("wait", Shape::Number),
-                ("active", Shape::Number),
-                ("delayed", Shape::Number),
-                ("prioritized", Shape::Number),
-                ("completed", Shape::Number),
-                ("failed", Shape::Number),
-                ("paused", Shape::Number),
-                ("depth", Shape::Number),
-            ])),
+            (
+                "total",
+                Shape::Object(&[
+                    ("wait", Shape::Number),
+                    ("active", Shape::Number),
+                    ("delayed", Shape::Number),
+                    ("prioritized", Shape::Number),
+                    ("completed", Shape::Number),
+                    ("failed", Shape::Number),
+                    ("paused", Shape::Number),
+                    ("depth", Shape::Number),
+                ]),
+            ),
             ("queues", Shape::Any),
         ])
     }
@@ -674,14 +807,17 @@ impl ActionParams for QueuesParams {
         if self.queues.is_empty() {
             format!("BullMQ depths of every `{prefix}:*` queue")
         } else {
-            format!("BullMQ depths of `{prefix}` queues {}", self.queues.join(", "))
+            format!(
+                "BullMQ depths of `{prefix}` queues {}",
+                self.queues.join(", ")
+            )
         }
     }
 }
 
 /// `redis.delete`: delete keys matching a pattern (SCAN + UNLINK, in batches).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct DeleteParams {
     /// The Redis target.
     #[serde(default)]
@@ -712,7 +848,10 @@ impl ActionParams for DeleteParams {
         Shape::Object(&[("deleted", Shape::Number)])
     }
     fn describe(&self) -> String {
-        let mut out = format!("delete keys matching `{}` (SCAN + UNLINK)", self.pattern.display());
+        let mut out = format!(
+            "delete keys matching `{}` (SCAN + UNLINK)",
+            self.pattern.display()
+        );
         if let Some(rate) = self.rate {
             out.push_str(&format!(", at most {rate} keys/s"));
         }
