@@ -238,7 +238,7 @@ pub fn build(runbook: &Runbook) -> Plan {
     let phases: Vec<PlanPhase> = runbook
         .phases
         .iter()
-        .map(|phase| plan_phase(runbook, phase, &mut summary))
+        .map(|phase| plan_phase(phase, &mut summary))
         .collect();
     Plan {
         format: PLAN_FORMAT,
@@ -311,7 +311,7 @@ fn endpoint(spec: &TargetSpec) -> String {
     }
 }
 
-fn plan_phase(runbook: &Runbook, phase: &Phase, summary: &mut PlanSummary) -> PlanPhase {
+fn plan_phase(phase: &Phase, summary: &mut PlanSummary) -> PlanPhase {
     let graph = PhaseGraph::of_phase(phase);
     let steps = graph
         .order
@@ -330,7 +330,7 @@ fn plan_phase(runbook: &Runbook, phase: &Phase, summary: &mut PlanSummary) -> Pl
             if matches!(step.rollback, StepRollback::Missing) {
                 summary.without_rollback += 1;
             }
-            plan_step(runbook, step)
+            plan_step(step)
         })
         .collect();
     PlanPhase {
@@ -346,11 +346,7 @@ fn plan_phase(runbook: &Runbook, phase: &Phase, summary: &mut PlanSummary) -> Pl
         },
         on_failure: phase.on_failure,
         steps,
-        rollback: phase
-            .rollback
-            .iter()
-            .map(|s| plan_step(runbook, s))
-            .collect(),
+        rollback: phase.rollback.iter().map(plan_step).collect(),
     }
 }
 
@@ -385,7 +381,7 @@ fn describe_retry(retry: &RetrySpec) -> String {
     out
 }
 
-fn plan_step(runbook: &Runbook, step: &Step) -> PlanStep {
+fn plan_step(step: &Step) -> PlanStep {
     PlanStep {
         id: step.id.clone(),
         title: step.title.clone(),
@@ -411,20 +407,20 @@ fn plan_step(runbook: &Runbook, step: &Step) -> PlanStep {
                 .unwrap_or_default();
             format!("{}{check}", operation(probe))
         }),
-        rollback: plan_step_rollback(runbook, &step.rollback),
+        rollback: plan_step_rollback(&step.rollback),
         on_failure: step.on_failure,
         hint: step.hint.clone(),
     }
 }
 
-fn plan_step_rollback(runbook: &Runbook, rollback: &StepRollback) -> PlanStepRollback {
+fn plan_step_rollback(rollback: &StepRollback) -> PlanStepRollback {
     match rollback {
         StepRollback::NotNeeded => PlanStepRollback::NotNeeded,
         StepRollback::Builtin(text) => PlanStepRollback::Builtin {
             operation: (*text).to_owned(),
         },
         StepRollback::Steps(steps) => PlanStepRollback::Steps {
-            steps: steps.iter().map(|s| plan_step(runbook, s)).collect(),
+            steps: steps.iter().map(plan_step).collect(),
         },
         StepRollback::Declined => PlanStepRollback::Declined,
         StepRollback::Missing => PlanStepRollback::Missing,
@@ -463,35 +459,28 @@ fn plan_rollback(runbook: &Runbook) -> PlanRollback {
     when.push("`redis-move rollback RUN` is run by hand".to_owned());
     let mut undo = Vec::new();
     for phase in runbook.phases.iter().rev() {
-        if !phase.rollback.is_empty() {
-            undo.push(PlanUndo {
-                step: format!("phase {}", phase.id),
-                rollback: PlanStepRollback::Steps {
-                    steps: phase
-                        .rollback
-                        .iter()
-                        .map(|s| plan_step(runbook, s))
-                        .collect(),
-                },
-            });
-        }
         for step in phase.steps.iter().rev() {
             if !matches!(step.rollback, StepRollback::NotNeeded) {
                 undo.push(PlanUndo {
                     step: step.id.clone(),
-                    rollback: plan_step_rollback(runbook, &step.rollback),
+                    rollback: plan_step_rollback(&step.rollback),
                 });
             }
+        }
+        // A phase's own rollback runs once its steps are undone.
+        if !phase.rollback.is_empty() {
+            undo.push(PlanUndo {
+                step: format!("phase {}", phase.id),
+                rollback: PlanStepRollback::Steps {
+                    steps: phase.rollback.iter().map(plan_step).collect(),
+                },
+            });
         }
     }
     PlanRollback {
         when,
         undo,
-        steps: runbook
-            .rollback
-            .iter()
-            .map(|s| plan_step(runbook, s))
-            .collect(),
+        steps: runbook.rollback.iter().map(plan_step).collect(),
     }
 }
 

@@ -70,6 +70,10 @@ pub fn render_text(plan: &Plan) -> String {
         for step in &phase.steps {
             number += 1;
             write_step(&mut out, step, &format!("{number}."), "  ");
+            if step.on_failure != phase.on_failure {
+                let on_failure = format!("{:?}", step.on_failure).to_lowercase();
+                let _ = writeln!(out, "     on failure: {on_failure}");
+            }
         }
         if !phase.rollback.is_empty() {
             let _ = writeln!(out, "  phase rollback:");

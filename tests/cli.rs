@@ -1,0 +1,303 @@
+//! End-to-end tests of the command line: exit codes, output formats, secrets.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const RUNBOOK: &str = "runbooks/vps01-to-vps.yaml";
+
+fn redis_move() -> Command {
+    let mut cmd = Command::cargo_bin("redis-move").expect("binary built");
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd
+}
+
+#[test]
+fn shipped_runbooks_are_valid() {
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                name.ends_with(".yaml")
+                    && !name.contains(".sandbox.")
+                    && !name.contains(".production.")
+            })
+            .map(|p| format!("runbooks/{}", p.file_name().unwrap().to_string_lossy()))
+            .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    redis_move()
+        .arg("validate")
+        .args(&files)
+        .arg("--deny-warnings")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("0 invalid"));
+}
+
+#[test]
+fn validate_exit_codes() {
+    redis_move().args(["validate", RUNBOOK]).assert().code(0);
+    redis_move()
+        .args(["validate", "tests/invalid/many-problems.yaml"])
+        .assert()
+        .code(1);
+    redis_move()
+        .args(["validate", "tests/invalid/does-not-exist.yaml"])
+        .assert()
+        .code(2);
+    redis_move().args(["validate"]).assert().code(2);
+    redis_move()
+        .args(["validate", RUNBOOK, "--format", "yaml"])
+        .assert()
+        .code(2);
+    // One invalid file among valid ones makes the whole run fail, and both are reported.
+    redis_move()
+        .args(["validate", RUNBOOK, "tests/invalid/unknown-target.yaml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "runbooks/vps01-to-vps.yaml: valid",
+        ))
+        .stderr(predicate::str::contains("unknown target `old_redsi`"));
+}
+
+#[test]
+fn validate_github_annotations() {
+    redis_move()
+        .args(["validate", "--format", "github", "tests/invalid/unknown-target.yaml"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::starts_with(
+            "::error file=tests/invalid/unknown-target.yaml,line=10,col=31,title=unknown-target::unknown target `old_redsi`",
+        ));
+}
+
+#[test]
+fn validate_json_lists_every_problem() {
+    let output = redis_move()
+        .args([
+            "validate",
+            "--format",
+            "json",
+            "tests/invalid/many-problems.yaml",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let diagnostics: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    let codes: Vec<&str> = diagnostics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "missing-field",
+            "unknown-field",
+            "unknown-target",
+            "expect-mismatch",
+            "duplicate-id",
+            "unknown-phase"
+        ]
+    );
+    assert_eq!(diagnostics[1]["line"], 8);
+    assert_eq!(diagnostics[1]["help"], "did you mean `name`?");
+}
+
+#[test]
+fn plan_of_an_invalid_runbook_is_a_usage_error() {
+    redis_move()
+        .args(["plan", "tests/invalid/unknown-target.yaml"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("is not a valid runbook (1 error)"));
+}
+
+#[test]
+fn plan_is_deterministic_and_dry_run_is_the_same() {
+    let first = redis_move()
+        .args(["plan", RUNBOOK])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let second = redis_move()
+        .args(["plan", RUNBOOK])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dry_run = redis_move()
+        .args(["run", "--dry-run", RUNBOOK])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(first, second);
+    assert_eq!(first, dry_run);
+    let text = String::from_utf8(first).unwrap();
+    assert!(text.contains(
+        "docker vps01: recreate containers matching /^fiskai-worker/ with REDIS_URL=redis://:****@100.120.14.126:6379"
+    ));
+    assert!(text.contains("rollback: recreate with the previous configuration"));
+}
+
+#[test]
+fn run_without_dry_run_says_it_cannot_execute_yet() {
+    redis_move()
+        .args(["run", RUNBOOK])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("does not execute them yet"));
+}
+
+#[test]
+fn plan_out_records_the_runbook_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.json");
+    redis_move()
+        .args(["plan", RUNBOOK, "--format", "json", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(RUNBOOK)).unwrap();
+    assert_eq!(
+        plan["runbook"]["sha256"],
+        redis_move::runbook::hex_sha256(&bytes)
+    );
+    assert_eq!(plan["format"], 1);
+    assert_eq!(plan["phases"][0]["steps"][0]["verification"], "verified");
+}
+
+#[test]
+fn secrets_and_url_passwords_never_appear() {
+    let secret = "s3cret-Value-91";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.json");
+    let assert = redis_move()
+        .env("REDIS_PASSWORD", secret)
+        .args(["plan", RUNBOOK, "--out"])
+        .arg(&out)
+        .args([
+            "--var",
+            &format!("old_url=redis://admin:{secret}@10.0.0.9:6379"),
+        ])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let saved = std::fs::read_to_string(&out).unwrap();
+    for (what, text) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("plan.json", &saved),
+    ] {
+        assert!(!text.contains(secret), "{what} shows the secret");
+    }
+    assert!(
+        stdout.contains("redis://admin:****@10.0.0.9:6379"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn var_overrides_apply_and_typos_are_refused() {
+    redis_move()
+        .args(["plan", RUNBOOK, "--var", "stability_watch=45s"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("wait: 45s"))
+        .stdout(predicate::str::contains(
+            "stability_watch      45s  (from --var)",
+        ));
+    redis_move()
+        .args(["plan", RUNBOOK, "--var", "stabilty_watch=45s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `stability_watch`?"));
+    redis_move()
+        .args(["plan", RUNBOOK, "--var", "novalue"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn vars_files_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.yaml");
+    std::fs::write(&vars, "min_workers: 3\nstability_watch: 20s\n").unwrap();
+    redis_move()
+        .args(["plan", RUNBOOK, "--vars-file"])
+        .arg(&vars)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("expect: count >= 3"))
+        .stdout(predicate::str::contains("wait: 20s"));
+    std::fs::write(&vars, "min_workers: [3]\n").unwrap();
+    redis_move()
+        .args(["plan", RUNBOOK, "--vars-file"])
+        .arg(&vars)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn graph_formats() {
+    redis_move()
+        .args(["graph", RUNBOOK])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("flowchart TD"))
+        .stdout(predicate::str::contains(
+            "cutover__stop_workers --> cutover__promote",
+        ))
+        .stdout(predicate::str::contains("go__go{"));
+    redis_move()
+        .args(["graph", RUNBOOK, "--format", "dot"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("digraph runbook {"));
+}
+
+#[test]
+fn schema_and_completions() {
+    let output = redis_move()
+        .arg("schema")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let schema: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!(schema["title"], "redis-move runbook");
+    redis_move()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("redis-move"));
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    redis_move()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Examples:"))
+        .stdout(predicate::str::contains("4 stopped at a gate"));
+}
