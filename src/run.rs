@@ -281,6 +281,48 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Loads many runbooks on all cores (CI validates whole directories); results come
+/// back in the order of `paths`.
+fn load_all(paths: &[PathBuf], overrides: &[VarOverride]) -> Vec<std::io::Result<runbook::Loaded>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len().max(1));
+    if workers <= 1 {
+        return paths.iter().map(|p| runbook::load(p, overrides)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<std::io::Result<runbook::Loaded>>> =
+        (0..paths.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else { break };
+                        done.push((i, runbook::load(path, overrides)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for handle in handles {
+            // A panic in a worker is a bug; re-raise it rather than lose a file's result.
+            for (i, loaded) in handle
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            {
+                slots[i] = Some(loaded);
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| slot.unwrap_or_else(|| Err(std::io::Error::other("not validated"))))
+        .collect()
+}
+
 fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
     let overrides = match overrides(&args.vars) {
         Ok(o) => o,
@@ -292,8 +334,8 @@ fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
     let mut results = Vec::new();
     let mut unreadable: Vec<PathBuf> = Vec::new();
     let mut summaries = Vec::new();
-    for path in &args.files {
-        match runbook::load(path, &overrides) {
+    for (path, outcome) in args.files.iter().zip(load_all(&args.files, &overrides)) {
+        match outcome {
             Ok(loaded) => {
                 if let Some(runbook) = &loaded.runbook {
                     let steps: usize = runbook.phases.iter().map(|p| p.steps.len()).sum();

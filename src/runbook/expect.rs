@@ -632,6 +632,15 @@ impl<'de> Deserialize<'de> for RegexText {
     }
 }
 
+/// Checks a regex's syntax without compiling it (compiling costs far more, and the
+/// patterns of container names and log lines are compiled when the step runs).
+pub fn check_regex(text: &str) -> Result<(), String> {
+    regex_syntax::Parser::new()
+        .parse(text)
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex `{text}`: {}", first_line(&e.to_string())))
+}
+
 /// Compiles a runbook regex, with a size limit so that a hostile pattern cannot eat memory.
 pub fn compile_regex(text: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(text)

@@ -4,11 +4,10 @@
 //! nesting); this module keeps every node's position so that later stages can point at
 //! the exact place of a problem, and so that all problems can be collected at once.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::granit_parser;
 
 use super::diagnostic::Diagnostic;
 use super::source::{SourceFile, Span};
@@ -132,120 +131,6 @@ impl Node {
             _ => {}
         }
     }
-
-    fn fix_spans(&mut self, file: &SourceFile) {
-        let raw = self.span;
-        self.span = file.span_at(raw.line, raw.column, raw.len.max(1));
-        match &mut self.value {
-            NodeValue::Seq(items) => items.iter_mut().for_each(|n| n.fix_spans(file)),
-            NodeValue::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-                k.fix_spans(file);
-                v.fix_spans(file);
-            }),
-            _ => {}
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = serde_saphyr::Spanned::<NodeValue>::deserialize(deserializer)?;
-        let location = spanned.referenced;
-        // Lengths are in characters here; `fix_spans` turns them into byte ranges.
-        let span = Span {
-            line: location.line() as u32,
-            column: location.column() as u32,
-            offset: 0,
-            len: location.span().len() as usize,
-        };
-        Ok(Node {
-            span,
-            value: spanned.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for NodeValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeValueVisitor)
-    }
-}
-
-struct NodeValueVisitor;
-
-impl<'de> Visitor<'de> for NodeValueVisitor {
-    type Value = NodeValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-
-    fn visit_unit<E>(self) -> Result<NodeValue, E> {
-        Ok(NodeValue::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<NodeValue, E> {
-        Ok(NodeValue::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeValue, D::Error> {
-        NodeValue::deserialize(d)
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<NodeValue, E> {
-        Ok(NodeValue::Bool(b))
-    }
-
-    fn visit_i64<E>(self, i: i64) -> Result<NodeValue, E> {
-        Ok(NodeValue::Int(i))
-    }
-
-    fn visit_u64<E>(self, u: u64) -> Result<NodeValue, E> {
-        Ok(i64::try_from(u).map_or(NodeValue::Float(u as f64), NodeValue::Int))
-    }
-
-    fn visit_i128<E>(self, i: i128) -> Result<NodeValue, E> {
-        Ok(i64::try_from(i).map_or(NodeValue::Float(i as f64), NodeValue::Int))
-    }
-
-    fn visit_u128<E>(self, u: u128) -> Result<NodeValue, E> {
-        Ok(i64::try_from(u).map_or(NodeValue::Float(u as f64), NodeValue::Int))
-    }
-
-    fn visit_f64<E>(self, f: f64) -> Result<NodeValue, E> {
-        Ok(NodeValue::Float(f))
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<NodeValue, E> {
-        Ok(NodeValue::Str(s.to_owned()))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<NodeValue, E> {
-        Ok(NodeValue::Str(s))
-    }
-
-    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<NodeValue, E> {
-        String::from_utf8(b.to_vec())
-            .map(NodeValue::Str)
-            .map_err(|_| E::custom("binary values are not supported"))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeValue, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Node>()? {
-            items.push(item);
-        }
-        Ok(NodeValue::Seq(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Node>()? {
-            let value = map.next_value::<Node>()?;
-            entries.push((key, value));
-        }
-        Ok(NodeValue::Map(entries))
-    }
 }
 
 /// Reads a runbook file, refusing what cannot be a runbook (too large, not UTF-8 text).
@@ -297,33 +182,39 @@ pub fn source_from_bytes(path: &Path, bytes: Vec<u8>) -> (Arc<SourceFile>, Optio
     }
 }
 
+/// Most nodes a document may expand to, aliases included: bounds the work an alias bomb
+/// can cause (a real runbook has a few thousand).
+pub const MAX_NODES: usize = 1_000_000;
+
 /// Parses YAML text into a [`Node`] tree, or returns the syntax error.
+///
+/// The tree is built straight from the events of serde-saphyr's parser (granit): going
+/// through serde-saphyr's `Spanned` values costs three times the parse itself, and a
+/// runbook needs every node's position. The limits serde-saphyr would apply are applied
+/// here: nesting depth, node count including alias expansion, one document, no duplicate
+/// keys.
 pub fn parse(file: &SourceFile) -> Result<Node, Box<Diagnostic>> {
-    let mut options = serde_saphyr::options! {
-        strict_booleans: true,
-        with_snippet: false,
-    };
-    if let Some(budget) = options.budget.as_mut() {
-        budget.max_depth = MAX_DEPTH;
-        budget.max_documents = 1;
+    let mut options = granit_parser::Options::default();
+    options.flow_nesting_limit = MAX_DEPTH + 1;
+    options.block_nesting_limit = MAX_DEPTH + 1;
+    let parser = granit_parser::Parser::new_from_str_with_options(&file.text, options);
+    let mut builder = TreeBuilder::new(file);
+    for event in parser {
+        let (event, span) = event.map_err(|e| Box::new(scan_error(file, &e)))?;
+        builder.push(event, span).map_err(Box::new)?;
     }
-    match serde_saphyr::from_str_with_options::<Node>(&file.text, options) {
-        Ok(mut node) => {
-            node.fix_spans(file);
-            Ok(node)
-        }
-        Err(err) => Err(Box::new(syntax_diagnostic(file, &err))),
-    }
+    Ok(builder.root.unwrap_or_else(|| Node {
+        span: file.span_at(1, 1, 1),
+        value: NodeValue::Null,
+    }))
 }
 
-fn syntax_diagnostic(file: &SourceFile, err: &serde_saphyr::Error) -> Diagnostic {
-    let span = err
-        .location()
-        .map(|l| file.span_at(l.line() as u32, l.column() as u32, 1))
-        .unwrap_or(Span::UNKNOWN);
-    let text = err.without_snippet().to_string();
-    let message = strip_location_prefix(&text);
-    let is_limit = message.contains("budget") || message.contains("limit");
+fn scan_error(file: &SourceFile, err: &granit_parser::ScanError) -> Diagnostic {
+    let marker = err.marker();
+    let span = file.span_at(marker.line() as u32, marker.col() as u32 + 1, 1);
+    let info = err.info();
+    let message = info.lines().next().unwrap_or("").trim();
+    let is_limit = message.contains("nesting") || message.contains("limit");
     let mut diagnostic = Diagnostic::error(
         if is_limit {
             "yaml-limit"
@@ -334,22 +225,316 @@ fn syntax_diagnostic(file: &SourceFile, err: &serde_saphyr::Error) -> Diagnostic
         format!("invalid YAML: {message}"),
     );
     if is_limit {
-        diagnostic = diagnostic.with_help(
-            "runbooks are small documents; deep nesting and mass alias expansion are refused",
-        );
+        diagnostic = diagnostic.with_help(LIMIT_HELP);
     }
     diagnostic
 }
 
-/// serde-saphyr prefixes messages with `error: line L column C: `; we show the position
-/// ourselves.
-fn strip_location_prefix(text: &str) -> String {
-    let text = text.trim().strip_prefix("error: ").unwrap_or(text.trim());
-    let text = match text.strip_prefix("line ") {
-        Some(rest) => rest.split_once(": ").map(|(_, msg)| msg).unwrap_or(rest),
-        None => text,
-    };
-    text.lines().next().unwrap_or("").trim().to_owned()
+const LIMIT_HELP: &str =
+    "runbooks are small documents; deep nesting and mass alias expansion are refused";
+
+enum Frame {
+    Seq {
+        span: Span,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        span: Span,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+struct TreeBuilder<'f> {
+    file: &'f SourceFile,
+    stack: Vec<Frame>,
+    anchors: std::collections::HashMap<usize, (Node, usize)>,
+    nodes: usize,
+    documents: usize,
+    root: Option<Node>,
+}
+
+impl<'f> TreeBuilder<'f> {
+    fn new(file: &'f SourceFile) -> Self {
+        TreeBuilder {
+            file,
+            stack: Vec::new(),
+            anchors: std::collections::HashMap::new(),
+            nodes: 0,
+            documents: 0,
+            root: None,
+        }
+    }
+
+    fn span(&self, span: &granit_parser::Span, whole: bool) -> Span {
+        let start = span.start;
+        let line = start.line() as u32;
+        let column = start.col() as u32 + 1;
+        match (start.byte_offset(), span.end.byte_offset()) {
+            (Some(from), Some(to)) => Span {
+                line,
+                column,
+                offset: from,
+                len: if whole {
+                    to.saturating_sub(from)
+                } else {
+                    (to > from) as usize
+                },
+            },
+            _ => self.file.span_at(line, column, 1),
+        }
+    }
+
+    fn limit(&self, span: Span, message: String) -> Diagnostic {
+        Diagnostic::error("yaml-limit", span, message).with_help(LIMIT_HELP)
+    }
+
+    fn push(
+        &mut self,
+        event: granit_parser::Event<'_>,
+        raw: granit_parser::Span,
+    ) -> Result<(), Diagnostic> {
+        use granit_parser::Event;
+        match event {
+            Event::DocumentStart(..) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(Diagnostic::error(
+                        "yaml-syntax",
+                        self.span(&raw, false),
+                        "a runbook file holds one YAML document; this is a second one",
+                    )
+                    .with_help("remove the `---` line, or split the documents into files"));
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = resolve_scalar(&text, style, tag.as_deref());
+                let node = Node {
+                    span: self.span(&raw, true),
+                    value,
+                };
+                self.complete(node, 1, anchor)?;
+            }
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                let span = self.span(&raw, false);
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(self.limit(span, format!("nesting deeper than {MAX_DEPTH} levels")));
+                }
+                self.stack
+                    .push(if matches!(event, Event::SequenceStart(..)) {
+                        Frame::Seq {
+                            span,
+                            anchor,
+                            items: Vec::new(),
+                        }
+                    } else {
+                        Frame::Map {
+                            span,
+                            anchor,
+                            entries: Vec::new(),
+                            key: None,
+                        }
+                    });
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    span,
+                    anchor,
+                    items,
+                }) => {
+                    self.complete(
+                        Node {
+                            span,
+                            value: NodeValue::Seq(items),
+                        },
+                        1,
+                        anchor,
+                    )?;
+                }
+                Some(Frame::Map {
+                    span,
+                    anchor,
+                    entries,
+                    ..
+                }) => {
+                    let entries = merge_keys(entries)?;
+                    self.complete(
+                        Node {
+                            span,
+                            value: NodeValue::Map(entries),
+                        },
+                        1,
+                        anchor,
+                    )?;
+                }
+                None => {}
+            },
+            Event::Alias(id) => {
+                let span = self.span(&raw, true);
+                let Some((node, size)) = self.anchors.get(&id) else {
+                    return Err(Diagnostic::error(
+                        "yaml-syntax",
+                        span,
+                        "alias to an unknown anchor",
+                    ));
+                };
+                if self.nodes + size > MAX_NODES {
+                    return Err(self.limit(
+                        span,
+                        format!("aliases expand to more than {MAX_NODES} nodes"),
+                    ));
+                }
+                let mut node = node.clone();
+                node.span = span;
+                let size = *size;
+                self.complete(node, size, 0)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Attaches a finished node to its parent (or makes it the root).
+    fn complete(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), Diagnostic> {
+        self.nodes += size;
+        if self.nodes > MAX_NODES {
+            return Err(self.limit(node.span, format!("more than {MAX_NODES} YAML nodes")));
+        }
+        if anchor != 0 {
+            let mut count = 0;
+            node.walk(&mut |_| count += 1);
+            self.anchors.insert(anchor, (node.clone(), count));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => {
+                    let Some(text) = node.scalar_text() else {
+                        return Err(Diagnostic::error(
+                            "yaml-syntax",
+                            node.span,
+                            "a map key must be a plain value, not a list or a map",
+                        ));
+                    };
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.scalar_text().as_deref() == Some(text.as_str()))
+                    {
+                        return Err(Diagnostic::error(
+                            "yaml-syntax",
+                            node.span,
+                            format!("duplicate key `{text}`"),
+                        )
+                        .with_related(first.span, "first given here")
+                        .with_help("a key may appear once in a map; remove one of them"));
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Applies YAML merge keys (`<<: *defaults`): entries of the merged maps fill in keys the
+/// map does not set itself.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Diagnostic> {
+    if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
+        return Ok(entries);
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(k, _)| k.as_str() == Some("<<"));
+    for (key, value) in merges {
+        let sources: Vec<Node> = match value.value {
+            NodeValue::Map(_) => vec![value],
+            NodeValue::Seq(items) if items.iter().all(|i| i.as_map().is_some()) => items,
+            _ => {
+                return Err(Diagnostic::error(
+                    "yaml-syntax",
+                    key.span,
+                    "`<<` merges a map or a list of maps",
+                ));
+            }
+        };
+        for source in sources {
+            if let NodeValue::Map(source_entries) = source.value {
+                for (k, v) in source_entries {
+                    if !own
+                        .iter()
+                        .any(|(existing, _)| existing.scalar_text() == k.scalar_text())
+                    {
+                        own.push((k, v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(own)
+}
+
+/// YAML 1.2 core schema for plain scalars; quoted and block scalars are strings.
+fn resolve_scalar(
+    text: &str,
+    style: granit_parser::ScalarStyle,
+    tag: Option<&granit_parser::Tag>,
+) -> NodeValue {
+    if let Some(tag) = tag
+        && tag.handle() == "tag:yaml.org,2002:"
+        && tag.suffix() == "str"
+    {
+        return NodeValue::Str(text.to_owned());
+    }
+    if style != granit_parser::ScalarStyle::Plain {
+        return NodeValue::Str(text.to_owned());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
+        "true" | "True" | "TRUE" => return NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => return NodeValue::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return NodeValue::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return NodeValue::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return NodeValue::Float(f64::NAN),
+        _ => {}
+    }
+    let bytes = text.as_bytes();
+    let first = bytes[0];
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        return NodeValue::Str(text.to_owned());
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return NodeValue::Int(i);
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return NodeValue::Int(i);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse::<i64>() {
+            Ok(i) => NodeValue::Int(i),
+            Err(_) => text
+                .parse::<f64>()
+                .map_or_else(|_| NodeValue::Str(text.to_owned()), NodeValue::Float),
+        };
+    }
+    let is_float = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if is_float && let Ok(f) = text.parse::<f64>() {
+        return NodeValue::Float(f);
+    }
+    NodeValue::Str(text.to_owned())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{ActionParams, Effect, Inverse, Shape, TargetKind, describe_env, describe_selection};
 use crate::runbook::de::Spanned;
-use crate::runbook::expect::compile_regex;
+use crate::runbook::expect::check_regex;
 use crate::runbook::template::Template;
 use crate::runbook::units::RunbookDuration;
 
@@ -96,7 +96,7 @@ static CHANGED: Shape = Shape::Object(&[
 
 fn check_name_regex(name: Option<&Template>) -> Vec<(&'static str, String)> {
     match name.and_then(Template::as_literal) {
-        Some(text) => compile_regex(text)
+        Some(text) => check_regex(text)
             .err()
             .map(|e| ("name", e))
             .into_iter()
@@ -242,7 +242,7 @@ impl ActionParams for LogsParams {
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = check_name_regex(self.name.as_ref());
         if let Some(text) = self.pattern.as_ref().and_then(Template::as_literal)
-            && let Err(e) = compile_regex(text)
+            && let Err(e) = check_regex(text)
         {
             problems.push(("match", e));
         }

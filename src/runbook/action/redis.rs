@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{ActionParams, Effect, Inverse, Shape, TargetKind};
 use crate::runbook::de::Spanned;
-use crate::runbook::expect::compile_regex;
+use crate::runbook::expect::check_regex;
 use crate::runbook::template::Template;
 use crate::runbook::units::{RunbookDuration, RunbookSize};
 
@@ -565,7 +565,7 @@ impl Rename {
     fn check(&self) -> Vec<(&'static str, String)> {
         match (&self.from, &self.to, &self.regex, &self.replace) {
             (Some(_), Some(_), None, None) => Vec::new(),
-            (None, None, Some(regex), Some(_)) => compile_regex(regex)
+            (None, None, Some(regex), Some(_)) => check_regex(regex)
                 .err()
                 .map(|e| ("rename", e))
                 .into_iter()
