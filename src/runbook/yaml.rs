@@ -201,7 +201,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Box<Diagnostic>> {
     let mut builder = TreeBuilder::new(file);
     for event in parser {
         let (event, span) = event.map_err(|e| Box::new(scan_error(file, &e)))?;
-        builder.push(event, span).map_err(Box::new)?;
+        builder.push(event, span)?;
     }
     Ok(builder.root.unwrap_or_else(|| Node {
         span: file.span_at(1, 1, 1),
@@ -287,15 +287,15 @@ impl<'f> TreeBuilder<'f> {
         }
     }
 
-    fn limit(&self, span: Span, message: String) -> Diagnostic {
-        Diagnostic::error("yaml-limit", span, message).with_help(LIMIT_HELP)
+    fn limit(&self, span: Span, message: String) -> Box<Diagnostic> {
+        Box::new(Diagnostic::error("yaml-limit", span, message).with_help(LIMIT_HELP))
     }
 
     fn push(
         &mut self,
         event: granit_parser::Event<'_>,
         raw: granit_parser::Span,
-    ) -> Result<(), Diagnostic> {
+    ) -> Result<(), Box<Diagnostic>> {
         use granit_parser::Event;
         match event {
             Event::DocumentStart(..) => {
@@ -306,7 +306,8 @@ impl<'f> TreeBuilder<'f> {
                         self.span(&raw, false),
                         "a runbook file holds one YAML document; this is a second one",
                     )
-                    .with_help("remove the `---` line, or split the documents into files"));
+                    .with_help("remove the `---` line, or split the documents into files")
+                    .into());
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -378,7 +379,8 @@ impl<'f> TreeBuilder<'f> {
                         "yaml-syntax",
                         span,
                         "alias to an unknown anchor",
-                    ));
+                    )
+                    .into());
                 };
                 if self.nodes + size > MAX_NODES {
                     return Err(self.limit(
@@ -397,7 +399,7 @@ impl<'f> TreeBuilder<'f> {
     }
 
     /// Attaches a finished node to its parent (or makes it the root).
-    fn complete(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), Diagnostic> {
+    fn complete(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), Box<Diagnostic>> {
         self.nodes += size;
         if self.nodes > MAX_NODES {
             return Err(self.limit(node.span, format!("more than {MAX_NODES} YAML nodes")));
@@ -417,7 +419,8 @@ impl<'f> TreeBuilder<'f> {
                             "yaml-syntax",
                             node.span,
                             "a map key must be a plain value, not a list or a map",
-                        ));
+                        )
+                        .into());
                     };
                     if let Some((first, _)) = entries
                         .iter()
@@ -429,7 +432,8 @@ impl<'f> TreeBuilder<'f> {
                             format!("duplicate key `{text}`"),
                         )
                         .with_related(first.span, "first given here")
-                        .with_help("a key may appear once in a map; remove one of them"));
+                        .with_help("a key may appear once in a map; remove one of them")
+                        .into());
                     }
                     *key = Some(node);
                 }
@@ -442,7 +446,7 @@ impl<'f> TreeBuilder<'f> {
 
 /// Applies YAML merge keys (`<<: *defaults`): entries of the merged maps fill in keys the
 /// map does not set itself.
-fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Diagnostic> {
+fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Box<Diagnostic>> {
     if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
         return Ok(entries);
     }
@@ -458,7 +462,8 @@ fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Diagnosti
                     "yaml-syntax",
                     key.span,
                     "`<<` merges a map or a list of maps",
-                ));
+                )
+                .into());
             }
         };
         for source in sources {
