@@ -606,6 +606,37 @@ mod tests {
     }
 
     #[test]
+    fn plain_scalars_follow_the_yaml_1_2_core_schema() {
+        let node = parse_str("a: 14\nb: -3\nc: 1.5\nd: 1e3\ne: 0x1F\nf: ~\ng: \"14\"\nh: 5s\ni: 2026-01-09\nj: !!str 7\n").unwrap();
+        let get = |k: &str| node.get(k).unwrap().value.clone();
+        assert_eq!(get("a"), NodeValue::Int(14));
+        assert_eq!(get("b"), NodeValue::Int(-3));
+        assert_eq!(get("c"), NodeValue::Float(1.5));
+        assert_eq!(get("d"), NodeValue::Float(1000.0));
+        assert_eq!(get("e"), NodeValue::Int(31));
+        assert_eq!(get("f"), NodeValue::Null);
+        assert_eq!(get("g"), NodeValue::Str("14".into()));
+        assert_eq!(get("h"), NodeValue::Str("5s".into()));
+        assert_eq!(get("i"), NodeValue::Str("2026-01-09".into()));
+        assert_eq!(get("j"), NodeValue::Str("7".into()));
+    }
+
+    #[test]
+    fn merge_keys_fill_in_what_the_map_does_not_set() {
+        let node = parse_str("base: &base { target: cache, timeout: 5s }\nstep:\n  <<: *base\n  timeout: 9s\n").unwrap();
+        let step = node.get("step").unwrap();
+        assert_eq!(step.get("target").unwrap().as_str(), Some("cache"));
+        assert_eq!(step.get("timeout").unwrap().as_str(), Some("9s"));
+        assert!(step.get("<<").is_none());
+    }
+
+    #[test]
+    fn one_document_per_file() {
+        let err = parse_str("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(err.message.contains("second"), "{}", err.message);
+    }
+
+    #[test]
     fn binary_garbage_is_refused() {
         let (_, diagnostic) = source_from_bytes(Path::new("x"), vec![0xff, 0xfe, 0, 1]);
         assert_eq!(diagnostic.unwrap().code, "not-text");
