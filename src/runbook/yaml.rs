@@ -623,7 +623,10 @@ mod tests {
 
     #[test]
     fn merge_keys_fill_in_what_the_map_does_not_set() {
-        let node = parse_str("base: &base { target: cache, timeout: 5s }\nstep:\n  <<: *base\n  timeout: 9s\n").unwrap();
+        let node = parse_str(
+            "base: &base { target: cache, timeout: 5s }\nstep:\n  <<: *base\n  timeout: 9s\n",
+        )
+        .unwrap();
         let step = node.get("step").unwrap();
         assert_eq!(step.get("target").unwrap().as_str(), Some("cache"));
         assert_eq!(step.get("timeout").unwrap().as_str(), Some("9s"));
