@@ -131,6 +131,10 @@ pub struct PlanArgs {
     /// `run --plan`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Run the read-only probes (`verified` steps) against the live systems and show
+    /// what they measure; nothing is changed. Exit 1 when a check fails.
+    #[arg(long)]
+    pub check: bool,
     /// Var overrides.
     #[command(flatten)]
     pub vars: VarArgs,

@@ -4,7 +4,9 @@
 //!
 //! Data flows one way: YAML -> [`runbook::Runbook`] -> [`plan::Plan`] -> output.
 
+pub mod backend;
 pub mod cli;
+pub mod exec;
 pub mod plan;
 pub mod redact;
 pub mod run;

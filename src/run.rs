@@ -73,6 +73,7 @@ pub fn main() -> ExitCode {
                     file: args.file,
                     format: args.format,
                     out: None,
+                    check: false,
                     vars: args.vars,
                 };
                 plan_command(&plan_args, style)
@@ -256,16 +257,33 @@ fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
         Ok(runbook) => runbook,
         Err(exit) => return exit,
     };
-    let plan = plan::build(&runbook);
+    let mut plan = plan::build(&runbook);
+    if args.check {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return Exit::Failed;
+            }
+        };
+        runtime.block_on(crate::exec::preflight::check(&runbook, &mut plan));
+    }
     if let Some(out) = &args.out
         && let Err(e) = write_atomically(out, plan::render_json(&plan).as_bytes())
     {
         eprintln!("error: cannot write `{}`: {e}", out.display());
         return Exit::Usage;
     }
-    match args.format {
+    let printed = match args.format {
         PlanFormat::Text => print_out(&plan::render_text(&plan)),
         PlanFormat::Json => print_out(&plan::render_json(&plan)),
+    };
+    match plan.summary.live {
+        Some([_, failed, errors, _]) if failed + errors > 0 => Exit::Failed,
+        _ => printed,
     }
 }
 

@@ -132,6 +132,47 @@ pub struct PlanStep {
     /// Shown when it fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The result of running it against the live systems (`plan --check`, verified
+    /// steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<LiveCheck>,
+}
+
+/// What `plan --check` found for one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveCheck {
+    /// The outcome.
+    pub status: LiveStatus,
+    /// The measured value (secrets masked), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Why it passed or failed, or why it was not run.
+    pub detail: String,
+}
+
+/// The outcome of a live check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveStatus {
+    /// The probe ran and its expectation holds (or it has none).
+    Passed,
+    /// The probe ran and its expectation does not hold.
+    Failed,
+    /// The probe could not run (unreachable, timeout, refused).
+    Error,
+    /// Not run (a secret or an earlier value is missing).
+    Skipped,
+}
+
+impl std::fmt::Display for LiveStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LiveStatus::Passed => "passed",
+            LiveStatus::Failed => "FAILED",
+            LiveStatus::Error => "ERROR",
+            LiveStatus::Skipped => "skipped",
+        })
+    }
 }
 
 /// How a step is undone, in the plan.
@@ -226,6 +267,9 @@ pub struct PlanSummary {
     pub triggers: usize,
     /// Mutating steps nothing undoes.
     pub without_rollback: usize,
+    /// `plan --check` results: passed, failed, error, skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<[usize; 4]>,
 }
 
 /// Builds the plan of a validated runbook.
@@ -410,6 +454,7 @@ fn plan_step(step: &Step) -> PlanStep {
         rollback: plan_step_rollback(&step.rollback),
         on_failure: step.on_failure,
         hint: step.hint.clone(),
+        check: None,
     }
 }
 

@@ -179,6 +179,12 @@ pub fn render_text(plan: &Plan) -> String {
             String::new()
         }
     );
+    if let Some([passed, failed, errors, skipped]) = s.live {
+        let _ = writeln!(
+            out,
+            "Live check: {passed} passed, {failed} failed, {errors} could not run, {skipped} skipped"
+        );
+    }
     out
 }
 
@@ -232,6 +238,14 @@ fn write_step(out: &mut String, step: &PlanStep, marker: &str, indent: &str) {
     }
     if let Some(hint) = &step.hint {
         let _ = writeln!(out, "{pad}hint: {hint}");
+    }
+    if let Some(check) = &step.check {
+        let value = check
+            .value
+            .as_deref()
+            .map(|v| format!(" — value {v}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{pad}check: {}{value}; {}", check.status, check.detail);
     }
 }
 

@@ -1,0 +1,485 @@
+//! The Docker Engine via bollard: one client per target (unix socket, tcp, TLS, or the
+//! `DOCKER_HOST`/`DOCKER_CERT_PATH`/`DOCKER_TLS_VERIFY` defaults), API version
+//! negotiated, and the container, log, image and volume operations of the actions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    ListVolumesOptions, LogsOptionsBuilder,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use regex::Regex;
+
+use super::BackendError;
+use crate::exec::resolve::Resolver;
+use crate::redact::Redactor;
+use crate::runbook::spec::DockerTargetSpec;
+use crate::value::Value;
+
+/// Default time limit of one API request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client of one Docker Engine.
+#[derive(Clone, Debug)]
+pub struct DockerBackend {
+    docker: Docker,
+    /// Where it points, for messages.
+    pub endpoint: String,
+}
+
+/// Which containers an action is about.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Regex on names (without Docker's leading `/`).
+    pub name: Option<Regex>,
+    /// Labels that must match exactly.
+    pub labels: Vec<(String, String)>,
+    /// Docker state (`running`, `exited`, ...).
+    pub state: Option<String>,
+}
+
+impl DockerBackend {
+    /// Connects to the endpoint of `spec` (or the defaults when there is none).
+    pub async fn connect(
+        spec: Option<&DockerTargetSpec>,
+        resolver: &Resolver<'_>,
+        base_dir: &Path,
+    ) -> Result<Self, BackendError> {
+        let timeout = spec
+            .and_then(|s| s.timeout)
+            .map(|t| t.0)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let host = match spec.and_then(|s| s.host.as_ref()) {
+            Some(host) => Some(resolver.resolve(&host.value)?),
+            None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        };
+        let tls_files: Option<(PathBuf, PathBuf, PathBuf)> = match spec.and_then(|s| s.tls.as_ref())
+        {
+            Some(tls) => Some((
+                base_dir.join(resolver.resolve(&tls.key)?),
+                base_dir.join(resolver.resolve(&tls.cert)?),
+                base_dir.join(resolver.resolve(&tls.ca)?),
+            )),
+            None if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0") => {
+                let dir = std::env::var("DOCKER_CERT_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| {
+                        std::env::var("HOME")
+                            .map(|h| PathBuf::from(h).join(".docker"))
+                            .unwrap_or_default()
+                    });
+                Some((
+                    dir.join("key.pem"),
+                    dir.join("cert.pem"),
+                    dir.join("ca.pem"),
+                ))
+            }
+            None => None,
+        };
+        let secs = timeout.as_secs().max(1);
+        let version = bollard::API_DEFAULT_VERSION;
+        let (docker, endpoint) = match host.as_deref() {
+            None => (
+                Docker::connect_with_unix("/var/run/docker.sock", secs, version),
+                "unix:///var/run/docker.sock".to_owned(),
+            ),
+            Some(h) if h.starts_with("unix://") => {
+                (Docker::connect_with_unix(h, secs, version), h.to_owned())
+            }
+            Some(h)
+                if h.starts_with("tcp://")
+                    || h.starts_with("http://")
+                    || h.starts_with("https://") =>
+            {
+                match &tls_files {
+                    Some((key, cert, ca)) => (
+                        Docker::connect_with_ssl(h, key, cert, ca, secs, version),
+                        format!("{h} (TLS)"),
+                    ),
+                    None => (Docker::connect_with_http(h, secs, version), h.to_owned()),
+                }
+            }
+            Some(h) => {
+                return Err(BackendError::Config(format!(
+                    "Docker host `{h}` is not supported by this build (use unix:// or tcp://; for ssh, forward the socket with `ssh -L`)"
+                )));
+            }
+        };
+        let docker =
+            docker.map_err(|e| BackendError::Config(format!("Docker endpoint {endpoint}: {e}")))?;
+        // Negotiation talks to the engine; an unreachable engine is reported by the first
+        // real request instead, with the action's context.
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(negotiated) => negotiated,
+            Err(_) => docker,
+        };
+        Ok(DockerBackend { docker, endpoint })
+    }
+
+    /// The bollard client (for the executor's mutating operations).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Checks that the engine answers.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| docker_error(&self.endpoint, e))
+    }
+
+    /// Names of the containers matching `selection` (sorted).
+    pub async fn matching_names(&self, selection: &Selection) -> Result<Vec<String>, BackendError> {
+        let mut filters = std::collections::HashMap::new();
+        if !selection.labels.is_empty() {
+            filters.insert(
+                "label".to_owned(),
+                selection
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Some(state) = &selection.state {
+            filters.insert("status".to_owned(), vec![state.clone()]);
+        }
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))?;
+        let mut names: Vec<String> = summaries
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .filter(|n| selection.name.as_ref().is_none_or(|re| re.is_match(n)))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The matching containers, each as an object (see the `docker.containers` docs);
+    /// environment values are passed through `redactor`.
+    pub async fn containers(
+        &self,
+        selection: &Selection,
+        redactor: &Redactor,
+    ) -> Result<Value, BackendError> {
+        let names = self.matching_names(selection).await?;
+        let inspected = futures_util::future::try_join_all(names.iter().map(|name| async move {
+            self.docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| docker_error(&self.endpoint, e))
+        }))
+        .await?;
+        Ok(Value::List(
+            inspected
+                .into_iter()
+                .map(|c| container_value(c, redactor))
+                .collect(),
+        ))
+    }
+
+    /// Log lines of the matching containers that match `pattern`, as `{container, line}`.
+    pub async fn logs(
+        &self,
+        selection: &Selection,
+        pattern: Option<&Regex>,
+        since: Option<i64>,
+        tail: Option<u32>,
+        redactor: &Redactor,
+    ) -> Result<Value, BackendError> {
+        let names = self.matching_names(selection).await?;
+        let mut lines = Vec::new();
+        for name in names {
+            let mut options = LogsOptionsBuilder::default().stdout(true).stderr(true);
+            if let Some(since) = since {
+                options = options.since(since as i32);
+            }
+            if let Some(tail) = tail {
+                options = options.tail(&tail.to_string());
+            }
+            let chunks: Vec<_> = self
+                .docker
+                .logs(&name, Some(options.build()))
+                .try_collect()
+                .await
+                .map_err(|e| docker_error(&self.endpoint, e))?;
+            let text: String = chunks
+                .iter()
+                .map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned())
+                .collect();
+            for line in text.lines() {
+                if pattern.is_none_or(|re| re.is_match(line)) {
+                    let mut item = BTreeMap::new();
+                    item.insert("container".to_owned(), Value::Text(name.clone()));
+                    item.insert("line".to_owned(), Value::Text(redactor.redact(line)));
+                    lines.push(Value::Object(item));
+                }
+            }
+        }
+        Ok(Value::List(lines))
+    }
+
+    /// Images whose tags match `name`, as `{id, tags, created, size}`.
+    pub async fn images(&self, name: Option<&Regex>) -> Result<Value, BackendError> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))?;
+        let mut out = Vec::new();
+        for image in images {
+            if let Some(re) = name
+                && !image.repo_tags.iter().any(|t| re.is_match(t))
+            {
+                continue;
+            }
+            let mut item = BTreeMap::new();
+            item.insert("id".into(), Value::Text(image.id.clone()));
+            item.insert(
+                "tags".into(),
+                Value::List(image.repo_tags.iter().cloned().map(Value::Text).collect()),
+            );
+            item.insert("created".into(), timestamp(image.created));
+            item.insert("size".into(), Value::Number(image.size as f64));
+            out.push(Value::Object(item));
+        }
+        Ok(Value::List(out))
+    }
+
+    /// Volumes whose names match `name`, as `{name, driver, mountpoint, created}`.
+    pub async fn volumes(&self, name: Option<&Regex>) -> Result<Value, BackendError> {
+        let response = self
+            .docker
+            .list_volumes(None::<ListVolumesOptions>)
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))?;
+        let mut out = Vec::new();
+        for volume in response.volumes.unwrap_or_default() {
+            if name.is_some_and(|re| !re.is_match(&volume.name)) {
+                continue;
+            }
+            let mut item = BTreeMap::new();
+            item.insert("name".into(), Value::Text(volume.name));
+            item.insert("driver".into(), Value::Text(volume.driver));
+            item.insert("mountpoint".into(), Value::Text(volume.mountpoint));
+            item.insert(
+                "created".into(),
+                volume
+                    .created_at
+                    .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+                    .map(Value::Timestamp)
+                    .unwrap_or(Value::Null),
+            );
+            out.push(Value::Object(item));
+        }
+        Ok(Value::List(out))
+    }
+
+    /// Waits until every matching container is healthy (or running, without a health
+    /// check). Fails at `timeout` with the containers that are not.
+    pub async fn wait_healthy(
+        &self,
+        selection: &Selection,
+        timeout: Duration,
+        redactor: &Redactor,
+    ) -> Result<Value, BackendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let containers = self.containers(selection, redactor).await?;
+            let Value::List(items) = &containers else {
+                return Ok(containers);
+            };
+            let waiting: Vec<String> = items
+                .iter()
+                .filter(|c| {
+                    let health = c.field("health").map(Value::as_text).unwrap_or_default();
+                    let state = c.field("state").map(Value::as_text).unwrap_or_default();
+                    !(health == "healthy" || (health == "none" && state == "running"))
+                })
+                .map(|c| {
+                    format!(
+                        "{} ({}, {})",
+                        text(c, "name"),
+                        text(c, "state"),
+                        text(c, "health")
+                    )
+                })
+                .collect();
+            if items.is_empty() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(BackendError::Timeout("no container matches".into()));
+                }
+            } else if waiting.is_empty() {
+                return Ok(containers);
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Timeout(format!(
+                    "not healthy: {}",
+                    waiting.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn text(value: &Value, field: &str) -> String {
+    value.field(field).map(Value::as_text).unwrap_or_default()
+}
+
+fn timestamp(unix_seconds: i64) -> Value {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map(Value::Timestamp)
+        .unwrap_or(Value::Null)
+}
+
+/// One inspected container as the value `docker.containers` yields.
+pub fn container_value(c: bollard::models::ContainerInspectResponse, redactor: &Redactor) -> Value {
+    let mut item = BTreeMap::new();
+    let state = c.state.as_ref();
+    item.insert(
+        "name".into(),
+        Value::Text(
+            c.name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+        ),
+    );
+    item.insert("id".into(), Value::Text(c.id.clone().unwrap_or_default()));
+    item.insert(
+        "state".into(),
+        Value::Text(
+            state
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        ),
+    );
+    item.insert(
+        "health".into(),
+        Value::Text(
+            state
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.status)
+                .map(|h| h.to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "none".into()),
+        ),
+    );
+    item.insert(
+        "exit_code".into(),
+        Value::Number(state.and_then(|s| s.exit_code).unwrap_or(0) as f64),
+    );
+    let config = c.config.as_ref();
+    item.insert(
+        "image".into(),
+        Value::Text(config.and_then(|c| c.image.clone()).unwrap_or_default()),
+    );
+    item.insert(
+        "created".into(),
+        c.created
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(Value::Timestamp)
+            .unwrap_or(Value::Null),
+    );
+    item.insert(
+        "mounts".into(),
+        Value::List(
+            c.mounts
+                .iter()
+                .flatten()
+                .map(|m| {
+                    Value::Text(format!(
+                        "{}:{}",
+                        m.source.clone().unwrap_or_default(),
+                        m.destination.clone().unwrap_or_default()
+                    ))
+                })
+                .collect(),
+        ),
+    );
+    item.insert(
+        "env".into(),
+        Value::List(
+            config
+                .and_then(|c| c.env.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| Value::Text(redactor.redact(e)))
+                .collect(),
+        ),
+    );
+    let mut networks: Vec<String> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    networks.sort();
+    item.insert(
+        "networks".into(),
+        Value::List(networks.into_iter().map(Value::Text).collect()),
+    );
+    item.insert(
+        "labels".into(),
+        Value::Object(
+            config
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, Value::Text(v)))
+                .collect(),
+        ),
+    );
+    item.insert(
+        "restart_count".into(),
+        Value::Number(c.restart_count.unwrap_or(0) as f64),
+    );
+    Value::Object(item)
+}
+
+/// A bollard error in words: the engine's own message, or why it could not be reached.
+pub fn docker_error(endpoint: &str, e: bollard::errors::Error) -> BackendError {
+    use bollard::errors::Error;
+    match e {
+        Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => BackendError::Command(format!(
+            "Docker engine at {endpoint} answered {status_code}: {}",
+            message.trim()
+        )),
+        Error::RequestTimeoutError => BackendError::Timeout(format!(
+            "Docker engine at {endpoint} did not answer in time"
+        )),
+        other => BackendError::Unreachable(format!("Docker engine at {endpoint}: {other}")),
+    }
+}
+
+/// Drains a stream, ignoring items (used to wait for pulls and imports).
+pub async fn drain<S, T, E>(stream: S) -> Result<(), E>
+where
+    S: futures_util::Stream<Item = Result<T, E>>,
+{
+    futures_util::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        item?;
+    }
+    Ok(())
+}

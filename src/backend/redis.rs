@@ -1,0 +1,528 @@
+//! Redis via the `redis` crate: connections built from a runbook target (redis://,
+//! rediss://, unix sockets, ACL user and password, db index) with explicit connect and
+//! response timeouts (the crate's 500 ms default cuts slow commands), and the read and
+//! write operations the actions need.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, TlsCertificates};
+
+use super::BackendError;
+use crate::exec::resolve::Resolver;
+use crate::runbook::spec::RedisTargetSpec;
+use crate::value::Value;
+
+/// Default response timeout when the target sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to one Redis target. Reconnects in the background after a failure; the
+/// failed command itself is not retried (retries are the step's `retry:`).
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: ConnectionManager,
+}
+
+impl RedisBackend {
+    /// Connects to the target.
+    pub async fn connect(
+        spec: &RedisTargetSpec,
+        resolver: &Resolver<'_>,
+        base_dir: &std::path::Path,
+    ) -> Result<Self, BackendError> {
+        let mut url = resolver.resolve(&spec.url.value)?;
+        let tls = spec.tls.as_ref();
+        if tls.is_some_and(|t| t.insecure) && !url.contains('#') {
+            url.push_str("#insecure");
+        }
+        let mut info = url.as_str().into_connection_info().map_err(|e| {
+            BackendError::Config(format!(
+                "invalid Redis URL: {}",
+                e.detail().unwrap_or("unrecognised form")
+            ))
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(password) = resolver.resolve_opt(spec.password.as_ref())? {
+            settings = settings.set_password(password);
+        }
+        if let Some(username) = resolver.resolve_opt(spec.username.as_ref())? {
+            settings = settings.set_username(username);
+        }
+        if let Some(db) = spec.db {
+            settings = settings.set_db(i64::from(db));
+        }
+        info = info.set_redis_settings(settings);
+        let read = |t: &Option<crate::runbook::template::Template>| -> Result<Option<Vec<u8>>, BackendError> {
+            match resolver.resolve_opt(t.as_ref())? {
+                Some(path) => std::fs::read(base_dir.join(&path))
+                    .map(Some)
+                    .map_err(|e| BackendError::Config(format!("cannot read TLS file `{path}`: {e}"))),
+                None => Ok(None),
+            }
+        };
+        let client = match tls {
+            Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
+                let root_cert = read(&tls.ca)?;
+                let client_tls = match (read(&tls.cert)?, read(&tls.key)?) {
+                    (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(BackendError::Config(
+                            "TLS needs both `cert` and `key`".into(),
+                        ));
+                    }
+                };
+                redis::Client::build_with_tls(
+                    info,
+                    TlsCertificates {
+                        client_tls,
+                        root_cert,
+                    },
+                )
+            }
+            _ => redis::Client::open(info),
+        }
+        .map_err(|e| BackendError::Config(e.to_string()))?;
+        let timeout = spec.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = spec.connect_timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = tokio::time::timeout(
+            connect_timeout + Duration::from_secs(1),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::Timeout(format!(
+                "connecting took longer than {}",
+                crate::runbook::units::format_duration(connect_timeout)
+            ))
+        })?
+        .map_err(redis_error)?;
+        Ok(RedisBackend { connection })
+    }
+
+    async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
+        let mut connection = self.connection.clone();
+        cmd.query_async(&mut connection).await.map_err(redis_error)
+    }
+
+    /// PING; the value is the round-trip time.
+    pub async fn ping(&self) -> Result<Duration, BackendError> {
+        let start = Instant::now();
+        let reply = self.query(&redis::cmd("PING")).await?;
+        let elapsed = start.elapsed();
+        match reply {
+            redis::Value::SimpleString(s) if s == "PONG" => Ok(elapsed),
+            other => Err(BackendError::Unexpected(format!(
+                "PING answered {}",
+                to_value(other)
+            ))),
+        }
+    }
+
+    /// Parsed `INFO` (all sections, or one).
+    pub async fn info_sections(
+        &self,
+        section: Option<&str>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, Value>>, BackendError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(section.unwrap_or("everything"));
+        let text = to_value(self.query(&cmd).await?).as_text();
+        Ok(parse_info(&text))
+    }
+
+    /// One INFO field as a typed value; `section.field` or `field`, plus the derived
+    /// `keyspace_hit_ratio`.
+    pub async fn info(&self, section: Option<&str>, field: &str) -> Result<Value, BackendError> {
+        let query_section = match section {
+            Some("keyspace") | None => None,
+            Some(s) => Some(s),
+        };
+        let sections = self.info_sections(query_section).await?;
+        info_field(&sections, section, field).ok_or_else(|| {
+            BackendError::Unexpected(format!(
+                "INFO has no field `{}`",
+                section
+                    .map(|s| format!("{s}.{field}"))
+                    .unwrap_or_else(|| field.to_owned())
+            ))
+        })
+    }
+
+    /// DBSIZE.
+    pub async fn dbsize(&self) -> Result<u64, BackendError> {
+        match self.query(&redis::cmd("DBSIZE")).await? {
+            redis::Value::Int(n) => Ok(n.max(0) as u64),
+            other => Err(BackendError::Unexpected(format!(
+                "DBSIZE answered {}",
+                to_value(other)
+            ))),
+        }
+    }
+
+    /// Counts keys matching `pattern` with SCAN (never KEYS, which blocks the server).
+    pub async fn scan_count(
+        &self,
+        pattern: &str,
+        key_type: Option<&str>,
+        count: u32,
+    ) -> Result<u64, BackendError> {
+        let mut cursor: u64 = 0;
+        let mut total = 0u64;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count);
+            if let Some(t) = key_type {
+                cmd.arg("TYPE").arg(t);
+            }
+            let (next, keys): (u64, Vec<redis::Value>) = match self.query(&cmd).await? {
+                redis::Value::Array(mut parts) if parts.len() == 2 => {
+                    let keys = match parts.pop() {
+                        Some(redis::Value::Array(keys)) => keys,
+                        _ => Vec::new(),
+                    };
+                    let next = to_value(parts.pop().unwrap_or(redis::Value::Nil))
+                        .as_text()
+                        .parse()
+                        .unwrap_or(0);
+                    (next, keys)
+                }
+                other => {
+                    return Err(BackendError::Unexpected(format!(
+                        "SCAN answered {}",
+                        to_value(other)
+                    )));
+                }
+            };
+            total += keys.len() as u64;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Any command; the reply as a value.
+    pub async fn command(&self, args: &[String]) -> Result<Value, BackendError> {
+        let (name, rest) = args
+            .split_first()
+            .ok_or_else(|| BackendError::Config("empty command".into()))?;
+        let mut cmd = redis::cmd(name);
+        for arg in rest {
+            cmd.arg(arg);
+        }
+        Ok(to_value(self.query(&cmd).await?))
+    }
+
+    /// CONFIG GET of one parameter: its value as text (a number for sizes).
+    pub async fn config_get(&self, parameter: &str) -> Result<Value, BackendError> {
+        let reply = self
+            .command(&["CONFIG".into(), "GET".into(), parameter.into()])
+            .await?;
+        let value = match reply {
+            Value::List(items) if items.len() >= 2 => items[1].clone(),
+            Value::Object(fields) => fields.get(parameter).cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        if value == Value::Null {
+            return Err(BackendError::Unexpected(format!(
+                "CONFIG GET knows no parameter `{parameter}`"
+            )));
+        }
+        Ok(typed(&value.as_text()))
+    }
+
+    /// CONFIG SET; returns the previous value (for rollback).
+    pub async fn config_set(&self, parameter: &str, value: &str) -> Result<Value, BackendError> {
+        let previous = self.config_get(parameter).await?;
+        self.command(&[
+            "CONFIG".into(),
+            "SET".into(),
+            parameter.into(),
+            value.into(),
+        ])
+        .await?;
+        Ok(previous)
+    }
+
+    /// BullMQ queue depths: per queue and in total.
+    pub async fn queues(&self, prefix: &str, only: &[String]) -> Result<Value, BackendError> {
+        let names: Vec<String> = if only.is_empty() {
+            self.queue_names(prefix).await?
+        } else {
+            only.to_vec()
+        };
+        let mut per_queue = BTreeMap::new();
+        let mut total: BTreeMap<String, f64> = BTreeMap::new();
+        for name in names {
+            let key = |suffix: &str| format!("{prefix}:{name}:{suffix}");
+            let mut pipe = redis::pipe();
+            pipe.cmd("LLEN")
+                .arg(key("wait"))
+                .cmd("LLEN")
+                .arg(key("paused"))
+                .cmd("LLEN")
+                .arg(key("active"))
+                .cmd("ZCARD")
+                .arg(key("prioritized"))
+                .cmd("ZCARD")
+                .arg(key("delayed"))
+                .cmd("ZCARD")
+                .arg(key("completed"))
+                .cmd("ZCARD")
+                .arg(key("failed"));
+            let mut connection = self.connection.clone();
+            let counts: Vec<i64> = pipe
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let fields = [
+                "wait",
+                "paused",
+                "active",
+                "prioritized",
+                "delayed",
+                "completed",
+                "failed",
+            ];
+            let mut queue = BTreeMap::new();
+            for (field, count) in fields.iter().zip(&counts) {
+                queue.insert((*field).to_owned(), Value::Number(*count as f64));
+                *total.entry((*field).to_owned()).or_default() += *count as f64;
+            }
+            let depth: i64 = counts[..5].iter().sum();
+            queue.insert("depth".into(), Value::Number(depth as f64));
+            *total.entry("depth".to_owned()).or_default() += depth as f64;
+            per_queue.insert(name, Value::Object(queue));
+        }
+        for field in [
+            "wait",
+            "paused",
+            "active",
+            "prioritized",
+            "delayed",
+            "completed",
+            "failed",
+            "depth",
+        ] {
+            total.entry(field.to_owned()).or_default();
+        }
+        let mut out = BTreeMap::new();
+        out.insert(
+            "total".to_owned(),
+            Value::Object(
+                total
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::Number(v)))
+                    .collect(),
+            ),
+        );
+        out.insert("queues".to_owned(), Value::Object(per_queue));
+        Ok(Value::Object(out))
+    }
+
+    /// Queue names, from the `PREFIX:NAME:id` and `PREFIX:NAME:meta` keys BullMQ keeps.
+    async fn queue_names(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        let mut names = std::collections::BTreeSet::new();
+        for suffix in ["id", "meta", "wait"] {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}:*:{suffix}"))
+                    .arg("COUNT")
+                    .arg(1000);
+                let reply = to_value(self.query(&cmd).await?);
+                let Value::List(parts) = reply else { break };
+                cursor = parts
+                    .first()
+                    .map(|c| c.as_text().parse().unwrap_or(0))
+                    .unwrap_or(0);
+                if let Some(Value::List(keys)) = parts.get(1) {
+                    for key in keys {
+                        let key = key.as_text();
+                        if let Some(name) = key
+                            .strip_prefix(&format!("{prefix}:"))
+                            .and_then(|k| k.strip_suffix(&format!(":{suffix}")))
+                            && !name.contains(':')
+                        {
+                            names.insert(name.to_owned());
+                        }
+                    }
+                }
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout(e.to_string())
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        BackendError::Unreachable(e.to_string())
+    } else {
+        BackendError::Command(e.to_string())
+    }
+}
+
+/// Text that looks like a number becomes a number.
+fn typed(text: &str) -> Value {
+    match text.parse::<f64>() {
+        Ok(n) if n.is_finite() => Value::Number(n),
+        _ => Value::Text(text.to_owned()),
+    }
+}
+
+/// A redis reply as a value.
+pub fn to_value(reply: redis::Value) -> Value {
+    match reply {
+        redis::Value::Nil => Value::Null,
+        redis::Value::Int(i) => Value::Number(i as f64),
+        redis::Value::BulkString(bytes) => {
+            Value::Text(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            Value::List(items.into_iter().map(to_value).collect())
+        }
+        redis::Value::Push { data, .. } => Value::List(data.into_iter().map(to_value).collect()),
+        redis::Value::SimpleString(s) => Value::Text(s),
+        redis::Value::Okay => Value::Text("OK".into()),
+        redis::Value::Map(entries) => Value::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| (to_value(k).as_text(), to_value(v)))
+                .collect(),
+        ),
+        redis::Value::Attribute { data, .. } => to_value(*data),
+        redis::Value::Double(d) => Value::Number(d),
+        redis::Value::Boolean(b) => Value::Bool(b),
+        redis::Value::VerbatimString { text, .. } => Value::Text(text),
+        redis::Value::BigNumber(n) => typed(&n.to_string()),
+        redis::Value::ServerError(e) => Value::Text(format!("error: {e:?}")),
+        _ => Value::Null,
+    }
+}
+
+/// `INFO` text -> section -> field -> typed value. Keyspace lines (`db0:keys=1,...`)
+/// become objects.
+pub fn parse_info(text: &str) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let mut sections: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut current = String::from("default");
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("# ") {
+            current = name.trim().to_ascii_lowercase();
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = if current == "keyspace" || (value.contains('=') && value.contains(',')) {
+            Value::Object(
+                value
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), typed(v)))
+                    .collect(),
+            )
+        } else {
+            typed(value)
+        };
+        sections
+            .entry(current.clone())
+            .or_default()
+            .insert(key.to_owned(), value);
+    }
+    sections
+}
+
+/// Looks a field up in parsed INFO; `section` narrows it. `keyspace_hit_ratio` is
+/// derived (hits / (hits + misses); null before any lookup).
+pub fn info_field(
+    sections: &BTreeMap<String, BTreeMap<String, Value>>,
+    section: Option<&str>,
+    field: &str,
+) -> Option<Value> {
+    if field == "keyspace_hit_ratio" {
+        let stats = sections.get("stats")?;
+        let get = |k: &str| match stats.get(k) {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        };
+        let (hits, misses) = (get("keyspace_hits")?, get("keyspace_misses")?);
+        return Some(if hits + misses == 0.0 {
+            Value::Null
+        } else {
+            Value::Number(hits / (hits + misses))
+        });
+    }
+    // `db0.keys` under keyspace.
+    if let Some((db, sub)) = field.split_once('.') {
+        let keyspace = sections.get("keyspace");
+        return match keyspace.and_then(|k| k.get(db)) {
+            Some(Value::Object(fields)) => fields.get(sub).cloned().or(Some(Value::Number(0.0))),
+            _ => Some(Value::Number(0.0)), // an empty database has no keyspace line
+        };
+    }
+    match section {
+        Some("keyspace") => Some(
+            sections
+                .get("keyspace")
+                .and_then(|k| k.get(field))
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
+        Some(section) => sections.get(section)?.get(field).cloned(),
+        None => sections.values().find_map(|s| s.get(field).cloned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\n\r\n# Memory\r\nused_memory:1171000\r\nused_memory_human:1.12M\r\nmaxmemory_policy:noeviction\r\n\r\n# Stats\r\nkeyspace_hits:30\r\nkeyspace_misses:10\r\nevicted_keys:0\r\n\r\n# Keyspace\r\ndb0:keys=12,expires=3,avg_ttl=100\r\n";
+
+    #[test]
+    fn info_fields_are_typed() {
+        let sections = parse_info(INFO);
+        assert_eq!(
+            info_field(&sections, Some("memory"), "used_memory"),
+            Some(Value::Number(1_171_000.0))
+        );
+        assert_eq!(
+            info_field(&sections, None, "maxmemory_policy"),
+            Some(Value::Text("noeviction".into()))
+        );
+        assert_eq!(
+            info_field(&sections, Some("stats"), "keyspace_hit_ratio"),
+            Some(Value::Number(0.75))
+        );
+        assert_eq!(
+            info_field(&sections, Some("keyspace"), "db0.keys"),
+            Some(Value::Number(12.0))
+        );
+        assert_eq!(
+            info_field(&sections, Some("keyspace"), "db3.keys"),
+            Some(Value::Number(0.0))
+        );
+        assert_eq!(info_field(&sections, Some("memory"), "nope"), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! Running actions against live systems.
+
+pub mod preflight;
+pub mod probe;
+pub mod resolve;

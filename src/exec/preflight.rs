@@ -1,0 +1,146 @@
+//! `plan --check`: run the plan's read-only probes against the live systems, in plan
+//! order, and attach what they measured to the plan. Nothing is changed: only steps
+//! labelled `verified` run.
+
+use std::collections::HashMap;
+
+use super::probe::{Connections, ProbeContext, probe};
+use super::resolve::{ResolveError, Resolver, Secrets};
+use crate::backend::BackendError;
+use crate::plan::{LiveCheck, LiveStatus, Plan, PlanStep};
+use crate::runbook::action::Verification;
+use crate::runbook::model::{Runbook, Step};
+use crate::value::Value;
+
+/// Runs every verified step of `plan` and records its outcome in the plan.
+pub async fn check(runbook: &Runbook, plan: &mut Plan) {
+    crate::backend::install_crypto_provider();
+    let base_dir = runbook
+        .source
+        .path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let secrets = Secrets::load(&runbook.secrets, &base_dir);
+    let redactor = secrets.redactor();
+    let connections = Connections::new(runbook);
+    let mut values: HashMap<String, Value> = HashMap::new();
+    let started = jiff::Timestamp::now();
+    let mut counts = [0usize; 4];
+    let mut simulated_before = 0usize;
+    for phase in &mut plan.phases {
+        for planned in &mut phase.steps {
+            if planned.verification != Verification::Verified {
+                if planned.verification == Verification::Simulated && planned.action != "wait" {
+                    simulated_before += 1;
+                }
+                continue;
+            }
+            let Some(step) = runbook.step(&planned.id) else {
+                continue;
+            };
+            let ctx = ProbeContext {
+                connections: &connections,
+                resolver: Resolver {
+                    secrets: &secrets,
+                    steps: &values,
+                },
+                redactor: &redactor,
+                run_started: started,
+            };
+            let (check, value) = check_step(step, &ctx, simulated_before).await;
+            counts[match check.status {
+                LiveStatus::Passed => 0,
+                LiveStatus::Failed => 1,
+                LiveStatus::Error => 2,
+                LiveStatus::Skipped => 3,
+            }] += 1;
+            if let Some(value) = value {
+                values.insert(step.id.clone(), value);
+            }
+            attach(planned, check, &redactor);
+        }
+    }
+    plan.summary.live = Some(counts);
+}
+
+fn attach(planned: &mut PlanStep, mut check: LiveCheck, redactor: &crate::redact::Redactor) {
+    check.value = check.value.map(|v| redactor.redact(&v));
+    check.detail = redactor.redact(&check.detail);
+    planned.check = Some(check);
+}
+
+fn shorten(text: String) -> String {
+    if text.chars().count() > 160 {
+        format!("{}...", text.chars().take(157).collect::<String>())
+    } else {
+        text
+    }
+}
+
+async fn check_step(
+    step: &Step,
+    ctx: &ProbeContext<'_>,
+    simulated_before: usize,
+) -> (LiveCheck, Option<Value>) {
+    let caveat = if simulated_before > 0 {
+        format!(" (this check ran without the {simulated_before} change(s) planned before it)")
+    } else {
+        String::new()
+    };
+    match probe(&step.action, step.target.as_deref(), step.timeout, ctx).await {
+        Ok(value) => {
+            let shown = Some(shorten(value.to_string()));
+            let expectation = step.expect.as_ref().or(step.until.as_ref());
+            let check = match expectation {
+                None => LiveCheck {
+                    status: LiveStatus::Passed,
+                    value: shown,
+                    detail: "no expectation".into(),
+                },
+                Some(expect) => {
+                    let outcome = expect.check(&value, &ctx.resolver);
+                    LiveCheck {
+                        status: if outcome.passed {
+                            LiveStatus::Passed
+                        } else {
+                            LiveStatus::Failed
+                        },
+                        value: shown,
+                        detail: format!(
+                            "{}{}",
+                            outcome.detail,
+                            if outcome.passed {
+                                String::new()
+                            } else {
+                                caveat
+                            }
+                        ),
+                    }
+                }
+            };
+            (check, Some(value))
+        }
+        Err(BackendError::Resolve(
+            e @ (ResolveError::Secret(..)
+            | ResolveError::Env(_)
+            | ResolveError::StepValue(_)
+            | ResolveError::StepField(..)),
+        )) => (
+            LiveCheck {
+                status: LiveStatus::Skipped,
+                value: None,
+                detail: e.to_string(),
+            },
+            None,
+        ),
+        Err(e) => (
+            LiveCheck {
+                status: LiveStatus::Error,
+                value: None,
+                detail: format!("{e}{caveat}"),
+            },
+            None,
+        ),
+    }
+}
