@@ -301,3 +301,57 @@ fn help_shows_examples_and_exit_codes() {
         .stdout(predicate::str::contains("Examples:"))
         .stdout(predicate::str::contains("4 stopped at a gate"));
 }
+
+#[test]
+fn plan_check_runs_the_probes_live_and_never_shows_the_secret() {
+    let secret = "Pw-for-check-77";
+    let server = redis_move_testbed::RedisServer::start_with(Some(secret), &[]);
+    server.cli(&["RPUSH", "bull:ocr:wait", "1", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("check.yaml");
+    let write = |expect_wait: u32| {
+        std::fs::write(
+            &runbook,
+            format!(
+                "version: 1\nname: check\nsecrets:\n  pw: {{ env: CHECK_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: p\n    steps:\n      - {{ id: ping, redis.ping: {{}}, expect: \"< 600ms\" }}\n      - {{ id: depth, redis.queues: {{}}, expect: {{ total: {{ wait: \"== {expect_wait}\" }} }} }}\n      - {{ id: flag, redis.command: {{ args: [SET, flag, on] }}, rollback: none }}\n",
+                server.port
+            ),
+        )
+        .unwrap();
+    };
+    write(2);
+    let assert = redis_move()
+        .env("CHECK_PW", secret)
+        .args(["plan", "--check"])
+        .arg(&runbook)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(stdout.contains("check: passed"), "{stdout}");
+    assert!(
+        stdout.contains("Live check: 2 passed, 0 failed, 0 could not run, 0 skipped"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(secret));
+    // The mutating step was not performed.
+    assert_eq!(server.cli(&["EXISTS", "flag"]).trim(), "0");
+    write(5);
+    redis_move()
+        .env("CHECK_PW", secret)
+        .args(["plan", "--check", "--format", "json"])
+        .arg(&runbook)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("\"status\": \"failed\""))
+        .stdout(predicate::str::contains(secret).not());
+    // Without the secret the probes are skipped, not failed.
+    redis_move()
+        .env_remove("CHECK_PW")
+        .args(["plan", "--check"])
+        .arg(&runbook)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "0 passed, 0 failed, 0 could not run, 2 skipped",
+        ));
+}

@@ -1,0 +1,135 @@
+//! `redis-server` processes for tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `redis-server` is, or a message saying how to install it.
+pub fn redis_server_binary() -> PathBuf {
+    which("redis-server").unwrap_or_else(|| {
+        panic!("redis-server is not installed: `apt-get install -y redis-server` (scripts/test installs it)")
+    })
+}
+
+/// Finds a program on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// A running `redis-server` on a free loopback port, stopped on drop.
+pub struct RedisServer {
+    /// The port.
+    pub port: u16,
+    /// The password (`requirepass`), if any.
+    pub password: Option<String>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(None, &[])
+    }
+
+    /// Starts a server with a password and extra `--option value` arguments.
+    pub fn start_with(password: Option<&str>, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let mut cmd = Command::new(redis_server_binary());
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--save")
+                .arg("")
+                .arg("--appendonly")
+                .arg("no")
+                .arg("--daemonize")
+                .arg("no")
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some(pw) = password {
+                cmd.arg("--requirepass").arg(pw);
+            }
+            let child = cmd.spawn().expect("redis-server starts");
+            let mut server = RedisServer {
+                port,
+                password: password.map(str::to_owned),
+                child,
+                _dir: tempfile::tempdir().expect("temp dir"),
+            };
+            if server.wait_ready(Duration::from_secs(10)) {
+                server._dir = dir;
+                return server;
+            }
+            // The port was taken between choosing and binding: try another.
+        }
+        panic!("redis-server did not start on a free port");
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if self
+                .try_cli(&["PING"])
+                .is_some_and(|out| out.trim() == "PONG")
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = Command::new(which("redis-cli")?);
+        cmd.arg("-p")
+            .arg(self.port.to_string())
+            .arg("--no-auth-warning");
+        if let Some(pw) = &self.password {
+            cmd.arg("-a").arg(pw);
+        }
+        let out = cmd.args(args).stderr(Stdio::null()).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `redis-cli` against the server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    /// Stops the server now (a crash, for tests of unreachable targets).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
