@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod net;
 pub mod redis;
+pub mod shell;
 
 use crate::exec::resolve::ResolveError;
 

@@ -1,7 +1,14 @@
 //! Running actions against live systems.
 
+pub mod engine;
+pub mod event;
 pub mod journal;
+pub mod live;
+pub mod operator;
 pub mod preflight;
 pub mod probe;
 pub mod resolve;
+pub mod rollback;
+pub mod runner;
 pub mod state;
+pub mod step;

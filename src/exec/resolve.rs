@@ -125,7 +125,7 @@ pub struct Resolver<'a> {
     /// Loaded secrets.
     pub secrets: &'a Secrets,
     /// Values of steps that have run.
-    pub steps: &'a dyn StepValues,
+    pub steps: &'a (dyn StepValues + Sync),
 }
 
 impl Resolver<'_> {

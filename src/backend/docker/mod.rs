@@ -14,11 +14,13 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use regex::Regex;
 
-use super::BackendError;
+use crate::backend::BackendError;
 use crate::exec::resolve::Resolver;
 use crate::redact::Redactor;
 use crate::runbook::spec::DockerTargetSpec;
 use crate::value::Value;
+
+pub mod change;
 
 /// Default time limit of one API request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

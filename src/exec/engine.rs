@@ -1,0 +1,697 @@
+//! The engine: runs a validated runbook phase by phase (phases are barriers), the steps
+//! of a phase as their graph allows (concurrently up to a limit), stops at gates, rolls
+//! back on failure when the runbook says so, and keeps the journal current. It emits
+//! [`RunEvent`]s and never prints.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{EventSender, RunEvent};
+use super::journal::{Journal, JournalError, RunStatus, StepRecord, StepStatus, write_atomically};
+use super::operator::Operator;
+use super::resolve::Secrets;
+use super::runner::ActionRunner;
+use super::step::{self, StepEnd};
+use crate::plan::graph::PhaseGraph;
+use crate::redact::Redactor;
+use crate::runbook::action::{Action, Effect};
+use crate::runbook::model::{Runbook, Step};
+use crate::runbook::spec::OnFailure;
+use crate::runbook::template::Template;
+use crate::value::Value;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every step finished.
+    Succeeded,
+    /// A step failed; resumable.
+    Failed {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for a decision nobody could give now; resumable.
+    StoppedAtGate {
+        /// The gate or manual step.
+        gate: String,
+    },
+    /// A gate said no-go (without rollback).
+    NoGo {
+        /// The gate.
+        gate: String,
+    },
+    /// Interrupted; resumable.
+    Interrupted,
+    /// Rolled back completely.
+    RolledBack {
+        /// Why the rollback started.
+        reason: String,
+    },
+    /// The rollback did not undo everything: manual action needed.
+    RollbackFailed {
+        /// What was not undone.
+        reason: String,
+    },
+    /// The run could not go on safely (the journal cannot be written).
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RunOutcome {
+    /// The journal status of this outcome.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunOutcome::Succeeded => RunStatus::Succeeded,
+            RunOutcome::Failed { .. } | RunOutcome::Aborted { .. } => RunStatus::Failed,
+            RunOutcome::StoppedAtGate { .. } => RunStatus::StoppedAtGate,
+            RunOutcome::NoGo { .. } => RunStatus::NoGo,
+            RunOutcome::Interrupted => RunStatus::Interrupted,
+            RunOutcome::RolledBack { .. } => RunStatus::RolledBack,
+            RunOutcome::RollbackFailed { .. } => RunStatus::RollbackFailed,
+        }
+    }
+
+    /// Why, in a sentence.
+    pub fn reason(&self) -> String {
+        match self {
+            RunOutcome::Succeeded => "every step finished".into(),
+            RunOutcome::Failed { step, reason } => format!("step `{step}` failed: {reason}"),
+            RunOutcome::StoppedAtGate { gate } => {
+                format!("stopped at `{gate}`: waiting for a decision")
+            }
+            RunOutcome::NoGo { gate } => format!("`{gate}`: no-go"),
+            RunOutcome::Interrupted => "interrupted".into(),
+            RunOutcome::RolledBack { reason } => format!("rolled back: {reason}"),
+            RunOutcome::RollbackFailed { reason } => format!("rollback incomplete: {reason}"),
+            RunOutcome::Aborted { reason } => reason.clone(),
+        }
+    }
+}
+
+/// The journal of the run being executed: in memory, written to disk when it matters
+/// (and at least every few hundred milliseconds while anything changes).
+pub struct JournalHandle {
+    path: PathBuf,
+    journal: Mutex<Journal>,
+    dirty: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl JournalHandle {
+    /// A handle writing to `path`.
+    pub fn new(path: PathBuf, journal: Journal) -> Self {
+        JournalHandle {
+            path,
+            journal: Mutex::new(journal),
+            dirty: AtomicBool::new(true),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// Where it is written.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the journal (written later or at the next [`JournalHandle::persist`]).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Journal) -> R) -> R {
+        let mut journal = self.lock();
+        let result = f(&mut journal);
+        journal.updated_at = jiff::Timestamp::now();
+        self.dirty.store(true, Ordering::Release);
+        result
+    }
+
+    /// Reads the journal.
+    pub fn read<R>(&self, f: impl FnOnce(&Journal) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Writes it now (atomically, fsynced) if it changed.
+    pub fn persist(&self) -> Result<(), JournalError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let snapshot = self.lock().clone();
+        let result = write_atomically(&self.path, &snapshot);
+        if let Err(e) = &result {
+            self.dirty.store(true, Ordering::Release);
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        result
+    }
+
+    /// The last write error, if the journal cannot be written.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the step tasks share.
+pub struct Shared {
+    /// The runbook.
+    pub runbook: Arc<Runbook>,
+    /// Performs actions.
+    pub runner: Arc<dyn ActionRunner>,
+    /// Makes decisions.
+    pub operator: Arc<dyn Operator>,
+    /// The journal.
+    pub journal: Arc<JournalHandle>,
+    /// Events out.
+    pub events: EventSender,
+    /// Cancelled on interruption.
+    pub cancel: CancellationToken,
+    /// Secret values.
+    pub secrets: Arc<Secrets>,
+    /// Masks secrets.
+    pub redactor: Arc<Redactor>,
+    /// When the run (first) started.
+    pub started: jiff::Timestamp,
+    values: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl Shared {
+    /// Shared state for a run.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of a run, assembled once"
+    )]
+    pub fn new(
+        runbook: Arc<Runbook>,
+        runner: Arc<dyn ActionRunner>,
+        operator: Arc<dyn Operator>,
+        journal: Arc<JournalHandle>,
+        events: EventSender,
+        cancel: CancellationToken,
+        secrets: Arc<Secrets>,
+        redactor: Arc<Redactor>,
+    ) -> Self {
+        // Values recorded before a resume come back from the journal (secrets masked).
+        let values = journal.read(|j| {
+            j.steps
+                .iter()
+                .filter_map(|(id, r)| r.value.clone().map(|v| (id.clone(), v)))
+                .collect::<HashMap<_, _>>()
+        });
+        let started = journal.read(|j| j.started_at);
+        Shared {
+            runbook,
+            runner,
+            operator,
+            journal,
+            events,
+            cancel,
+            secrets,
+            redactor,
+            started,
+            values: Arc::new(Mutex::new(values)),
+        }
+    }
+
+    /// The same run with another cancellation token (a rollback is not cut short by the
+    /// interruption that may have caused it).
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Shared {
+        Shared {
+            runbook: self.runbook.clone(),
+            runner: self.runner.clone(),
+            operator: self.operator.clone(),
+            journal: self.journal.clone(),
+            events: self.events.clone(),
+            cancel,
+            secrets: self.secrets.clone(),
+            redactor: self.redactor.clone(),
+            started: self.started,
+            values: self.values.clone(),
+        }
+    }
+
+    /// Sends an event (a closed channel is fine: nobody listens).
+    pub fn emit(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Writes the journal now.
+    pub fn persist(&self) {
+        let _ = self.journal.persist();
+    }
+
+    /// The step's operation in words, secrets masked.
+    pub fn operation(&self, step: &Step) -> String {
+        self.redactor.redact(&crate::plan::operation(step))
+    }
+
+    /// A template for display: secrets masked.
+    pub fn display(&self, template: &Template) -> String {
+        self.redactor.redact(&template.display())
+    }
+
+    /// The values recorded so far.
+    pub fn values_snapshot(&self) -> HashMap<String, Value> {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a step's value (kept in memory as is, journaled with secrets masked).
+    pub fn record_value(&self, id: &str, value: Value) {
+        let masked = redact_value(&value, &self.redactor);
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), value);
+        self.journal.update(|j| {
+            if let Some(r) = j.steps.get_mut(id) {
+                r.value = Some(masked);
+            }
+        });
+    }
+
+    /// A step's value in words (masked), for events.
+    pub fn value_text(&self, id: &str) -> Option<String> {
+        let value = self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        let text = self.redactor.redact(&value.to_string());
+        Some(if text.chars().count() > 120 {
+            format!("{}...", text.chars().take(117).collect::<String>())
+        } else {
+            text
+        })
+    }
+
+    /// The checks made since the last gate decision, one line each.
+    pub fn evidence(&self) -> Vec<String> {
+        self.journal.read(|j| {
+            let since = j.gates.last().map(|g| g.at);
+            let mut checks: Vec<(jiff::Timestamp, String)> = j
+                .steps
+                .iter()
+                .flat_map(|(id, r)| r.checks.iter().map(move |c| (id, c)))
+                .filter(|(_, c)| since.is_none_or(|s| c.at > s))
+                .map(|(id, c)| {
+                    (
+                        c.at,
+                        format!(
+                            "{} {id}: {} (expected {})",
+                            if c.passed { "PASS" } else { "FAIL" },
+                            c.measured,
+                            c.criterion
+                        ),
+                    )
+                })
+                .collect();
+            checks.sort();
+            checks.into_iter().map(|(_, line)| line).collect()
+        })
+    }
+}
+
+/// A value with secrets masked in every text.
+pub fn redact_value(value: &Value, redactor: &Redactor) -> Value {
+    match value {
+        Value::Text(t) => Value::Text(redactor.redact(t)),
+        Value::List(items) => {
+            Value::List(items.iter().map(|v| redact_value(v, redactor)).collect())
+        }
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), redact_value(v, redactor)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Steps run at once in a parallel phase without its own limit.
+    pub concurrency: usize,
+    /// Start at this step (earlier steps are skipped).
+    pub from_step: Option<String>,
+    /// Re-run mutating steps that were interrupted mid-way (their effect is unknown).
+    pub rerun_interrupted: bool,
+}
+
+/// Whether re-running an interrupted step is safe: built-in actions that converge to
+/// the same state (recreating with the env a container already has is a no-op).
+pub fn rerun_safe(action: &Action) -> bool {
+    match action.params().effect() {
+        Effect::ReadOnly | Effect::Wait | Effect::Operator => true,
+        Effect::Mutating => matches!(
+            action,
+            Action::DockerStop(_)
+                | Action::DockerStart(_)
+                | Action::DockerRestart(_)
+                | Action::DockerRecreate(_)
+                | Action::DockerRemove(_)
+                | Action::DockerRemoveVolume(_)
+                | Action::DockerRun(_)
+                | Action::RedisConfigSet(_)
+        ),
+    }
+}
+
+/// A fresh journal for `runbook`.
+pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
+    let mut steps = std::collections::BTreeMap::new();
+    for (phase, step) in runbook.steps() {
+        steps.insert(step.id.clone(), StepRecord::pending(&phase.id));
+    }
+    let now = jiff::Timestamp::now();
+    Journal {
+        format: super::journal::JOURNAL_FORMAT,
+        run_id: run_id.to_owned(),
+        runbook: runbook.name.clone(),
+        path: runbook.source.name(),
+        sha256: runbook.sha256.clone(),
+        vars: runbook
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.display()))
+            .collect(),
+        operator: super::journal::operator(),
+        pid: std::process::id(),
+        status: RunStatus::Running,
+        reason: String::new(),
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+        steps,
+        gates: Vec::new(),
+        rollback: Vec::new(),
+        completed_count: 0,
+    }
+}
+
+/// Runs (or resumes) the run whose journal `shared` holds.
+pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
+    let resumed = shared
+        .journal
+        .read(|j| j.completed_count > 0 || !j.gates.is_empty());
+    let rolling_back = shared.journal.read(|j| j.status == RunStatus::RollingBack);
+    shared.journal.update(|j| {
+        j.pid = std::process::id();
+        if !rolling_back {
+            j.status = RunStatus::Running;
+            j.reason.clear();
+        }
+    });
+    shared.persist();
+    let flusher = {
+        let journal = shared.journal.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let _ = journal.persist();
+            }
+        })
+    };
+    let total: usize = shared.runbook.phases.iter().map(|p| p.steps.len()).sum();
+    shared.emit(RunEvent::RunStarted {
+        run_id: shared.journal.read(|j| j.run_id.clone()),
+        runbook: shared.runbook.name.clone(),
+        resumed,
+        steps: total,
+    });
+    let outcome = if rolling_back {
+        let reason = shared.journal.read(|j| j.reason.clone());
+        super::rollback::roll_back(
+            &shared,
+            format!("continuing the interrupted rollback ({reason})"),
+        )
+        .await
+    } else {
+        if let Some(from) = &options.from_step {
+            skip_before(&shared, from);
+        }
+        forward(&shared, &options).await
+    };
+    flusher.abort();
+    finish(&shared, outcome)
+}
+
+fn skip_before(shared: &Shared, from: &str) {
+    let order: Vec<String> = shared
+        .runbook
+        .phases
+        .iter()
+        .flat_map(|p| {
+            PhaseGraph::of_phase(p)
+                .order
+                .into_iter()
+                .map(move |i| p.steps[i].id.clone())
+        })
+        .collect();
+    let Some(position) = order.iter().position(|id| id == from) else {
+        return;
+    };
+    shared.journal.update(|j| {
+        for id in &order[..position] {
+            if let Some(r) = j.steps.get_mut(id)
+                && !r.status.is_done()
+            {
+                r.status = StepStatus::Skipped;
+                r.detail = format!("before --from {from}");
+            }
+        }
+    });
+}
+
+fn finish(shared: &Shared, outcome: RunOutcome) -> RunOutcome {
+    shared.journal.update(|j| {
+        j.status = outcome.status();
+        j.reason = shared.redactor.redact(&outcome.reason());
+        if matches!(
+            outcome,
+            RunOutcome::Succeeded
+                | RunOutcome::RolledBack { .. }
+                | RunOutcome::RollbackFailed { .. }
+                | RunOutcome::NoGo { .. }
+        ) {
+            j.finished_at = Some(jiff::Timestamp::now());
+        }
+    });
+    let written = shared.journal.persist();
+    let outcome = match (written, outcome) {
+        (Err(e), RunOutcome::Succeeded) => RunOutcome::Aborted {
+            reason: format!("the journal could not be written: {e}"),
+        },
+        (_, outcome) => outcome,
+    };
+    shared.emit(RunEvent::RunFinished {
+        status: format!("{:?}", outcome.status()),
+        reason: shared.redactor.redact(&outcome.reason()),
+        journal: shared.journal.path().to_path_buf(),
+    });
+    outcome
+}
+
+enum PhaseEnd {
+    Done,
+    Stop(RunOutcome),
+    Rollback(String),
+}
+
+async fn forward(shared: &Arc<Shared>, options: &RunOptions) -> RunOutcome {
+    let phases = shared.runbook.phases.clone();
+    let total = phases.len();
+    for (index, phase) in phases.iter().enumerate() {
+        let all_done = shared.journal.read(|j| {
+            phase
+                .steps
+                .iter()
+                .all(|s| j.steps.get(&s.id).is_some_and(|r| r.status.is_done()))
+        });
+        if all_done {
+            continue;
+        }
+        shared.emit(RunEvent::PhaseStarted {
+            phase: phase.id.clone(),
+            title: phase.title.clone(),
+            index: index + 1,
+            total,
+        });
+        match run_phase(shared, phase, options).await {
+            PhaseEnd::Done => {}
+            PhaseEnd::Stop(outcome) => return outcome,
+            PhaseEnd::Rollback(reason) => {
+                shared.journal.update(|j| {
+                    j.status = RunStatus::RollingBack;
+                    j.reason = reason.clone();
+                });
+                shared.persist();
+                return super::rollback::roll_back(shared, reason).await;
+            }
+        }
+    }
+    RunOutcome::Succeeded
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Waiting,
+    Running,
+    Finished,
+}
+
+async fn run_phase(
+    shared: &Arc<Shared>,
+    phase: &crate::runbook::model::Phase,
+    options: &RunOptions,
+) -> PhaseEnd {
+    let graph = PhaseGraph::of_phase(phase);
+    let count = phase.steps.len();
+    let mut slots: Vec<Slot> = phase
+        .steps
+        .iter()
+        .map(|s| {
+            if shared
+                .journal
+                .read(|j| j.steps.get(&s.id).is_some_and(|r| r.status.is_done()))
+            {
+                Slot::Finished
+            } else {
+                Slot::Waiting
+            }
+        })
+        .collect();
+    let limit = match phase.parallel {
+        None => 1,
+        Some(0) => options.concurrency.max(1),
+        Some(n) => n,
+    };
+    let mut running: JoinSet<(usize, StepEnd)> = JoinSet::new();
+    let mut stop: Option<PhaseEnd> = None;
+    loop {
+        if stop.is_none() {
+            if shared.cancel.is_cancelled() {
+                stop = Some(PhaseEnd::Stop(RunOutcome::Interrupted));
+            } else if let Some(error) = shared.journal.error() {
+                stop = Some(PhaseEnd::Stop(RunOutcome::Aborted {
+                    reason: format!(
+                        "the journal cannot be written ({error}); stopped before changing anything else"
+                    ),
+                }));
+            }
+        }
+        if stop.is_none() {
+            for &i in &graph.order {
+                if running.len() >= limit {
+                    break;
+                }
+                let ready = slots[i] == Slot::Waiting
+                    && graph.dependencies(i).all(|d| slots[d] == Slot::Finished);
+                if !ready {
+                    continue;
+                }
+                let step = phase.steps[i].clone();
+                let interrupted = shared.journal.read(|j| {
+                    j.steps
+                        .get(&step.id)
+                        .is_some_and(|r| r.status == StepStatus::Running)
+                });
+                if interrupted
+                    && !options.rerun_interrupted
+                    && !rerun_safe(&step.action)
+                    && step.skip_if.is_none()
+                {
+                    stop = Some(PhaseEnd::Stop(RunOutcome::Failed {
+                        step: step.id.clone(),
+                        reason: format!(
+                            "it was interrupted while acting (`{}`), so its effect is unknown; check by hand, then `resume --rerun-interrupted` to run it again",
+                            step.action.name()
+                        ),
+                    }));
+                    break;
+                }
+                slots[i] = Slot::Running;
+                let shared = shared.clone();
+                running.spawn(async move { (i, step::execute(shared, step).await) });
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, end) = match joined {
+            Ok(result) => result,
+            Err(e) => {
+                stop.get_or_insert(PhaseEnd::Stop(RunOutcome::Aborted {
+                    reason: format!("a step task failed: {e}"),
+                }));
+                continue;
+            }
+        };
+        let step = &phase.steps[i];
+        match end {
+            StepEnd::Done(_) => slots[i] = Slot::Finished,
+            StepEnd::Failed(reason) => match step.on_failure {
+                OnFailure::Continue => slots[i] = Slot::Finished,
+                OnFailure::Abort => {
+                    stop.get_or_insert(PhaseEnd::Stop(RunOutcome::Failed {
+                        step: step.id.clone(),
+                        reason,
+                    }));
+                }
+                OnFailure::Rollback => {
+                    shared.cancel.cancel();
+                    stop.get_or_insert(PhaseEnd::Rollback(format!(
+                        "step `{}` failed: {reason}",
+                        step.id
+                    )));
+                }
+            },
+            StepEnd::Undecided => {
+                stop.get_or_insert(PhaseEnd::Stop(RunOutcome::StoppedAtGate {
+                    gate: step.id.clone(),
+                }));
+            }
+            StepEnd::NoGo { rollback: true } => {
+                shared.cancel.cancel();
+                stop.get_or_insert(PhaseEnd::Rollback(format!("`{}`: no-go", step.id)));
+            }
+            StepEnd::NoGo { rollback: false } => {
+                stop.get_or_insert(PhaseEnd::Stop(RunOutcome::NoGo {
+                    gate: step.id.clone(),
+                }));
+            }
+            StepEnd::Interrupted => {
+                stop.get_or_insert(PhaseEnd::Stop(RunOutcome::Interrupted));
+            }
+        }
+        if stop.is_none() && slots.iter().all(|s| *s == Slot::Finished) && running.is_empty() {
+            break;
+        }
+    }
+    match stop {
+        Some(end) => end,
+        None if slots.iter().filter(|s| **s == Slot::Finished).count() == count => PhaseEnd::Done,
+        None => PhaseEnd::Stop(RunOutcome::Aborted {
+            reason: format!(
+                "phase `{}` could not schedule its remaining steps",
+                phase.id
+            ),
+        }),
+    }
+}

@@ -1,0 +1,117 @@
+//! What a run reports as it goes. The engine emits these and never prints; reporters
+//! (progress bars, plain lines, JSON lines, the final report) decide how they look.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::journal::{CheckRecord, GateDecision, RollbackRecord, StepStatus};
+
+/// One thing that happened in a run.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// The run started (or resumed).
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// Runbook name.
+        runbook: String,
+        /// Whether this continues an earlier run.
+        resumed: bool,
+        /// Steps in the run.
+        steps: usize,
+    },
+    /// A phase started.
+    PhaseStarted {
+        /// Phase id.
+        phase: String,
+        /// Title.
+        title: Option<String>,
+        /// 1-based position.
+        index: usize,
+        /// Number of phases.
+        total: usize,
+    },
+    /// A step started.
+    StepStarted {
+        /// Step id.
+        step: String,
+        /// Title.
+        title: Option<String>,
+        /// The operation, in words (secrets masked).
+        operation: String,
+    },
+    /// Something for the operator to see while a step runs (a countdown, a retry).
+    StepProgress {
+        /// Step id.
+        step: String,
+        /// What is going on.
+        message: String,
+        /// Time left, for countdowns.
+        remaining: Option<Duration>,
+    },
+    /// A check was made.
+    Check {
+        /// Step id.
+        step: String,
+        /// The check.
+        check: CheckRecord,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Step id.
+        step: String,
+        /// How.
+        status: StepStatus,
+        /// Its value, in words (secrets masked).
+        value: Option<String>,
+        /// Details (why it failed, why it was skipped).
+        detail: String,
+        /// How long it took.
+        elapsed: Duration,
+        /// Shown on failure.
+        hint: Option<String>,
+    },
+    /// The run waits for a decision.
+    GateOpened {
+        /// Gate (or manual step) id.
+        gate: String,
+        /// The question or instruction.
+        question: String,
+    },
+    /// A gate was decided.
+    GateDecided {
+        /// Gate id.
+        gate: String,
+        /// The decision.
+        decision: GateDecision,
+        /// Who.
+        who: String,
+        /// How.
+        how: String,
+    },
+    /// A rollback started.
+    RollbackStarted {
+        /// Why.
+        reason: String,
+    },
+    /// One rollback action ended.
+    RollbackAction {
+        /// What was done.
+        record: RollbackRecord,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Final status, in words.
+        status: String,
+        /// Why it ended that way.
+        reason: String,
+        /// The journal.
+        journal: PathBuf,
+    },
+}
+
+/// Where events go.
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<RunEvent>;

@@ -1,0 +1,561 @@
+//! The real [`ActionRunner`]: every action of the format against Docker, Redis, the
+//! shell and the network, with the before-state its rollback needs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::models::ContainerInspectResponse;
+use futures_util::future::BoxFuture;
+
+use super::journal::Captured;
+use super::probe::{Connections, ProbeContext, probe};
+use super::runner::{ActionRunner, RunContext};
+use crate::backend::docker::change::{CommandOutput, HealthSpec, RunSpec};
+use crate::backend::docker::{DockerBackend, Selection};
+use crate::backend::{BackendError, net, shell};
+use crate::redact::Redactor;
+use crate::runbook::action::{Action, ContainerState, Effect};
+use crate::runbook::expect::compile_regex;
+use crate::runbook::model::Step;
+use crate::runbook::template::Template;
+use crate::value::Value;
+
+/// Runs actions for real.
+pub struct LiveRunner {
+    connections: Connections,
+}
+
+impl LiveRunner {
+    /// A runner for the targets of `connections`.
+    pub fn new(connections: Connections) -> Self {
+        LiveRunner { connections }
+    }
+}
+
+fn command_value(output: CommandOutput, redactor: &Redactor) -> Value {
+    let mut fields = BTreeMap::new();
+    let stdout = redactor.redact(&output.stdout);
+    let stderr = redactor.redact(&output.stderr);
+    fields.insert("exit_code".into(), Value::Number(output.exit_code as f64));
+    fields.insert("output".into(), Value::Text(format!("{stdout}{stderr}")));
+    fields.insert("stdout".into(), Value::Text(stdout));
+    fields.insert("stderr".into(), Value::Text(stderr));
+    Value::Object(fields)
+}
+
+fn changed_value(names: Vec<String>) -> Value {
+    let mut fields = BTreeMap::new();
+    fields.insert("count".into(), Value::Number(names.len() as f64));
+    fields.insert(
+        "containers".into(),
+        Value::List(names.into_iter().map(Value::Text).collect()),
+    );
+    Value::Object(fields)
+}
+
+fn selection(
+    name: Option<&Template>,
+    labels: &indexmap::IndexMap<String, String>,
+    state: Option<ContainerState>,
+    ctx: &RunContext<'_>,
+) -> Result<Selection, BackendError> {
+    let name = match ctx.resolver.resolve_opt(name)? {
+        Some(text) => Some(compile_regex(&text).map_err(BackendError::Config)?),
+        None => None,
+    };
+    Ok(Selection {
+        name,
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        state: state.map(|s| s.to_string()),
+    })
+}
+
+fn with_env(
+    config: &ContainerInspectResponse,
+    changes: &[(String, String)],
+    image: Option<&str>,
+) -> ContainerInspectResponse {
+    let mut target = config.clone();
+    if let Some(cfg) = target.config.as_mut() {
+        let mut env = cfg.env.clone().unwrap_or_default();
+        for (key, value) in changes {
+            let entry = format!("{key}={value}");
+            match env
+                .iter_mut()
+                .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key.as_str()) || *e == key)
+            {
+                Some(existing) => *existing = entry,
+                None => env.push(entry),
+            }
+        }
+        cfg.env = Some(env);
+        if let Some(image) = image {
+            cfg.image = Some(image.to_owned());
+        }
+    }
+    target
+}
+
+fn configs(captured: Option<&Captured>) -> Result<Vec<ContainerInspectResponse>, BackendError> {
+    match captured {
+        Some(Captured::Containers { configs }) => configs
+            .iter()
+            .map(|c| {
+                serde_json::from_value(c.clone())
+                    .map_err(|e| BackendError::Unexpected(format!("captured configuration: {e}")))
+            })
+            .collect(),
+        _ => Err(BackendError::Unexpected(
+            "no captured container configuration".into(),
+        )),
+    }
+}
+
+fn changed_names(captured: Option<&Captured>) -> Vec<String> {
+    match captured {
+        Some(Captured::Changed { names }) => names.clone(),
+        _ => Vec::new(),
+    }
+}
+
+impl LiveRunner {
+    async fn docker(
+        &self,
+        step: &Step,
+        ctx: &RunContext<'_>,
+    ) -> Result<DockerBackend, BackendError> {
+        self.connections
+            .docker(step.target.as_deref(), &ctx.resolver)
+            .await
+    }
+
+    fn redis_target<'s>(&self, step: &'s Step) -> Result<&'s str, BackendError> {
+        step.target.as_deref().ok_or_else(|| {
+            BackendError::Config(format!("`{}` has no redis target", step.action.name()))
+        })
+    }
+
+    async fn capture_inner(
+        &self,
+        step: &Step,
+        ctx: &RunContext<'_>,
+    ) -> Result<Option<Captured>, BackendError> {
+        Ok(match &step.action {
+            Action::DockerRecreate(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                Some(Captured::Containers {
+                    configs: docker.capture(&names).await?,
+                })
+            }
+            Action::DockerRemove(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                Some(Captured::Containers {
+                    configs: docker.capture(&names).await?,
+                })
+            }
+            Action::DockerStop(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let mut sel = selection(p.name.as_ref(), &p.labels, p.state, ctx)?;
+                sel.state = Some("running".into());
+                Some(Captured::Changed {
+                    names: docker.matching_names(&sel).await?,
+                })
+            }
+            Action::DockerStart(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                let mut stopped = Vec::new();
+                for name in names {
+                    if !docker.is_running(&name).await? {
+                        stopped.push(name);
+                    }
+                }
+                Some(Captured::Changed { names: stopped })
+            }
+            Action::DockerRun(p) if !p.rm => {
+                let name = match ctx.resolver.resolve_opt(p.name.as_ref())? {
+                    Some(name) => name,
+                    None => format!(
+                        "redis-move-{}-{}",
+                        step.id,
+                        jiff::Timestamp::now().as_second()
+                    ),
+                };
+                Some(Captured::Created { name })
+            }
+            Action::RedisConfigSet(p) => {
+                let redis = self
+                    .connections
+                    .redis(self.redis_target(step)?, &ctx.resolver)
+                    .await?;
+                let previous = redis.config_get(&p.parameter).await?.as_text();
+                Some(Captured::ConfigValue {
+                    parameter: p.parameter.clone(),
+                    previous,
+                })
+            }
+            _ => None,
+        })
+    }
+
+    async fn perform_inner(
+        &self,
+        step: &Step,
+        captured: Option<&Captured>,
+        ctx: &RunContext<'_>,
+    ) -> Result<Value, BackendError> {
+        let r = &ctx.resolver;
+        match &step.action {
+            action
+                if action.params().effect() == Effect::ReadOnly
+                    && !matches!(
+                        action,
+                        Action::DockerRun(_)
+                            | Action::Shell(_)
+                            | Action::DockerExec(_)
+                            | Action::RedisCommand(_)
+                    ) =>
+            {
+                let probe_ctx = ProbeContext {
+                    connections: &self.connections,
+                    resolver: super::resolve::Resolver {
+                        secrets: r.secrets,
+                        steps: r.steps,
+                    },
+                    redactor: ctx.redactor,
+                    run_started: ctx.run_started,
+                };
+                probe(action, step.target.as_deref(), step.timeout, &probe_ctx).await
+            }
+            Action::Wait(w) => {
+                let total = w.duration.0;
+                let end = tokio::time::Instant::now() + total;
+                loop {
+                    let left = end.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(Value::Null);
+                    }
+                    ctx.progress(
+                        &step.id,
+                        format!("waiting {}", crate::runbook::units::format_duration(total)),
+                        Some(left),
+                    );
+                    tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+                }
+            }
+            Action::DockerStop(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = match captured {
+                    Some(Captured::Changed { names }) => names.clone(),
+                    _ => {
+                        docker
+                            .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                            .await?
+                    }
+                };
+                docker.stop(&names, p.timeout.map(|t| t.0)).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerStart(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                docker.start(&names).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerRestart(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                docker.restart(&names, p.timeout.map(|t| t.0)).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerRecreate(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let env = r.resolve_map(&p.env)?;
+                let image = r.resolve_opt(p.image.as_ref())?;
+                let targets: Vec<_> = configs(captured)?
+                    .iter()
+                    .map(|c| with_env(c, &env, image.as_deref()))
+                    .collect();
+                if targets.is_empty() {
+                    return Err(BackendError::Command("no container matches".into()));
+                }
+                let changed = docker.recreate_all(targets, p.timeout.map(|t| t.0)).await?;
+                Ok(changed_value(changed))
+            }
+            Action::DockerRemove(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = docker
+                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
+                    .await?;
+                docker.remove(&names, p.force).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerRemoveVolume(p) => {
+                let docker = self.docker(step, ctx).await?;
+                docker.remove_volume(&r.resolve(&p.name)?, p.force).await?;
+                Ok(Value::Null)
+            }
+            Action::DockerExec(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let env: Vec<String> = r
+                    .resolve_map(&p.env)?
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let output = docker
+                    .exec(
+                        &r.resolve(&p.container)?,
+                        &r.resolve_all(&p.cmd)?,
+                        &env,
+                        p.user.as_deref(),
+                        p.workdir.as_deref(),
+                    )
+                    .await?;
+                Ok(command_value(output, ctx.redactor))
+            }
+            Action::DockerRun(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let name = match captured {
+                    Some(Captured::Created { name }) => name.clone(),
+                    _ => format!(
+                        "redis-move-{}-{}",
+                        step.id,
+                        jiff::Timestamp::now().as_millisecond()
+                    ),
+                };
+                if !p.rm
+                    && docker
+                        .matching_names(&Selection {
+                            name: Some(
+                                compile_regex(&format!("^{}$", regex::escape(&name)))
+                                    .map_err(BackendError::Config)?,
+                            ),
+                            ..Default::default()
+                        })
+                        .await?
+                        .len()
+                        == 1
+                {
+                    // Created by an earlier, interrupted attempt: make sure it runs.
+                    docker.start(std::slice::from_ref(&name)).await?;
+                } else {
+                    let spec = RunSpec {
+                        name: name.clone(),
+                        image: r.resolve(&p.image)?,
+                        cmd: r.resolve_all(&p.cmd)?,
+                        env: r
+                            .resolve_map(&p.env)?
+                            .into_iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect(),
+                        volumes: r.resolve_all(&p.volumes)?,
+                        ports: p.ports.clone(),
+                        restart: p.restart.map(|x| x.to_string()),
+                        healthcheck: match &p.healthcheck {
+                            Some(h) => Some(HealthSpec {
+                                test: r.resolve_all(&h.test)?,
+                                interval: h.interval.map(|d| d.0),
+                                timeout: h.timeout.map(|d| d.0),
+                                retries: h.retries,
+                                start_period: h.start_period.map(|d| d.0),
+                            }),
+                            None => None,
+                        },
+                        networks: p.networks.clone(),
+                        labels: p
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect::<HashMap<_, _>>(),
+                        files: p
+                            .files
+                            .iter()
+                            .map(|(path, content)| Ok((path.clone(), r.resolve(content)?)))
+                            .collect::<Result<_, BackendError>>()?,
+                        pull: format!("{:?}", p.pull).to_lowercase(),
+                    };
+                    if let Some(output) = docker.run(&spec, p.rm).await? {
+                        return Ok(command_value(output, ctx.redactor));
+                    }
+                }
+                let containers = docker
+                    .containers(
+                        &Selection {
+                            name: Some(
+                                compile_regex(&format!("^{}$", regex::escape(&name)))
+                                    .map_err(BackendError::Config)?,
+                            ),
+                            ..Default::default()
+                        },
+                        ctx.redactor,
+                    )
+                    .await?;
+                Ok(match containers {
+                    Value::List(mut items) if !items.is_empty() => items.remove(0),
+                    other => other,
+                })
+            }
+            Action::RedisCommand(p) => {
+                let redis = self.connections.redis(self.redis_target(step)?, r).await?;
+                redis.command(&r.resolve_all(&p.args)?).await
+            }
+            Action::RedisConfigSet(p) => {
+                let redis = self.connections.redis(self.redis_target(step)?, r).await?;
+                redis
+                    .config_set(&p.parameter, &r.resolve(&p.value)?)
+                    .await?;
+                redis.config_get(&p.parameter).await
+            }
+            Action::Shell(p) => {
+                let env = r.resolve_map(&p.env)?;
+                let cwd = match r.resolve_opt(p.cwd.as_ref())? {
+                    Some(dir) => self.connections.base_dir().join(dir),
+                    None => self.connections.base_dir().to_path_buf(),
+                };
+                let cwd = if cwd.as_os_str().is_empty() {
+                    std::path::PathBuf::from(".")
+                } else {
+                    cwd
+                };
+                let limit = step.timeout.unwrap_or(super::step::DEFAULT_STEP_TIMEOUT);
+                let shell_name = p.shell.clone().unwrap_or_else(|| "sh".into());
+                let script = p.script.as_deref().map(|s| (shell_name.as_str(), s));
+                let output =
+                    shell::run(&r.resolve_all(&p.argv)?, script, &env, &cwd, limit).await?;
+                Ok(command_value(output, ctx.redactor))
+            }
+            Action::Http(p) => {
+                let request = net::HttpRequest {
+                    method: format!("{:?}", p.method).to_uppercase(),
+                    url: r.resolve(&p.url)?,
+                    headers: r.resolve_map(&p.headers)?,
+                    body: r.resolve_opt(p.body.as_ref())?,
+                    status: p.status,
+                    ca: None,
+                    insecure: p.tls.as_ref().is_some_and(|t| t.insecure),
+                    timeout: step.timeout.unwrap_or(Duration::from_secs(30)),
+                };
+                net::http(&request).await
+            }
+            other => Err(BackendError::Config(format!(
+                "`{}` is not supported by this version of redis-move",
+                other.name()
+            ))),
+        }
+    }
+
+    async fn undo_inner(
+        &self,
+        step: &Step,
+        captured: Option<&Captured>,
+        ctx: &RunContext<'_>,
+    ) -> Result<Value, BackendError> {
+        match &step.action {
+            Action::DockerRecreate(p) => {
+                let docker = self.docker(step, ctx).await?;
+                let restored = docker
+                    .recreate_all(configs(captured)?, p.timeout.map(|t| t.0))
+                    .await?;
+                Ok(changed_value(restored))
+            }
+            Action::DockerStop(_) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = changed_names(captured);
+                docker.start(&names).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerStart(_) => {
+                let docker = self.docker(step, ctx).await?;
+                let names = changed_names(captured);
+                docker.stop(&names, None).await?;
+                Ok(changed_value(names))
+            }
+            Action::DockerRun(_) => {
+                let docker = self.docker(step, ctx).await?;
+                let Some(Captured::Created { name }) = captured else {
+                    return Ok(Value::Null);
+                };
+                docker.remove(std::slice::from_ref(name), true).await?;
+                Ok(changed_value(vec![name.clone()]))
+            }
+            Action::RedisConfigSet(_) => {
+                let Some(Captured::ConfigValue {
+                    parameter,
+                    previous,
+                }) = captured
+                else {
+                    return Err(BackendError::Unexpected(
+                        "the previous value was not captured".into(),
+                    ));
+                };
+                let redis = self
+                    .connections
+                    .redis(self.redis_target(step)?, &ctx.resolver)
+                    .await?;
+                redis
+                    .command(&[
+                        "CONFIG".into(),
+                        "SET".into(),
+                        parameter.clone(),
+                        previous.clone(),
+                    ])
+                    .await
+            }
+            other => Err(BackendError::Config(format!(
+                "`{}` has no built-in rollback",
+                other.name()
+            ))),
+        }
+    }
+}
+
+impl ActionRunner for LiveRunner {
+    fn supports(&self, action: &Action) -> bool {
+        !matches!(
+            action,
+            Action::RedisReplicate(_)
+                | Action::RedisPromote(_)
+                | Action::RedisCopy(_)
+                | Action::RedisVerify(_)
+                | Action::RedisDelete(_)
+        )
+    }
+
+    fn capture<'a>(
+        &'a self,
+        step: &'a Step,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Option<Captured>, BackendError>> {
+        Box::pin(self.capture_inner(step, ctx))
+    }
+
+    fn perform<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(self.perform_inner(step, captured, ctx))
+    }
+
+    fn undo<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(self.undo_inner(step, captured, ctx))
+    }
+}

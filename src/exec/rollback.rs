@@ -1,0 +1,203 @@
+//! Rollback: undo every completed or partly completed change in reverse completion
+//! order (a phase's own `rollback:` once its steps are undone), then the runbook's
+//! `rollback:` steps. What was and was not undone is journaled step by step, so an
+//! interrupted rollback resumes where it stopped.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{RunOutcome, Shared};
+use super::event::RunEvent;
+use super::journal::{RollbackRecord, StepRecord, StepStatus};
+use super::step::{self, StepEnd};
+use crate::runbook::action::Effect;
+use crate::runbook::model::{Step, StepRollback};
+
+fn record(shared: &Shared, step: &str, operation: String, status: &str, detail: String) {
+    let record = RollbackRecord {
+        step: step.to_owned(),
+        operation: shared.redactor.redact(&operation),
+        status: status.to_owned(),
+        detail: shared.redactor.redact(&detail),
+        at: jiff::Timestamp::now(),
+    };
+    shared.journal.update(|j| j.rollback.push(record.clone()));
+    shared.persist();
+    shared.emit(RunEvent::RollbackAction { record });
+}
+
+fn set_status(shared: &Shared, id: &str, status: StepStatus) {
+    shared.journal.update(|j| {
+        if let Some(r) = j.steps.get_mut(id) {
+            r.status = status;
+        }
+    });
+}
+
+/// Runs rollback steps (explicit ones, or the runbook's), each journaled under its own
+/// id; those already done by an earlier, interrupted rollback are not run again.
+async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str) -> bool {
+    let mut ok = true;
+    for rollback_step in steps {
+        let done = shared.journal.update(|j| {
+            let record = j
+                .steps
+                .entry(rollback_step.id.clone())
+                .or_insert_with(|| StepRecord::pending(phase));
+            record.status.is_done()
+        });
+        if done {
+            continue;
+        }
+        let end = step::execute(shared.clone(), rollback_step.clone()).await;
+        let detail = shared.journal.read(|j| {
+            j.steps
+                .get(&rollback_step.id)
+                .map(|r| r.detail.clone())
+                .unwrap_or_default()
+        });
+        let operation = shared.operation(rollback_step);
+        match end {
+            StepEnd::Done(_) => record(shared, &rollback_step.id, operation, "done", detail),
+            other => {
+                ok = false;
+                let why = match other {
+                    StepEnd::Failed(reason) => reason,
+                    StepEnd::Undecided => "waiting for the operator".into(),
+                    _ => "did not finish".into(),
+                };
+                record(shared, &rollback_step.id, operation, "failed", why);
+            }
+        }
+    }
+    ok
+}
+
+/// Rolls the run back. `reason` says why (a trigger, a failed step, a no-go).
+pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
+    // The interruption that may have caused the rollback must not cut it short.
+    let shared = Arc::new(shared.with_cancel(CancellationToken::new()));
+    shared.journal.update(|j| {
+        j.status = super::journal::RunStatus::RollingBack;
+        j.reason = shared.redactor.redact(&reason);
+    });
+    shared.persist();
+    shared.emit(RunEvent::RollbackStarted {
+        reason: shared.redactor.redact(&reason),
+    });
+
+    let mut not_undone: Vec<String> = Vec::new();
+    let phases = shared.runbook.phases.clone();
+    for phase in phases.iter().rev() {
+        // Steps that acted, most recent first: those still running or failed mid-way
+        // (no completion number) before the completed ones.
+        let mut acted: Vec<(u64, jiff::Timestamp, &Step)> = phase
+            .steps
+            .iter()
+            .filter_map(|s| {
+                shared.journal.read(|j| {
+                    let r = j.steps.get(&s.id)?;
+                    let acted = matches!(
+                        r.status,
+                        StepStatus::Succeeded
+                            | StepStatus::Recovered
+                            | StepStatus::Running
+                            | StepStatus::CompensationFailed
+                    ) || (r.status == StepStatus::Failed && r.captured.is_some());
+                    acted.then(|| {
+                        (
+                            r.completed_seq.unwrap_or(u64::MAX),
+                            r.started_at.unwrap_or(j.started_at),
+                            s,
+                        )
+                    })
+                })
+            })
+            .filter(|(_, _, s)| {
+                s.action.params().effect() == Effect::Mutating
+                    || matches!(s.rollback, StepRollback::Steps(_))
+            })
+            .collect();
+        if acted.is_empty() {
+            continue;
+        }
+        acted.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        for (_, _, step) in acted {
+            let operation = crate::plan::operation(step);
+            match &step.rollback {
+                StepRollback::NotNeeded => {}
+                StepRollback::Declined => {
+                    record(
+                        &shared,
+                        &step.id,
+                        "nothing to undo (rollback: none)".into(),
+                        "done",
+                        String::new(),
+                    );
+                    set_status(&shared, &step.id, StepStatus::Compensated);
+                }
+                StepRollback::Missing => {
+                    record(
+                        &shared,
+                        &step.id,
+                        operation.clone(),
+                        "not-undone",
+                        "this change has no rollback: undo it by hand".into(),
+                    );
+                    not_undone.push(format!("`{}` ({operation})", step.id));
+                }
+                StepRollback::Builtin(text) => {
+                    let captured = shared
+                        .journal
+                        .read(|j| j.steps.get(&step.id).and_then(|r| r.captured.clone()));
+                    let values = shared.values_snapshot();
+                    let ctx = step::context(&shared, &values);
+                    match shared.runner.undo(step, captured.as_ref(), &ctx).await {
+                        Ok(_) => {
+                            record(&shared, &step.id, (*text).to_owned(), "done", String::new());
+                            set_status(&shared, &step.id, StepStatus::Compensated);
+                        }
+                        Err(e) => {
+                            record(
+                                &shared,
+                                &step.id,
+                                (*text).to_owned(),
+                                "failed",
+                                e.to_string(),
+                            );
+                            set_status(&shared, &step.id, StepStatus::CompensationFailed);
+                            not_undone.push(format!(
+                                "`{}` ({text}: {})",
+                                step.id,
+                                shared.redactor.redact(&e.to_string())
+                            ));
+                        }
+                    }
+                }
+                StepRollback::Steps(steps) => {
+                    if run_steps(&shared, steps, "rollback").await {
+                        set_status(&shared, &step.id, StepStatus::Compensated);
+                    } else {
+                        set_status(&shared, &step.id, StepStatus::CompensationFailed);
+                        not_undone.push(format!("`{}` (its rollback steps failed)", step.id));
+                    }
+                }
+            }
+        }
+        if !phase.rollback.is_empty() && !run_steps(&shared, &phase.rollback, "rollback").await {
+            not_undone.push(format!("phase `{}` (its rollback steps failed)", phase.id));
+        }
+    }
+    let rollback_steps = shared.runbook.rollback.clone();
+    if !run_steps(&shared, &rollback_steps, "rollback").await {
+        not_undone.push("the runbook's rollback steps".into());
+    }
+    if not_undone.is_empty() {
+        RunOutcome::RolledBack { reason }
+    } else {
+        RunOutcome::RollbackFailed {
+            reason: format!("{reason}; not undone: {}", not_undone.join(", ")),
+        }
+    }
+}
