@@ -12,3 +12,6 @@ pub mod rollback;
 pub mod runner;
 pub mod state;
 pub mod step;
+
+#[cfg(test)]
+mod tests;

@@ -122,7 +122,7 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
         if acted.is_empty() {
             continue;
         }
-        acted.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        acted.sort_by_key(|a| std::cmp::Reverse((a.0, a.1)));
         for (_, _, step) in acted {
             let operation = crate::plan::operation(step);
             match &step.rollback {

@@ -1,0 +1,476 @@
+//! Engine tests with a fake runner and a scripted operator: ordering, retries, failure
+//! handling, gates, resume and rollback, without any I/O.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
+use super::journal::{Captured, GateDecision, RunStatus, StepStatus};
+use super::operator::{Answer, DecisionRequest, Operator};
+use super::resolve::Secrets;
+use super::runner::{ActionRunner, RunContext};
+use crate::backend::BackendError;
+use crate::redact::Redactor;
+use crate::runbook::action::Action;
+use crate::runbook::model::Step;
+use crate::runbook::{Runbook, SourceFile, load_source};
+use crate::value::Value;
+
+#[derive(Default)]
+struct FakeRunner {
+    /// Per step id: results to return, in order (then the last one again).
+    script: Mutex<HashMap<String, VecDeque<Result<Value, BackendError>>>>,
+    calls: Mutex<Vec<String>>,
+    running: Mutex<usize>,
+    max_running: Mutex<usize>,
+    delay: Duration,
+}
+
+impl FakeRunner {
+    fn with(script: &[(&str, Vec<Result<Value, BackendError>>)]) -> Arc<Self> {
+        let runner = FakeRunner::default();
+        for (id, results) in script {
+            runner
+                .script
+                .lock()
+                .unwrap()
+                .insert((*id).to_owned(), results.iter().cloned().collect());
+        }
+        Arc::new(runner)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl ActionRunner for FakeRunner {
+    fn supports(&self, _: &Action) -> bool {
+        true
+    }
+
+    fn capture<'a>(
+        &'a self,
+        step: &'a Step,
+        _: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Option<Captured>, BackendError>> {
+        Box::pin(async move {
+            Ok(Some(Captured::Changed {
+                names: vec![step.id.clone()],
+            }))
+        })
+    }
+
+    fn perform<'a>(
+        &'a self,
+        step: &'a Step,
+        _: Option<&'a Captured>,
+        _: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("perform {}", step.id));
+            {
+                let mut running = self.running.lock().unwrap();
+                *running += 1;
+                let mut max = self.max_running.lock().unwrap();
+                *max = (*max).max(*running);
+            }
+            tokio::time::sleep(self.delay).await;
+            *self.running.lock().unwrap() -= 1;
+            let mut script = self.script.lock().unwrap();
+            match script.get_mut(&step.id) {
+                Some(queue) if queue.len() > 1 => queue.pop_front().unwrap(),
+                Some(queue) => queue.front().cloned().unwrap_or(Ok(Value::Null)),
+                None => Ok(Value::Number(1.0)),
+            }
+        })
+    }
+
+    fn undo<'a>(
+        &'a self,
+        step: &'a Step,
+        _: Option<&'a Captured>,
+        _: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(format!("undo {}", step.id));
+            if step.id.contains("undo-fails") {
+                Err(BackendError::Command("cannot undo".into()))
+            } else {
+                Ok(Value::Null)
+            }
+        })
+    }
+}
+
+struct ScriptedOperator(Mutex<VecDeque<Answer>>);
+
+impl ScriptedOperator {
+    fn new(answers: Vec<Answer>) -> Arc<Self> {
+        Arc::new(ScriptedOperator(Mutex::new(answers.into())))
+    }
+}
+
+impl Operator for ScriptedOperator {
+    fn decide<'a>(&'a self, _: &'a DecisionRequest) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            self.0
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Answer::Unavailable)
+        })
+    }
+}
+
+fn go() -> Answer {
+    Answer::Decided {
+        decision: GateDecision::Go,
+        who: "tester".into(),
+        how: "test".into(),
+        signoffs: vec![],
+    }
+}
+
+fn runbook(yaml: &str) -> Arc<Runbook> {
+    let loaded = load_source(SourceFile::new("engine-test.yaml", yaml), &[]);
+    let errors: Vec<_> = loaded
+        .diagnostics
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message.clone())
+        .collect();
+    Arc::new(loaded.runbook.unwrap_or_else(|| panic!("{errors:?}")))
+}
+
+struct Harness {
+    journal: Arc<JournalHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(rb: &Runbook) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(JournalHandle::new(
+            dir.path().join("journal.json"),
+            engine::new_journal(rb, "test-run"),
+        ));
+        Harness { journal, _dir: dir }
+    }
+
+    async fn run(
+        &self,
+        rb: &Arc<Runbook>,
+        runner: Arc<FakeRunner>,
+        operator: Arc<dyn Operator>,
+        options: RunOptions,
+    ) -> RunOutcome {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(
+            rb.clone(),
+            runner,
+            operator,
+            self.journal.clone(),
+            events,
+            CancellationToken::new(),
+            Arc::new(Secrets::default()),
+            Arc::new(Redactor::default()),
+        ));
+        engine::run(shared, options).await
+    }
+
+    fn status(&self, id: &str) -> StepStatus {
+        self.journal.read(|j| j.steps[id].status)
+    }
+}
+
+const STEPS: &str = "version: 1\nname: t\nphases:\n  - id: one\n    steps:\n      - { id: a, shell: { argv: [a] }, rollback: none }\n      - { id: b, shell: { argv: [b] }, rollback: none }\n  - id: two\n    steps:\n      - { id: c, shell: { argv: [c], read_only: true }, expect: { exit_code: 0 } }\n";
+
+#[tokio::test]
+async fn phases_and_steps_run_in_order_and_values_are_recorded() {
+    let rb = runbook(STEPS);
+    let h = Harness::new(&rb);
+    let mut ok = std::collections::BTreeMap::new();
+    ok.insert("exit_code".to_owned(), Value::Number(0.0));
+    let runner = FakeRunner::with(&[("c", vec![Ok(Value::Object(ok))])]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(runner.calls(), ["perform a", "perform b", "perform c"]);
+    assert_eq!(h.status("c"), StepStatus::Succeeded);
+    let journal = super::journal::read(h.journal.path()).unwrap();
+    assert_eq!(journal.status, RunStatus::Succeeded);
+    assert_eq!(journal.steps["c"].checks.len(), 1);
+    assert!(journal.steps["c"].checks[0].passed);
+}
+
+#[tokio::test]
+async fn retries_recover_and_say_so() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: p\n    steps:\n      - { id: flaky, tcp: { address: \"h:1\" }, retry: { attempts: 3, interval: 10ms } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "flaky",
+        vec![
+            Err(BackendError::Unreachable("no".into())),
+            Err(BackendError::Unreachable("no".into())),
+            Ok(Value::Duration(Duration::from_millis(3))),
+        ],
+    )]);
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(h.status("flaky"), StepStatus::Recovered);
+    assert_eq!(h.journal.read(|j| j.steps["flaky"].attempts), 3);
+}
+
+#[tokio::test]
+async fn a_failed_expectation_stops_the_run_and_resume_continues_there() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: p\n    steps:\n      - { id: first, tcp: { address: \"h:1\" } }\n      - { id: depth, redis.dbsize: {}, expect: \"< 10\" }\n      - { id: last, tcp: { address: \"h:1\" } }\ntargets:\n  r: { redis: { url: \"redis://h\" } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "depth",
+        vec![Ok(Value::Number(50.0)), Ok(Value::Number(5.0))],
+    )]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::Failed { step, reason } if step == "depth" && reason.contains("50 < 10") || reason.contains("expected")),
+        "{outcome:?}"
+    );
+    assert_eq!(h.status("last"), StepStatus::Pending);
+    // Resume: `first` is not run again.
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        runner.calls(),
+        [
+            "perform first",
+            "perform depth",
+            "perform depth",
+            "perform last"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_gate_without_a_decision_stops_and_resume_with_approval_goes_on() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: pre\n    steps:\n      - { id: probe, tcp: { address: \"h:1\" } }\n  - id: go\n    gate: { question: \"Go?\" }\n  - id: after\n    steps:\n      - { id: change, shell: { argv: [x] }, rollback: none }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![Answer::Unavailable]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::StoppedAtGate { gate: "go".into() });
+    assert_eq!(h.journal.read(|j| j.status), RunStatus::StoppedAtGate);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![go()]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(runner.calls(), ["perform probe", "perform change"]);
+    let gates = h.journal.read(|j| j.gates.clone());
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].who, "tester");
+}
+
+#[tokio::test]
+async fn failure_under_rollback_undoes_completed_changes_in_reverse_order() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: cut\n    on_failure: rollback\n    steps:\n      - { id: stop, docker.stop: { name: w } }\n      - { id: conf, redis.config_set: { parameter: maxmemory, value: 1gb } }\n      - { id: flag, shell: { argv: [on] }, rollback: { shell: { argv: [off] } } }\n      - { id: boom, tcp: { address: \"h:1\" } }\ntargets:\n  r: { redis: { url: \"redis://h\" } }\n  d: { docker: {} }\nrollback:\n  - { id: verify, tcp: { address: \"h:2\" } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[("boom", vec![Err(BackendError::Unreachable("down".into()))])]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::RolledBack { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        runner.calls(),
+        [
+            "perform stop",
+            "perform conf",
+            "perform flag",
+            "perform boom",
+            "perform flag.rollback",
+            "undo conf",
+            "undo stop",
+            "perform verify"
+        ]
+    );
+    assert_eq!(h.status("stop"), StepStatus::Compensated);
+    assert_eq!(h.journal.read(|j| j.status), RunStatus::RolledBack);
+}
+
+#[tokio::test]
+async fn a_failing_undo_is_a_failed_rollback() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: cut\n    on_failure: rollback\n    steps:\n      - { id: stop-undo-fails, docker.stop: { name: w } }\n      - { id: boom, tcp: { address: \"h:1\" } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[("boom", vec![Err(BackendError::Unreachable("down".into()))])]);
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RollbackFailed { reason } if reason.contains("stop-undo-fails")),
+        "{outcome:?}"
+    );
+    assert_eq!(h.status("stop-undo-fails"), StepStatus::CompensationFailed);
+    let records = h.journal.read(|j| j.rollback.clone());
+    assert_eq!(records[0].status, "failed");
+}
+
+#[tokio::test]
+async fn parallel_phases_respect_needs_and_the_limit() {
+    let mut yaml = String::from(
+        "version: 1\nname: t\nphases:\n  - id: p\n    parallel: 3\n    steps:\n      - { id: base, tcp: { address: \"h:1\" } }\n",
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "      - {{ id: s{i}, tcp: {{ address: \"h:1\" }}, needs: [base] }}\n"
+        ));
+    }
+    let rb = runbook(&yaml);
+    let h = Harness::new(&rb);
+    let runner = Arc::new(FakeRunner {
+        delay: Duration::from_millis(20),
+        ..FakeRunner::default()
+    });
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions {
+                concurrency: 8,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(runner.calls()[0], "perform base");
+    assert_eq!(*runner.max_running.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_interrupted_unsafe_change_is_not_rerun_blindly() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: p\n    steps:\n      - { id: migrate, shell: { argv: [migrate] }, rollback: none }\n",
+    );
+    let h = Harness::new(&rb);
+    h.journal
+        .update(|j| j.steps.get_mut("migrate").unwrap().status = StepStatus::Running);
+    let runner = FakeRunner::with(&[]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::Failed { step, reason } if step == "migrate" && reason.contains("interrupted")),
+        "{outcome:?}"
+    );
+    assert!(runner.calls().is_empty());
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions {
+                rerun_interrupted: true,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+}
+
+#[tokio::test]
+async fn until_polls_until_the_value_holds() {
+    let rb = runbook(
+        "version: 1\nname: t\ntargets:\n  r: { redis: { url: \"redis://h\" } }\nphases:\n  - id: p\n    steps:\n      - { id: clients, redis.dbsize: {}, until: \"> 2\", timeout: 5s, interval: 10ms }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "clients",
+        vec![
+            Ok(Value::Number(0.0)),
+            Ok(Value::Number(1.0)),
+            Ok(Value::Number(3.0)),
+        ],
+    )]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(runner.calls().len(), 3);
+}
