@@ -66,10 +66,34 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Run a runbook. Only `--dry-run` (the same as `plan`) is available in this
-    /// version; execution arrives with the executor.
+    /// Run a runbook: every step for real, stopping at go/no-go gates, with a journal
+    /// from which a failed or interrupted run resumes.
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Continue a failed, interrupted or stopped run from its first unfinished step.
+    Resume(ResumeArgs),
+    /// Roll back a run by hand (finished, failed or interrupted).
+    Rollback(RunRef),
+    /// Show the state of a run.
+    Status(StatusArgs),
+    /// Write a run's report again (report.md, report.json, and JUnit with --junit).
+    Report(ReportArgs),
+    /// Approve (or refuse) a gate that a running or stopped run is waiting at.
+    Approve(ApproveArgs),
+    /// Inspect or break the lock that keeps two runs of one runbook apart.
+    Lock(LockArgs),
 }
+
+const RUN_HELP: &str = "\
+Examples:
+  redis-move run runbooks/vps01-to-vps.yaml                    interactive: asks at every gate
+  redis-move run runbooks/vps01-to-vps.yaml --approve go       non-interactive, gate `go` approved
+  redis-move run runbooks/vps01-to-vps.yaml --plan plan.json   run exactly the reviewed plan
+  redis-move resume --approve cleanup-gate                     continue the latest run
+
+Without a terminal and without approval, a run stops at a gate with exit 4, its state
+saved; `redis-move resume --approve GATE` continues, and `redis-move approve RUN GATE`
+from another shell approves a gate a running process waits at.";
 
 /// Var overrides shared by the commands that read a runbook.
 #[derive(Debug, Args, Clone, Default)]
@@ -154,6 +178,48 @@ pub struct GraphArgs {
     pub vars: VarArgs,
 }
 
+/// How a run reports progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: progress bars on a terminal, timestamped lines otherwise.
+    #[default]
+    Text,
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+/// Options shared by `run`, `resume` and `rollback`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExecArgs {
+    /// Approve this gate or manual step without asking (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub approve: Vec<String>,
+    /// Approve every gate and manual step.
+    #[arg(long)]
+    pub yes: bool,
+    /// Never ask on the terminal (gates without approval stop the run, exit 4).
+    #[arg(long)]
+    pub no_input: bool,
+    /// Without a terminal, wait at gates for `redis-move approve` instead of stopping.
+    #[arg(long)]
+    pub wait_at_gates: bool,
+    /// Steps run at once in a parallel phase without its own limit.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    /// Plain lines instead of progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Progress output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Also write a JUnit XML of the checks to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// The state directory (default: `.redis-move/<runbook name>` beside the runbook).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
 /// `run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -166,7 +232,124 @@ pub struct RunArgs {
     /// Output format of the dry run.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// Run exactly this reviewed plan (`plan --out`); refused if the runbook changed.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// Start at this step (earlier steps are skipped).
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
     /// Var overrides.
     #[command(flatten)]
     pub vars: VarArgs,
+    /// Execution options.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// Which run (the latest when not given).
+#[derive(Debug, Args, Clone)]
+pub struct RunRef {
+    /// The run id (default: the latest run).
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// The runbook, to find its state directory.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// Execution options.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `resume` arguments.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Which run.
+    #[command(flatten)]
+    pub target: RunRef,
+    /// Resume even though steps already done changed in the runbook.
+    #[arg(long)]
+    pub force: bool,
+    /// Run again mutating steps that were interrupted mid-way (their effect is unknown).
+    #[arg(long)]
+    pub rerun_interrupted: bool,
+    /// Var overrides (needed again only for values the journal masked).
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run id (default: the latest run).
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// The runbook, to find its state directory.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run id (default: the latest run).
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// The runbook, to find its state directory.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Also write a JUnit XML of the checks to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// `approve` arguments.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The run id (`latest` for the latest run).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// The gate or manual step.
+    #[arg(value_name = "GATE")]
+    pub gate: String,
+    /// Refuse instead of approving.
+    #[arg(long)]
+    pub no_go: bool,
+    /// The runbook, to find its state directory.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `lock` actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LockAction {
+    /// Who holds the lock.
+    Status,
+    /// Clear a lock left by a killed run (a live holder is never broken).
+    Break,
+}
+
+/// `lock` arguments.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: LockAction,
+    /// The runbook whose lock it is.
+    #[arg(long, value_name = "FILE", required_unless_present = "state_dir")]
+    pub runbook: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod exec;
 pub mod plan;
 pub mod redact;
+pub mod report;
 pub mod run;
 pub mod runbook;
 pub mod value;

@@ -290,7 +290,10 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()?;
-        let text = self.redactor.redact(&value.to_string());
+        let text = self
+            .redactor
+            .redact(&value.to_string())
+            .replace('\n', "\\n");
         Some(if text.chars().count() > 120 {
             format!("{}...", text.chars().take(117).collect::<String>())
         } else {
@@ -372,11 +375,39 @@ pub fn rerun_safe(action: &Action) -> bool {
     }
 }
 
+/// A hash of what a step does (its operation, checks and rollback as the plan shows
+/// them), to tell whether a runbook changed in a step already done.
+pub fn fingerprint(step: &Step) -> String {
+    let planned = crate::plan::build_step(step);
+    crate::runbook::hex_sha256(
+        serde_json::to_string(&planned)
+            .unwrap_or_default()
+            .as_bytes(),
+    )[..16]
+        .to_owned()
+}
+
+/// Steps done in `journal` whose definition changed in `runbook`.
+pub fn changed_done_steps(journal: &Journal, runbook: &Runbook) -> Vec<String> {
+    runbook
+        .steps()
+        .filter_map(|(_, step)| {
+            let record = journal.steps.get(&step.id)?;
+            (record.status.is_done()
+                && !record.fingerprint.is_empty()
+                && record.fingerprint != fingerprint(step))
+            .then(|| step.id.clone())
+        })
+        .collect()
+}
+
 /// A fresh journal for `runbook`.
 pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
     let mut steps = std::collections::BTreeMap::new();
     for (phase, step) in runbook.steps() {
-        steps.insert(step.id.clone(), StepRecord::pending(&phase.id));
+        let mut record = StepRecord::pending(&phase.id);
+        record.fingerprint = fingerprint(step);
+        steps.insert(step.id.clone(), record);
     }
     let now = jiff::Timestamp::now();
     Journal {
@@ -384,6 +415,10 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         run_id: run_id.to_owned(),
         runbook: runbook.name.clone(),
         path: runbook.source.name(),
+        source: std::fs::canonicalize(&runbook.source.path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| runbook.source.name()),
+        overrides: Vec::new(),
         sha256: runbook.sha256.clone(),
         vars: runbook
             .vars
@@ -501,7 +536,7 @@ fn finish(shared: &Shared, outcome: RunOutcome) -> RunOutcome {
         (_, outcome) => outcome,
     };
     shared.emit(RunEvent::RunFinished {
-        status: format!("{:?}", outcome.status()),
+        status: outcome.status(),
         reason: shared.redactor.redact(&outcome.reason()),
         journal: shared.journal.path().to_path_buf(),
     });

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::journal::{CheckRecord, GateDecision, RollbackRecord, StepStatus};
+use super::journal::{CheckRecord, GateDecision, RollbackRecord, RunStatus, StepStatus};
 
 /// One thing that happened in a run.
 #[derive(Clone, Debug, Serialize)]
@@ -104,8 +104,8 @@ pub enum RunEvent {
     },
     /// The run ended.
     RunFinished {
-        /// Final status, in words.
-        status: String,
+        /// Final status.
+        status: RunStatus,
         /// Why it ended that way.
         reason: String,
         /// The journal.

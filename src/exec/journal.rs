@@ -147,6 +147,9 @@ pub struct StepRecord {
     /// The order in which steps finished (for rollback in reverse completion order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_seq: Option<u64>,
+    /// A hash of what the step does, to notice a runbook changed under a resume.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
 }
 
 impl StepRecord {
@@ -163,6 +166,7 @@ impl StepRecord {
             checks: Vec::new(),
             captured: None,
             completed_seq: None,
+            fingerprint: String::new(),
         }
     }
 }
@@ -231,8 +235,15 @@ pub struct Journal {
     pub run_id: String,
     /// The runbook's name.
     pub runbook: String,
-    /// The runbook file.
+    /// The runbook file, as given.
     pub path: String,
+    /// The runbook file, absolute (to reload it on resume).
+    #[serde(default)]
+    pub source: String,
+    /// `--var`/`--vars-file` overrides of the run (URL passwords masked; a masked one
+    /// must be given again on resume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<(String, String)>,
     /// SHA-256 of the runbook file when the run started.
     pub sha256: String,
     /// Vars as resolved (secrets masked).
@@ -388,6 +399,8 @@ mod tests {
             run_id: "r1".into(),
             runbook: "x".into(),
             path: "x.yaml".into(),
+            source: "/tmp/x.yaml".into(),
+            overrides: vec![],
             sha256: "ab".into(),
             vars: BTreeMap::new(),
             operator: operator(),

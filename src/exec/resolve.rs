@@ -85,6 +85,17 @@ impl Secrets {
         secrets
     }
 
+    /// Secrets that could not be read, with why.
+    pub fn missing(&self) -> Vec<(String, String)> {
+        let mut missing: Vec<_> = self
+            .missing
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        missing.sort();
+        missing
+    }
+
     /// A redactor that masks every loaded secret.
     pub fn redactor(&self) -> Redactor {
         let mut redactor = Redactor::default();

@@ -37,7 +37,7 @@ fn set_status(shared: &Shared, id: &str, status: StepStatus) {
 
 /// Runs rollback steps (explicit ones, or the runbook's), each journaled under its own
 /// id; those already done by an earlier, interrupted rollback are not run again.
-async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str) -> bool {
+async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str, owner: Option<&str>) -> bool {
     let mut ok = true;
     for rollback_step in steps {
         let done = shared.journal.update(|j| {
@@ -58,8 +58,9 @@ async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str) -> bool {
                 .unwrap_or_default()
         });
         let operation = shared.operation(rollback_step);
+        let id = owner.unwrap_or(&rollback_step.id);
         match end {
-            StepEnd::Done(_) => record(shared, &rollback_step.id, operation, "done", detail),
+            StepEnd::Done(_) => record(shared, id, operation, "done", detail),
             other => {
                 ok = false;
                 let why = match other {
@@ -67,7 +68,7 @@ async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str) -> bool {
                     StepEnd::Undecided => "waiting for the operator".into(),
                     _ => "did not finish".into(),
                 };
-                record(shared, &rollback_step.id, operation, "failed", why);
+                record(shared, id, operation, "failed", why);
             }
         }
     }
@@ -176,7 +177,7 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
                     }
                 }
                 StepRollback::Steps(steps) => {
-                    if run_steps(&shared, steps, "rollback").await {
+                    if run_steps(&shared, steps, "rollback", Some(&step.id)).await {
                         set_status(&shared, &step.id, StepStatus::Compensated);
                     } else {
                         set_status(&shared, &step.id, StepStatus::CompensationFailed);
@@ -185,12 +186,20 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
                 }
             }
         }
-        if !phase.rollback.is_empty() && !run_steps(&shared, &phase.rollback, "rollback").await {
+        if !phase.rollback.is_empty()
+            && !run_steps(
+                &shared,
+                &phase.rollback,
+                "rollback",
+                Some(&format!("phase {}", phase.id)),
+            )
+            .await
+        {
             not_undone.push(format!("phase `{}` (its rollback steps failed)", phase.id));
         }
     }
     let rollback_steps = shared.runbook.rollback.clone();
-    if !run_steps(&shared, &rollback_steps, "rollback").await {
+    if !run_steps(&shared, &rollback_steps, "rollback", None).await {
         not_undone.push("the runbook's rollback steps".into());
     }
     if not_undone.is_empty() {

@@ -425,6 +425,11 @@ fn describe_retry(retry: &RetrySpec) -> String {
     out
 }
 
+/// The plan of one step.
+pub fn build_step(step: &Step) -> PlanStep {
+    plan_step(step)
+}
+
 fn plan_step(step: &Step) -> PlanStep {
     PlanStep {
         id: step.id.clone(),

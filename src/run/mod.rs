@@ -1,5 +1,8 @@
 //! The one place where outcomes become text on the terminal and exit codes.
 
+mod execute;
+mod inspect;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,10 +60,12 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Validate(args) => validate(args, style),
         Command::Plan(args) => plan_command(&args, style),
-        Command::Graph(args) => match load_one(&args.file, &args.vars, style) {
-            Ok(runbook) => print_out(&plan::diagram::render(&runbook, args.format)),
-            Err(exit) => exit,
-        },
+        Command::Graph(args) => {
+            match overrides(&args.vars, style).and_then(|list| load_one(&args.file, &list, style)) {
+                Ok(runbook) => print_out(&plan::diagram::render(&runbook, args.format)),
+                Err(exit) => exit,
+            }
+        }
         Command::Schema => print_out(&runbook::schema::schema_json()),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -78,15 +83,24 @@ pub fn main() -> ExitCode {
                 };
                 plan_command(&plan_args, style)
             } else {
-                eprintln!(
-                    "error: this version of redis-move previews runbooks but does not execute them yet\n  \
-                     use `redis-move run --dry-run {}` or `redis-move plan {}`",
-                    args.file.display(),
-                    args.file.display()
-                );
-                Exit::Usage
+                execute::run(args, style)
             }
         }
+        Command::Resume(args) => execute::resume(args, style, false),
+        Command::Rollback(target) => execute::resume(
+            crate::cli::ResumeArgs {
+                target,
+                force: true,
+                rerun_interrupted: false,
+                vars: VarArgs::default(),
+            },
+            style,
+            true,
+        ),
+        Command::Status(args) => inspect::status(args),
+        Command::Report(args) => inspect::report(args, style),
+        Command::Approve(args) => inspect::approve(args),
+        Command::Lock(args) => inspect::lock(args, style),
     };
     exit.into()
 }
@@ -135,9 +149,16 @@ fn print_out(text: &str) -> Exit {
     }
 }
 
-/// Reads `--vars-file` and `--var` into overrides; problems in vars files come back as
-/// diagnostics of those files.
-fn overrides(args: &VarArgs) -> Result<Vec<VarOverride>, Vec<FileDiagnostics>> {
+/// Reads `--vars-file` and `--var` into overrides; problems in vars files are printed
+/// and are usage errors.
+fn overrides(args: &VarArgs, style: HumanStyle) -> Result<Vec<VarOverride>, Exit> {
+    read_overrides(args).map_err(|problems| {
+        print_diagnostics(&problems, DiagnosticFormat::Human, style);
+        Exit::Usage
+    })
+}
+
+fn read_overrides(args: &VarArgs) -> Result<Vec<VarOverride>, Vec<FileDiagnostics>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for path in &args.vars_files {
@@ -224,12 +245,8 @@ fn print_diagnostics(files: &[FileDiagnostics], format: DiagnosticFormat, style:
 }
 
 /// Loads one runbook for a command that needs a valid one; invalid means exit 2.
-fn load_one(path: &Path, vars: &VarArgs, style: HumanStyle) -> Result<Runbook, Exit> {
-    let overrides = overrides(vars).map_err(|problems| {
-        print_diagnostics(&problems, DiagnosticFormat::Human, style);
-        Exit::Usage
-    })?;
-    let loaded = runbook::load(path, &overrides).map_err(|e| {
+fn load_one(path: &Path, overrides: &[VarOverride], style: HumanStyle) -> Result<Runbook, Exit> {
+    let loaded = runbook::load(path, overrides).map_err(|e| {
         eprintln!("error: cannot read `{}`: {e}", path.display());
         Exit::Usage
     })?;
@@ -253,7 +270,11 @@ fn load_one(path: &Path, vars: &VarArgs, style: HumanStyle) -> Result<Runbook, E
 }
 
 fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
-    let runbook = match load_one(&args.file, &args.vars, style) {
+    let list = match overrides(&args.vars, style) {
+        Ok(list) => list,
+        Err(exit) => return exit,
+    };
+    let runbook = match load_one(&args.file, &list, style) {
         Ok(runbook) => runbook,
         Err(exit) => return exit,
     };
@@ -342,7 +363,7 @@ fn load_all(paths: &[PathBuf], overrides: &[VarOverride]) -> Vec<std::io::Result
 }
 
 fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
-    let overrides = match overrides(&args.vars) {
+    let overrides = match read_overrides(&args.vars) {
         Ok(o) => o,
         Err(problems) => {
             print_diagnostics(&problems, args.format, style);

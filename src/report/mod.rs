@@ -1,0 +1,10 @@
+//! How runs look: live reporters that consume [`RunEvent`](crate::exec::event::RunEvent)s
+//! (progress bars on a terminal, plain timestamped lines otherwise, JSON lines for
+//! machines), and the reports written at the end (Markdown sign-off sheet, JSON, JUnit).
+
+pub mod junit;
+pub mod live;
+pub mod markdown;
+pub mod model;
+
+pub use model::Report;

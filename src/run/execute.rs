@@ -1,0 +1,460 @@
+//! `run`, `resume` and `rollback`: set up the engine with the live runner, the operator,
+//! the journal and a reporter; map the outcome to an exit code; write the reports.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Exit, load_one, overrides};
+use crate::cli::{ExecArgs, LogFormat, ResumeArgs, RunArgs, RunRef};
+use crate::exec::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
+use crate::exec::journal::{self, Journal, RunStatus};
+use crate::exec::live::LiveRunner;
+use crate::exec::operator::RunOperator;
+use crate::exec::probe::Connections;
+use crate::exec::resolve::Secrets;
+use crate::exec::runner::ActionRunner;
+use crate::exec::state::{self, LockError, StateDir};
+use crate::report::live::{self as live_report, LiveFormat};
+use crate::report::{Report, junit, markdown};
+use crate::runbook::diagnostic::HumanStyle;
+use crate::runbook::{Runbook, VarOrigin, VarOverride};
+
+/// The exit code of a run's outcome.
+pub fn exit_for(outcome: &RunOutcome) -> Exit {
+    match outcome {
+        RunOutcome::Succeeded => Exit::Done,
+        RunOutcome::Failed { .. } | RunOutcome::Aborted { .. } => Exit::Failed,
+        RunOutcome::StoppedAtGate { .. } | RunOutcome::NoGo { .. } => Exit::StoppedAtGate,
+        RunOutcome::RolledBack { .. } => Exit::RolledBack,
+        RunOutcome::RollbackFailed { .. } => Exit::RollbackFailed,
+        RunOutcome::Interrupted => Exit::Interrupted,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Exit::Failed
+        })
+}
+
+/// Refuses runbooks that use actions this version cannot perform, before anything runs.
+fn check_supported(runbook: &Runbook, runner: &dyn ActionRunner) -> Result<(), Exit> {
+    let mut unsupported: Vec<String> = runbook
+        .steps()
+        .map(|(_, s)| s)
+        .chain(&runbook.rollback)
+        .filter(|s| !runner.supports(&s.action))
+        .map(|s| format!("`{}` ({})", s.id, s.action.name()))
+        .collect();
+    unsupported.extend(
+        runbook
+            .triggers
+            .iter()
+            .map(|t| format!("trigger `{}`", t.id)),
+    );
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        eprintln!(
+            "error: this version of redis-move cannot run {} yet; nothing was done\n  (`plan` and `plan --check` work for them)",
+            unsupported.join(", ")
+        );
+        Err(Exit::Usage)
+    }
+}
+
+/// Secrets every run needs before it starts (a missing one would fail halfway through).
+fn check_secrets(runbook: &Runbook, base_dir: &Path) -> Result<Secrets, Exit> {
+    let secrets = Secrets::load(&runbook.secrets, base_dir);
+    let missing = secrets.missing();
+    if missing.is_empty() {
+        return Ok(secrets);
+    }
+    for (name, reason) in missing {
+        eprintln!("error: secret `{name}` is not available: {reason}");
+    }
+    eprintln!("nothing was done; provide the secrets and run again");
+    Err(Exit::Usage)
+}
+
+fn base_dir(runbook: &Runbook) -> PathBuf {
+    runbook
+        .source
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn live_format(exec: &ExecArgs) -> LiveFormat {
+    match exec.log_format {
+        LogFormat::Json => LiveFormat::Json,
+        LogFormat::Text
+            if !exec.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) =>
+        {
+            LiveFormat::Progress
+        }
+        LogFormat::Text => LiveFormat::Plain,
+    }
+}
+
+fn masked_overrides(list: &[VarOverride]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|o| (o.name.clone(), crate::redact::mask_url_passwords(&o.value)))
+        .collect()
+}
+
+/// `redis-move run`.
+pub fn run(args: RunArgs, style: HumanStyle) -> Exit {
+    let list = match overrides(&args.vars, style) {
+        Ok(list) => list,
+        Err(exit) => return exit,
+    };
+    let runbook = match load_one(&args.file, &list, style) {
+        Ok(runbook) => runbook,
+        Err(exit) => return exit,
+    };
+    if let Some(plan_file) = &args.plan {
+        match reviewed_sha(plan_file) {
+            Ok(sha) if sha == runbook.sha256 => {}
+            Ok(sha) => {
+                eprintln!(
+                    "error: `{}` changed since the plan `{}` was reviewed (plan sha256 {}, runbook now {}); review a new plan",
+                    args.file.display(),
+                    plan_file.display(),
+                    &sha[..sha.len().min(12)],
+                    &runbook.sha256[..12]
+                );
+                return Exit::Usage;
+            }
+            Err(e) => {
+                eprintln!("error: cannot read the plan `{}`: {e}", plan_file.display());
+                return Exit::Usage;
+            }
+        }
+    }
+    let state = StateDir::for_runbook(&runbook, args.exec.state_dir.as_deref());
+    let run_id = state.new_run_id();
+    let mut journal = engine::new_journal(&runbook, &run_id);
+    journal.overrides = masked_overrides(&list);
+    execute(
+        runbook,
+        state,
+        journal,
+        &args.exec,
+        RunOptions {
+            concurrency: args.exec.concurrency,
+            from_step: args.from.clone(),
+            rerun_interrupted: false,
+        },
+        false,
+    )
+}
+
+fn reviewed_sha(plan_file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(plan_file).map_err(|e| e.to_string())?;
+    let plan: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    plan["runbook"]["sha256"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "it has no runbook sha256".to_owned())
+}
+
+/// Finds a run: in `--state-dir`, in the runbook's state directory, or in the
+/// `.redis-move` directories under the current directory.
+pub fn find_run(
+    run: Option<&str>,
+    runbook: Option<&Path>,
+    state_dir: Option<&Path>,
+) -> Result<(StateDir, String), String> {
+    let dirs: Vec<StateDir> = match (state_dir, runbook) {
+        (Some(dir), _) => vec![StateDir::at(dir)],
+        (None, Some(file)) => {
+            let name = crate::runbook::load(file, &[])
+                .ok()
+                .and_then(|l| l.runbook.map(|r| r.name))
+                .ok_or_else(|| format!("cannot read the runbook `{}`", file.display()))?;
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            vec![StateDir::at(dir.join(".redis-move").join(name))]
+        }
+        (None, None) => discover(),
+    };
+    let run = run.filter(|r| *r != "latest");
+    let mut candidates: Vec<(String, StateDir)> = dirs
+        .iter()
+        .flat_map(|d| d.runs().into_iter().map(move |id| (id, d.clone())))
+        .collect();
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    let found = match run {
+        Some(id) => candidates
+            .into_iter()
+            .find(|(candidate, _)| candidate == id),
+        None => candidates.pop(),
+    };
+    found.map(|(id, dir)| (dir, id)).ok_or_else(|| match run {
+        Some(id) => format!("no run `{id}` found (give --runbook FILE or --state-dir DIR)"),
+        None => "no run found (give --runbook FILE or --state-dir DIR)".to_owned(),
+    })
+}
+
+fn discover() -> Vec<StateDir> {
+    let mut dirs = Vec::new();
+    for base in [PathBuf::from("."), PathBuf::from("runbooks")] {
+        let Ok(entries) = std::fs::read_dir(base.join(".redis-move")) else {
+            continue;
+        };
+        dirs.extend(
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .map(|e| StateDir::at(e.path())),
+        );
+    }
+    dirs
+}
+
+/// `redis-move resume` and `redis-move rollback`.
+pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit {
+    let target: &RunRef = &args.target;
+    let (state, run_id) = match find_run(
+        target.run.as_deref(),
+        target.runbook.as_deref(),
+        target.exec.state_dir.as_deref(),
+    ) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let mut journal = match journal::read(&state.journal(&run_id)) {
+        Ok(journal) => journal,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if !rollback_only {
+        match journal.status {
+            RunStatus::Succeeded => {
+                eprintln!("run {run_id} already succeeded; nothing to resume");
+                return Exit::Done;
+            }
+            RunStatus::RolledBack => {
+                eprintln!("run {run_id} was rolled back; start a new run with `redis-move run`");
+                return Exit::Usage;
+            }
+            _ => {}
+        }
+    }
+    // The same vars as the original run: its overrides, then any given now.
+    let mut list: Vec<VarOverride> = journal
+        .overrides
+        .iter()
+        .map(|(name, value)| VarOverride {
+            name: name.clone(),
+            value: value.clone(),
+            origin: VarOrigin::CommandLine,
+        })
+        .collect();
+    match overrides(&args.vars, style) {
+        Ok(extra) => list.extend(extra),
+        Err(exit) => return exit,
+    }
+    let masked: Vec<&str> = journal
+        .overrides
+        .iter()
+        .filter(|(_, v)| v.contains("****"))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if let Some(name) = masked
+        .iter()
+        .find(|n| !args.vars.vars.iter().any(|(given, _)| given == *n))
+    {
+        eprintln!(
+            "error: the run's `--var {name}` held a password the journal does not keep; give it again with `--var {name}=...`"
+        );
+        return Exit::Usage;
+    }
+    let file = target.runbook.clone().unwrap_or_else(|| {
+        PathBuf::from(if journal.source.is_empty() {
+            &journal.path
+        } else {
+            &journal.source
+        })
+    });
+    let runbook = match load_one(&file, &list, style) {
+        Ok(runbook) => runbook,
+        Err(exit) => return exit,
+    };
+    if runbook.sha256 != journal.sha256 {
+        let changed = engine::changed_done_steps(&journal, &runbook);
+        if !changed.is_empty() && !args.force {
+            eprintln!(
+                "error: the runbook changed in steps this run already did: {}\n  resuming would mix two versions; check the change, then `resume --force`",
+                changed.join(", ")
+            );
+            return Exit::Usage;
+        }
+        eprintln!("note: the runbook changed since the run started, but not in steps already done");
+        journal.sha256 = runbook.sha256.clone();
+    }
+    if rollback_only {
+        journal.status = RunStatus::RollingBack;
+        if journal.reason.is_empty() || !journal.reason.starts_with("rolled back by hand") {
+            journal.reason = format!("rolled back by hand by {}", journal::operator());
+        }
+    }
+    execute(
+        runbook,
+        state,
+        journal,
+        &target.exec,
+        RunOptions {
+            concurrency: target.exec.concurrency,
+            from_step: None,
+            rerun_interrupted: args.rerun_interrupted,
+        },
+        true,
+    )
+}
+
+fn execute(
+    runbook: Runbook,
+    state: StateDir,
+    journal: Journal,
+    exec: &ExecArgs,
+    options: RunOptions,
+    resumed: bool,
+) -> Exit {
+    let run_id = journal.run_id.clone();
+    let base = base_dir(&runbook);
+    let secrets = match check_secrets(&runbook, &base) {
+        Ok(secrets) => secrets,
+        Err(exit) => return exit,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(exit) => return exit,
+    };
+    crate::backend::install_crypto_provider();
+    let runbook = Arc::new(runbook);
+    let runner: Arc<dyn ActionRunner> = Arc::new(LiveRunner::new(Connections::new(&runbook)));
+    if let Err(exit) = check_supported(&runbook, runner.as_ref()) {
+        return exit;
+    }
+    let lock = match state::acquire(&state.lock_path(), &run_id) {
+        Ok(lock) => lock,
+        Err(LockError::Held(holder)) => {
+            eprintln!(
+                "error: another run of `{}` is in progress: {holder}\n  wait for it, or if that process is gone: `redis-move lock status --runbook {}`",
+                runbook.name,
+                runbook.source.name()
+            );
+            return Exit::Usage;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if let Some(stale) = &lock.stale {
+        eprintln!("note: took over a lock left by a run that is gone ({stale})");
+    }
+    let redactor = secrets.redactor();
+    let operator = Arc::new(RunOperator {
+        approved: exec.approve.iter().cloned().collect::<HashSet<_>>(),
+        yes: exec.yes,
+        approvals_dir: state.approvals(&run_id),
+        interactive: !exec.no_input && RunOperator::terminal(),
+        wait: exec.wait_at_gates,
+    });
+    let handle = Arc::new(JournalHandle::new(state.journal(&run_id), journal));
+    let cancel = CancellationToken::new();
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let format = live_format(exec);
+    let outcome = runtime.block_on(async {
+        let reporter = live_report::spawn(format, receiver);
+        let interrupt = tokio::spawn(watch_interrupts(cancel.clone()));
+        let shared = Arc::new(Shared::new(
+            runbook.clone(),
+            runner,
+            operator,
+            handle.clone(),
+            events,
+            cancel,
+            Arc::new(secrets),
+            Arc::new(redactor),
+        ));
+        let outcome = engine::run(shared, options).await;
+        interrupt.abort();
+        let _ = reporter.await;
+        outcome
+    });
+    drop(lock);
+    let final_journal = handle.read(|j| j.clone());
+    let report = Report::build(&final_journal, &runbook);
+    let dir = state.run_dir(&run_id);
+    match write_reports(&dir, &report, exec.junit.as_deref()) {
+        Ok(path) => eprintln!("report: {}", path.display()),
+        Err(e) => eprintln!("warning: the report could not be written: {e}"),
+    }
+    let exit = exit_for(&outcome);
+    match &outcome {
+        RunOutcome::StoppedAtGate { gate } => eprintln!(
+            "stopped at `{gate}`, state saved. Continue with: redis-move resume {run_id} --approve {gate}   (or from another shell while waiting: redis-move approve {run_id} {gate})"
+        ),
+        RunOutcome::Failed { .. } | RunOutcome::Interrupted => {
+            eprintln!("resumable: redis-move resume {run_id}")
+        }
+        RunOutcome::RollbackFailed { .. } => {
+            eprintln!("MANUAL ACTION NEEDED: the rollback did not undo everything; see the report")
+        }
+        _ => {}
+    }
+    let _ = resumed;
+    exit
+}
+
+/// First SIGINT: stop after the current step (journal saved, resumable). Second: exit at
+/// once (the journal says where the run was).
+async fn watch_interrupts(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\ninterrupt: stopping after the current step (Ctrl-C again to exit at once)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("interrupt: exiting now; `redis-move resume` continues from the journal");
+        std::process::exit(Exit::Interrupted as i32);
+    }
+}
+
+/// Writes report.md and report.json into the run's directory (and JUnit where asked).
+pub fn write_reports(
+    dir: &Path,
+    report: &Report,
+    junit_file: Option<&Path>,
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, markdown::render(report))?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(report).unwrap_or_default(),
+    )?;
+    if let Some(path) = junit_file {
+        std::fs::write(path, junit::render(report))?;
+    }
+    Ok(md)
+}

@@ -1,0 +1,258 @@
+//! `status`, `report`, `approve` and `lock`: looking at runs and their locks.
+
+use std::io::Write as _;
+
+use super::execute::{find_run, write_reports};
+use super::{Exit, load_one};
+use crate::cli::{ApproveArgs, LockAction, LockArgs, PlanFormat, ReportArgs, StatusArgs};
+use crate::exec::journal::{self, GateDecision, StepStatus};
+use crate::exec::operator::write_approval;
+use crate::exec::state::{self, LockState, StateDir};
+use crate::report::Report;
+use crate::report::markdown::status_text;
+use crate::runbook::diagnostic::HumanStyle;
+
+fn mark(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded | StepStatus::Recovered => "✓",
+        StepStatus::Skipped => "-",
+        StepStatus::Failed | StepStatus::CompensationFailed => "✗",
+        StepStatus::Pending => " ",
+        StepStatus::Running => "…",
+        StepStatus::Compensated => "↩",
+    }
+}
+
+/// `redis-move status`.
+pub fn status(args: StatusArgs) -> Exit {
+    let (dir, run_id) = match find_run(
+        args.run.as_deref(),
+        args.runbook.as_deref(),
+        args.state_dir.as_deref(),
+    ) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let journal = match journal::read(&dir.journal(&run_id)) {
+        Ok(journal) => journal,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if args.format == PlanFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&journal).unwrap_or_default()
+        );
+        return Exit::Done;
+    }
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "run {} of {} ({})",
+        journal.run_id, journal.runbook, journal.path
+    );
+    let _ = writeln!(
+        out,
+        "status: {}{}",
+        status_text(journal.status),
+        if journal.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", journal.reason)
+        }
+    );
+    let _ = writeln!(
+        out,
+        "started {} by {}; last written {}",
+        journal.started_at, journal.operator, journal.updated_at
+    );
+    let mut phase = String::new();
+    let mut steps: Vec<(&String, &journal::StepRecord)> = journal.steps.iter().collect();
+    steps.sort_by_key(|(_, r)| (r.started_at.is_none(), r.started_at));
+    for (id, record) in steps {
+        if record.phase != phase {
+            phase = record.phase.clone();
+            let _ = writeln!(out, "phase {phase}");
+        }
+        let detail = if record.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", record.detail)
+        };
+        let _ = writeln!(
+            out,
+            "  {} {id} {:?}{detail}",
+            mark(record.status),
+            record.status
+        );
+    }
+    for gate in &journal.gates {
+        let decision = if gate.decision == GateDecision::Go {
+            "GO"
+        } else {
+            "NO-GO"
+        };
+        let _ = writeln!(
+            out,
+            "gate {}: {decision} by {} ({}) at {}",
+            gate.gate, gate.who, gate.how, gate.at
+        );
+    }
+    for action in &journal.rollback {
+        let _ = writeln!(
+            out,
+            "rollback {}: {} — {}",
+            action.step, action.operation, action.status
+        );
+    }
+    let _ = writeln!(out, "journal: {}", dir.journal(&run_id).display());
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Exit::Done
+}
+
+/// `redis-move report`.
+pub fn report(args: ReportArgs, style: HumanStyle) -> Exit {
+    let (dir, run_id) = match find_run(
+        args.run.as_deref(),
+        args.runbook.as_deref(),
+        args.state_dir.as_deref(),
+    ) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let journal = match journal::read(&dir.journal(&run_id)) {
+        Ok(journal) => journal,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let file = args.runbook.clone().unwrap_or_else(|| {
+        std::path::PathBuf::from(if journal.source.is_empty() {
+            &journal.path
+        } else {
+            &journal.source
+        })
+    });
+    let overrides: Vec<crate::runbook::VarOverride> = journal
+        .overrides
+        .iter()
+        .map(|(name, value)| crate::runbook::VarOverride {
+            name: name.clone(),
+            value: value.clone(),
+            origin: crate::runbook::VarOrigin::CommandLine,
+        })
+        .collect();
+    let runbook = match load_one(&file, &overrides, style) {
+        Ok(runbook) => runbook,
+        Err(exit) => return exit,
+    };
+    match write_reports(
+        &dir.run_dir(&run_id),
+        &Report::build(&journal, &runbook),
+        args.junit.as_deref(),
+    ) {
+        Ok(path) => {
+            println!("{}", path.display());
+            Exit::Done
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the report: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+/// `redis-move approve`.
+pub fn approve(args: ApproveArgs) -> Exit {
+    let run = (args.run != "latest").then_some(args.run.as_str());
+    let (dir, run_id) = match find_run(run, args.runbook.as_deref(), args.state_dir.as_deref()) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let known = journal::read(&dir.journal(&run_id))
+        .map(|j| j.steps.contains_key(&args.gate))
+        .unwrap_or(false);
+    if !known {
+        eprintln!("error: run {run_id} has no gate or step `{}`", args.gate);
+        return Exit::Usage;
+    }
+    let decision = if args.no_go {
+        GateDecision::NoGo
+    } else {
+        GateDecision::Go
+    };
+    match write_approval(&dir.approvals(&run_id), &args.gate, decision) {
+        Ok(_) => {
+            println!(
+                "{} `{}` of run {run_id}: a run waiting there goes on; a stopped run goes on with `redis-move resume {run_id}`",
+                if args.no_go { "refused" } else { "approved" },
+                args.gate
+            );
+            Exit::Done
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the approval: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+/// `redis-move lock`.
+pub fn lock(args: LockArgs, style: HumanStyle) -> Exit {
+    let dir = match (&args.state_dir, &args.runbook) {
+        (Some(dir), _) => StateDir::at(dir),
+        (None, Some(file)) => match load_one(file, &[], style) {
+            Ok(runbook) => StateDir::for_runbook(&runbook, None),
+            Err(exit) => return exit,
+        },
+        (None, None) => return Exit::Usage,
+    };
+    let path = dir.lock_path();
+    let result = match args.action {
+        LockAction::Status => state::status(&path),
+        LockAction::Break => state::break_stale(&path),
+    };
+    match (args.action, result) {
+        (_, Err(e)) => {
+            eprintln!("error: {e}");
+            Exit::Failed
+        }
+        (_, Ok(LockState::Free)) => {
+            println!("free");
+            Exit::Done
+        }
+        (LockAction::Status, Ok(LockState::Held(holder))) => {
+            println!("held by {holder}");
+            Exit::Done
+        }
+        (LockAction::Status, Ok(LockState::Stale(holder))) => {
+            println!(
+                "stale: left by {holder}, which is gone; the next run takes it over (or `redis-move lock break`)"
+            );
+            Exit::Done
+        }
+        (LockAction::Break, Ok(LockState::Stale(holder))) => {
+            println!("broke the stale lock of {holder}");
+            Exit::Done
+        }
+        (LockAction::Break, Ok(LockState::Held(holder))) => {
+            eprintln!(
+                "error: the lock is held by a live process: {holder}; stop that run (Ctrl-C) instead"
+            );
+            Exit::Failed
+        }
+    }
+}
