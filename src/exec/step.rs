@@ -349,7 +349,10 @@ fn record_check(
     let outcome = expect.check(value, resolver);
     let check = CheckRecord {
         criterion: shared.redactor.redact(&expect.to_string()),
-        measured: shared.redactor.redact(&short(&value.to_string())),
+        measured: shared
+            .redactor
+            .redact(&short(&value.to_string()))
+            .replace('\n', "\\n"),
         passed: outcome.passed,
         detail: shared.redactor.redact(&outcome.detail),
         at: jiff::Timestamp::now(),
