@@ -156,12 +156,18 @@ fn plan_is_deterministic_and_dry_run_is_the_same() {
 }
 
 #[test]
-fn run_without_dry_run_says_it_cannot_execute_yet() {
+fn run_refuses_actions_it_cannot_perform_yet_before_doing_anything() {
+    let dir = tempfile::tempdir().unwrap();
     redis_move()
-        .args(["run", RUNBOOK])
+        .env("REDIS_PASSWORD", "x")
+        .args(["run", RUNBOOK, "--yes", "--state-dir"])
+        .arg(dir.path())
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("does not execute them yet"));
+        .stderr(predicate::str::contains("cannot run"))
+        .stderr(predicate::str::contains("`replicate` (redis.replicate)"))
+        .stderr(predicate::str::contains("nothing was done"));
+    assert!(!dir.path().join("runs").exists(), "no run was started");
 }
 
 #[test]
