@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -101,8 +100,11 @@ impl RunOutcome {
 /// (and at least every few hundred milliseconds while anything changes).
 pub struct JournalHandle {
     path: PathBuf,
-    journal: Mutex<Journal>,
-    dirty: AtomicBool,
+    /// The journal and its version (bumped by every change).
+    journal: Mutex<(Journal, u64)>,
+    /// Held while writing: the last version written. Writes are serialized, so an older
+    /// snapshot can never overwrite a newer one.
+    written: Mutex<u64>,
     error: Mutex<Option<String>>,
 }
 
@@ -111,8 +113,8 @@ impl JournalHandle {
     pub fn new(path: PathBuf, journal: Journal) -> Self {
         JournalHandle {
             path,
-            journal: Mutex::new(journal),
-            dirty: AtomicBool::new(true),
+            journal: Mutex::new((journal, 1)),
+            written: Mutex::new(0),
             error: Mutex::new(None),
         }
     }
@@ -122,7 +124,7 @@ impl JournalHandle {
         &self.path
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Journal, u64)> {
         self.journal
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -130,30 +132,38 @@ impl JournalHandle {
 
     /// Changes the journal (written later or at the next [`JournalHandle::persist`]).
     pub fn update<R>(&self, f: impl FnOnce(&mut Journal) -> R) -> R {
-        let mut journal = self.lock();
-        let result = f(&mut journal);
-        journal.updated_at = jiff::Timestamp::now();
-        self.dirty.store(true, Ordering::Release);
+        let mut guard = self.lock();
+        let result = f(&mut guard.0);
+        guard.0.updated_at = jiff::Timestamp::now();
+        guard.1 += 1;
         result
     }
 
     /// Reads the journal.
     pub fn read<R>(&self, f: impl FnOnce(&Journal) -> R) -> R {
-        f(&self.lock())
+        f(&self.lock().0)
     }
 
-    /// Writes it now (atomically, fsynced) if it changed.
+    /// Writes it now (atomically, fsynced) if it changed since the last write.
     pub fn persist(&self) -> Result<(), JournalError> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let (snapshot, version) = {
+            let guard = self.lock();
+            if guard.1 <= *written {
+                return Ok(());
+            }
+            (guard.0.clone(), guard.1)
+        };
+        match write_atomically(&self.path, &snapshot) {
+            Ok(()) => {
+                *written = version;
+                Ok(())
+            }
+            Err(e) => {
+                *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Err(e)
+            }
         }
-        let snapshot = self.lock().clone();
-        let result = write_atomically(&self.path, &snapshot);
-        if let Err(e) = &result {
-            self.dirty.store(true, Ordering::Release);
-            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        }
-        result
     }
 
     /// The last write error, if the journal cannot be written.

@@ -474,3 +474,24 @@ async fn until_polls_until_the_value_holds() {
     assert_eq!(outcome, RunOutcome::Succeeded);
     assert_eq!(runner.calls().len(), 3);
 }
+
+#[test]
+fn concurrent_writers_never_leave_an_older_journal_on_disk() {
+    let rb = runbook(STEPS);
+    let h = Harness::new(&rb);
+    std::thread::scope(|scope| {
+        for t in 0..6 {
+            let journal = &h.journal;
+            scope.spawn(move || {
+                for i in 0..100 {
+                    journal.update(|j| j.completed_count = j.completed_count.max(t * 1000 + i));
+                    journal.persist().unwrap();
+                }
+            });
+        }
+    });
+    h.journal.update(|j| j.reason = "final".into());
+    h.journal.persist().unwrap();
+    let on_disk = super::journal::read(h.journal.path()).unwrap();
+    assert_eq!(on_disk, h.journal.read(|j| j.clone()));
+}
