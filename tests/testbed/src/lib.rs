@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod redis;
+pub mod tls;
 
 pub use docker::{ContainerGuard, TestImage, engine};
 pub use redis::RedisServer;

@@ -93,6 +93,82 @@ impl RedisServer {
         false
     }
 
+    /// Starts a server that speaks TLS only, on a free port, with the certificates in
+    /// `certs` (clients are not asked for certificates).
+    pub fn start_tls(certs: &crate::tls::TestCerts) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_port();
+        let child = Command::new(redis_server_binary())
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--tls-port")
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(&certs.cert)
+            .arg("--tls-key-file")
+            .arg(&certs.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&certs.ca)
+            .args(["--tls-auth-clients", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "TLS redis-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            port,
+            password: None,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Starts a server listening only on a unix socket at `socket`.
+    pub fn start_unix(socket: &std::path::Path) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(redis_server_binary())
+            .args(["--port", "0", "--save", "", "--daemonize", "no"])
+            .arg("--unixsocket")
+            .arg(socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not open its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            port: 0,
+            password: None,
+            child,
+            _dir: dir,
+        }
+    }
+
     /// `redis://[:password@]127.0.0.1:port`.
     pub fn url(&self) -> String {
         match &self.password {
