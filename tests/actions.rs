@@ -216,3 +216,49 @@ async fn docker_restart_remove_volume_and_a_pull_without_registry() {
         .success();
     assert!(!exists);
 }
+
+#[test]
+fn on_a_terminal_a_gate_shows_the_evidence_and_records_the_sign_off() {
+    let Some(script) = redis_move_testbed::redis::which("script") else {
+        panic!("`script` (util-linux) is needed to give the run a terminal");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start();
+    write(
+        dir.path(),
+        &format!(
+            "version: 1\nname: tty\ntargets:\n  r: {{ redis: {{ url: \"{}\" }} }}\nphases:\n  - id: pre\n    steps:\n      - {{ id: ping, redis.ping: {{}}, expect: \"< 1s\" }}\n  - id: go\n    gate: {{ question: \"Proceed?\", signoffs: [admin] }}\n",
+            server.url()
+        ),
+    );
+    let binary = assert_cmd::cargo::cargo_bin("redis-move");
+    let mut child = std::process::Command::new(script)
+        .args([
+            "-qec",
+            &format!("{} run runbook.yaml --no-progress", binary.display()),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        stdin.write_all(b"go\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(b"Alice\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("Evidence since the last gate:"), "{text}");
+    assert!(text.contains("PASS ping:"), "{text}");
+    assert!(text.contains("Sign-off `admin`"), "{text}");
+    let j = journal(dir.path(), "tty");
+    assert_eq!(j["gates"][0]["how"], "terminal");
+    assert_eq!(j["gates"][0]["signoffs"][0]["who"], "Alice");
+}

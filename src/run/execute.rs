@@ -401,6 +401,9 @@ fn execute(
         let _ = reporter.await;
         outcome
     });
+    // A terminal prompt still waiting for input (the gate was approved from another
+    // shell) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     drop(lock);
     let final_journal = handle.read(|j| j.clone());
     let report = Report::build(&final_journal, &runbook);
