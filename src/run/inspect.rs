@@ -23,25 +23,32 @@ fn mark(status: StepStatus) -> &'static str {
     }
 }
 
+/// Finds a run and reads its journal; errors are printed.
+fn load_run(
+    run: Option<&str>,
+    runbook: Option<&std::path::Path>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(StateDir, String, journal::Journal), Exit> {
+    let (dir, run_id) = find_run(run, runbook, state_dir).map_err(|message| {
+        eprintln!("error: {message}");
+        Exit::Usage
+    })?;
+    let journal = journal::read(&dir.journal(&run_id)).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Usage
+    })?;
+    Ok((dir, run_id, journal))
+}
+
 /// `redis-move status`.
 pub fn status(args: StatusArgs) -> Exit {
-    let (dir, run_id) = match find_run(
+    let (dir, run_id, journal) = match load_run(
         args.run.as_deref(),
         args.runbook.as_deref(),
         args.state_dir.as_deref(),
     ) {
         Ok(found) => found,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Exit::Usage;
-        }
-    };
-    let journal = match journal::read(&dir.journal(&run_id)) {
-        Ok(journal) => journal,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     if args.format == PlanFormat::Json {
         println!(
@@ -118,23 +125,13 @@ pub fn status(args: StatusArgs) -> Exit {
 
 /// `redis-move report`.
 pub fn report(args: ReportArgs, style: HumanStyle) -> Exit {
-    let (dir, run_id) = match find_run(
+    let (dir, run_id, journal) = match load_run(
         args.run.as_deref(),
         args.runbook.as_deref(),
         args.state_dir.as_deref(),
     ) {
         Ok(found) => found,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Exit::Usage;
-        }
-    };
-    let journal = match journal::read(&dir.journal(&run_id)) {
-        Ok(journal) => journal,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let file = args.runbook.clone().unwrap_or_else(|| {
         std::path::PathBuf::from(if journal.source.is_empty() {

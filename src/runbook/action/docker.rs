@@ -94,6 +94,18 @@ static CHANGED: Shape = Shape::Object(&[
     ("count", Shape::Number),
 ]);
 
+/// The `target`/`target_kind` of an action on a Docker target.
+macro_rules! docker_target {
+    () => {
+        fn target(&self) -> Option<&Spanned<String>> {
+            self.target.as_ref()
+        }
+        fn target_kind(&self) -> Option<TargetKind> {
+            Some(TargetKind::Docker)
+        }
+    };
+}
+
 fn check_name_regex(name: Option<&Template>) -> Vec<(&'static str, String)> {
     match name.and_then(Template::as_literal) {
         Some(text) => check_regex(text)
@@ -142,12 +154,7 @@ container_params! {
 }
 
 impl ActionParams for ContainersParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::ReadOnly
     }
@@ -212,12 +219,7 @@ impl JsonSchema for LogSince {
 }
 
 impl ActionParams for LogsParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::ReadOnly
     }
@@ -277,12 +279,7 @@ pub struct ExecParams {
 }
 
 impl ActionParams for ExecParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         if self.read_only {
             Effect::ReadOnly
@@ -436,12 +433,7 @@ pub struct RunParams {
 }
 
 impl ActionParams for RunParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         // A one-off `rm: true` container leaves nothing behind.
         if self.rm {
@@ -528,12 +520,7 @@ pub struct ImagesParams {
 }
 
 impl ActionParams for ImagesParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::ReadOnly
     }
@@ -564,12 +551,7 @@ pub struct VolumesParams {
 }
 
 impl ActionParams for VolumesParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::ReadOnly
     }
@@ -602,12 +584,7 @@ pub struct RemoveVolumeParams {
 }
 
 impl ActionParams for RemoveVolumeParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -633,12 +610,7 @@ container_params! {
 }
 
 impl ActionParams for StopParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -666,12 +638,7 @@ container_params! {
 }
 
 impl ActionParams for StartParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -699,12 +666,7 @@ container_params! {
 }
 
 impl ActionParams for RestartParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -741,12 +703,7 @@ container_params! {
 }
 
 impl ActionParams for RecreateParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -792,12 +749,7 @@ container_params! {
 }
 
 impl ActionParams for RemoveParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::Mutating
     }
@@ -835,12 +787,7 @@ container_params! {
 }
 
 impl ActionParams for WaitHealthyParams {
-    fn target(&self) -> Option<&Spanned<String>> {
-        self.target.as_ref()
-    }
-    fn target_kind(&self) -> Option<TargetKind> {
-        Some(TargetKind::Docker)
-    }
+    docker_target!();
     fn effect(&self) -> Effect {
         Effect::ReadOnly
     }
