@@ -88,6 +88,7 @@ impl RedisBackend {
         }
         .map_err(|e| BackendError::Config(e.to_string()))?;
         let timeout = spec.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
+        tracing::debug!(target_url = %crate::redact::mask_url_passwords(&spec.url.value.display()), ?timeout, "connecting to Redis");
         let connect_timeout = spec.connect_timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))

@@ -313,6 +313,7 @@ async fn attempt(
     ctx: &RunContext<'_>,
 ) -> Option<Result<Value, BackendError>> {
     let limit = limit_of(step);
+    tracing::debug!(step = %step.id, action = step.action.name(), target = ?step.target, "attempt");
     let work = tokio::time::timeout(limit, shared.runner.perform(step, captured, ctx));
     let mutating = step.action.params().effect() == Effect::Mutating;
     tokio::pin!(work);

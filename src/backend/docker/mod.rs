@@ -456,6 +456,21 @@ pub fn container_value(c: bollard::models::ContainerInspectResponse, redactor: &
     Value::Object(item)
 }
 
+/// An environment entry with known secrets masked, and the value of any variable whose
+/// name says it is sensitive (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*KEY*`).
+pub fn redact_env(entry: &str, redactor: &Redactor) -> String {
+    match entry.split_once('=') {
+        Some((key, _))
+            if ["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL"]
+                .iter()
+                .any(|s| key.to_ascii_uppercase().contains(s)) =>
+        {
+            format!("{key}={}", crate::redact::MASK)
+        }
+        _ => redactor.redact(entry),
+    }
+}
+
 /// A bollard error in words: the engine's own message, or why it could not be reached.
 pub fn docker_error(endpoint: &str, e: bollard::errors::Error) -> BackendError {
     use bollard::errors::Error;
@@ -484,4 +499,26 @@ where
         item?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_environment_values_are_masked() {
+        let mut redactor = Redactor::default();
+        redactor.add("declared-secret");
+        assert_eq!(
+            redact_env("REDIS_PASSWORD=plain", &redactor),
+            "REDIS_PASSWORD=****"
+        );
+        assert_eq!(redact_env("API_TOKEN=abc", &redactor), "API_TOKEN=****");
+        assert_eq!(
+            redact_env("REDIS_URL=redis://:pw@h:6379", &redactor),
+            "REDIS_URL=redis://:****@h:6379"
+        );
+        assert_eq!(redact_env("NOTE=declared-secret", &redactor), "NOTE=****");
+        assert_eq!(redact_env("MODE=fast", &redactor), "MODE=fast");
+    }
 }
