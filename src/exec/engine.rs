@@ -7,15 +7,20 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{EventSender, RunEvent};
-use super::journal::{Journal, JournalError, RunStatus, StepRecord, StepStatus, write_atomically};
-use super::operator::Operator;
+use super::journal::{
+    GateDecision, GateRecord, Journal, JournalError, RunStatus, StepRecord, StepStatus,
+    write_atomically,
+};
+use super::operator::{Answer, DecisionRequest, Operator, Question};
 use super::resolve::Secrets;
 use super::runner::ActionRunner;
 use super::step::{self, StepEnd};
+use super::trigger::{self, Fired, Progress};
 use crate::plan::graph::PhaseGraph;
 use crate::redact::Redactor;
 use crate::runbook::action::{Action, Effect};
@@ -445,6 +450,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         steps,
         gates: Vec::new(),
         rollback: Vec::new(),
+        triggers: Vec::new(),
         completed_count: 0,
     }
 }
@@ -560,38 +566,197 @@ enum PhaseEnd {
 }
 
 async fn forward(shared: &Arc<Shared>, options: &RunOptions) -> RunOutcome {
+    let (progress, watching) = watch::channel(Progress::default());
+    let stop_triggers = CancellationToken::new();
+    let mut fires = trigger::spawn(shared.clone(), watching, stop_triggers.clone());
+    let end = forward_phases(shared, options, &progress, &mut fires).await;
+    let _ = progress.send(Progress {
+        phase: None,
+        over: true,
+    });
+    stop_triggers.cancel();
+    match end {
+        PhaseEnd::Done => RunOutcome::Succeeded,
+        PhaseEnd::Stop(outcome) => outcome,
+        PhaseEnd::Rollback(reason) => {
+            shared.journal.update(|j| {
+                j.status = RunStatus::RollingBack;
+                j.reason = reason.clone();
+            });
+            shared.persist();
+            super::rollback::roll_back(shared, reason).await
+        }
+    }
+}
+
+async fn forward_phases(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    progress: &watch::Sender<Progress>,
+    fires: &mut mpsc::UnboundedReceiver<Fired>,
+) -> PhaseEnd {
     let phases = shared.runbook.phases.clone();
     let total = phases.len();
     for (index, phase) in phases.iter().enumerate() {
-        let all_done = shared.journal.read(|j| {
-            phase
+        while let Ok(fired) = fires.try_recv() {
+            if let Some(end) = on_fire(shared, fired).await {
+                return end;
+            }
+        }
+        let (all_done, none_started) = shared.journal.read(|j| {
+            let records: Vec<_> = phase
                 .steps
                 .iter()
-                .all(|s| j.steps.get(&s.id).is_some_and(|r| r.status.is_done()))
+                .filter_map(|s| j.steps.get(&s.id))
+                .collect();
+            (
+                records.iter().all(|r| r.status.is_done()),
+                records.iter().all(|r| r.status == StepStatus::Pending),
+            )
         });
         if all_done {
             continue;
         }
+        if none_started && let Some(end) = check_rollback_targets(shared, phase).await {
+            return end;
+        }
+        let _ = progress.send(Progress {
+            phase: Some(phase.id.clone()),
+            over: false,
+        });
         shared.emit(RunEvent::PhaseStarted {
             phase: phase.id.clone(),
             title: phase.title.clone(),
             index: index + 1,
             total,
         });
-        match run_phase(shared, phase, options).await {
+        match run_phase(shared, phase, options, fires).await {
             PhaseEnd::Done => {}
-            PhaseEnd::Stop(outcome) => return outcome,
-            PhaseEnd::Rollback(reason) => {
-                shared.journal.update(|j| {
-                    j.status = RunStatus::RollingBack;
-                    j.reason = reason.clone();
-                });
-                shared.persist();
-                return super::rollback::roll_back(shared, reason).await;
-            }
+            end => return end,
         }
     }
-    RunOutcome::Succeeded
+    // A trigger that fired inside its window while the last steps finished still counts.
+    while let Ok(fired) = fires.try_recv() {
+        if let Some(end) = on_fire(shared, fired).await {
+            return end;
+        }
+    }
+    PhaseEnd::Done
+}
+
+/// Before a phase whose rollback would return to some targets, checks they answer; if
+/// not, the run stops at a gate unless the operator goes on anyway.
+async fn check_rollback_targets(
+    shared: &Arc<Shared>,
+    phase: &crate::runbook::model::Phase,
+) -> Option<PhaseEnd> {
+    let values = shared.values_snapshot();
+    let ctx = step::context(shared, &values);
+    let mut down = Vec::new();
+    for target in &phase.rollback_targets {
+        if let Err(e) = shared.runner.check_target(target, &ctx).await {
+            down.push(format!(
+                "`{target}`: {}",
+                shared.redactor.redact(&e.to_string())
+            ));
+        }
+    }
+    if down.is_empty() {
+        return None;
+    }
+    let detail = down.join("; ");
+    shared.emit(RunEvent::RollbackTargetDown {
+        phase: phase.id.clone(),
+        detail: detail.clone(),
+    });
+    let gate = format!("{}.rollback-targets", phase.id);
+    let request = DecisionRequest {
+        id: gate.clone(),
+        question: Question::Gate {
+            question: format!(
+                "A rollback of phase `{}` would return to targets that do not answer ({detail}). Start it anyway?",
+                phase.id
+            ),
+            signoffs: Vec::new(),
+        },
+        evidence: shared.evidence(),
+        timeout: None,
+    };
+    match shared.operator.decide(&request).await {
+        Answer::Decided {
+            decision: GateDecision::Go,
+            who,
+            how,
+            signoffs,
+        } => {
+            shared.journal.update(|j| {
+                j.gates.push(GateRecord {
+                    gate: gate.clone(),
+                    decision: GateDecision::Go,
+                    who: who.clone(),
+                    how: how.clone(),
+                    at: jiff::Timestamp::now(),
+                    signoffs,
+                })
+            });
+            shared.emit(RunEvent::GateDecided {
+                gate,
+                decision: GateDecision::Go,
+                who,
+                how,
+            });
+            None
+        }
+        _ => Some(PhaseEnd::Stop(RunOutcome::StoppedAtGate { gate })),
+    }
+}
+
+/// What the run does about a fired trigger: roll back, or ask first.
+async fn on_fire(shared: &Arc<Shared>, fired: Fired) -> Option<PhaseEnd> {
+    let reason = format!(
+        "trigger `{}` fired: {}",
+        fired.trigger,
+        shared.redactor.redact(&fired.reason)
+    );
+    if fired.ask {
+        trigger::record_fired(shared, fired.record.clone(), "paused: asking the operator");
+        let request = DecisionRequest {
+            id: format!("trigger-{}", fired.trigger),
+            question: Question::Gate {
+                question: format!(
+                    "{reason}. Roll back now? (go: roll back; no-go: continue the run)"
+                ),
+                signoffs: Vec::new(),
+            },
+            evidence: shared.evidence(),
+            timeout: None,
+        };
+        // Without anybody to ask, roll back.
+        if let Answer::Decided {
+            decision: GateDecision::NoGo,
+            ..
+        } = shared.operator.decide(&request).await
+        {
+            set_trigger_outcome(shared, &fired.trigger, "paused: the operator continued");
+            let _ = fired.reply.send(true);
+            return None;
+        }
+        set_trigger_outcome(shared, &fired.trigger, "paused: rolled back");
+    } else {
+        trigger::record_fired(shared, fired.record, "rollback");
+    }
+    let _ = fired.reply.send(false);
+    shared.cancel.cancel();
+    Some(PhaseEnd::Rollback(reason))
+}
+
+fn set_trigger_outcome(shared: &Shared, trigger: &str, outcome: &str) {
+    shared.journal.update(|j| {
+        if let Some(record) = j.triggers.iter_mut().rev().find(|t| t.trigger == trigger) {
+            record.outcome = outcome.to_owned();
+        }
+    });
+    shared.persist();
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -605,6 +770,7 @@ async fn run_phase(
     shared: &Arc<Shared>,
     phase: &crate::runbook::model::Phase,
     options: &RunOptions,
+    fires: &mut mpsc::UnboundedReceiver<Fired>,
 ) -> PhaseEnd {
     let graph = PhaseGraph::of_phase(phase);
     let count = phase.steps.len();
@@ -676,9 +842,17 @@ async fn run_phase(
                 running.spawn(async move { (i, step::execute(shared, step).await) });
             }
         }
-        let Some(joined) = running.join_next().await else {
-            break;
+        let joined = tokio::select! {
+            joined = running.join_next(), if !running.is_empty() => joined,
+            Some(fired) = fires.recv(), if stop.is_none() => {
+                if let Some(end) = on_fire(shared, fired).await {
+                    stop = Some(end);
+                }
+                continue;
+            }
+            else => None,
         };
+        let Some(joined) = joined else { break };
         let (i, end) = match joined {
             Ok(result) => result,
             Err(e) => {

@@ -92,6 +92,24 @@ pub enum RunEvent {
         /// How.
         how: String,
     },
+    /// A trigger fired (or would have, in shadow mode).
+    TriggerFired {
+        /// The trigger.
+        trigger: String,
+        /// Its condition.
+        condition: String,
+        /// Why, with the observed values.
+        reason: String,
+        /// What happens now.
+        outcome: String,
+    },
+    /// A phase cannot start because a target a rollback would return to does not answer.
+    RollbackTargetDown {
+        /// The phase.
+        phase: String,
+        /// The target and why.
+        detail: String,
+    },
     /// A rollback started.
     RollbackStarted {
         /// Why.

@@ -226,6 +226,34 @@ pub struct RollbackRecord {
     pub at: jiff::Timestamp,
 }
 
+/// One sample a trigger's probe took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// When.
+    pub at: jiff::Timestamp,
+    /// The value (secrets masked), or the error.
+    pub value: String,
+    /// Whether the sample counted against the trigger.
+    pub bad: bool,
+}
+
+/// A trigger that fired (or, in shadow mode, would have).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The trigger.
+    pub trigger: String,
+    /// Its condition, in words.
+    pub condition: String,
+    /// Why it fired, with the observed values.
+    pub reason: String,
+    /// When.
+    pub at: jiff::Timestamp,
+    /// `rollback`, `paused: rolled back`, `paused: continued`, `shadow: would have fired`.
+    pub outcome: String,
+    /// The samples that made it fire (the latest ones).
+    pub samples: Vec<SampleRecord>,
+}
+
 /// The whole journal of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -272,6 +300,9 @@ pub struct Journal {
     /// Rollback actions, in order.
     #[serde(default)]
     pub rollback: Vec<RollbackRecord>,
+    /// Triggers that fired (or would have, in shadow mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerRecord>,
     /// Counter for `completed_seq`.
     #[serde(default)]
     pub completed_count: u64,
@@ -420,6 +451,7 @@ mod tests {
                 signoffs: vec![],
             }],
             rollback: vec![],
+            triggers: vec![],
             completed_count: 0,
         }
     }

@@ -558,4 +558,39 @@ impl ActionRunner for LiveRunner {
     ) -> BoxFuture<'a, Result<Value, BackendError>> {
         Box::pin(self.undo_inner(step, captured, ctx))
     }
+
+    fn check_target<'a>(
+        &'a self,
+        target: &'a str,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let check = async {
+                match self.connections.kind(target) {
+                    Some(crate::runbook::action::TargetKind::Redis) => self
+                        .connections
+                        .redis(target, &ctx.resolver)
+                        .await?
+                        .ping()
+                        .await
+                        .map(|_| ()),
+                    Some(crate::runbook::action::TargetKind::Docker) => {
+                        self.connections
+                            .docker(Some(target), &ctx.resolver)
+                            .await?
+                            .ping()
+                            .await
+                    }
+                    None => Err(BackendError::Config(format!("unknown target `{target}`"))),
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), check)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BackendError::Timeout(format!(
+                        "`{target}` did not answer within 10s"
+                    )))
+                })
+        })
+    }
 }

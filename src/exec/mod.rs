@@ -12,6 +12,7 @@ pub mod rollback;
 pub mod runner;
 pub mod state;
 pub mod step;
+pub mod trigger;
 
 #[cfg(test)]
 mod tests;

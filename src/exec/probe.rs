@@ -51,6 +51,11 @@ impl Connections {
         }
     }
 
+    /// The kind of a target.
+    pub fn kind(&self, target: &str) -> Option<crate::runbook::action::TargetKind> {
+        self.targets.get(target).map(|t| t.kind)
+    }
+
     /// The runbook's directory (relative paths in the runbook are relative to it).
     pub fn base_dir(&self) -> &Path {
         &self.base_dir

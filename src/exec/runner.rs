@@ -65,6 +65,13 @@ pub trait ActionRunner: Send + Sync {
         ctx: &'a RunContext<'a>,
     ) -> BoxFuture<'a, Result<Value, BackendError>>;
 
+    /// Checks that a target answers (before a phase whose rollback would return to it).
+    fn check_target<'a>(
+        &'a self,
+        target: &'a str,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+
     /// Undoes the step with its built-in inverse, from what it captured.
     fn undo<'a>(
         &'a self,

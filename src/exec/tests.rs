@@ -28,6 +28,8 @@ struct FakeRunner {
     running: Mutex<usize>,
     max_running: Mutex<usize>,
     delay: Duration,
+    /// Per step id: how long its action takes.
+    slow: Mutex<HashMap<String, Duration>>,
 }
 
 impl FakeRunner {
@@ -41,6 +43,11 @@ impl FakeRunner {
                 .insert((*id).to_owned(), results.iter().cloned().collect());
         }
         Arc::new(runner)
+    }
+
+    fn slow(self: Arc<Self>, id: &str, took: Duration) -> Arc<Self> {
+        self.slow.lock().unwrap().insert(id.to_owned(), took);
+        self
     }
 
     fn calls(&self) -> Vec<String> {
@@ -82,13 +89,28 @@ impl ActionRunner for FakeRunner {
                 let mut max = self.max_running.lock().unwrap();
                 *max = (*max).max(*running);
             }
-            tokio::time::sleep(self.delay).await;
+            let slow = self.slow.lock().unwrap().get(&step.id).copied();
+            tokio::time::sleep(slow.unwrap_or(self.delay)).await;
             *self.running.lock().unwrap() -= 1;
             let mut script = self.script.lock().unwrap();
             match script.get_mut(&step.id) {
                 Some(queue) if queue.len() > 1 => queue.pop_front().unwrap(),
                 Some(queue) => queue.front().cloned().unwrap_or(Ok(Value::Null)),
                 None => Ok(Value::Number(1.0)),
+            }
+        })
+    }
+
+    fn check_target<'a>(
+        &'a self,
+        target: &'a str,
+        _: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            if target.contains("dead") {
+                Err(BackendError::Unreachable(format!("{target} is down")))
+            } else {
+                Ok(())
             }
         })
     }
@@ -494,4 +516,263 @@ fn concurrent_writers_never_leave_an_older_journal_on_disk() {
     h.journal.persist().unwrap();
     let on_disk = super::journal::read(h.journal.path()).unwrap();
     assert_eq!(on_disk, h.journal.read(|j| j.clone()));
+}
+
+fn with_trigger(trigger: &str) -> String {
+    format!(
+        "version: 1\nname: t\ntargets:\n  r: {{ redis: {{ url: \"redis://h\" }} }}\nphases:\n  - id: before\n    steps:\n      - {{ id: flag, redis.config_set: {{ parameter: maxmemory, value: 1gb }} }}\n  - id: watch\n    steps:\n      - {{ id: long, wait: {{ duration: 2s }} }}\n  - id: after\n    steps:\n      - {{ id: done, tcp: {{ address: \"h:1\" }} }}\ntriggers:\n{trigger}"
+    )
+}
+
+fn journal_triggers(h: &Harness) -> Vec<super::journal::TriggerRecord> {
+    h.journal.read(|j| j.triggers.clone())
+}
+
+#[tokio::test]
+async fn a_threshold_trigger_fires_in_its_window_and_rolls_back() {
+    let rb = runbook(&with_trigger(
+        "  - { id: memory, during: [watch], probe: { redis.info: { field: memory.used_memory } }, every: 20ms, fire: { when: \"> 7gb\" } }\n",
+    ));
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "memory.probe",
+        vec![Ok(Value::Number(1e9)), Ok(Value::Number(9e9))],
+    )])
+    .slow("long", Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("trigger `memory` fired")),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the long step was cut short"
+    );
+    let fired = journal_triggers(&h);
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].outcome, "rollback");
+    assert!(
+        fired[0]
+            .samples
+            .iter()
+            .any(|s| s.bad && s.value.contains("9000000000"))
+    );
+    assert!(runner.calls().contains(&"undo flag".to_string()));
+    assert_eq!(h.status("done"), StepStatus::Pending);
+}
+
+#[tokio::test]
+async fn failing_for_fires_only_after_the_duration() {
+    let rb = runbook(&with_trigger(
+        "  - { id: down, during: [watch], probe: { redis.ping: {} }, every: 20ms, timeout: 50ms, fire: { failing_for: 150ms } }\n",
+    ));
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "down.probe",
+        vec![Err(BackendError::Unreachable("refused".into()))],
+    )])
+    .slow("long", Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::RolledBack { .. }),
+        "{outcome:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(150) && elapsed < Duration::from_millis(900),
+        "{elapsed:?}"
+    );
+    assert!(journal_triggers(&h)[0].reason.contains("failing for"));
+}
+
+#[tokio::test]
+async fn a_trigger_outside_its_window_never_fires() {
+    let rb = runbook(&with_trigger(
+        "  - { id: memory, during: [watch], until: flag, probe: { redis.info: { field: memory.used_memory } }, every: 20ms, fire: { when: \"> 7gb\" } }\n",
+    ));
+    let h = Harness::new(&rb);
+    // The probe would fire, but the window closed with `flag`, before `watch` started.
+    let runner = FakeRunner::with(&[("memory.probe", vec![Ok(Value::Number(9e9))])])
+        .slow("long", Duration::from_millis(300));
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert!(journal_triggers(&h).is_empty());
+}
+
+#[tokio::test]
+async fn shadow_triggers_only_record_and_errors_can_be_ignored() {
+    let rb = runbook(&with_trigger(
+        "  - { id: rehearsal, mode: shadow, during: [watch], probe: { redis.dbsize: {} }, every: 20ms, fire: { when: \"> 10\" } }\n  - { id: flaky, during: [watch], on_error: ignore, probe: { redis.ping: {} }, every: 20ms, fire: { consecutive: 1 } }\n",
+    ));
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[
+        ("rehearsal.probe", vec![Ok(Value::Number(50.0))]),
+        (
+            "flaky.probe",
+            vec![Err(BackendError::Timeout("slow".into()))],
+        ),
+    ])
+    .slow("long", Duration::from_millis(200));
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    let fired = journal_triggers(&h);
+    assert!(!fired.is_empty());
+    assert!(
+        fired
+            .iter()
+            .all(|t| t.trigger == "rehearsal" && t.outcome == "shadow: would have fired")
+    );
+}
+
+#[tokio::test]
+async fn a_paused_trigger_asks_and_the_operator_can_continue() {
+    let rb = runbook(&with_trigger(
+        "  - { id: errors, action: pause, during: [watch], probe: { redis.dbsize: {} }, every: 20ms, fire: { when: \"> 10\" } }\n",
+    ));
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "errors.probe",
+        vec![Ok(Value::Number(50.0)), Ok(Value::Number(1.0))],
+    )])
+    .slow("long", Duration::from_millis(300));
+    let no_go = Answer::Decided {
+        decision: GateDecision::NoGo,
+        who: "tester".into(),
+        how: "test".into(),
+        signoffs: vec![],
+    };
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![no_go]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert_eq!(
+        journal_triggers(&h)[0].outcome,
+        "paused: the operator continued"
+    );
+}
+
+#[tokio::test]
+async fn increase_within_a_window_fires() {
+    let rb = runbook(&with_trigger(
+        "  - { id: failures, during: [watch], probe: { redis.queues: {} }, every: 20ms, fire: { increase: { total: { failed: \"> 100\" } }, within: 5min } }\n",
+    ));
+    let h = Harness::new(&rb);
+    let queues = |failed: f64| {
+        let mut total = std::collections::BTreeMap::new();
+        total.insert("failed".to_owned(), Value::Number(failed));
+        let mut value = std::collections::BTreeMap::new();
+        value.insert("total".to_owned(), Value::Object(total));
+        Ok(Value::Object(value))
+    };
+    let runner = FakeRunner::with(&[(
+        "failures.probe",
+        vec![queues(10.0), queues(50.0), queues(200.0)],
+    )])
+    .slow("long", Duration::from_secs(2));
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("grew by")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_against_a_measured_baseline_fires() {
+    let rb = runbook(&with_trigger(
+        "  - { id: growth, during: [watch], probe: { redis.dbsize: {} }, every: 20ms, fire: { rate: \"> 10x\", baseline_window: 100ms } }\n",
+    ));
+    let h = Harness::new(&rb);
+    // Slow growth first (baseline), then a jump.
+    let mut values: Vec<Result<Value, BackendError>> = (0..8)
+        .map(|i| Ok(Value::Number(1000.0 + i as f64)))
+        .collect();
+    values.extend((1..20).map(|i| Ok(Value::Number(1010.0 + 500.0 * i as f64))));
+    let runner = FakeRunner::with(&[("growth.probe", values)]).slow("long", Duration::from_secs(2));
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("the baseline")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_rollback_target_stops_the_phase_at_a_gate() {
+    let rb = runbook(
+        "version: 1\nname: t\ntargets:\n  dead-source: { redis: { url: \"redis://h\" } }\nphases:\n  - id: cutover\n    rollback_targets: [dead-source]\n    steps:\n      - { id: change, redis.config_set: { parameter: maxmemory, value: 1gb } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![Answer::Unavailable]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(
+        outcome,
+        RunOutcome::StoppedAtGate {
+            gate: "cutover.rollback-targets".into()
+        }
+    );
+    assert!(runner.calls().is_empty(), "nothing ran");
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![go()]),
+            RunOptions::default(),
+        )
+        .await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
 }

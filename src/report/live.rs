@@ -143,6 +143,17 @@ fn line(event: &RunEvent) -> Option<String> {
                 "NO-GO"
             }
         ),
+        RunEvent::TriggerFired {
+            trigger,
+            condition,
+            reason,
+            outcome,
+        } => {
+            format!("TRIGGER {trigger} fired ({condition}): {reason} — {outcome}")
+        }
+        RunEvent::RollbackTargetDown { phase, detail } => {
+            format!("phase {phase} cannot start: a rollback target does not answer: {detail}")
+        }
         RunEvent::RollbackStarted { reason } => format!("ROLLBACK: {reason}"),
         RunEvent::RollbackAction { record } => {
             let detail = if record.detail.is_empty() {

@@ -122,6 +122,45 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if !report.triggers.is_empty() {
+        let _ = writeln!(out, "\n## Rollback triggers\n");
+        let _ = writeln!(
+            out,
+            "| Trigger | Condition | Fired because | When | Outcome |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+        for t in &report.triggers {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                t.trigger,
+                cell(&t.condition),
+                cell(&t.reason),
+                time(Some(t.at)),
+                cell(&t.outcome)
+            );
+        }
+        for t in &report.triggers {
+            let samples: Vec<String> = t
+                .samples
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}{}",
+                        s.at.strftime("%H:%M:%S%.3f"),
+                        s.value,
+                        if s.bad { " ✗" } else { "" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nSamples of `{}`: {}",
+                t.trigger,
+                cell(&samples.join("; "))
+            );
+        }
+    }
     if !report.rollback.is_empty() {
         let _ = writeln!(out, "\n## Rollback\n");
         let _ = writeln!(out, "| Step | Action | Result | Details | When |");

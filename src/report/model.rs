@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::exec::journal::{
-    CheckRecord, GateRecord, Journal, RollbackRecord, RunStatus, StepStatus,
+    CheckRecord, GateRecord, Journal, RollbackRecord, RunStatus, StepStatus, TriggerRecord,
 };
 use crate::runbook::Runbook;
 
@@ -35,6 +35,8 @@ pub struct Report {
     pub phases: Vec<ReportPhase>,
     /// Gate decisions.
     pub gates: Vec<GateRecord>,
+    /// Triggers that fired (or would have).
+    pub triggers: Vec<TriggerRecord>,
     /// Rollback actions.
     pub rollback: Vec<RollbackRecord>,
     /// Rollback steps (with their checks), when a rollback ran.
@@ -219,6 +221,7 @@ impl Report {
             reason: journal.reason.clone(),
             phases,
             gates: journal.gates.clone(),
+            triggers: journal.triggers.clone(),
             rollback: journal.rollback.clone(),
             rollback_steps,
             signoff,

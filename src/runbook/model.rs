@@ -85,6 +85,8 @@ pub struct Phase {
     pub steps: Vec<Step>,
     /// The phase's own rollback steps.
     pub rollback: Vec<Step>,
+    /// Targets that must answer before the phase starts.
+    pub rollback_targets: Vec<String>,
     /// Where it is declared.
     pub span: Span,
 }
@@ -223,6 +225,8 @@ pub struct Trigger {
     pub action: FireAction,
     /// Shown when it fires.
     pub hint: Option<String>,
+    /// The field of the probe value the condition looks at.
+    pub field: Vec<String>,
     /// Where it is declared.
     pub span: Span,
 }

@@ -278,6 +278,11 @@ pub struct PhaseSpec {
     /// Steps that undo this phase, run after its steps' own rollbacks.
     #[serde(default)]
     pub rollback: Vec<Lenient<Spanned<StepSpec>>>,
+    /// Targets a rollback would return to (the old Redis, the old host): checked before
+    /// the phase starts; if one does not answer, the run stops at a gate (you cannot roll
+    /// back to a dead source).
+    #[serde(default)]
+    pub rollback_targets: Vec<Spanned<String>>,
 }
 
 /// How often to try a step again when it fails.
@@ -643,6 +648,9 @@ pub struct FireSpec {
     /// Fire after this many failing probes in a row.
     #[serde(default)]
     pub consecutive: Option<u32>,
+    /// Look at this field of the probe's value (`total.depth`) instead of the whole.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// What a missing value or a probe error means for a trigger.

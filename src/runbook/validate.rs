@@ -314,6 +314,11 @@ impl Validator {
             parallel: phase.parallel.and_then(|p| p.0),
             steps,
             rollback,
+            rollback_targets: phase
+                .rollback_targets
+                .iter()
+                .map(|t| t.value.clone())
+                .collect(),
             span: spec.span,
         }
     }
@@ -803,6 +808,13 @@ impl Validator {
                     mode: spec.mode,
                     action: spec.action,
                     hint: spec.hint.clone(),
+                    field: spec
+                        .fire
+                        .value
+                        .field
+                        .as_deref()
+                        .map(|f| f.split('.').map(str::to_owned).collect())
+                        .unwrap_or_default(),
                     span: t.span,
                 });
             }
@@ -847,6 +859,10 @@ impl Validator {
                 "`baseline` and `baseline_window` belong to `rate`",
             );
         }
+        let shape = match &fire.field {
+            Some(path) => field_shape(shape, path),
+            None => shape,
+        };
         if let Some(when) = &fire.when {
             for problem in check_shape(when, shape) {
                 self.error("expect-mismatch", span, format!("`when`: {problem}"));
@@ -1038,6 +1054,18 @@ impl Validator {
             Reference::Var(_) | Reference::Env(_) => {}
         }
     }
+}
+
+/// The shape of a dotted field of a value of `shape` (`Any` when unknown).
+fn field_shape(shape: Shape, path: &str) -> Shape {
+    path.split('.').fold(shape, |current, part| match current {
+        Shape::Object(fields) => fields
+            .iter()
+            .find(|(f, _)| *f == part)
+            .map(|(_, s)| *s)
+            .unwrap_or(Shape::Any),
+        _ => Shape::Any,
+    })
 }
 
 /// The scheme check of a URL whose text may start with a reference.
