@@ -123,8 +123,8 @@ fn describe_sample(sample: &Sample) -> String {
     match sample {
         Sample::Value { value, .. } => {
             let text = value.to_string();
-            if text.chars().count() > 80 {
-                format!("{}...", text.chars().take(77).collect::<String>())
+            if text.chars().count() > 240 {
+                format!("{}...", text.chars().take(237).collect::<String>())
             } else {
                 text
             }

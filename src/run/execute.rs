@@ -57,6 +57,7 @@ fn check_supported(runbook: &Runbook, runner: &dyn ActionRunner) -> Result<(), E
         runbook
             .triggers
             .iter()
+            .filter(|t| !runner.supports(&t.probe.action))
             .map(|t| format!("trigger `{}`", t.id)),
     );
     if unsupported.is_empty() {

@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod redis;
 pub mod tls;
+pub mod topology;
 
 pub use docker::{ContainerGuard, TestImage, engine};
 pub use redis::RedisServer;

@@ -1,0 +1,80 @@
+//! A tiny queue worker for tests and the sandbox: reads `REDIS_URL` at start, logs
+//! "Worker started", takes jobs from `<QUEUE>:wait` (BLPOP), marks them done in
+//! `<QUEUE>:done`, and logs `ECONNREFUSED` while Redis cannot be reached — the
+//! behaviour of the BullMQ workers in the migration runbooks, without Node.
+//!
+//! `FAIL_MODULE=1` makes it log a module resolution error and exit, like a worker whose
+//! image lost its `dist/` folder.
+
+use std::time::Duration;
+
+fn main() {
+    let name = std::env::var("WORKER_NAME").unwrap_or_else(|_| "worker".into());
+    if std::env::var("FAIL_MODULE").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "[{name}] Error: Cannot find module '@/lib/queue' imported from /app/dist/worker.js"
+        );
+        eprintln!("[{name}] code: 'ERR_MODULE_NOT_FOUND'");
+        std::process::exit(1);
+    }
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let queue = std::env::var("QUEUE").unwrap_or_else(|_| "jobs".into());
+    let job_ms: u64 = std::env::var("JOB_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let client = match redis::Client::open(url.as_str()) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("[{name}] invalid REDIS_URL: {e}");
+            std::process::exit(2);
+        }
+    };
+    let wait = format!("{queue}:wait");
+    let done = format!("{queue}:done");
+    loop {
+        let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+        };
+        let _ = connection.set_read_timeout(Some(Duration::from_secs(3)));
+        println!("[{name}] Worker started, queue {queue}");
+        loop {
+            let popped: redis::RedisResult<Option<(String, String)>> =
+                redis::cmd("BLPOP").arg(&wait).arg(1).query(&mut connection);
+            match popped {
+                Ok(Some((_, job))) => {
+                    std::thread::sleep(Duration::from_millis(job_ms));
+                    match redis::cmd("SADD")
+                        .arg(&done)
+                        .arg(&job)
+                        .query::<i64>(&mut connection)
+                    {
+                        Ok(_) => println!("[{name}] processed job {job}"),
+                        Err(e) => {
+                            // The job was taken but not recorded: put it back.
+                            eprintln!(
+                                "[{name}] Error: connect ECONNREFUSED ({e}); job {job} requeued"
+                            );
+                            let _ = redis::cmd("RPUSH")
+                                .arg(&wait)
+                                .arg(&job)
+                                .query::<i64>(&mut connection);
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
