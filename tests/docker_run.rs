@@ -62,7 +62,7 @@ async fn docker_actions_and_their_rollbacks() {
             "--label",
             "role=worker",
             "-e",
-            "REDIS_URL=redis://old:6379",
+            "REDIS_URL=redis://:Old-Pw-77@old:6379",
             "-e",
             "KEEP=1",
             &image,
@@ -133,6 +133,7 @@ phases:
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(!stderr.contains("Docker-Pw-31"));
+    assert!(!stderr.contains("Old-Pw-77"));
     // Every change of the run is undone, provisioning included: the container it ran is gone.
     let exists = std::process::Command::new("docker")
         .args(["inspect", &redis])
@@ -148,7 +149,7 @@ phases:
     for (worker, id_before) in workers.iter().zip(&ids_before) {
         let env = inspect(worker, "{{json .Config.Env}}");
         assert!(
-            env.contains("REDIS_URL=redis://old:6379") && env.contains("KEEP=1"),
+            env.contains("REDIS_URL=redis://:Old-Pw-77@old:6379") && env.contains("KEEP=1"),
             "{worker}: {env}"
         );
         assert_eq!(
@@ -161,12 +162,25 @@ phases:
             "true",
             "{worker} runs again"
         );
-        assert_ne!(
+        assert_eq!(
             &inspect(worker, "{{.Id}}"),
             id_before,
-            "{worker} was recreated (twice)"
+            "{worker}: the original container itself is back"
         );
     }
+    let leftovers = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={}", workers[0]),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(
+        leftovers.lines().count(),
+        1,
+        "no parked copy is left: {leftovers}"
+    );
     let journal_dir = dir.path().join(".redis-move/docker-actions/runs");
     let run = std::fs::read_dir(&journal_dir)
         .unwrap()
@@ -179,6 +193,10 @@ phases:
         !journal.contains("Docker-Pw-31"),
         "the secret is in the journal"
     );
+    assert!(
+        !journal.contains("Old-Pw-77"),
+        "the workers' old password is in the journal"
+    );
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
         report.contains("recreate with the previous configuration"),
@@ -186,4 +204,68 @@ phases:
     );
     let _ = Path::new(".");
     drop(guard);
+}
+
+#[tokio::test]
+async fn a_successful_recreate_removes_the_parked_originals() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let image = docker::redis_image(&engine).await.reference;
+    let worker = unique_name("solo");
+    let _guard = ContainerGuard::new([worker.clone()]);
+    docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &worker,
+        "-e",
+        "REDIS_URL=redis://old:6379",
+        &image,
+        "/usr/bin/redis-server",
+        "--port",
+        "7001",
+        "--save",
+        "",
+    ]);
+    let id_before = inspect(&worker, "{{.Id}}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!("version: 1\nname: solo\nphases:\n  - id: p\n    steps:\n      - {{ id: switch, docker.recreate: {{ name: \"^{worker}$\", env: {{ REDIS_URL: \"redis://new:6379\" }}, timeout: 1s }} }}\n"),
+    )
+    .unwrap();
+    Command::cargo_bin("redis-move")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["run", "runbook.yaml", "--yes"])
+        .assert()
+        .success();
+    assert_ne!(inspect(&worker, "{{.Id}}"), id_before);
+    assert!(inspect(&worker, "{{json .Config.Env}}").contains("REDIS_URL=redis://new:6379"));
+    let leftovers = docker_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={worker}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(
+        leftovers, worker,
+        "the parked original was removed once the run succeeded"
+    );
+    // Running it again changes nothing: the container already has that environment.
+    let id_after = inspect(&worker, "{{.Id}}");
+    Command::cargo_bin("redis-move")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["run", "runbook.yaml", "--yes"])
+        .assert()
+        .success();
+    assert_eq!(
+        inspect(&worker, "{{.Id}}"),
+        id_after,
+        "recreating with the env a container already has is a no-op"
+    );
 }

@@ -22,6 +22,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: ConnectionManager,
+    /// `host:port` redis-move connects to (for REPLICAOF when no other address is given).
+    pub address: Option<String>,
+    /// The ACL user, if any (for `masteruser`).
+    pub username: Option<String>,
+    /// The password, if any (for `masterauth`).
+    pub password: Option<String>,
 }
 
 impl RedisBackend {
@@ -52,7 +58,14 @@ impl RedisBackend {
         if let Some(db) = spec.db {
             settings = settings.set_db(i64::from(db));
         }
+        let username = settings.username().map(str::to_owned);
+        let password = settings.password().map(str::to_owned);
         info = info.set_redis_settings(settings);
+        let address = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => Some(format!("{host}:{port}")),
+            _ => None,
+        };
         let read = |t: &Option<crate::runbook::template::Template>| -> Result<Option<Vec<u8>>, BackendError> {
             match resolver.resolve_opt(t.as_ref())? {
                 Some(path) => std::fs::read(base_dir.join(&path))
@@ -107,7 +120,12 @@ impl RedisBackend {
             ))
         })?
         .map_err(redis_error)?;
-        Ok(RedisBackend { connection })
+        Ok(RedisBackend {
+            connection,
+            address,
+            username,
+            password,
+        })
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
@@ -256,6 +274,67 @@ impl RedisBackend {
         ])
         .await?;
         Ok(previous)
+    }
+
+    /// A configuration parameter as text (`""` when it has no value).
+    pub async fn config_text(&self, parameter: &str) -> Result<String, BackendError> {
+        let reply = self
+            .command(&["CONFIG".into(), "GET".into(), parameter.into()])
+            .await?;
+        Ok(match reply {
+            Value::List(items) if items.len() >= 2 => items[1].as_text(),
+            Value::Object(fields) => fields
+                .get(parameter)
+                .map(Value::as_text)
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+    }
+
+    /// Sets parameters, ignoring the ones this server does not know (older versions).
+    pub async fn config_set_all(&self, settings: &[(String, String)]) -> Result<(), BackendError> {
+        // A masked value (a password the journal does not keep) is left as it is.
+        for (parameter, value) in settings.iter().filter(|(_, v)| v != crate::redact::MASK) {
+            match self
+                .command(&[
+                    "CONFIG".into(),
+                    "SET".into(),
+                    parameter.clone(),
+                    value.clone(),
+                ])
+                .await
+            {
+                Ok(_) => {}
+                Err(BackendError::Command(msg))
+                    if msg.contains("Unknown option")
+                        || msg.contains("Unsupported CONFIG parameter") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The `replication` section of INFO.
+    pub async fn replication(&self) -> Result<BTreeMap<String, Value>, BackendError> {
+        Ok(self
+            .info_sections(Some("replication"))
+            .await?
+            .remove("replication")
+            .unwrap_or_default())
+    }
+
+    /// `REPLICAOF host port` (`None`: `REPLICAOF NO ONE`).
+    pub async fn replicaof(&self, address: Option<&str>) -> Result<(), BackendError> {
+        let args: Vec<String> = match address {
+            Some(address) => {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .ok_or_else(|| BackendError::Config(format!("`{address}` is not host:port")))?;
+                vec!["REPLICAOF".into(), host.into(), port.into()]
+            }
+            None => vec!["REPLICAOF".into(), "NO".into(), "ONE".into()],
+        };
+        self.command(&args).await.map(|_| ())
     }
 
     /// BullMQ queue depths: per queue and in total.
@@ -461,6 +540,25 @@ pub fn info_field(
     section: Option<&str>,
     field: &str,
 ) -> Option<Value> {
+    if field == "replica_lag_bytes" {
+        // On a primary: how far its slowest replica is behind.
+        let replication = sections.get("replication")?;
+        let offset = match replication.get("master_repl_offset") {
+            Some(Value::Number(n)) => *n,
+            _ => return None,
+        };
+        let slowest = replication
+            .iter()
+            .filter(|(k, _)| k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()))
+            .filter_map(|(_, v)| match v.field("offset") {
+                Some(Value::Number(n)) => Some(*n),
+                _ => None,
+            })
+            .fold(None, |min: Option<f64>, o| {
+                Some(min.map_or(o, |m| m.min(o)))
+            });
+        return Some(slowest.map_or(Value::Null, |o| Value::Number((offset - o).max(0.0))));
+    }
     if field == "keyspace_hit_ratio" {
         let stats = sections.get("stats")?;
         let get = |k: &str| match stats.get(k) {

@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{EventSender, RunEvent};
 use super::journal::{
-    GateDecision, GateRecord, Journal, JournalError, RunStatus, StepRecord, StepStatus,
-    write_atomically,
+    GateDecision, GateRecord, Journal, JournalError, RunStatus, StepRecord, StepStatus, write_bytes,
 };
 use super::operator::{Answer, DecisionRequest, Operator, Question};
 use super::resolve::Secrets;
@@ -111,16 +110,25 @@ pub struct JournalHandle {
     /// snapshot can never overwrite a newer one.
     written: Mutex<u64>,
     error: Mutex<Option<String>>,
+    redactor: Redactor,
 }
 
 impl JournalHandle {
     /// A handle writing to `path`.
     pub fn new(path: PathBuf, journal: Journal) -> Self {
+        JournalHandle::with_redactor(path, journal, Redactor::default())
+    }
+
+    /// A handle writing to `path` that masks `redactor`'s secrets (and URL passwords)
+    /// in everything it writes: the last line of defence that keeps secrets out of the
+    /// state directory, whatever a step captured.
+    pub fn with_redactor(path: PathBuf, journal: Journal, redactor: Redactor) -> Self {
         JournalHandle {
             path,
             journal: Mutex::new((journal, 1)),
             written: Mutex::new(0),
             error: Mutex::new(None),
+            redactor,
         }
     }
 
@@ -159,7 +167,9 @@ impl JournalHandle {
             }
             (guard.0.clone(), guard.1)
         };
-        match write_atomically(&self.path, &snapshot) {
+        let text = serde_json::to_string_pretty(&snapshot).unwrap_or_default();
+        let masked = format!("{}\n", self.redactor.redact(&text));
+        match write_bytes(&self.path, masked.as_bytes()) {
             Ok(()) => {
                 *written = version;
                 Ok(())
@@ -500,7 +510,39 @@ pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
         forward(&shared, &options).await
     };
     flusher.abort();
+    if outcome == RunOutcome::Succeeded {
+        discard_captures(&shared).await;
+    }
     finish(&shared, outcome)
+}
+
+/// After a successful run, what steps kept only for a rollback goes (the parked
+/// originals of recreated containers). A failure is reported, not fatal.
+async fn discard_captures(shared: &Arc<Shared>) {
+    let steps: Vec<(Step, super::journal::Captured)> = shared
+        .runbook
+        .steps()
+        .filter_map(|(_, step)| {
+            shared
+                .journal
+                .read(|j| j.steps.get(&step.id).and_then(|r| r.captured.clone()))
+                .map(|c| (step.clone(), c))
+        })
+        .collect();
+    let values = shared.values_snapshot();
+    let ctx = step::context(shared, &values);
+    for (step, captured) in steps {
+        if let Err(e) = shared.runner.discard(&step, &captured, &ctx).await {
+            shared.emit(RunEvent::StepProgress {
+                step: step.id.clone(),
+                message: format!(
+                    "could not remove what was kept for a rollback: {}",
+                    shared.redactor.redact(&e.to_string())
+                ),
+                remaining: None,
+            });
+        }
+    }
 }
 
 fn skip_before(shared: &Shared, from: &str) {

@@ -92,10 +92,11 @@ pub struct CheckRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Captured {
-    /// Containers' full configurations before a recreate (or remove).
-    Containers {
-        /// One inspect result per container, as JSON.
-        configs: Vec<serde_json::Value>,
+    /// Containers a recreate replaced: each original is kept, stopped, under its
+    /// parked name until the run succeeds, so that a rollback restores it exactly.
+    Recreated {
+        /// (name, parked name) per container.
+        containers: Vec<(String, String)>,
     },
     /// Containers a stop or start changed (those that were not already in the target
     /// state).
@@ -107,6 +108,14 @@ pub enum Captured {
     Created {
         /// Its name (or id).
         name: String,
+    },
+    /// Replication settings of both servers before `redis.replicate` or `redis.promote`
+    /// changed them.
+    Replication {
+        /// The source's settings.
+        source: Vec<(String, String)>,
+        /// The target's settings.
+        target: Vec<(String, String)>,
     },
     /// A configuration value before CONFIG SET.
     ConfigValue {
@@ -345,6 +354,16 @@ pub enum JournalError {
 /// Writes `journal` to `path` atomically: a temp file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn write_atomically(path: &Path, journal: &Journal) -> Result<(), JournalError> {
+    let mut bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_bytes(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let io = |source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -355,12 +374,7 @@ pub fn write_atomically(path: &Path, journal: &Journal) -> Result<(), JournalErr
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    let bytes = serde_json::to_vec_pretty(journal).map_err(|e| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    temp.write_all(&bytes).map_err(io)?;
-    temp.write_all(b"\n").map_err(io)?;
+    temp.write_all(bytes).map_err(io)?;
     temp.as_file().sync_all().map_err(io)?;
     temp.persist(path).map_err(|e| io(e.error))?;
     if let Ok(dir) = std::fs::File::open(dir) {

@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bollard::models::ContainerInspectResponse;
 use futures_util::future::BoxFuture;
 
 use super::journal::Captured;
 use super::probe::{Connections, ProbeContext, probe};
+use super::replication;
 use super::runner::{ActionRunner, RunContext};
 use crate::backend::docker::change::{CommandOutput, HealthSpec, RunSpec};
 use crate::backend::docker::{DockerBackend, Selection};
+use crate::backend::redis::RedisBackend;
 use crate::backend::{BackendError, net, shell};
 use crate::redact::Redactor;
 use crate::runbook::action::{Action, ContainerState, Effect};
@@ -70,44 +71,11 @@ fn selection(
     })
 }
 
-fn with_env(
-    config: &ContainerInspectResponse,
-    changes: &[(String, String)],
-    image: Option<&str>,
-) -> ContainerInspectResponse {
-    let mut target = config.clone();
-    if let Some(cfg) = target.config.as_mut() {
-        let mut env = cfg.env.clone().unwrap_or_default();
-        for (key, value) in changes {
-            let entry = format!("{key}={value}");
-            match env
-                .iter_mut()
-                .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key.as_str()) || *e == key)
-            {
-                Some(existing) => *existing = entry,
-                None => env.push(entry),
-            }
-        }
-        cfg.env = Some(env);
-        if let Some(image) = image {
-            cfg.image = Some(image.to_owned());
-        }
-    }
-    target
-}
-
-fn configs(captured: Option<&Captured>) -> Result<Vec<ContainerInspectResponse>, BackendError> {
+/// The (name, parked name) pairs a recreate captured.
+fn recreated(captured: Option<&Captured>) -> Vec<(String, String)> {
     match captured {
-        Some(Captured::Containers { configs }) => configs
-            .iter()
-            .map(|c| {
-                serde_json::from_value(c.clone())
-                    .map_err(|e| BackendError::Unexpected(format!("captured configuration: {e}")))
-            })
-            .collect(),
-        _ => Err(BackendError::Unexpected(
-            "no captured container configuration".into(),
-        )),
+        Some(Captured::Recreated { containers }) => containers.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -129,6 +97,35 @@ impl LiveRunner {
             .await
     }
 
+    /// The source and the target of a replication step.
+    async fn pair(
+        &self,
+        step: &Step,
+        source: &str,
+        ctx: &RunContext<'_>,
+    ) -> Result<(RedisBackend, RedisBackend), BackendError> {
+        let target = self.redis_target(step)?;
+        Ok((
+            self.connections.redis(source, &ctx.resolver).await?,
+            self.connections.redis(target, &ctx.resolver).await?,
+        ))
+    }
+
+    /// A Redis target that answers a PING within 2 s, or `None`.
+    async fn reachable(&self, target: &str, ctx: &RunContext<'_>) -> Option<RedisBackend> {
+        let redis = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.connections.redis(target, &ctx.resolver),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        match tokio::time::timeout(Duration::from_secs(2), redis.ping()).await {
+            Ok(Ok(_)) => Some(redis),
+            _ => None,
+        }
+    }
+
     fn redis_target<'s>(&self, step: &'s Step) -> Result<&'s str, BackendError> {
         step.target.as_deref().ok_or_else(|| {
             BackendError::Config(format!("`{}` has no redis target", step.action.name()))
@@ -146,17 +143,8 @@ impl LiveRunner {
                 let names = docker
                     .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
                     .await?;
-                Some(Captured::Containers {
-                    configs: docker.capture(&names).await?,
-                })
-            }
-            Action::DockerRemove(p) => {
-                let docker = self.docker(step, ctx).await?;
-                let names = docker
-                    .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
-                    .await?;
-                Some(Captured::Containers {
-                    configs: docker.capture(&names).await?,
+                Some(Captured::Recreated {
+                    containers: docker.park_plan(&names).await?,
                 })
             }
             Action::DockerStop(p) => {
@@ -190,6 +178,16 @@ impl LiveRunner {
                     ),
                 };
                 Some(Captured::Created { name })
+            }
+            Action::RedisReplicate(p) => {
+                let (source, target) = self.pair(step, &p.source.value, ctx).await?;
+                let (source, target) = replication::capture(&source, &target).await?;
+                Some(Captured::Replication { source, target })
+            }
+            Action::RedisPromote(p) => {
+                let (source, target) = self.pair(step, &p.source.value, ctx).await?;
+                let (source, target) = replication::capture(&source, &target).await?;
+                Some(Captured::Replication { source, target })
             }
             Action::RedisConfigSet(p) => {
                 let redis = self
@@ -284,14 +282,13 @@ impl LiveRunner {
                 let docker = self.docker(step, ctx).await?;
                 let env = r.resolve_map(&p.env)?;
                 let image = r.resolve_opt(p.image.as_ref())?;
-                let targets: Vec<_> = configs(captured)?
-                    .iter()
-                    .map(|c| with_env(c, &env, image.as_deref()))
-                    .collect();
-                if targets.is_empty() {
+                let plan = recreated(captured);
+                if plan.is_empty() {
                     return Err(BackendError::Command("no container matches".into()));
                 }
-                let changed = docker.recreate_all(targets, p.timeout.map(|t| t.0)).await?;
+                let changed = docker
+                    .recreate_all(&plan, &env, image.as_deref(), p.timeout.map(|t| t.0))
+                    .await?;
                 Ok(changed_value(changed))
             }
             Action::DockerRemove(p) => {
@@ -418,6 +415,46 @@ impl LiveRunner {
                     .await?;
                 redis.config_get(&p.parameter).await
             }
+            Action::RedisReplicate(p) => {
+                let (source, target) = self.pair(step, &p.source.value, ctx).await?;
+                let address = match r.resolve_opt(p.source_address.as_ref())? {
+                    Some(address) => address,
+                    None => source.address.clone().ok_or_else(|| BackendError::Config("give `source_address` (host:port of the source as the target reaches it)".into()))?,
+                };
+                let (source_settings, target_settings) = match captured {
+                    Some(Captured::Replication { source, target }) => {
+                        (source.clone(), target.clone())
+                    }
+                    _ => replication::capture(&source, &target).await?,
+                };
+                let timeout = p.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(3600));
+                let progress = |message: String, remaining: Option<Duration>| {
+                    ctx.progress(&step.id, message, remaining)
+                };
+                replication::replicate(
+                    &source,
+                    &target,
+                    &address,
+                    p.tune,
+                    (&source_settings, &target_settings),
+                    timeout,
+                    &progress,
+                )
+                .await
+            }
+            Action::RedisPromote(p) => {
+                let (source, target) = self.pair(step, &p.source.value, ctx).await?;
+                let reverse = match (p.reverse, r.resolve_opt(p.target_address.as_ref())?) {
+                    (false, _) => None,
+                    (true, Some(address)) => Some(address),
+                    (true, None) => Some(target.address.clone().ok_or_else(|| BackendError::Config("give `target_address` (host:port of the target as the source reaches it)".into()))?),
+                };
+                let timeout = p.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(300));
+                let progress = |message: String, remaining: Option<Duration>| {
+                    ctx.progress(&step.id, message, remaining)
+                };
+                replication::promote(&source, &target, reverse.as_deref(), timeout, &progress).await
+            }
             Action::Shell(p) => {
                 let env = r.resolve_map(&p.env)?;
                 let cwd = match r.resolve_opt(p.cwd.as_ref())? {
@@ -466,7 +503,7 @@ impl LiveRunner {
             Action::DockerRecreate(p) => {
                 let docker = self.docker(step, ctx).await?;
                 let restored = docker
-                    .recreate_all(configs(captured)?, p.timeout.map(|t| t.0))
+                    .restore_all(&recreated(captured), p.timeout.map(|t| t.0))
                     .await?;
                 Ok(changed_value(restored))
             }
@@ -513,6 +550,57 @@ impl LiveRunner {
                     ])
                     .await
             }
+            Action::RedisReplicate(p) => {
+                let Some(Captured::Replication { source, target }) = captured else {
+                    return Ok(Value::Null);
+                };
+                let source_backend = self.reachable(&p.source.value, ctx).await;
+                let target_backend = match step.target.as_deref() {
+                    Some(t) => self.reachable(t, ctx).await,
+                    None => None,
+                };
+                let note = replication::undo_replicate(
+                    source_backend.as_ref(),
+                    target_backend.as_ref(),
+                    source,
+                    target,
+                )
+                .await?;
+                Ok(Value::Text(note))
+            }
+            Action::RedisPromote(p) => {
+                let source = self
+                    .connections
+                    .redis(&p.source.value, &ctx.resolver)
+                    .await?;
+                let target = match step.target.as_deref() {
+                    Some(t) => self.reachable(t, ctx).await,
+                    None => None,
+                };
+                let source_address = match ctx.resolver.resolve_opt(p.source_address.as_ref())? {
+                    Some(address) => Some(address),
+                    None => source.address.clone(),
+                };
+                let settings = match captured {
+                    Some(Captured::Replication { source, .. }) => source.clone(),
+                    _ => Vec::new(),
+                };
+                let timeout = p.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(60));
+                let progress = |message: String, remaining: Option<Duration>| {
+                    ctx.progress(&step.id, message, remaining)
+                };
+                let note = replication::undo_promote(
+                    &source,
+                    target.as_ref(),
+                    source_address.as_deref(),
+                    p.reverse,
+                    &settings,
+                    timeout,
+                    &progress,
+                )
+                .await?;
+                Ok(Value::Text(note))
+            }
             other => Err(BackendError::Config(format!(
                 "`{}` has no built-in rollback",
                 other.name()
@@ -522,14 +610,31 @@ impl LiveRunner {
 }
 
 impl ActionRunner for LiveRunner {
+    fn discard<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: &'a Captured,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            if let (Action::DockerRecreate(_), Captured::Recreated { containers }) =
+                (&step.action, captured)
+            {
+                let docker = self.docker(step, ctx).await?;
+                let parked: Vec<String> = containers
+                    .iter()
+                    .map(|(_, parked)| parked.clone())
+                    .collect();
+                docker.remove(&parked, true).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn supports(&self, action: &Action) -> bool {
         !matches!(
             action,
-            Action::RedisReplicate(_)
-                | Action::RedisPromote(_)
-                | Action::RedisCopy(_)
-                | Action::RedisVerify(_)
-                | Action::RedisDelete(_)
+            Action::RedisCopy(_) | Action::RedisVerify(_) | Action::RedisDelete(_)
         )
     }
 

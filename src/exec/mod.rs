@@ -7,6 +7,7 @@ pub mod live;
 pub mod operator;
 pub mod preflight;
 pub mod probe;
+pub mod replication;
 pub mod resolve;
 pub mod rollback;
 pub mod runner;

@@ -65,6 +65,17 @@ pub trait ActionRunner: Send + Sync {
         ctx: &'a RunContext<'a>,
     ) -> BoxFuture<'a, Result<Value, BackendError>>;
 
+    /// Drops what a step kept only for its rollback, once the run succeeded (the parked
+    /// originals of recreated containers).
+    fn discard<'a>(
+        &'a self,
+        _step: &'a Step,
+        _captured: &'a Captured,
+        _ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Checks that a target answers (before a phase whose rollback would return to it).
     fn check_target<'a>(
         &'a self,

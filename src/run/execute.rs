@@ -380,7 +380,11 @@ fn execute(
         interactive: !exec.no_input && RunOperator::terminal(),
         wait: exec.wait_at_gates,
     });
-    let handle = Arc::new(JournalHandle::new(state.journal(&run_id), journal));
+    let handle = Arc::new(JournalHandle::with_redactor(
+        state.journal(&run_id),
+        journal,
+        redactor.clone(),
+    ));
     let cancel = CancellationToken::new();
     let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
     let format = live_format(exec);

@@ -88,16 +88,6 @@ impl DockerBackend {
             .map_err(|e| docker_error(&self.endpoint, e))
     }
 
-    /// The full configuration of each named container (for rollback), as JSON.
-    pub async fn capture(&self, names: &[String]) -> Result<Vec<serde_json::Value>, BackendError> {
-        let inspected =
-            futures_util::future::try_join_all(names.iter().map(|n| self.inspect(n))).await?;
-        Ok(inspected
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap_or_default())
-            .collect())
-    }
-
     /// Whether a container is running.
     pub async fn is_running(&self, name: &str) -> Result<bool, BackendError> {
         Ok(self
@@ -219,17 +209,53 @@ impl DockerBackend {
         }
     }
 
-    /// Replaces each container by one built from `target` (an inspect result): same
-    /// name, host configuration, networks; `target`'s environment and image. A container
-    /// that already has that environment and image is left alone. In parallel.
-    /// Returns the names that were recreated.
+    /// The name a container is parked under while its replacement runs (it is kept,
+    /// stopped, so that a rollback restores it exactly, secrets included, without the
+    /// journal ever holding its configuration).
+    pub fn parked_name(name: &str, id: &str) -> String {
+        format!("{name}-rmold-{}", &id[..id.len().min(12)])
+    }
+
+    /// Parked names for the named containers as they are now.
+    pub async fn park_plan(&self, names: &[String]) -> Result<Vec<(String, String)>, BackendError> {
+        let mut plan = Vec::new();
+        for name in names {
+            let id = self.inspect(name).await?.id.unwrap_or_default();
+            plan.push((name.clone(), Self::parked_name(name, &id)));
+        }
+        Ok(plan)
+    }
+
+    /// Whether a container exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, BackendError> {
+        match self
+            .client()
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_error(&self.endpoint, e)),
+        }
+    }
+
+    /// Replaces each container of `plan` (name, parked name) by a copy with `env` set
+    /// and `image` changed; everything else (host config, labels, networks) is kept. The
+    /// old container is stopped and parked, not removed. A container that already has
+    /// that environment and image is left alone; one already replaced (its parked copy
+    /// exists) is not replaced twice. In parallel; returns the names replaced now.
     pub async fn recreate_all(
         &self,
-        targets: Vec<ContainerInspectResponse>,
+        plan: &[(String, String)],
+        env: &[(String, String)],
+        image: Option<&str>,
         grace: Option<Duration>,
     ) -> Result<Vec<String>, BackendError> {
         let results = futures_util::future::join_all(
-            targets.into_iter().map(|t| self.recreate_one(t, grace)),
+            plan.iter()
+                .map(|(name, parked)| self.recreate_one(name, parked, env, image, grace)),
         )
         .await;
         let mut changed = Vec::new();
@@ -251,16 +277,17 @@ impl DockerBackend {
 
     async fn recreate_one(
         &self,
-        target: ContainerInspectResponse,
+        name: &str,
+        parked: &str,
+        env: &[(String, String)],
+        image: Option<&str>,
         grace: Option<Duration>,
     ) -> Result<Option<String>, BackendError> {
-        let name = target
-            .name
-            .clone()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned();
-        let current = self.inspect(&name).await?;
+        if self.exists(parked).await? {
+            return Ok(None); // replaced by an earlier, interrupted attempt
+        }
+        let current = self.inspect(name).await?;
+        let target = with_env(&current, env, image);
         let env_of = |c: &ContainerInspectResponse| {
             c.config
                 .as_ref()
@@ -282,39 +309,67 @@ impl DockerBackend {
             .and_then(|s| s.running)
             .unwrap_or(false);
         let old_id = current.id.clone().unwrap_or_default();
-        let parked = format!("{name}-rmold-{}", &old_id[..old_id.len().min(12)]);
-        self.stop(std::slice::from_ref(&name), grace).await?;
-        self.client()
-            .rename_container(
-                &name,
-                RenameContainerOptionsBuilder::default()
-                    .name(&parked)
-                    .build(),
-            )
-            .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
-        match self.create_from(&name, &target, &old_id).await {
-            Ok(()) => {
-                self.remove(std::slice::from_ref(&parked), true).await?;
-                Ok(Some(name))
-            }
+        self.stop(&[name.to_owned()], grace).await?;
+        self.rename(name, parked).await?;
+        match self.create_from(name, &target, &old_id).await {
+            Ok(()) => Ok(Some(name.to_owned())),
             Err(e) => {
                 // Put the old container back as it was.
-                self.remove(std::slice::from_ref(&name), true).await.ok();
-                let _ = self
-                    .client()
-                    .rename_container(
-                        &parked,
-                        RenameContainerOptionsBuilder::default().name(&name).build(),
-                    )
-                    .await;
+                self.remove(&[name.to_owned()], true).await.ok();
+                let _ = self.rename(parked, name).await;
                 if was_running {
-                    let _ = self.start(std::slice::from_ref(&name)).await;
+                    let _ = self.start(&[name.to_owned()]).await;
                 }
                 Err(BackendError::Command(format!(
                     "recreating `{name}` failed, the old container was restored: {e}"
                 )))
             }
+        }
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), BackendError> {
+        self.client()
+            .rename_container(
+                from,
+                RenameContainerOptionsBuilder::default().name(to).build(),
+            )
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))
+    }
+
+    /// Puts parked containers back: the replacement is removed and the original, exactly
+    /// as it was, takes its name and starts. In parallel; returns the names restored.
+    pub async fn restore_all(
+        &self,
+        plan: &[(String, String)],
+        grace: Option<Duration>,
+    ) -> Result<Vec<String>, BackendError> {
+        let results =
+            futures_util::future::join_all(plan.iter().map(|(name, parked)| async move {
+                if !self.exists(parked).await? {
+                    return Ok(None); // never replaced
+                }
+                self.stop(std::slice::from_ref(name), grace).await.ok();
+                self.remove(std::slice::from_ref(name), true).await?;
+                self.rename(parked, name).await?;
+                self.start(std::slice::from_ref(name)).await?;
+                Ok::<_, BackendError>(Some(name.clone()))
+            }))
+            .await;
+        let mut restored = Vec::new();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(Some(name)) => restored.push(name),
+                Ok(None) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            restored.sort();
+            Ok(restored)
+        } else {
+            Err(BackendError::Command(errors.join("; ")))
         }
     }
 
@@ -636,6 +691,34 @@ fn split_output(chunks: Vec<bollard::container::LogOutput>) -> (String, String) 
         }
     }
     (stdout, stderr)
+}
+
+/// `config` with the environment variables of `changes` set (others kept) and the
+/// image changed when given.
+pub fn with_env(
+    config: &ContainerInspectResponse,
+    changes: &[(String, String)],
+    image: Option<&str>,
+) -> ContainerInspectResponse {
+    let mut target = config.clone();
+    if let Some(cfg) = target.config.as_mut() {
+        let mut env = cfg.env.clone().unwrap_or_default();
+        for (key, value) in changes {
+            let entry = format!("{key}={value}");
+            match env
+                .iter_mut()
+                .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key.as_str()) || *e == key)
+            {
+                Some(existing) => *existing = entry,
+                None => env.push(entry),
+            }
+        }
+        cfg.env = Some(env);
+        if let Some(image) = image {
+            cfg.image = Some(image.to_owned());
+        }
+    }
+    target
 }
 
 /// A tar of `(absolute path, content)` files, for upload at `/`.

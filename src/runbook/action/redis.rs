@@ -503,6 +503,10 @@ pub struct PromoteParams {
     /// `host:port` of the target as the source reaches it (for `reverse`).
     #[serde(default)]
     pub target_address: Option<Template>,
+    /// `host:port` of the source as the target reaches it (for the rollback, which makes
+    /// the target a replica again).
+    #[serde(default)]
+    pub source_address: Option<Template>,
     /// How long to wait for offsets to match.
     #[serde(default)]
     pub timeout: Option<RunbookDuration>,

@@ -1,0 +1,307 @@
+//! `redis.replicate` and `redis.promote`: move a whole instance by replication, tuned for
+//! the sync and restored afterwards; promote once offsets match, optionally keeping the
+//! old primary in sync from the new one (reverse replication) so that a rollback loses
+//! no write made after the cutover.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::backend::BackendError;
+use crate::backend::redis::RedisBackend;
+use crate::runbook::units::{format_duration, format_size};
+use crate::value::Value;
+
+/// Settings of the source tuned for a fast full sync.
+const SOURCE_TUNING: &[&str] = &[
+    "repl-diskless-sync",
+    "repl-diskless-sync-delay",
+    "client-output-buffer-limit",
+];
+/// Settings of the target tuned for a fast full sync, and its credentials to the source.
+const TARGET_SETTINGS: &[&str] = &["repl-diskless-load", "masterauth", "masteruser"];
+
+/// Reads `names` from `redis` (the ones it knows). A password that is set is recorded as
+/// `****`: the journal never holds it, and its rollback leaves it as it is.
+pub async fn read_settings(
+    redis: &RedisBackend,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, BackendError> {
+    let mut out = Vec::new();
+    for name in names {
+        if let Ok(value) = redis.config_text(name).await {
+            let value = if *name == "masterauth" && !value.is_empty() {
+                crate::redact::MASK.to_owned()
+            } else {
+                value
+            };
+            out.push(((*name).to_owned(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// What `redis.replicate` and `redis.promote` capture before acting.
+pub async fn capture(
+    source: &RedisBackend,
+    target: &RedisBackend,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>), BackendError> {
+    Ok((
+        read_settings(source, SOURCE_TUNING).await?,
+        read_settings(target, TARGET_SETTINGS).await?,
+    ))
+}
+
+fn number(map: &BTreeMap<String, Value>, key: &str) -> f64 {
+    match map.get(key) {
+        Some(Value::Number(n)) => *n,
+        Some(other) => other.as_text().parse().unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
+fn text(map: &BTreeMap<String, Value>, key: &str) -> String {
+    map.get(key).map(Value::as_text).unwrap_or_default()
+}
+
+async fn credentials(replica: &RedisBackend, primary: &RedisBackend) -> Result<(), BackendError> {
+    let mut settings = Vec::new();
+    if let Some(password) = &primary.password {
+        settings.push(("masterauth".to_owned(), password.clone()));
+    }
+    if let Some(user) = primary.username.as_ref().filter(|u| *u != "default") {
+        settings.push(("masteruser".to_owned(), user.clone()));
+    }
+    replica.config_set_all(&settings).await
+}
+
+/// Configuration parameters and values, as captured or to be set.
+type ConfigSettings = [(String, String)];
+
+/// Makes `target` a replica of `source` (reached at `source_address`) and waits for the
+/// full sync. Reports progress through `progress`. Restores the tuned settings after.
+pub async fn replicate(
+    source: &RedisBackend,
+    target: &RedisBackend,
+    source_address: &str,
+    tune: bool,
+    captured: (&ConfigSettings, &ConfigSettings),
+    timeout: Duration,
+    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
+) -> Result<Value, BackendError> {
+    let started = Instant::now();
+    credentials(target, source).await?;
+    if tune {
+        source
+            .config_set_all(&[
+                ("repl-diskless-sync".into(), "yes".into()),
+                ("repl-diskless-sync-delay".into(), "0".into()),
+                ("client-output-buffer-limit".into(), "replica 0 0 0".into()),
+            ])
+            .await?;
+        target
+            .config_set_all(&[("repl-diskless-load".into(), "on-empty-db".into())])
+            .await?;
+    }
+    target.replicaof(Some(source_address)).await?;
+    let deadline = started + timeout;
+    loop {
+        let replication = target.replication().await?;
+        let link = text(&replication, "master_link_status");
+        let syncing = number(&replication, "master_sync_in_progress") > 0.0;
+        if link == "up" && !syncing {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BackendError::Timeout(format!(
+                "the replica is not in sync after {} (link {link}{})",
+                format_duration(timeout),
+                if syncing {
+                    ", full sync in progress"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let total = number(&replication, "master_sync_total_bytes");
+        let read = number(&replication, "master_sync_read_bytes");
+        let message = if syncing && total > 0.0 {
+            format!("full sync: {} of {}", format_size(read), format_size(total))
+        } else if syncing {
+            format!("full sync: {} received", format_size(read))
+        } else {
+            format!("replication link {link}")
+        };
+        progress(
+            message,
+            Some(deadline.saturating_duration_since(Instant::now())),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sync_duration = started.elapsed();
+    if tune {
+        // The operator's own settings again, now that the full sync is done.
+        source.config_set_all(captured.0).await?;
+        let diskless_load: Vec<_> = captured
+            .1
+            .iter()
+            .filter(|(k, _)| k == "repl-diskless-load")
+            .cloned()
+            .collect();
+        target.config_set_all(&diskless_load).await?;
+    }
+    let keys = target.dbsize().await?;
+    let lag = lag_bytes(source, target).await.unwrap_or(0.0);
+    let mut value = BTreeMap::new();
+    value.insert("master_link_status".to_owned(), Value::Text("up".into()));
+    value.insert("lag_bytes".to_owned(), Value::Number(lag));
+    value.insert("keys".to_owned(), Value::Number(keys as f64));
+    value.insert("sync_duration".to_owned(), Value::Duration(sync_duration));
+    Ok(Value::Object(value))
+}
+
+/// How many bytes of the primary's stream the replica has not processed.
+pub async fn lag_bytes(
+    primary: &RedisBackend,
+    replica: &RedisBackend,
+) -> Result<f64, BackendError> {
+    let primary_offset = number(&primary.replication().await?, "master_repl_offset");
+    let replica_info = replica.replication().await?;
+    let replica_offset = match replica_info.get("slave_repl_offset") {
+        Some(_) => number(&replica_info, "slave_repl_offset"),
+        None => number(&replica_info, "master_repl_offset"),
+    };
+    Ok((primary_offset - replica_offset).max(0.0))
+}
+
+async fn wait_caught_up(
+    primary: &RedisBackend,
+    replica: &RedisBackend,
+    timeout: Duration,
+    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
+) -> Result<f64, BackendError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let lag = lag_bytes(primary, replica).await?;
+        let link = text(&replica.replication().await?, "master_link_status");
+        if lag == 0.0 && link == "up" {
+            return Ok(number(&primary.replication().await?, "master_repl_offset"));
+        }
+        if Instant::now() >= deadline {
+            return Err(BackendError::Timeout(format!(
+                "the replica is still {} behind after {} (link {link}): are the writers stopped?",
+                format_size(lag),
+                format_duration(timeout)
+            )));
+        }
+        progress(
+            format!(
+                "waiting for the replica to catch up: {} behind",
+                format_size(lag)
+            ),
+            Some(deadline.saturating_duration_since(Instant::now())),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Promotes `target` once it has caught up with `source`; with `reverse_address`, makes
+/// `source` a replica of `target` (reached at that address) and waits for the link.
+pub async fn promote(
+    source: &RedisBackend,
+    target: &RedisBackend,
+    reverse_address: Option<&str>,
+    timeout: Duration,
+    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
+) -> Result<Value, BackendError> {
+    let offset = wait_caught_up(source, target, timeout, progress).await?;
+    target.replicaof(None).await?;
+    if let Some(address) = reverse_address {
+        credentials(source, target).await?;
+        source.replicaof(Some(address)).await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let replication = source.replication().await?;
+            if text(&replication, "master_link_status") == "up"
+                && number(&replication, "master_sync_in_progress") == 0.0
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::Timeout(format!(
+                    "the old primary did not start replicating from the new one within {}",
+                    format_duration(timeout)
+                )));
+            }
+            progress(
+                "reverse replication: the old primary follows the new one".into(),
+                None,
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut value = BTreeMap::new();
+    value.insert("offset".to_owned(), Value::Number(offset));
+    value.insert("lag_bytes".to_owned(), Value::Number(0.0));
+    Ok(Value::Object(value))
+}
+
+/// Undoes a promotion. With reverse replication: waits until the old primary has every
+/// write of the new one (skipped when the new one is gone), promotes it back, and makes
+/// the new one follow it again. Without: the new one follows the old one again.
+pub async fn undo_promote(
+    source: &RedisBackend,
+    target: Option<&RedisBackend>,
+    source_address: Option<&str>,
+    reverse: bool,
+    source_settings: &[(String, String)],
+    timeout: Duration,
+    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
+) -> Result<String, BackendError> {
+    let mut notes = Vec::new();
+    if reverse {
+        match target {
+            Some(target) => {
+                wait_caught_up(target, source, timeout, progress).await?;
+            }
+            None => notes.push(
+                "the new primary is unreachable: the old one keeps what it replicated until then"
+                    .to_owned(),
+            ),
+        }
+        source.replicaof(None).await?;
+        let restore: Vec<_> = source_settings
+            .iter()
+            .filter(|(k, _)| k == "masterauth" || k == "masteruser")
+            .cloned()
+            .collect();
+        source.config_set_all(&restore).await?;
+    }
+    if let (Some(target), Some(address)) = (target, source_address) {
+        credentials(target, source).await?;
+        target.replicaof(Some(address)).await?;
+        notes.push("the new server replicates the old one again".into());
+    }
+    Ok(notes.join("; "))
+}
+
+/// Undoes `redis.replicate`: the target stops replicating and gets its settings back;
+/// the source gets its tuning back. A target that is gone replicates nothing.
+pub async fn undo_replicate(
+    source: Option<&RedisBackend>,
+    target: Option<&RedisBackend>,
+    source_settings: &[(String, String)],
+    target_settings: &[(String, String)],
+) -> Result<String, BackendError> {
+    let mut notes = Vec::new();
+    match target {
+        Some(target) => {
+            target.replicaof(None).await?;
+            target.config_set_all(target_settings).await?;
+        }
+        None => notes.push("the target is unreachable, so it replicates nothing".to_owned()),
+    }
+    if let Some(source) = source {
+        source.config_set_all(source_settings).await?;
+    }
+    Ok(notes.join("; "))
+}

@@ -1,0 +1,186 @@
+//! `redis.replicate` and `redis.promote` against real redis-server processes: a full
+//! sync while a writer keeps writing, promotion once offsets match, reverse replication
+//! during the watch, and a rollback that brings every write made on the new primary back
+//! to the old one.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_move_testbed::RedisServer;
+
+fn spawn(dir: &Path) -> Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("REPL_PW", "Repl-Pw-5")
+        .args(["run", "runbook.yaml", "--wait-at-gates", "--no-progress"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn journal(dir: &Path) -> Option<serde_json::Value> {
+    let runs = dir.join(".redis-move/repl/runs");
+    let mut ids: Vec<_> = std::fs::read_dir(runs)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .collect();
+    ids.sort();
+    serde_json::from_str(&std::fs::read_to_string(ids.last()?.join("journal.json")).ok()?).ok()
+}
+
+fn wait_gate(dir: &Path, gate: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(j) = journal(dir)
+            && j["steps"][gate]["status"] == "running"
+        {
+            return j["run_id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gate {gate} not reached: {:?}",
+            journal(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn approve(dir: &Path, run: &str, gate: &str, no_go: bool) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"));
+    cmd.current_dir(dir).args(["approve", run, gate]);
+    if no_go {
+        cmd.arg("--no-go");
+    }
+    assert!(cmd.output().unwrap().status.success());
+}
+
+#[test]
+fn replicate_with_writes_promote_with_reverse_and_roll_back_without_losing_a_write() {
+    let source = RedisServer::start_with(Some("Repl-Pw-5"), &["--enable-debug-command", "yes"]);
+    let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
+    source.cli(&["DEBUG", "POPULATE", "20000", "key", "64"]);
+    // A writer that keeps writing to the source during the sync.
+    let writing = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let writing = writing.clone();
+        let written = written.clone();
+        let url = source.url();
+        std::thread::spawn(move || {
+            let client = redis::Client::open(url).unwrap();
+            let mut con = client.get_connection().unwrap();
+            while writing.load(Ordering::Relaxed) {
+                let n = written.fetch_add(1, Ordering::Relaxed) + 1;
+                let _: () = redis::cmd("SET")
+                    .arg(format!("written:{n}"))
+                    .arg(n)
+                    .query(&mut con)
+                    .unwrap();
+                let _: i64 = redis::cmd("INCR").arg("counter").query(&mut con).unwrap();
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            r#"version: 1
+name: repl
+secrets:
+  pw: {{ env: REPL_PW }}
+targets:
+  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
+  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
+phases:
+  - id: sync
+    steps:
+      - id: replicate
+        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+        expect: {{ master_link_status: "== up" }}
+  - id: writers-stopped
+    gate: {{ question: "Writers stopped?" }}
+  - id: cutover
+    steps:
+      - id: promote
+        redis.promote: {{ target: new, source: old, reverse: true, timeout: 1min }}
+      - id: new-is-primary
+        redis.info: {{ target: new, field: replication.role }}
+        expect: "== master"
+  - id: watch
+    gate: {{ question: "Keep the new server?", on_no_go: rollback }}
+rollback:
+  - id: old-is-primary
+    redis.info: {{ target: old, field: replication.role }}
+    expect: "== master"
+"#,
+            s = source.port,
+            t = target.port
+        ),
+    )
+    .unwrap();
+    let child = spawn(dir.path());
+    let run = wait_gate(dir.path(), "writers-stopped");
+    let role = target.cli(&["INFO", "replication"]);
+    assert!(
+        role.contains("role:slave"),
+        "target not a replica at the gate: {role}"
+    );
+    // The writers stop; the replica must catch up with every write before promotion.
+    writing.store(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    let total = written.load(Ordering::Relaxed);
+    assert!(total > 0, "the writer wrote during the sync");
+    approve(dir.path(), &run, "writers-stopped", false);
+    wait_gate(dir.path(), "watch");
+    assert_eq!(
+        target.cli(&["GET", "counter"]).trim(),
+        total.to_string(),
+        "every write before the cutover is on the new primary"
+    );
+    assert!(
+        source.cli(&["INFO", "replication"]).contains("role:slave"),
+        "reverse replication: the old primary follows the new one"
+    );
+    // Writes on the new primary after the cutover...
+    for i in 0..50 {
+        target.cli(&["SET", &format!("after-cutover:{i}"), "x"]);
+    }
+    target.cli(&["INCRBY", "counter", "1000"]);
+    // ...then no-go: roll back to the old primary.
+    approve(dir.path(), &run, "watch", true);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(source.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(
+        source.cli(&["GET", "counter"]).trim(),
+        (total + 1000).to_string(),
+        "the old primary has every write"
+    );
+    assert_eq!(source.cli(&["EXISTS", "after-cutover:49"]).trim(), "1");
+    assert_eq!(
+        source.cli(&["DBSIZE"]).trim(),
+        target.cli(&["DBSIZE"]).trim()
+    );
+    // The whole run is undone: the replication it set up too (the new server is on its own).
+    assert!(target.cli(&["INFO", "replication"]).contains("role:master"));
+    assert!(
+        source
+            .cli(&["INFO", "replication"])
+            .contains("connected_slaves:0")
+    );
+    assert!(!stderr.contains("Repl-Pw-5"));
+    let j = journal(dir.path()).unwrap();
+    assert_eq!(j["steps"]["promote"]["status"], "compensated");
+    assert_eq!(j["steps"]["old-is-primary"]["status"], "succeeded");
+    assert!(
+        !serde_json::to_string(&j).unwrap().contains("Repl-Pw-5"),
+        "the password is not in the journal"
+    );
+}
