@@ -3,6 +3,7 @@
 //! [`BackendError`]; none of them prints.
 
 pub mod docker;
+pub mod keyspace;
 pub mod net;
 pub mod redis;
 pub mod shell;
@@ -30,6 +31,9 @@ pub enum BackendError {
     /// The system answered something redis-move does not understand.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// A file redis-move keeps for itself (a copy's ledger) could not be used.
+    #[error("{0}")]
+    Local(String),
 }
 
 /// Installs the one rustls crypto provider (ring) before any TLS connection; the redis

@@ -197,40 +197,71 @@ impl RedisBackend {
         let mut cursor: u64 = 0;
         let mut total = 0u64;
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count);
-            if let Some(t) = key_type {
-                cmd.arg("TYPE").arg(t);
-            }
-            let (next, keys): (u64, Vec<redis::Value>) = match self.query(&cmd).await? {
-                redis::Value::Array(mut parts) if parts.len() == 2 => {
-                    let keys = match parts.pop() {
-                        Some(redis::Value::Array(keys)) => keys,
-                        _ => Vec::new(),
-                    };
-                    let next = to_value(parts.pop().unwrap_or(redis::Value::Nil))
-                        .as_text()
-                        .parse()
-                        .unwrap_or(0);
-                    (next, keys)
-                }
-                other => {
-                    return Err(BackendError::Unexpected(format!(
-                        "SCAN answered {}",
-                        to_value(other)
-                    )));
-                }
-            };
+            let (next, keys) = self.scan_page(cursor, pattern, key_type, count).await?;
             total += keys.len() as u64;
             cursor = next;
             if cursor == 0 {
                 return Ok(total);
             }
         }
+    }
+
+    /// One SCAN call from `cursor`: the next cursor (0 at the end) and the keys found.
+    pub async fn scan_page(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        key_type: Option<&str>,
+        count: u32,
+    ) -> Result<(u64, Vec<Vec<u8>>), BackendError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(t) = key_type {
+            cmd.arg("TYPE").arg(t);
+        }
+        match self.query(&cmd).await? {
+            redis::Value::Array(mut parts) if parts.len() == 2 => {
+                let keys = match parts.pop() {
+                    Some(redis::Value::Array(keys)) => keys
+                        .into_iter()
+                        .filter_map(|k| match k {
+                            redis::Value::BulkString(bytes) => Some(bytes),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let next = to_value(parts.pop().unwrap_or(redis::Value::Nil))
+                    .as_text()
+                    .parse()
+                    .map_err(|_| BackendError::Unexpected("SCAN answered a bad cursor".into()))?;
+                Ok((next, keys))
+            }
+            other => Err(BackendError::Unexpected(format!(
+                "SCAN answered {}",
+                to_value(other)
+            ))),
+        }
+    }
+
+    /// Sends a pipeline and returns one reply per command; a command the server refused
+    /// comes back as `redis::Value::ServerError` instead of failing the others.
+    pub async fn pipeline(
+        &self,
+        mut pipe: redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, BackendError> {
+        pipe.ignore_errors();
+        let mut connection = self.connection.clone();
+        pipe.query_async(&mut connection).await.map_err(redis_error)
+    }
+
+    /// One command with binary arguments; the raw reply (a refusal is an error).
+    pub async fn raw(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
+        self.query(cmd).await
     }
 
     /// Any command; the reply as a value.

@@ -4,7 +4,7 @@
 //! [`RunEvent`]s and never prints.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
@@ -114,6 +114,11 @@ pub struct JournalHandle {
 }
 
 impl JournalHandle {
+    /// The directory the journal is in (the run's directory).
+    pub fn directory(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// A handle writing to `path`.
     pub fn new(path: PathBuf, journal: Journal) -> Self {
         JournalHandle::with_redactor(path, journal, Redactor::default())
@@ -396,6 +401,9 @@ pub fn rerun_safe(action: &Action) -> bool {
                 | Action::DockerRemoveVolume(_)
                 | Action::DockerRun(_)
                 | Action::RedisConfigSet(_)
+                // A copy resumes from its ledger; a delete deletes what is left.
+                | Action::RedisCopy(_)
+                | Action::RedisDelete(_)
         ),
     }
 }

@@ -117,6 +117,12 @@ pub enum Captured {
         /// The target's settings.
         target: Vec<(String, String)>,
     },
+    /// The ledger of a `redis.copy`, in the run directory: the keys it created and the
+    /// values it overwrote, with its checkpoints.
+    Copy {
+        /// Its file name.
+        ledger: String,
+    },
     /// A configuration value before CONFIG SET.
     ConfigValue {
         /// The parameter.

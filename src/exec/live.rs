@@ -2,10 +2,12 @@
 //! shell and the network, with the before-state its rollback needs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::copy;
 use super::journal::Captured;
 use super::probe::{Connections, ProbeContext, probe};
 use super::replication;
@@ -15,7 +17,7 @@ use crate::backend::docker::{DockerBackend, Selection};
 use crate::backend::redis::RedisBackend;
 use crate::backend::{BackendError, net, shell};
 use crate::redact::Redactor;
-use crate::runbook::action::{Action, ContainerState, Effect};
+use crate::runbook::action::{Action, ContainerState, Effect, Rename};
 use crate::runbook::expect::compile_regex;
 use crate::runbook::model::Step;
 use crate::runbook::template::Template;
@@ -72,6 +74,43 @@ fn selection(
 }
 
 /// The (name, parked name) pairs a recreate captured.
+/// Where the ledger of a copy step is.
+fn ledger_path(step: &Step, captured: Option<&Captured>, ctx: &RunContext<'_>) -> PathBuf {
+    match captured {
+        Some(Captured::Copy { ledger }) => ctx.run_dir.join(ledger),
+        _ => ctx.run_dir.join(format!("copy-{}.ledger", step.id)),
+    }
+}
+
+/// The rename of a copy or a verify, compiled (a regex matches the whole key).
+fn key_rename(rename: Option<&Rename>) -> Result<Option<copy::KeyRename>, BackendError> {
+    Ok(match rename {
+        None => None,
+        Some(Rename {
+            from: Some(from),
+            to: Some(to),
+            ..
+        }) => Some(copy::KeyRename::Prefix {
+            from: from.as_bytes().to_vec(),
+            to: to.as_bytes().to_vec(),
+        }),
+        Some(Rename {
+            regex: Some(regex),
+            replace: Some(replace),
+            ..
+        }) => Some(copy::KeyRename::Regex {
+            regex: regex::bytes::Regex::new(&format!("^(?:{regex})$"))
+                .map_err(|e| BackendError::Config(format!("rename regex: {e}")))?,
+            replace: replace.as_bytes().to_vec(),
+        }),
+        Some(_) => {
+            return Err(BackendError::Config(
+                "`rename` takes `from` + `to` or `regex` + `replace`".into(),
+            ));
+        }
+    })
+}
+
 fn recreated(captured: Option<&Captured>) -> Vec<(String, String)> {
     match captured {
         Some(Captured::Recreated { containers }) => containers.clone(),
@@ -189,6 +228,9 @@ impl LiveRunner {
                 let (source, target) = replication::capture(&source, &target).await?;
                 Some(Captured::Replication { source, target })
             }
+            Action::RedisCopy(_) => Some(Captured::Copy {
+                ledger: format!("copy-{}.ledger", step.id),
+            }),
             Action::RedisConfigSet(p) => {
                 let redis = self
                     .connections
@@ -455,6 +497,42 @@ impl LiveRunner {
                 };
                 replication::promote(&source, &target, reverse.as_deref(), timeout, &progress).await
             }
+            Action::RedisCopy(p) => {
+                let plan = copy::CopyPlan {
+                    pattern: match &p.pattern {
+                        Some(pattern) => r.resolve(pattern)?,
+                        None => "*".into(),
+                    },
+                    key_type: p.key_type.map(|t| t.to_string()),
+                    rename: key_rename(p.rename.as_ref())?,
+                    existing: p.existing,
+                    batch: p.batch.map_or(copy::DEFAULT_BATCH, |b| b.max(1) as usize),
+                    chunk_above: match p.chunk_above {
+                        Some(size) if size.0 == 0 => None,
+                        Some(size) => Some(size.0),
+                        None => Some(copy::DEFAULT_CHUNK_ABOVE),
+                    },
+                };
+                let connections = p
+                    .connections
+                    .map_or(copy::DEFAULT_CONNECTIONS, |c| c.clamp(1, 64) as usize);
+                let target = self.redis_target(step)?;
+                let sources = self
+                    .connections
+                    .redis_pool(&p.source.value, r, connections)
+                    .await?;
+                let targets = self.connections.redis_pool(target, r, connections).await?;
+                let progress = |p: &copy::CopyProgress| ctx.progress(&step.id, p.line(), None);
+                copy::copy(
+                    &sources,
+                    &targets,
+                    &plan,
+                    &ledger_path(step, captured, ctx),
+                    ctx.cancel,
+                    &progress,
+                )
+                .await
+            }
             Action::Shell(p) => {
                 let env = r.resolve_map(&p.env)?;
                 let cwd = match r.resolve_opt(p.cwd.as_ref())? {
@@ -601,6 +679,14 @@ impl LiveRunner {
                 .await?;
                 Ok(Value::Text(note))
             }
+            Action::RedisCopy(p) => {
+                let target = self
+                    .connections
+                    .redis(self.redis_target(step)?, &ctx.resolver)
+                    .await?;
+                let source = self.reachable(&p.source.value, ctx).await;
+                copy::undo(&target, source.as_ref(), &ledger_path(step, captured, ctx)).await
+            }
             other => Err(BackendError::Config(format!(
                 "`{}` has no built-in rollback",
                 other.name()
@@ -632,10 +718,7 @@ impl ActionRunner for LiveRunner {
     }
 
     fn supports(&self, action: &Action) -> bool {
-        !matches!(
-            action,
-            Action::RedisCopy(_) | Action::RedisVerify(_) | Action::RedisDelete(_)
-        )
+        !matches!(action, Action::RedisVerify(_) | Action::RedisDelete(_))
     }
 
     fn capture<'a>(

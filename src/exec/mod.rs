@@ -1,5 +1,6 @@
 //! Running actions against live systems.
 
+pub mod copy;
 pub mod engine;
 pub mod event;
 pub mod journal;

@@ -83,6 +83,26 @@ impl Connections {
         Ok(backend)
     }
 
+    /// `count` separate connections to `target` (the shared one first), for work that
+    /// spreads over several connections (a key copy).
+    pub async fn redis_pool(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+        count: usize,
+    ) -> Result<Vec<RedisBackend>, BackendError> {
+        let mut pool = vec![self.redis(target, resolver).await?];
+        let Some(TargetSpec::Redis(spec)) = self.targets.get(target).map(|t| &t.spec) else {
+            return Err(BackendError::Config(format!(
+                "`{target}` is not a redis target"
+            )));
+        };
+        for _ in 1..count.max(1) {
+            pool.push(RedisBackend::connect(spec, resolver, &self.base_dir).await?);
+        }
+        Ok(pool)
+    }
+
     /// The Docker client of `target` (`None`: the default endpoint).
     pub async fn docker(
         &self,

@@ -26,6 +26,8 @@ pub struct RunContext<'a> {
     pub events: &'a EventSender,
     /// Cancelled when the run is interrupted or rolls back.
     pub cancel: &'a CancellationToken,
+    /// The run's directory, where actions keep files of their own (a copy's ledger).
+    pub run_dir: &'a std::path::Path,
 }
 
 impl RunContext<'_> {

@@ -20,6 +20,8 @@ use crate::value::Value;
 
 /// A mutating step with no time limit of its own gets this one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time limit of a data-movement step (copy, verify, delete) that sets none.
+pub const LONG_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// How a step ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,6 +224,7 @@ pub fn context<'a>(shared: &'a Shared, values: &'a HashMap<String, Value>) -> Ru
         run_started: shared.started,
         events: &shared.events,
         cancel: &shared.cancel,
+        run_dir: shared.journal.directory(),
     }
 }
 
@@ -301,6 +304,17 @@ fn limit_of(step: &Step) -> Duration {
     match (&step.action, step.timeout) {
         (_, Some(t)) => t,
         (Action::Wait(w), None) => w.duration.0 + Duration::from_secs(60),
+        // Actions with a time limit of their own get it, plus a margin.
+        (Action::RedisReplicate(p), None) => {
+            p.timeout.map_or(Duration::from_secs(3600), |t| t.0) + Duration::from_secs(60)
+        }
+        (Action::RedisPromote(p), None) => {
+            p.timeout.map_or(Duration::from_secs(300), |t| t.0) + Duration::from_secs(60)
+        }
+        // Data movement takes as long as the data needs; `timeout:` bounds it.
+        (Action::RedisCopy(_) | Action::RedisVerify(_) | Action::RedisDelete(_), None) => {
+            LONG_STEP_TIMEOUT
+        }
         (_, None) => DEFAULT_STEP_TIMEOUT,
     }
 }

@@ -405,6 +405,7 @@ async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
         run_started: shared.started,
         events: &shared.events,
         cancel: &never,
+        run_dir: shared.journal.directory(),
     };
     // A probe that hangs (a paused server) counts as failing.
     match tokio::time::timeout(

@@ -649,7 +649,11 @@ impl ActionParams for CopyParams {
     fn shape(&self) -> Shape {
         Shape::Object(&[
             ("copied", Shape::Number),
+            ("created", Shape::Number),
+            ("replaced", Shape::Number),
             ("skipped", Shape::Number),
+            ("vanished", Shape::Number),
+            ("chunked", Shape::Number),
             ("bytes", Shape::Bytes),
             ("keys_per_second", Shape::Number),
         ])

@@ -5,13 +5,16 @@
 //! Everything it creates carries the `rmtest-` prefix and is removed when its guard is
 //! dropped, also when a test fails.
 
+pub mod dataset;
 pub mod docker;
 pub mod redis;
 pub mod tls;
 pub mod topology;
+pub mod workspace;
 
 pub use docker::{ContainerGuard, TestImage, engine};
 pub use redis::RedisServer;
+pub use workspace::Workspace;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

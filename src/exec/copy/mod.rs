@@ -1,0 +1,888 @@
+//! `redis.copy`: copies keys from one server to another (or onto itself under new
+//! names) without ever modifying the source, fast and resumable.
+//!
+//! One task SCANs the source (MATCH, COUNT, TYPE; never KEYS) into batches; several
+//! dump workers, each on its own source connection, read each batch with one pipeline
+//! of PTTL + DUMP; several restore workers, each on its own target connection, write
+//! it with one pipeline of RESTORE. Bounded channels join the stages, so memory stays
+//! bounded whatever the dataset, and several batches are in flight on both servers.
+//! Keys larger than `chunk_above` are copied element by element into a temporary key
+//! that is renamed into place, with the TTL applied last.
+//!
+//! The [`ledger`] records each batch's keys before it is written and which were
+//! created after, so a rollback deletes exactly those; a checkpoint of the SCAN cursor
+//! every second lets a killed copy resume where it stopped.
+
+pub mod ledger;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::TryFutureExt;
+use tokio::sync::mpsc;
+
+use crate::backend::BackendError;
+use crate::backend::keyspace::{
+    KeyType, canonical_digest, copy_in_chunks, display_key, read_command, reply_int, reply_text,
+};
+use crate::backend::redis::RedisBackend;
+use crate::runbook::action::ExistingKeys;
+use crate::value::Value;
+use ledger::{Change, Checkpoint, Counters, LedgerState, LedgerWriter, Replaced};
+
+/// Keys per batch when the step sets none.
+pub const DEFAULT_BATCH: usize = 1000;
+/// Connections to each server when the step sets none.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Keys above this many bytes (MEMORY USAGE) are copied in chunks, when the step sets
+/// no `chunk_above`.
+pub const DEFAULT_CHUNK_ABOVE: u64 = 64 * 1024 * 1024;
+/// How often the ledger gets a checkpoint and the operator a progress line.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// How keys are renamed on the way.
+#[derive(Clone, Debug)]
+pub enum KeyRename {
+    /// Keys starting with `from` get `to` instead.
+    Prefix {
+        /// The prefix replaced.
+        from: Vec<u8>,
+        /// Its replacement.
+        to: Vec<u8>,
+    },
+    /// Keys matching `regex` are rewritten with `replace` (`$1` groups).
+    Regex {
+        /// Matched against the whole key.
+        regex: regex::bytes::Regex,
+        /// The replacement.
+        replace: Vec<u8>,
+    },
+}
+
+impl KeyRename {
+    /// The target name of `key` (unchanged when the rename does not match it).
+    pub fn apply(&self, key: &[u8]) -> Vec<u8> {
+        match self {
+            KeyRename::Prefix { from, to } => match key.strip_prefix(from.as_slice()) {
+                Some(rest) => [to.as_slice(), rest].concat(),
+                None => key.to_vec(),
+            },
+            KeyRename::Regex { regex, replace } => {
+                regex.replace(key, replace.as_slice()).into_owned()
+            }
+        }
+    }
+}
+
+/// What to copy and how.
+#[derive(Clone, Debug)]
+pub struct CopyPlan {
+    /// Glob of the keys.
+    pub pattern: String,
+    /// Only keys of this type.
+    pub key_type: Option<String>,
+    /// Rename on the way.
+    pub rename: Option<KeyRename>,
+    /// Keys that exist on the target.
+    pub existing: ExistingKeys,
+    /// Keys per batch.
+    pub batch: usize,
+    /// Keys above this many bytes are copied in chunks (`None`: never).
+    pub chunk_above: Option<u64>,
+}
+
+impl CopyPlan {
+    fn target_key(&self, key: &[u8]) -> Vec<u8> {
+        match &self.rename {
+            Some(rename) => rename.apply(key),
+            None => key.to_vec(),
+        }
+    }
+}
+
+/// Progress as the copy goes.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyProgress {
+    /// Counters so far (including before a resume).
+    pub counters: Counters,
+    /// Time spent by this process.
+    pub elapsed: Duration,
+    /// Keys copied by this process (for its rate).
+    pub copied_here: u64,
+    /// Bytes moved by this process.
+    pub bytes_here: u64,
+    /// Keys on the source, when the whole keyspace is copied.
+    pub total: Option<u64>,
+}
+
+impl CopyProgress {
+    /// One line for the operator.
+    pub fn line(&self) -> String {
+        let seconds = self.elapsed.as_secs_f64().max(0.001);
+        let c = &self.counters;
+        let done = c.copied + c.skipped + c.replaced + c.vanished;
+        let of = self.total.map(|t| format!(" of ~{t}")).unwrap_or_default();
+        format!(
+            "{done}{of} keys ({} copied, {} skipped), {:.1} MB, {:.0} keys/s, {:.1} MB/s",
+            c.copied + c.replaced,
+            c.skipped,
+            c.bytes as f64 / 1e6,
+            self.copied_here as f64 / seconds,
+            self.bytes_here as f64 / 1e6 / seconds,
+        )
+    }
+}
+
+/// The value a copy records.
+pub fn counters_value(counters: &Counters, elapsed: Duration, copied_here: u64) -> Value {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    Value::Object(
+        [
+            ("copied", counters.copied + counters.replaced),
+            ("created", counters.copied),
+            ("replaced", counters.replaced),
+            ("skipped", counters.skipped),
+            ("vanished", counters.vanished),
+            ("chunked", counters.chunked),
+            ("bytes", counters.bytes),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::Number(v as f64)))
+        .chain([(
+            "keys_per_second".to_owned(),
+            Value::Number((copied_here as f64 / seconds).round()),
+        )])
+        .collect(),
+    )
+}
+
+struct Scanned {
+    seq: u64,
+    cursor_after: u64,
+    keys: Vec<Vec<u8>>,
+}
+
+struct Item {
+    key: Vec<u8>,
+    target_key: Vec<u8>,
+    payload: Vec<u8>,
+    /// Remaining TTL when read, in ms (`None`: persistent).
+    ttl_ms: Option<u64>,
+}
+
+struct Dumped {
+    seq: u64,
+    cursor_after: u64,
+    items: Vec<Item>,
+    /// Keys to copy in chunks: (source key, target key).
+    large: Vec<(Vec<u8>, Vec<u8>)>,
+    vanished: u64,
+    /// When the PTTLs were read (remaining TTLs count from here).
+    read_at: Instant,
+}
+
+struct Done {
+    seq: u64,
+    cursor_after: u64,
+    counters: Counters,
+}
+
+/// Keys an interrupted run created (or may have) after its last checkpoint.
+struct Inherited {
+    created: HashSet<Vec<u8>>,
+    unconfirmed: HashSet<Vec<u8>>,
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    plan: &'a CopyPlan,
+    ledger: Mutex<LedgerWriter>,
+    inherited: Inherited,
+    /// Where temporary keys of chunked copies are named from.
+    temporary_prefix: String,
+}
+
+impl Shared<'_> {
+    fn ledger<T>(
+        &self,
+        write: impl FnOnce(&mut LedgerWriter) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mut ledger = self
+            .ledger
+            .lock()
+            .map_err(|_| BackendError::Local("the copy ledger writer panicked".into()))?;
+        write(&mut ledger)
+    }
+}
+
+/// Copies per `plan` from `sources` to `targets` (one connection each per worker),
+/// journaling in the ledger at `ledger_path`; resumes from it when it holds an earlier
+/// attempt. Stops at a checkpoint, with an error, when `cancel` fires.
+pub async fn copy(
+    sources: &[RedisBackend],
+    targets: &[RedisBackend],
+    plan: &CopyPlan,
+    ledger_path: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+    progress: &(dyn Fn(&CopyProgress) + Send + Sync),
+) -> Result<Value, BackendError> {
+    let started = Instant::now();
+    let (Some(first_source), Some(first_target)) = (sources.first(), targets.first()) else {
+        return Err(BackendError::Config("a copy needs connections".into()));
+    };
+    let state = LedgerState::read(ledger_path)?;
+    if let Some(done) = state.finished {
+        return Ok(counters_value(&done, started.elapsed(), 0));
+    }
+    let mut writer = LedgerWriter::open(ledger_path, &state)?;
+    // Temporary keys of chunked copies the interrupted run left.
+    for change in &state.changes {
+        if let Change::Temporary(key) = change {
+            first_target.raw(redis::cmd("UNLINK").arg(key)).await?;
+        }
+    }
+    let checkpoint = state.checkpoint.unwrap_or(Checkpoint {
+        seq: 0,
+        cursor: 0,
+        counters: Counters::default(),
+    });
+    if state.checkpoint.is_some() && checkpoint.cursor == 0 {
+        // The scan was complete; only the final record is missing.
+        writer.finished(&checkpoint.counters)?;
+        return Ok(counters_value(&checkpoint.counters, started.elapsed(), 0));
+    }
+    let total = if plan.pattern == "*" && plan.key_type.is_none() {
+        first_source.dbsize().await.ok()
+    } else {
+        None
+    };
+    let shared = Shared {
+        plan,
+        ledger: Mutex::new(writer),
+        inherited: Inherited {
+            created: state.created_after_checkpoint,
+            unconfirmed: state.unconfirmed_after_checkpoint,
+        },
+        temporary_prefix: format!(
+            "redis-move:tmp:{}:{}:",
+            std::process::id(),
+            jiff::Timestamp::now().as_millisecond()
+        ),
+    };
+    let workers = sources.len().min(targets.len()).max(1);
+    let (scan_tx, scan_rx) = mpsc::channel::<Scanned>(workers);
+    let (dump_tx, dump_rx) = mpsc::channel::<Dumped>(workers);
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(workers * 4);
+    let scan_rx = tokio::sync::Mutex::new(scan_rx);
+    let dump_rx = tokio::sync::Mutex::new(dump_rx);
+
+    let scanner = scan(first_source, plan, checkpoint, scan_tx, cancel);
+    let dumpers = futures_util::future::try_join_all(sources.iter().take(workers).map(|source| {
+        let dump_tx = dump_tx.clone();
+        let scan_rx = &scan_rx;
+        async move {
+            loop {
+                let Some(batch) = scan_rx.lock().await.recv().await else {
+                    return Ok::<_, BackendError>(());
+                };
+                let dumped = dump(source, plan, batch).await?;
+                if dump_tx.send(dumped).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }));
+    drop(dump_tx);
+    let restorers = futures_util::future::try_join_all(
+        targets.iter().take(workers).enumerate().map(|(i, target)| {
+            let done_tx = done_tx.clone();
+            let dump_rx = &dump_rx;
+            let shared = &shared;
+            let source = &sources[i % sources.len()];
+            async move {
+                loop {
+                    let Some(batch) = dump_rx.lock().await.recv().await else {
+                        return Ok::<_, BackendError>(());
+                    };
+                    let done = restore(source, target, shared, batch).await?;
+                    if done_tx.send(done).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }),
+    );
+    drop(done_tx);
+    let shared_ref = &shared;
+    let recorder = async move {
+        let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+        let mut at = checkpoint;
+        let mut here = Counters::default();
+        let mut last_checkpoint = Instant::now();
+        while let Some(done) = done_rx.recv().await {
+            here.add(&done.counters);
+            pending.insert(done.seq, done);
+            let before = at.seq;
+            while let Some(next) = pending.remove(&(at.seq + 1)) {
+                at.seq = next.seq;
+                at.cursor = next.cursor_after;
+                at.counters.add(&next.counters);
+            }
+            if at.seq != before && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = Instant::now();
+                shared_ref.ledger(|l| l.checkpoint(&at))?;
+                progress(&CopyProgress {
+                    counters: at.counters,
+                    elapsed: started.elapsed(),
+                    copied_here: here.copied + here.replaced,
+                    bytes_here: here.bytes,
+                    total,
+                });
+            }
+        }
+        Ok::<_, BackendError>((at, here))
+    };
+    let (scanned, (), (), (at, here)) = tokio::try_join!(
+        scanner,
+        dumpers.map_ok(drop),
+        restorers.map_ok(drop),
+        recorder
+    )?;
+    shared.ledger(|l| l.checkpoint(&at))?;
+    if !scanned {
+        return Err(BackendError::Command(format!(
+            "interrupted at {} keys; resuming continues from the checkpoint",
+            at.counters.copied + at.counters.skipped + at.counters.replaced
+        )));
+    }
+    shared.ledger(|l| l.finished(&at.counters))?;
+    progress(&CopyProgress {
+        counters: at.counters,
+        elapsed: started.elapsed(),
+        copied_here: here.copied + here.replaced,
+        bytes_here: here.bytes,
+        total,
+    });
+    Ok(counters_value(
+        &at.counters,
+        started.elapsed(),
+        here.copied + here.replaced,
+    ))
+}
+
+/// SCANs from the checkpoint's cursor, cutting batches at SCAN replies so that each
+/// batch ends at a cursor. `true` when the scan completed, `false` when cancelled.
+async fn scan(
+    source: &RedisBackend,
+    plan: &CopyPlan,
+    from: Checkpoint,
+    out: mpsc::Sender<Scanned>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<bool, BackendError> {
+    let mut cursor = from.cursor;
+    let mut seq = from.seq;
+    let mut keys = Vec::new();
+    let mut last_sent = Instant::now();
+    let count = u32::try_from(plan.batch).unwrap_or(u32::MAX);
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        let (next, found) = source
+            .scan_page(cursor, &plan.pattern, plan.key_type.as_deref(), count)
+            .await?;
+        keys.extend(found);
+        cursor = next;
+        if keys.len() >= plan.batch || cursor == 0 || last_sent.elapsed() >= CHECKPOINT_EVERY {
+            seq += 1;
+            last_sent = Instant::now();
+            let batch = Scanned {
+                seq,
+                cursor_after: cursor,
+                keys: std::mem::take(&mut keys),
+            };
+            if out.send(batch).await.is_err() {
+                return Ok(false);
+            }
+        }
+        if cursor == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads a batch: sizes first when large keys go in chunks, then PTTL + DUMP.
+async fn dump(
+    source: &RedisBackend,
+    plan: &CopyPlan,
+    batch: Scanned,
+) -> Result<Dumped, BackendError> {
+    let mut vanished = 0;
+    let mut large = Vec::new();
+    let small: Vec<Vec<u8>> = match plan.chunk_above {
+        Some(limit) if !batch.keys.is_empty() => {
+            let mut pipe = redis::pipe();
+            for key in &batch.keys {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+            let sizes = source.pipeline(pipe).await?;
+            let mut small = Vec::with_capacity(batch.keys.len());
+            for (key, size) in batch.keys.into_iter().zip(sizes) {
+                match size {
+                    redis::Value::Nil => vanished += 1,
+                    size if reply_int(&size).is_some_and(|s| s as u64 > limit) => {
+                        let target_key = plan.target_key(&key);
+                        large.push((key, target_key));
+                    }
+                    _ => small.push(key),
+                }
+            }
+            small
+        }
+        _ => batch.keys,
+    };
+    let read_at = Instant::now();
+    let mut items = Vec::with_capacity(small.len());
+    if !small.is_empty() {
+        let mut pipe = redis::pipe();
+        for key in &small {
+            pipe.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
+        }
+        let replies = source.pipeline(pipe).await?;
+        let mut replies = replies.into_iter();
+        for key in small {
+            let (Some(ttl), Some(payload)) = (replies.next(), replies.next()) else {
+                return Err(BackendError::Unexpected(
+                    "DUMP answered too few replies".into(),
+                ));
+            };
+            let ttl = reply_int(&ttl).unwrap_or(-2);
+            let payload = match payload {
+                redis::Value::BulkString(bytes) => bytes,
+                redis::Value::Nil => {
+                    vanished += 1;
+                    continue;
+                }
+                redis::Value::ServerError(e) => {
+                    return Err(BackendError::Command(format!(
+                        "DUMP `{}`: {e}",
+                        display_key(&key)
+                    )));
+                }
+                other => {
+                    return Err(BackendError::Unexpected(format!(
+                        "DUMP answered {}",
+                        crate::backend::redis::to_value(other)
+                    )));
+                }
+            };
+            if ttl == -2 {
+                vanished += 1;
+                continue;
+            }
+            let target_key = plan.target_key(&key);
+            items.push(Item {
+                key,
+                target_key,
+                payload,
+                ttl_ms: u64::try_from(ttl).ok(),
+            });
+        }
+    }
+    Ok(Dumped {
+        seq: batch.seq,
+        cursor_after: batch.cursor_after,
+        items,
+        large,
+        vanished,
+        read_at,
+    })
+}
+
+/// The TTL left, counted from `since` (`Some(0)`: expired meanwhile).
+fn remaining(ttl_ms: Option<u64>, since: Instant) -> Option<u64> {
+    ttl_ms.map(|ttl| ttl.saturating_sub(since.elapsed().as_millis() as u64))
+}
+
+/// What to do with a key the target already has.
+enum Existing {
+    /// The copy made it (before an interruption): count it as copied.
+    Ours,
+    /// Leave it.
+    Skip,
+    /// Overwrite it, keeping its value in the ledger.
+    Replace,
+}
+
+/// Decides about `target_key`, which exists on the target.
+async fn existing(
+    shared: &Shared<'_>,
+    source: &RedisBackend,
+    key: &[u8],
+    target: &RedisBackend,
+    target_key: &[u8],
+) -> Result<Existing, BackendError> {
+    let inherited = &shared.inherited;
+    if inherited.created.contains(target_key) {
+        // Created before the interruption, or possibly: claimed only if it holds
+        // exactly the source's value.
+        if !inherited.unconfirmed.contains(target_key)
+            || same_value(source, key, target, target_key).await?
+        {
+            return Ok(Existing::Ours);
+        }
+    }
+    match shared.plan.existing {
+        ExistingKeys::Skip => Ok(Existing::Skip),
+        ExistingKeys::Replace => Ok(Existing::Replace),
+        ExistingKeys::Fail => Err(BackendError::Command(format!(
+            "`{}` already exists on the target (existing: fail)",
+            display_key(target_key)
+        ))),
+    }
+}
+
+/// Whether `key` on `source` and `target_key` on `target` hold the same value.
+pub async fn same_value(
+    source: &RedisBackend,
+    key: &[u8],
+    target: &RedisBackend,
+    target_key: &[u8],
+) -> Result<bool, BackendError> {
+    let digest = |redis: &RedisBackend, key: &[u8]| {
+        let redis = redis.clone();
+        let key = key.to_vec();
+        async move {
+            let key_type = reply_text(&redis.raw(redis::cmd("TYPE").arg(&key)).await?);
+            let Some(key_type) = KeyType::parse(&key_type) else {
+                return Ok::<_, BackendError>(None);
+            };
+            let value = redis.raw(&read_command(key_type, &key)).await?;
+            Ok(canonical_digest(key_type, &value))
+        }
+    };
+    let (a, b) = tokio::try_join!(digest(source, key), digest(target, target_key))?;
+    Ok(a.is_some() && a == b)
+}
+
+/// Overwrites `target_key` on `target` with `payload` after keeping its current value
+/// in the ledger.
+async fn back_up(
+    shared: &Shared<'_>,
+    target: &RedisBackend,
+    target_key: &[u8],
+) -> Result<(), BackendError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("PTTL").arg(target_key).cmd("DUMP").arg(target_key);
+    let replies = target.pipeline(pipe).await?;
+    if let [ttl, redis::Value::BulkString(payload)] = replies.as_slice() {
+        let ttl_ms = reply_int(ttl)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        shared.ledger(|l| {
+            l.replaced(&Replaced {
+                key: target_key.to_vec(),
+                payload: payload.clone(),
+                ttl_ms,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes a batch: records the intent, RESTOREs, settles the keys that existed, copies
+/// the large keys in chunks, records what was created.
+async fn restore(
+    source: &RedisBackend,
+    target: &RedisBackend,
+    shared: &Shared<'_>,
+    batch: Dumped,
+) -> Result<Done, BackendError> {
+    let mut counters = Counters {
+        vanished: batch.vanished,
+        ..Counters::default()
+    };
+    let keys: Vec<(&[u8], &[u8])> = batch
+        .items
+        .iter()
+        .map(|i| (i.target_key.as_slice(), i.key.as_slice()))
+        .chain(
+            batch
+                .large
+                .iter()
+                .map(|(k, t)| (t.as_slice(), k.as_slice())),
+        )
+        .collect();
+    shared.ledger(|l| l.intent(batch.seq, &keys))?;
+    let mut created = vec![false; keys.len()];
+
+    let mut pipe = redis::pipe();
+    let mut sent = Vec::with_capacity(batch.items.len());
+    for (i, item) in batch.items.iter().enumerate() {
+        let ttl = remaining(item.ttl_ms, batch.read_at);
+        if ttl == Some(0) {
+            counters.vanished += 1;
+            continue;
+        }
+        pipe.cmd("RESTORE")
+            .arg(&item.target_key)
+            .arg(ttl.unwrap_or(0))
+            .arg(&item.payload);
+        sent.push(i);
+    }
+    let replies = if sent.is_empty() {
+        Vec::new()
+    } else {
+        target.pipeline(pipe).await?
+    };
+    let mut to_replace = Vec::new();
+    for (&i, reply) in sent.iter().zip(replies) {
+        let item = &batch.items[i];
+        match reply {
+            redis::Value::ServerError(e) if e.code() == "BUSYKEY" => {
+                match existing(shared, source, &item.key, target, &item.target_key).await? {
+                    Existing::Ours => {
+                        created[i] = true;
+                        counters.copied += 1;
+                        counters.bytes += item.payload.len() as u64;
+                    }
+                    Existing::Skip => counters.skipped += 1,
+                    Existing::Replace => to_replace.push(i),
+                }
+            }
+            redis::Value::ServerError(e) => {
+                return Err(BackendError::Command(format!(
+                    "RESTORE `{}`: {e}",
+                    display_key(&item.target_key)
+                )));
+            }
+            _ => {
+                created[i] = true;
+                counters.copied += 1;
+                counters.bytes += item.payload.len() as u64;
+            }
+        }
+    }
+    if !to_replace.is_empty() {
+        for &i in &to_replace {
+            back_up(shared, target, &batch.items[i].target_key).await?;
+        }
+        let mut pipe = redis::pipe();
+        for &i in &to_replace {
+            let item = &batch.items[i];
+            pipe.cmd("RESTORE")
+                .arg(&item.target_key)
+                .arg(remaining(item.ttl_ms, batch.read_at).map_or(0, |t| t.max(1)))
+                .arg(&item.payload)
+                .arg("REPLACE");
+        }
+        for (&i, reply) in to_replace.iter().zip(target.pipeline(pipe).await?) {
+            let item = &batch.items[i];
+            if let redis::Value::ServerError(e) = reply {
+                return Err(BackendError::Command(format!(
+                    "RESTORE REPLACE `{}`: {e}",
+                    display_key(&item.target_key)
+                )));
+            }
+            counters.replaced += 1;
+            counters.bytes += item.payload.len() as u64;
+        }
+    }
+    let offset = batch.items.len();
+    for (j, (key, target_key)) in batch.large.iter().enumerate() {
+        let temporary = format!("{}{}:{j}", shared.temporary_prefix, batch.seq).into_bytes();
+        if copy_large(
+            shared,
+            source,
+            key,
+            target,
+            target_key,
+            &temporary,
+            &mut counters,
+        )
+        .await?
+        {
+            created[offset + j] = true;
+        }
+    }
+    shared.ledger(|l| l.created(batch.seq, &created))?;
+    Ok(Done {
+        seq: batch.seq,
+        cursor_after: batch.cursor_after,
+        counters,
+    })
+}
+
+/// Copies one large key in chunks through `temporary`; `true` if it created the key.
+async fn copy_large(
+    shared: &Shared<'_>,
+    source: &RedisBackend,
+    key: &[u8],
+    target: &RedisBackend,
+    target_key: &[u8],
+    temporary: &[u8],
+    counters: &mut Counters,
+) -> Result<bool, BackendError> {
+    let ttl = reply_int(&source.raw(redis::cmd("PTTL").arg(key)).await?).unwrap_or(-2);
+    let read_at = Instant::now();
+    if ttl == -2 {
+        counters.vanished += 1;
+        return Ok(false);
+    }
+    shared.ledger(|l| l.temporary(temporary))?;
+    target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
+    let Some(bytes) = copy_in_chunks(source, key, target, temporary).await? else {
+        counters.vanished += 1;
+        return Ok(false);
+    };
+    let ttl = remaining(u64::try_from(ttl).ok(), read_at);
+    if ttl == Some(0) {
+        target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
+        counters.vanished += 1;
+        return Ok(false);
+    }
+    let renamed = reply_int(
+        &target
+            .raw(redis::cmd("RENAMENX").arg(temporary).arg(target_key))
+            .await?,
+    ) == Some(1);
+    let created = if renamed {
+        counters.copied += 1;
+        true
+    } else {
+        match existing(shared, source, key, target, target_key).await {
+            Ok(Existing::Ours) => {
+                target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
+                counters.copied += 1;
+                return Ok(true);
+            }
+            Ok(Existing::Skip) => {
+                target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
+                counters.skipped += 1;
+                return Ok(false);
+            }
+            Ok(Existing::Replace) => {
+                back_up(shared, target, target_key).await?;
+                target
+                    .raw(redis::cmd("RENAME").arg(temporary).arg(target_key))
+                    .await?;
+                counters.replaced += 1;
+                false
+            }
+            Err(e) => {
+                target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
+                return Err(e);
+            }
+        }
+    };
+    if let Some(ttl) = ttl {
+        target
+            .raw(redis::cmd("PEXPIRE").arg(target_key).arg(ttl.max(1)))
+            .await?;
+    }
+    counters.chunked += 1;
+    counters.bytes += bytes;
+    Ok(created)
+}
+
+/// Undoes a copy from its ledger, newest change first: deletes the keys it created,
+/// puts back the values it overwrote, drops its temporary keys. A key whose creation
+/// was never confirmed is deleted only if it holds exactly the source's value (when
+/// `source` is reachable); otherwise it is left and counted.
+pub async fn undo(
+    target: &RedisBackend,
+    source: Option<&RedisBackend>,
+    ledger_path: &Path,
+) -> Result<Value, BackendError> {
+    let state = LedgerState::read(ledger_path)?;
+    let mut deleted = 0u64;
+    let mut restored = 0u64;
+    let mut left = 0u64;
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    async fn unlink(target: &RedisBackend, keys: &mut Vec<Vec<u8>>) -> Result<u64, BackendError> {
+        let mut removed = 0;
+        for chunk in keys.chunks(DEFAULT_BATCH) {
+            let mut cmd = redis::cmd("UNLINK");
+            for key in chunk {
+                cmd.arg(key);
+            }
+            removed += reply_int(&target.raw(&cmd).await?).unwrap_or(0) as u64;
+        }
+        keys.clear();
+        Ok(removed)
+    }
+    for change in state.changes.into_iter().rev() {
+        match change {
+            Change::Created(key) | Change::Temporary(key) => {
+                pending.push(key);
+                if pending.len() >= DEFAULT_BATCH {
+                    deleted += unlink(target, &mut pending).await?;
+                }
+            }
+            Change::Unconfirmed { key, source_key } => {
+                let ours = match source {
+                    Some(source) => same_value(source, &source_key, target, &key).await?,
+                    None => false,
+                };
+                let exists =
+                    reply_int(&target.raw(redis::cmd("EXISTS").arg(&key)).await?) == Some(1);
+                if ours {
+                    pending.push(key);
+                } else if exists {
+                    left += 1;
+                }
+            }
+            Change::Replaced(replaced) => {
+                deleted += unlink(target, &mut pending).await?;
+                target
+                    .raw(
+                        redis::cmd("RESTORE")
+                            .arg(&replaced.key)
+                            .arg(replaced.ttl_ms)
+                            .arg(&replaced.payload)
+                            .arg("REPLACE"),
+                    )
+                    .await?;
+                restored += 1;
+            }
+        }
+    }
+    deleted += unlink(target, &mut pending).await?;
+    Ok(Value::Object(
+        [("deleted", deleted), ("restored", restored), ("left", left)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::Number(v as f64)))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_by_prefix_and_by_regex() {
+        let prefix = KeyRename::Prefix {
+            from: b"job:".to_vec(),
+            to: b"step:".to_vec(),
+        };
+        assert_eq!(prefix.apply(b"job:42"), b"step:42");
+        assert_eq!(prefix.apply(b"other:42"), b"other:42");
+        let regex = KeyRename::Regex {
+            regex: regex::bytes::Regex::new(r"^bull:(\w+):(\d+)$").unwrap(),
+            replace: b"q:$1:job:$2".to_vec(),
+        };
+        assert_eq!(regex.apply(b"bull:mail:7"), b"q:mail:job:7");
+        assert_eq!(regex.apply(b"bull:mail:wait"), b"bull:mail:wait");
+    }
+
+    #[test]
+    fn remaining_ttl_counts_down_and_never_extends() {
+        let read_at = Instant::now() - Duration::from_millis(300);
+        assert_eq!(remaining(None, read_at), None);
+        assert!(remaining(Some(1000), read_at).unwrap() <= 700);
+        assert_eq!(remaining(Some(100), read_at), Some(0));
+    }
+}

@@ -1,0 +1,310 @@
+//! `redis.copy` end to end against real redis-server processes: every type (small and
+//! large encodings, binary names and values, TTLs, keys above the chunk threshold),
+//! renaming, the existing-key policies, keys expiring during the copy, kill -9 mid-copy
+//! then resume, and rollback deleting exactly the keys the copy created.
+
+use std::time::Duration;
+
+use redis::Commands;
+use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
+use redis_move_testbed::{RedisServer, Workspace};
+
+fn runbook(name: &str, source: &RedisServer, target: &RedisServer, copy: &str) -> String {
+    format!(
+        r#"version: 1
+name: {name}
+targets:
+  src: {{ redis: {{ url: "redis://127.0.0.1:{s}" }} }}
+  dst: {{ redis: {{ url: "redis://127.0.0.1:{t}" }} }}
+phases:
+  - id: move
+    steps:
+      - id: copy
+        redis.copy: {{ target: dst, source: src, {copy} }}
+"#,
+        s = source.port,
+        t = target.port
+    )
+}
+
+/// A number of the copy step's value, as journaled.
+fn counter(ws: &Workspace, field: &str) -> f64 {
+    let journal = ws.journal().expect("a journal");
+    let value = &journal["steps"]["copy"]["value"];
+    value["object"][field]["number"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no `{field}` in {value}"))
+}
+
+#[test]
+fn every_type_is_copied_identically_small_and_in_chunks() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_every_type(&mut src, "t:");
+    let before = snapshot(&mut src, "*");
+    assert_eq!(before.len(), dataset::EVERY_TYPE_KEYS);
+    // 64 KB: the big string, hash, list, set and zset go in chunks.
+    let ws = Workspace::new(&runbook(
+        "types",
+        &source,
+        &target,
+        "chunk_above: 64kb, batch: 4, connections: 2",
+    ));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    let mut dst = connect(&target.url());
+    assert_same(&before, &snapshot(&mut dst, "*"), <[u8]>::to_vec, 1000);
+    // The source is never modified.
+    assert_same(&before, &snapshot(&mut src, "*"), <[u8]>::to_vec, 50);
+    assert_eq!(counter(&ws, "copied"), dataset::EVERY_TYPE_KEYS as f64);
+    assert_eq!(counter(&ws, "chunked"), 5.0);
+    assert_eq!(counter(&ws, "skipped"), 0.0);
+    // No temporary key is left behind.
+    let leftovers: Vec<String> = dst.keys("redis-move:*").unwrap();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_empty_source_copies_nothing() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let ws = Workspace::new(&runbook("empty", &source, &target, "match: \"*\""));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    assert_eq!(counter(&ws, "copied"), 0.0);
+    assert_eq!(target.cli(&["DBSIZE"]).trim(), "0");
+}
+
+#[test]
+fn rename_onto_the_same_server_then_roll_back() {
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    for i in 0..2500 {
+        let _: () = con
+            .hset_multiple(
+                format!("job:{i}"),
+                &[("state", "queued"), ("n", &i.to_string())],
+            )
+            .unwrap();
+    }
+    let _: () = con.set("step:existing", "keep me").unwrap();
+    let _: () = con.set("unrelated", "untouched").unwrap();
+    let jobs = snapshot(&mut con, "job:*");
+    let ws = Workspace::new(&format!(
+        r#"version: 1
+name: rename
+targets:
+  r: {{ redis: {{ url: "redis://127.0.0.1:{p}" }} }}
+phases:
+  - id: move
+    steps:
+      - id: copy
+        redis.copy: {{ target: r, source: r, match: "job:*", rename: {{ from: "job:", to: "step:" }}, batch: 100 }}
+"#,
+        p = server.port
+    ));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    let mut steps = snapshot(&mut con, "step:*");
+    steps.remove(b"step:existing".as_slice());
+    assert_same(
+        &jobs,
+        &steps,
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        0,
+    );
+    assert_eq!(snapshot(&mut con, "job:*"), jobs, "the source keys stay");
+    // Rolling back deletes exactly what the copy created.
+    let run = ws.journal().unwrap()["run_id"].as_str().unwrap().to_owned();
+    ws.cmd(&["rollback", &run, "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let left: Vec<String> = con.keys("step:*").unwrap();
+    assert_eq!(left, vec!["step:existing".to_owned()]);
+    let kept: String = con.get("step:existing").unwrap();
+    assert_eq!(kept, "keep me");
+    assert_eq!(snapshot(&mut con, "job:*"), jobs);
+    let unrelated: String = con.get("unrelated").unwrap();
+    assert_eq!(unrelated, "untouched");
+}
+
+/// Source `a`, `b`, `c`; the target already has `b` with another value.
+fn collision() -> (RedisServer, RedisServer) {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    for key in ["a", "b", "c"] {
+        let _: () = src.set(key, format!("from source {key}")).unwrap();
+    }
+    let mut dst = connect(&target.url());
+    let _: () = dst.set_ex("b", "the target's own", 5000).unwrap();
+    (source, target)
+}
+
+#[test]
+fn existing_keys_are_skipped_by_default() {
+    let (source, target) = collision();
+    let ws = Workspace::new(&runbook("skip", &source, &target, "batch: 2"));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    let mut dst = connect(&target.url());
+    let b: String = dst.get("b").unwrap();
+    assert_eq!(b, "the target's own");
+    assert_eq!(
+        (counter(&ws, "copied"), counter(&ws, "skipped")),
+        (2.0, 1.0)
+    );
+    // Rollback removes a and c, never b.
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let keys: Vec<String> = dst.keys("*").unwrap();
+    assert_eq!(keys, vec!["b".to_owned()]);
+}
+
+#[test]
+fn existing_keys_replaced_come_back_on_rollback() {
+    let (source, target) = collision();
+    let ws = Workspace::new(&runbook("replace", &source, &target, "existing: replace"));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    let mut dst = connect(&target.url());
+    let b: String = dst.get("b").unwrap();
+    assert_eq!(b, "from source b");
+    let ttl: i64 = dst.ttl("b").unwrap();
+    assert_eq!(ttl, -1, "the source's b has no TTL");
+    assert_eq!(counter(&ws, "replaced"), 1.0);
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let b: String = dst.get("b").unwrap();
+    assert_eq!(b, "the target's own");
+    let ttl: i64 = dst.ttl("b").unwrap();
+    assert!(
+        (4000..=5000).contains(&ttl),
+        "the old TTL comes back: {ttl}"
+    );
+    let keys: Vec<String> = dst.keys("*").unwrap();
+    assert_eq!(keys, vec!["b".to_owned()]);
+}
+
+#[test]
+fn existing_keys_fail_the_copy_when_asked() {
+    let (source, target) = collision();
+    let ws = Workspace::new(&runbook(
+        "fail",
+        &source,
+        &target,
+        "existing: fail, batch: 1",
+    ));
+    let out = ws
+        .cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("`b` already exists on the target"),
+        "{stderr}"
+    );
+    let mut dst = connect(&target.url());
+    let b: String = dst.get("b").unwrap();
+    assert_eq!(b, "the target's own");
+}
+
+#[test]
+fn keys_expiring_during_the_copy_never_come_back_without_a_ttl() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("SET")
+            .arg(format!("short:{i}"))
+            .arg(i)
+            .arg("PX")
+            .arg(300 + i % 200)
+            .ignore();
+        pipe.cmd("SET").arg(format!("long:{i}")).arg(i).ignore();
+    }
+    let () = pipe.query(&mut src).unwrap();
+    let ws = Workspace::new(&runbook(
+        "expiring",
+        &source,
+        &target,
+        "batch: 500, connections: 1",
+    ));
+    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .success();
+    std::thread::sleep(Duration::from_millis(600));
+    let mut dst = connect(&target.url());
+    let short: Vec<String> = dst.keys("short:*").unwrap();
+    assert!(
+        short.is_empty(),
+        "{} expiring keys outlived their TTL",
+        short.len()
+    );
+    let long: usize = dst.keys::<_, Vec<String>>("long:*").unwrap().len();
+    assert_eq!(long, 20_000);
+    // Keys that expired before SCAN reached them are not seen at all; the others were
+    // copied with what was left of their TTL, or counted as vanished.
+    let copied = counter(&ws, "copied");
+    assert!((20_000.0..=40_000.0).contains(&copied), "{copied}");
+}
+
+#[test]
+fn a_copy_killed_mid_way_resumes_to_an_identical_target_and_rolls_back_exactly() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_bullmq(&mut src, 4, 120_000);
+    let before = snapshot(&mut src, "*");
+    let mut dst = connect(&target.url());
+    let _: () = dst.set("pre-existing", "stays").unwrap();
+    let ws = Workspace::new(&runbook(
+        "resume",
+        &source,
+        &target,
+        "batch: 200, connections: 2",
+    ));
+    let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    // Kill -9 once the ledger has a checkpoint and keys are on the target.
+    Workspace::wait_for("the copy to be under way", Duration::from_secs(60), || {
+        let copied: u64 = redis::cmd("DBSIZE").query(&mut dst).unwrap_or(0);
+        copied > 20_000
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let copied_before: u64 = redis::cmd("DBSIZE").query(&mut dst).unwrap();
+    assert!(
+        (copied_before as usize) < before.len(),
+        "the copy finished before it was killed; make the dataset larger"
+    );
+    assert!(ws.run_dir().unwrap().join("copy-copy.ledger").exists());
+    ws.cmd(&["resume", "--no-progress"]).assert().success();
+    let mut after = snapshot(&mut dst, "*");
+    assert_eq!(
+        after.remove(b"pre-existing".as_slice()).map(|s| s.value),
+        Some(vec![b"stays".to_vec()])
+    );
+    assert_same(&before, &after, <[u8]>::to_vec, 1000);
+    assert_eq!(counter(&ws, "copied"), before.len() as f64);
+    assert_eq!(
+        counter(&ws, "skipped"),
+        0.0,
+        "keys the killed run created are its own"
+    );
+    // Rollback deletes every key the copy created, across both processes, and only them.
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let keys: Vec<String> = dst.keys("*").unwrap();
+    assert_eq!(keys, vec!["pre-existing".to_owned()]);
+    assert_eq!(snapshot(&mut src, "*").len(), before.len());
+}

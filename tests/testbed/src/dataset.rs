@@ -1,0 +1,335 @@
+//! Datasets to move and a way to compare two servers: keys of every type (small and
+//! large encodings, binary names and values, with and without TTL), BullMQ-shaped
+//! queues, and a snapshot of a keyspace read independently of redis-move's own code.
+
+use std::collections::BTreeMap;
+
+use redis::{Commands, Connection};
+
+/// A synchronous connection to `url`.
+pub fn connect(url: &str) -> Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// How many keys [`load_every_type`] writes.
+pub const EVERY_TYPE_KEYS: usize = 14;
+
+/// Writes keys of every type under `prefix`: strings (small, binary, 300 KB), hashes
+/// (small listpack and 5,000 fields), lists (small and 20,000 items), sets (intset,
+/// small, 5,000 members), sorted sets (small and 5,000 members), streams (with a
+/// consumer group), TTLs on some, and a key whose name and value are binary. The large
+/// ones are above a 64 KB `chunk_above`.
+pub fn load_every_type(con: &mut Connection, prefix: &str) {
+    let k = |name: &str| format!("{prefix}{name}");
+    let _: () = con.set(k("str"), "hello").unwrap();
+    let _: () = con.set_ex(k("str:ttl"), "expiring", 3600).unwrap();
+    let binary_key: Vec<u8> = [prefix.as_bytes(), b"bin:\x00\xff\n"].concat();
+    let _: () = con
+        .set(&binary_key, b"\x00\x01\xfe\xff value".as_slice())
+        .unwrap();
+    let _: () = con.set(k("str:big"), "x".repeat(300_000)).unwrap();
+    let _: () = con
+        .hset_multiple(k("hash:small"), &[("name", "mail"), ("attempts", "3")])
+        .unwrap();
+    let fields: Vec<(String, String)> = (0..5000)
+        .map(|i| (format!("f{i}"), format!("v{i}-{}", "y".repeat(20))))
+        .collect();
+    let _: () = con.hset_multiple(k("hash:big"), &fields).unwrap();
+    let _: () = con.expire(k("hash:big"), 7200).unwrap();
+    let _: () = con.rpush(k("list:small"), &["a", "b", "c"]).unwrap();
+    let items: Vec<String> = (0..20_000).map(|i| format!("job-{i}")).collect();
+    let _: () = con.rpush(k("list:big"), &items).unwrap();
+    let _: () = con.sadd(k("set:ints"), &[1, 2, 3]).unwrap();
+    let _: () = con.sadd(k("set:small"), &["x", "y"]).unwrap();
+    let members: Vec<String> = (0..5000)
+        .map(|i| format!("member-{i}-{}", "z".repeat(16)))
+        .collect();
+    let _: () = con.sadd(k("set:big"), &members).unwrap();
+    let _: () = con
+        .zadd_multiple(k("zset:small"), &[(1.5, "a"), (-2.0, "b")])
+        .unwrap();
+    let scored: Vec<(f64, String)> = (0..5000)
+        .map(|i| (i as f64 * 0.25, format!("m{i}-{}", "w".repeat(16))))
+        .collect();
+    let _: () = con.zadd_multiple(k("zset:big"), &scored).unwrap();
+    for i in 0..50 {
+        let _: String = redis::cmd("XADD")
+            .arg(k("stream"))
+            .arg("*")
+            .arg("event")
+            .arg(format!("e{i}"))
+            .query(con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(k("stream"))
+        .arg("workers")
+        .arg("0")
+        .query(con)
+        .unwrap();
+}
+
+/// One key as read back: its type, its value in a canonical form, when it expires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyState {
+    /// TYPE.
+    pub key_type: String,
+    /// The value: elements in order (hash pairs and set members sorted).
+    pub value: Vec<Vec<u8>>,
+    /// When it expires, in ms since the epoch by this machine's clock (PTTL + now when
+    /// read), so that snapshots taken at different times compare.
+    pub expires_at_ms: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Every key matching `pattern` (SCAN) with its state, read in pipelined batches.
+pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeyState> {
+    let keys: Vec<Vec<u8>> = con
+        .scan_match::<_, Vec<u8>>(pattern)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("TYPE").arg(key);
+        }
+        let types: Vec<String> = pipe.query(con).unwrap();
+        let mut pipe = redis::pipe();
+        for (key, key_type) in chunk.iter().zip(&types) {
+            match key_type.as_str() {
+                "string" => pipe.cmd("GET").arg(key),
+                "list" => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
+                "hash" => pipe.cmd("HGETALL").arg(key),
+                "set" => pipe.cmd("SMEMBERS").arg(key),
+                "zset" => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+                "stream" => pipe
+                    .cmd("XRANGE")
+                    .arg(key)
+                    .arg("-")
+                    .arg("+")
+                    .cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(key),
+                _ => pipe.cmd("EXISTS").arg(key),
+            };
+            pipe.cmd("PTTL").arg(key);
+        }
+        let replies: Vec<redis::Value> = pipe.query(con).unwrap();
+        let read_at = now_ms();
+        let mut replies = replies.into_iter();
+        for (key, key_type) in chunk.iter().zip(types) {
+            let mut next = || replies.next().expect("a reply per command");
+            let value: Vec<Vec<u8>> = match key_type.as_str() {
+                "string" => vec![redis::from_redis_value(next()).unwrap()],
+                "list" => redis::from_redis_value(next()).unwrap(),
+                "hash" => {
+                    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                        redis::from_redis_value(next()).unwrap();
+                    pairs.sort();
+                    pairs.into_iter().flat_map(|(f, v)| [f, v]).collect()
+                }
+                "set" => {
+                    let mut members: Vec<Vec<u8>> = redis::from_redis_value(next()).unwrap();
+                    members.sort();
+                    members
+                }
+                "zset" => {
+                    let pairs: Vec<(Vec<u8>, f64)> = redis::from_redis_value(next()).unwrap();
+                    pairs
+                        .into_iter()
+                        .flat_map(|(m, s)| [m, s.to_string().into_bytes()])
+                        .collect()
+                }
+                "stream" => {
+                    let entries = next();
+                    let groups = next();
+                    vec![
+                        format!("{entries:?}").into_bytes(),
+                        group_names(&groups).into_bytes(),
+                    ]
+                }
+                "none" => {
+                    next();
+                    next();
+                    continue;
+                }
+                other => panic!("unexpected type {other}"),
+            };
+            let ttl: i64 = redis::from_redis_value(next()).unwrap();
+            if ttl == -2 {
+                continue; // expired meanwhile
+            }
+            out.insert(
+                key.clone(),
+                KeyState {
+                    key_type,
+                    value,
+                    expires_at_ms: (ttl >= 0).then(|| read_at + ttl),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// `name@last-delivered-id` of each consumer group of an XINFO GROUPS reply.
+fn group_names(groups: &redis::Value) -> String {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    let redis::Value::Array(groups) = groups else {
+        return String::new();
+    };
+    let mut names: Vec<String> = groups
+        .iter()
+        .filter_map(|group| {
+            let redis::Value::Array(fields) = group else {
+                return None;
+            };
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| text(&pair[0]) == name)
+                    .map(|pair| text(&pair[1]))
+            };
+            Some(format!(
+                "{}@{}",
+                field("name")?,
+                field("last-delivered-id")?
+            ))
+        })
+        .collect();
+    names.sort();
+    names.join(",")
+}
+
+/// Asserts that `copy` holds exactly the keys of `original` (renamed by `rename`), with
+/// equal values and expiry times within `tolerance_ms`.
+pub fn assert_same(
+    original: &BTreeMap<Vec<u8>, KeyState>,
+    copy: &BTreeMap<Vec<u8>, KeyState>,
+    rename: impl Fn(&[u8]) -> Vec<u8>,
+    tolerance_ms: i64,
+) {
+    let expected: BTreeMap<Vec<u8>, &KeyState> =
+        original.iter().map(|(k, v)| (rename(k), v)).collect();
+    let missing: Vec<String> = expected
+        .keys()
+        .filter(|k| !copy.contains_key(*k))
+        .map(|k| k.escape_ascii().to_string())
+        .collect();
+    let extra: Vec<String> = copy
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .map(|k| k.escape_ascii().to_string())
+        .collect();
+    assert!(missing.is_empty(), "missing on the copy: {missing:?}");
+    assert!(extra.is_empty(), "extra on the copy: {extra:?}");
+    for (key, want) in &expected {
+        let got = &copy[key];
+        let name = key.escape_ascii().to_string();
+        assert_eq!(got.key_type, want.key_type, "type of {name}");
+        assert!(got.value == want.value, "value of {name} differs");
+        match (want.expires_at_ms, got.expires_at_ms) {
+            (None, None) => {}
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= tolerance_ms,
+                "{name} expires {} ms apart on the original and the copy",
+                (a - b).abs()
+            ),
+            (a, b) => panic!("expiry of {name}: {a:?} on the original, {b:?} on the copy"),
+        }
+    }
+}
+
+/// Loads `jobs` BullMQ-shaped jobs into `queues` queues under `bull:`: a job hash per
+/// job, `wait` lists, `delayed`/`completed`/`failed` sorted sets, an `events` stream
+/// per queue, `id` counters; about 7% of the job hashes get a TTL. Pipelined.
+pub fn load_bullmq(con: &mut Connection, queues: usize, jobs: usize) {
+    let per_queue = jobs.div_ceil(queues.max(1));
+    for q in 0..queues {
+        let queue = format!("bull:queue{q}");
+        let mut pipe = redis::pipe();
+        for j in 0..per_queue {
+            let key = format!("{queue}:{j}");
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("name")
+                .arg("send-mail")
+                .arg("data")
+                .arg(format!(
+                    "{{\"to\":\"user{j}@example.com\",\"template\":\"welcome\",\"n\":{j}}}"
+                ))
+                .arg("opts")
+                .arg("{\"attempts\":3,\"backoff\":{\"type\":\"exponential\",\"delay\":1000}}")
+                .arg("timestamp")
+                .arg(1_700_000_000_000u64 + j as u64)
+                .arg("attemptsMade")
+                .arg(j % 3)
+                .ignore();
+            if j % 14 == 0 {
+                pipe.cmd("PEXPIRE").arg(&key).arg(86_400_000).ignore();
+            }
+            match j % 10 {
+                0..=5 => pipe
+                    .cmd("RPUSH")
+                    .arg(format!("{queue}:wait"))
+                    .arg(j)
+                    .ignore(),
+                6 => pipe
+                    .cmd("ZADD")
+                    .arg(format!("{queue}:delayed"))
+                    .arg(j)
+                    .arg(j)
+                    .ignore(),
+                7 | 8 => pipe
+                    .cmd("ZADD")
+                    .arg(format!("{queue}:completed"))
+                    .arg(j)
+                    .arg(j)
+                    .ignore(),
+                _ => pipe
+                    .cmd("ZADD")
+                    .arg(format!("{queue}:failed"))
+                    .arg(j)
+                    .arg(j)
+                    .ignore(),
+            };
+            if j % 100 == 0 {
+                pipe.cmd("XADD")
+                    .arg(format!("{queue}:events"))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(10_000)
+                    .arg("*")
+                    .arg("event")
+                    .arg("added")
+                    .arg("jobId")
+                    .arg(j)
+                    .ignore();
+            }
+            if pipe.len() >= 5000 {
+                let () = pipe.query(con).unwrap();
+                pipe = redis::pipe();
+            }
+        }
+        pipe.cmd("SET")
+            .arg(format!("{queue}:id"))
+            .arg(per_queue)
+            .ignore();
+        let () = pipe.query(con).unwrap();
+    }
+}

@@ -1,0 +1,89 @@
+//! A directory holding one runbook, and the `redis-move` binary run in it: commands,
+//! background runs, and the journal of the latest run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary directory with `runbook.yaml` in it.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Workspace {
+    /// A workspace holding `runbook` (its `name:` names the state directory).
+    pub fn new(runbook: &str) -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("runbook.yaml"), runbook).expect("write runbook");
+        Workspace {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for every command run here (secrets).
+    pub fn with_env(mut self, name: &str, value: &str) -> Workspace {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `redis-move` with `args`, in the workspace, no colours, no inherited RUST_LOG.
+    pub fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::cargo_bin("redis-move").expect("the redis-move binary");
+        cmd.current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().cloned())
+            .args(args);
+        cmd
+    }
+
+    /// `redis-move` with `args` in the background (stdin closed, stderr piped).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().cloned())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn redis-move")
+    }
+
+    /// The directory of the latest run, if any.
+    pub fn run_dir(&self) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(self.path().join("runbook.yaml")).ok()?;
+        let name = text.lines().find_map(|l| l.strip_prefix("name: "))?.trim();
+        let runs = self.path().join(".redis-move").join(name).join("runs");
+        let mut ids: Vec<PathBuf> = std::fs::read_dir(runs)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        ids.sort();
+        ids.pop()
+    }
+
+    /// The journal of the latest run, if one exists and reads.
+    pub fn journal(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.run_dir()?.join("journal.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Waits (up to `limit`) until `done` holds, polling every 20 ms.
+    pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < limit, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
