@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::copy;
 use super::journal::Captured;
 use super::probe::{Connections, ProbeContext, probe};
 use super::replication;
 use super::runner::{ActionRunner, RunContext};
+use super::{cleanup, copy, verify};
 use crate::backend::docker::change::{CommandOutput, HealthSpec, RunSpec};
 use crate::backend::docker::{DockerBackend, Selection};
 use crate::backend::redis::RedisBackend;
 use crate::backend::{BackendError, net, shell};
 use crate::redact::Redactor;
-use crate::runbook::action::{Action, ContainerState, Effect, Rename};
+use crate::runbook::action::{Action, ContainerState, Effect};
 use crate::runbook::expect::compile_regex;
 use crate::runbook::model::Step;
 use crate::runbook::template::Template;
@@ -80,35 +80,6 @@ fn ledger_path(step: &Step, captured: Option<&Captured>, ctx: &RunContext<'_>) -
         Some(Captured::Copy { ledger }) => ctx.run_dir.join(ledger),
         _ => ctx.run_dir.join(format!("copy-{}.ledger", step.id)),
     }
-}
-
-/// The rename of a copy or a verify, compiled (a regex matches the whole key).
-fn key_rename(rename: Option<&Rename>) -> Result<Option<copy::KeyRename>, BackendError> {
-    Ok(match rename {
-        None => None,
-        Some(Rename {
-            from: Some(from),
-            to: Some(to),
-            ..
-        }) => Some(copy::KeyRename::Prefix {
-            from: from.as_bytes().to_vec(),
-            to: to.as_bytes().to_vec(),
-        }),
-        Some(Rename {
-            regex: Some(regex),
-            replace: Some(replace),
-            ..
-        }) => Some(copy::KeyRename::Regex {
-            regex: regex::bytes::Regex::new(&format!("^(?:{regex})$"))
-                .map_err(|e| BackendError::Config(format!("rename regex: {e}")))?,
-            replace: replace.as_bytes().to_vec(),
-        }),
-        Some(_) => {
-            return Err(BackendError::Config(
-                "`rename` takes `from` + `to` or `regex` + `replace`".into(),
-            ));
-        }
-    })
 }
 
 fn recreated(captured: Option<&Captured>) -> Vec<(String, String)> {
@@ -262,6 +233,7 @@ impl LiveRunner {
                             | Action::Shell(_)
                             | Action::DockerExec(_)
                             | Action::RedisCommand(_)
+                            | Action::RedisVerify(_)
                     ) =>
             {
                 let probe_ctx = ProbeContext {
@@ -504,7 +476,7 @@ impl LiveRunner {
                         None => "*".into(),
                     },
                     key_type: p.key_type.map(|t| t.to_string()),
-                    rename: key_rename(p.rename.as_ref())?,
+                    rename: copy::KeyRename::of(p.rename.as_ref())?,
                     existing: p.existing,
                     batch: p.batch.map_or(copy::DEFAULT_BATCH, |b| b.max(1) as usize),
                     chunk_above: match p.chunk_above {
@@ -528,6 +500,28 @@ impl LiveRunner {
                     &targets,
                     &plan,
                     &ledger_path(step, captured, ctx),
+                    ctx.cancel,
+                    &progress,
+                )
+                .await
+            }
+            Action::RedisVerify(p) => {
+                let (source, target) = self.pair(step, &p.source.value, ctx).await?;
+                let plan = verify::VerifyPlan::of(p, r)?;
+                let progress = |checked: u64, total: u64| {
+                    ctx.progress(&step.id, format!("{checked} of {total} keys checked"), None)
+                };
+                verify::verify(&source, &target, &plan, &progress).await
+            }
+            Action::RedisDelete(p) => {
+                let target = self.connections.redis(self.redis_target(step)?, r).await?;
+                let progress =
+                    |deleted: u64| ctx.progress(&step.id, format!("{deleted} keys deleted"), None);
+                cleanup::delete(
+                    &target,
+                    &r.resolve(&p.pattern)?,
+                    p.key_type.map(|t| t.to_string()).as_deref(),
+                    p.rate,
                     ctx.cancel,
                     &progress,
                 )
@@ -715,10 +709,6 @@ impl ActionRunner for LiveRunner {
             }
             Ok(())
         })
-    }
-
-    fn supports(&self, action: &Action) -> bool {
-        !matches!(action, Action::RedisVerify(_) | Action::RedisDelete(_))
     }
 
     fn capture<'a>(

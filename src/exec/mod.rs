@@ -1,5 +1,6 @@
 //! Running actions against live systems.
 
+pub mod cleanup;
 pub mod copy;
 pub mod engine;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod runner;
 pub mod state;
 pub mod step;
 pub mod trigger;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use super::probe::{Connections, ProbeContext, probe};
 use super::resolve::{ResolveError, Resolver, Secrets};
 use crate::backend::BackendError;
 use crate::plan::{LiveCheck, LiveStatus, Plan, PlanStep};
-use crate::runbook::action::Verification;
+use crate::runbook::action::{Action, Verification};
 use crate::runbook::model::{Runbook, Step};
 use crate::value::Value;
 
@@ -30,12 +30,6 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
     let mut simulated_before = 0usize;
     for phase in &mut plan.phases {
         for planned in &mut phase.steps {
-            if planned.verification != Verification::Verified {
-                if planned.verification == Verification::Simulated && planned.action != "wait" {
-                    simulated_before += 1;
-                }
-                continue;
-            }
             let Some(step) = runbook.step(&planned.id) else {
                 continue;
             };
@@ -48,6 +42,15 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
                 redactor: &redactor,
                 run_started: started,
             };
+            if planned.verification != Verification::Verified {
+                if planned.verification == Verification::Simulated && planned.action != "wait" {
+                    simulated_before += 1;
+                }
+                if let Some(check) = estimate(step, &ctx).await {
+                    attach(planned, check, &redactor);
+                }
+                continue;
+            }
             let (check, value) = check_step(step, &ctx, simulated_before).await;
             counts[match check.status {
                 LiveStatus::Passed => 0,
@@ -62,6 +65,48 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
         }
     }
     plan.summary.live = Some(counts);
+}
+
+/// For a copy or a delete, how many keys it would touch, counted now with SCAN
+/// (nothing is copied or deleted).
+async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
+    let (server, pattern, key_type, verb) = match &step.action {
+        Action::RedisDelete(p) => (
+            step.target.as_deref()?,
+            Some(&p.pattern),
+            p.key_type,
+            "would delete",
+        ),
+        Action::RedisCopy(p) => (
+            p.source.value.as_str(),
+            p.pattern.as_ref(),
+            p.key_type,
+            "would copy up to",
+        ),
+        _ => return None,
+    };
+    let counted = async {
+        let pattern = match pattern {
+            Some(p) => ctx.resolver.resolve(p)?,
+            None => "*".into(),
+        };
+        let redis = ctx.connections.redis(server, &ctx.resolver).await?;
+        redis
+            .scan_count(&pattern, key_type.map(|t| t.to_string()).as_deref(), 1000)
+            .await
+    };
+    Some(match counted.await {
+        Ok(n) => LiveCheck {
+            status: LiveStatus::Passed,
+            value: Some(format!("{n} keys")),
+            detail: format!("{verb} {n} keys (counted now with SCAN; nothing was changed)"),
+        },
+        Err(e) => LiveCheck {
+            status: LiveStatus::Error,
+            value: None,
+            detail: format!("could not count the keys: {e}"),
+        },
+    })
 }
 
 fn attach(planned: &mut PlanStep, mut check: LiveCheck, redactor: &crate::redact::Redactor) {

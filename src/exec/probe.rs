@@ -232,6 +232,12 @@ async fn probe_inner(
             let redis = ctx.connections.redis(redis_target()?, r).await?;
             redis.config_get(&p.parameter).await
         }
+        Action::RedisVerify(p) => {
+            let source = ctx.connections.redis(&p.source.value, r).await?;
+            let target = ctx.connections.redis(redis_target()?, r).await?;
+            let plan = super::verify::VerifyPlan::of(p, r)?;
+            super::verify::verify(&source, &target, &plan, &|_, _| {}).await
+        }
         Action::RedisQueues(p) => {
             let redis = ctx.connections.redis(redis_target()?, r).await?;
             redis

@@ -10,7 +10,6 @@ use super::journal::Captured;
 use super::resolve::Resolver;
 use crate::backend::BackendError;
 use crate::redact::Redactor;
-use crate::runbook::action::Action;
 use crate::runbook::model::Step;
 use crate::value::Value;
 
@@ -48,9 +47,6 @@ impl RunContext<'_> {
 
 /// Performs actions.
 pub trait ActionRunner: Send + Sync {
-    /// Whether this runner can perform `action` (a run refuses to start otherwise).
-    fn supports(&self, action: &Action) -> bool;
-
     /// Captures what the step's rollback needs, before the step changes anything. The
     /// engine journals it (fsynced) before calling [`ActionRunner::perform`].
     fn capture<'a>(

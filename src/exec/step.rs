@@ -392,11 +392,14 @@ fn short(text: &str) -> String {
     }
 }
 
-/// An action's failure in a sentence, including a non-zero exit code when the step has
-/// no `expect` to judge it.
+/// An action's failure in a sentence, including a non-zero exit code or a verification
+/// that found differences, when the step has no `expect` to judge it.
 fn command_failure(step: &Step, value: &Value) -> Option<String> {
     if step.expect.is_some() || step.until.is_some() {
         return None;
+    }
+    if matches!(step.action, Action::RedisVerify(_)) {
+        return super::verify::failure(value);
     }
     match value.field("exit_code") {
         Some(Value::Number(code)) if *code != 0.0 => {

@@ -15,7 +15,6 @@ use super::resolve::Secrets;
 use super::runner::{ActionRunner, RunContext};
 use crate::backend::BackendError;
 use crate::redact::Redactor;
-use crate::runbook::action::Action;
 use crate::runbook::model::Step;
 use crate::runbook::{Runbook, SourceFile, load_source};
 use crate::value::Value;
@@ -56,10 +55,6 @@ impl FakeRunner {
 }
 
 impl ActionRunner for FakeRunner {
-    fn supports(&self, _: &Action) -> bool {
-        true
-    }
-
     fn capture<'a>(
         &'a self,
         step: &'a Step,

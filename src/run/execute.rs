@@ -44,33 +44,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
         })
 }
 
-/// Refuses runbooks that use actions this version cannot perform, before anything runs.
-fn check_supported(runbook: &Runbook, runner: &dyn ActionRunner) -> Result<(), Exit> {
-    let mut unsupported: Vec<String> = runbook
-        .steps()
-        .map(|(_, s)| s)
-        .chain(&runbook.rollback)
-        .filter(|s| !runner.supports(&s.action))
-        .map(|s| format!("`{}` ({})", s.id, s.action.name()))
-        .collect();
-    unsupported.extend(
-        runbook
-            .triggers
-            .iter()
-            .filter(|t| !runner.supports(&t.probe.action))
-            .map(|t| format!("trigger `{}`", t.id)),
-    );
-    if unsupported.is_empty() {
-        Ok(())
-    } else {
-        eprintln!(
-            "error: this version of redis-move cannot run {} yet; nothing was done\n  (`plan` and `plan --check` work for them)",
-            unsupported.join(", ")
-        );
-        Err(Exit::Usage)
-    }
-}
-
 /// Secrets every run needs before it starts (a missing one would fail halfway through).
 fn check_secrets(runbook: &Runbook, base_dir: &Path) -> Result<Secrets, Exit> {
     let secrets = Secrets::load(&runbook.secrets, base_dir);
@@ -351,9 +324,6 @@ fn execute(
     crate::backend::install_crypto_provider();
     let runbook = Arc::new(runbook);
     let runner: Arc<dyn ActionRunner> = Arc::new(LiveRunner::new(Connections::new(&runbook)));
-    if let Err(exit) = check_supported(&runbook, runner.as_ref()) {
-        return exit;
-    }
     let lock = match state::acquire(&state.lock_path(), &run_id) {
         Ok(lock) => lock,
         Err(LockError::Held(holder)) => {

@@ -61,6 +61,7 @@ pub fn validate(
     let rollback = v.rollback_steps(&spec.rollback, "rollback");
     let triggers = v.triggers(spec, &phases);
     v.check_references(root, &phases, &graphs);
+    v.check_backups(&phases, &graphs);
 
     let secrets = spec
         .secrets
@@ -972,6 +973,44 @@ impl Validator {
                             self.check_reference(&reference, span, None, phases, graphs);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// `redis.delete` names its backup step: it must exist and run before the delete.
+    fn check_backups(&mut self, phases: &[Phase], graphs: &[PhaseGraph]) {
+        for (phase_index, phase) in phases.iter().enumerate() {
+            for (step_index, step) in phase.steps.iter().enumerate() {
+                let crate::runbook::action::Action::RedisDelete(p) = &step.action else {
+                    continue;
+                };
+                let Some(backup) = &p.backup else { continue };
+                let Some(&(backup_phase, backup_index)) = self.step_phase.get(&backup.value) else {
+                    let mut known: Vec<&str> = self.step_phase.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    let mut d =
+                        unknown_name("unknown-step", backup.span, "step", &backup.value, &known);
+                    d.message = format!("`backup: {}` names no step", backup.value);
+                    self.diagnostics.push(d);
+                    continue;
+                };
+                let before = backup_phase < phase_index
+                    || (backup_phase == phase_index
+                        && graphs[phase_index].runs_before(backup_index, step_index));
+                if !before {
+                    let d = self.error(
+                        "backup-not-before",
+                        backup.span,
+                        format!(
+                            "the backup step `{}` does not run before `{}`, which deletes",
+                            backup.value, step.id
+                        ),
+                    );
+                    d.help = Some(format!(
+                        "declare `{}` earlier, or add `needs: [{}]` to `{}`",
+                        backup.value, backup.value, step.id
+                    ));
                 }
             }
         }

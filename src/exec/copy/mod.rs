@@ -28,7 +28,7 @@ use crate::backend::keyspace::{
     KeyType, canonical_digest, copy_in_chunks, display_key, read_command, reply_int, reply_text,
 };
 use crate::backend::redis::RedisBackend;
-use crate::runbook::action::ExistingKeys;
+use crate::runbook::action::{ExistingKeys, Rename};
 use crate::value::Value;
 use ledger::{Change, Checkpoint, Counters, LedgerState, LedgerWriter, Replaced};
 
@@ -62,6 +62,35 @@ pub enum KeyRename {
 }
 
 impl KeyRename {
+    /// The rename a runbook asks for, compiled (a regex matches the whole key).
+    pub fn of(rename: Option<&Rename>) -> Result<Option<KeyRename>, BackendError> {
+        Ok(match rename {
+            None => None,
+            Some(Rename {
+                from: Some(from),
+                to: Some(to),
+                ..
+            }) => Some(KeyRename::Prefix {
+                from: from.as_bytes().to_vec(),
+                to: to.as_bytes().to_vec(),
+            }),
+            Some(Rename {
+                regex: Some(regex),
+                replace: Some(replace),
+                ..
+            }) => Some(KeyRename::Regex {
+                regex: regex::bytes::Regex::new(&format!("^(?:{regex})$"))
+                    .map_err(|e| BackendError::Config(format!("rename regex: {e}")))?,
+                replace: replace.as_bytes().to_vec(),
+            }),
+            Some(_) => {
+                return Err(BackendError::Config(
+                    "`rename` takes `from` + `to` or `regex` + `replace`".into(),
+                ));
+            }
+        })
+    }
+
     /// The target name of `key` (unchanged when the rename does not match it).
     pub fn apply(&self, key: &[u8]) -> Vec<u8> {
         match self {

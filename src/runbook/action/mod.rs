@@ -258,6 +258,9 @@ impl Action {
     pub fn verification(&self) -> Verification {
         match self {
             Action::Shell(_) | Action::Manual(_) | Action::Gate(_) => Verification::Unverifiable,
+            // Before the copy it checks, a verification can only fail: the dry run
+            // leaves it to the run.
+            Action::RedisVerify(_) => Verification::Simulated,
             _ => match self.params().effect() {
                 Effect::ReadOnly => Verification::Verified,
                 _ => Verification::Simulated,

@@ -1,0 +1,423 @@
+//! `redis.verify`: proves a copy complete and faithful. Counts first (keys per pattern
+//! on both sides, BullMQ queue depths), then per key: type, TTL within a tolerance, and
+//! a content digest, `DEBUG DIGEST-VALUE` where the servers allow it, else a canonical
+//! client-side digest per type (never DUMP bytes, whose hash-table encodings serialise
+//! in a per-process order). Every key, or a uniform random sample.
+
+use std::time::{Duration, Instant};
+
+use super::resolve::Resolver;
+use crate::backend::BackendError;
+use crate::backend::keyspace::{
+    KeyType, canonical_digest, display_key, read_command, reply_int, reply_text,
+};
+use crate::backend::redis::RedisBackend;
+use crate::runbook::action::{DigestMode, VerifyParams};
+use crate::value::Value;
+
+use super::copy::KeyRename;
+
+/// Mismatches listed in the value (all are counted).
+const LISTED: usize = 20;
+/// Keys compared per pipelined round.
+const BATCH: usize = 500;
+
+/// What to verify and how.
+#[derive(Clone, Debug)]
+pub struct VerifyPlan {
+    /// Glob of the keys on the source.
+    pub pattern: String,
+    /// The rename the copy applied.
+    pub rename: Option<KeyRename>,
+    /// Check this many keys chosen at random (`None`: all).
+    pub sample: Option<u64>,
+    /// Allowed difference between TTLs.
+    pub ttl_tolerance: Duration,
+    /// How values are compared.
+    pub digest: DigestMode,
+}
+
+impl VerifyPlan {
+    /// The plan of a `redis.verify` step.
+    pub fn of(params: &VerifyParams, resolver: &Resolver<'_>) -> Result<VerifyPlan, BackendError> {
+        Ok(VerifyPlan {
+            pattern: match &params.pattern {
+                Some(pattern) => resolver.resolve(pattern)?,
+                None => "*".into(),
+            },
+            rename: KeyRename::of(params.rename.as_ref())?,
+            sample: params.sample,
+            ttl_tolerance: params.ttl_tolerance.map_or(Duration::from_secs(2), |t| t.0),
+            digest: params.digest,
+        })
+    }
+
+    fn target_key(&self, key: &[u8]) -> Vec<u8> {
+        match &self.rename {
+            Some(rename) => rename.apply(key),
+            None => key.to_vec(),
+        }
+    }
+
+    /// The target's pattern, when it can be told (no rename, or a prefix rename of a
+    /// pattern that starts with that prefix).
+    fn target_pattern(&self) -> Option<String> {
+        match &self.rename {
+            None => Some(self.pattern.clone()),
+            Some(KeyRename::Prefix { from, to }) => {
+                let from = std::str::from_utf8(from).ok()?;
+                let to = std::str::from_utf8(to).ok()?;
+                self.pattern
+                    .strip_prefix(from)
+                    .map(|rest| format!("{to}{rest}"))
+            }
+            Some(KeyRename::Regex { .. }) => None,
+        }
+    }
+}
+
+/// A small xorshift generator for sampling (no cryptographic needs).
+struct Sampler(u64);
+
+impl Sampler {
+    fn new() -> Sampler {
+        let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
+        Sampler(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// The keys to check: every key matching, or a reservoir sample of `sample` of them.
+async fn keys_to_check(
+    source: &RedisBackend,
+    plan: &VerifyPlan,
+) -> Result<(Vec<Vec<u8>>, u64), BackendError> {
+    let mut cursor = 0;
+    let mut seen = 0u64;
+    let mut keys = Vec::new();
+    let mut sampler = Sampler::new();
+    loop {
+        let (next, page) = source.scan_page(cursor, &plan.pattern, None, 1000).await?;
+        for key in page {
+            seen += 1;
+            match plan.sample {
+                Some(n) if keys.len() as u64 >= n => {
+                    let slot = sampler.below(seen);
+                    if slot < n {
+                        keys[slot as usize] = key;
+                    }
+                }
+                _ => keys.push(key),
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok((keys, seen));
+        }
+    }
+}
+
+/// Whether both servers answer `DEBUG DIGEST-VALUE` (often disabled: Redis 7 default,
+/// managed services).
+async fn debug_digest_allowed(source: &RedisBackend, target: &RedisBackend) -> bool {
+    let probe = || {
+        redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg("redis-move:probe")
+            .clone()
+    };
+    source.raw(&probe()).await.is_ok() && target.raw(&probe()).await.is_ok()
+}
+
+/// Type, PTTL and digest of each key on one server.
+async fn read_side(
+    redis: &RedisBackend,
+    keys: &[Vec<u8>],
+    debug: bool,
+) -> Result<Vec<Option<(String, i64, Vec<u8>)>>, BackendError> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+    }
+    let replies = redis.pipeline(pipe).await?;
+    let types: Vec<(String, i64)> = replies
+        .chunks(2)
+        .map(|pair| {
+            (
+                reply_text(&pair[0]),
+                pair.get(1).and_then(reply_int).unwrap_or(-2),
+            )
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    for (key, (key_type, _)) in keys.iter().zip(&types) {
+        match (debug, KeyType::parse(key_type)) {
+            (true, _) => {
+                pipe.cmd("DEBUG").arg("DIGEST-VALUE").arg(key);
+            }
+            (false, Some(t)) => {
+                pipe.add_command(read_command(t, key));
+            }
+            (false, None) => {
+                pipe.cmd("TYPE").arg(key);
+            }
+        }
+    }
+    let values = redis.pipeline(pipe).await?;
+    Ok(keys
+        .iter()
+        .zip(types)
+        .zip(values)
+        .map(|((_, (key_type, ttl)), value)| {
+            if key_type == "none" {
+                return None;
+            }
+            let digest = if debug {
+                match value {
+                    redis::Value::Array(mut parts) if !parts.is_empty() => {
+                        reply_text(&parts.remove(0)).into_bytes()
+                    }
+                    other => reply_text(&other).into_bytes(),
+                }
+            } else {
+                KeyType::parse(&key_type)
+                    .and_then(|t| canonical_digest(t, &value))
+                    .map(|d| d.to_vec())
+                    .unwrap_or_default()
+            };
+            Some((key_type, ttl, digest))
+        })
+        .collect())
+}
+
+/// Compares source and target per `plan`. `progress` gets (checked, total) now and then.
+pub async fn verify(
+    source: &RedisBackend,
+    target: &RedisBackend,
+    plan: &VerifyPlan,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<Value, BackendError> {
+    let started = Instant::now();
+    let (keys, source_keys) = keys_to_check(source, plan).await?;
+    let target_keys = match plan.target_pattern() {
+        Some(pattern) => Some(target.scan_count(&pattern, None, 1000).await?),
+        None => None,
+    };
+    let debug = match plan.digest {
+        DigestMode::Client => false,
+        DigestMode::Debug => {
+            if !debug_digest_allowed(source, target).await {
+                return Err(BackendError::Command(
+                    "DEBUG DIGEST-VALUE is not allowed on both servers (digest: debug); use digest: client".into(),
+                ));
+            }
+            true
+        }
+        DigestMode::Auto => debug_digest_allowed(source, target).await,
+    };
+    // BullMQ queue depths, when the keys compared are the queues' own.
+    let depth = |queues: Value| match queues.field("total").and_then(|t| t.field("depth")) {
+        Some(Value::Number(n)) => *n as u64,
+        _ => 0,
+    };
+    let queue_depths =
+        if plan.rename.is_none() && (plan.pattern == "*" || plan.pattern.starts_with("bull")) {
+            let (mine, theirs) =
+                tokio::try_join!(source.queues("bull", &[]), target.queues("bull", &[]))?;
+            Some((depth(mine), depth(theirs)))
+        } else {
+            None
+        };
+    let tolerance = plan.ttl_tolerance.as_millis() as i64;
+    let mut checked = 0u64;
+    let mut missing = 0u64;
+    let mut mismatched = 0u64;
+    let mut listed: Vec<Value> = Vec::new();
+    let note = |listed: &mut Vec<Value>, key: &[u8], why: String| {
+        if listed.len() < LISTED {
+            listed.push(Value::Text(format!("{}: {why}", display_key(key))));
+        }
+    };
+    if let Some((mine, theirs)) = queue_depths
+        && mine != theirs
+    {
+        mismatched += 1;
+        note(
+            &mut listed,
+            b"bull:*",
+            format!("queue depth {theirs}, expected {mine}"),
+        );
+    }
+    let mut last_progress = Instant::now();
+    for chunk in keys.chunks(BATCH) {
+        let renamed: Vec<Vec<u8>> = chunk.iter().map(|k| plan.target_key(k)).collect();
+        let (ours, theirs) = tokio::try_join!(
+            read_side(source, chunk, debug),
+            read_side(target, &renamed, debug)
+        )?;
+        for ((key, mine), copy) in renamed.iter().zip(ours).zip(theirs) {
+            let Some((key_type, ttl, digest)) = mine else {
+                continue; // gone from the source meanwhile
+            };
+            checked += 1;
+            let Some((copy_type, copy_ttl, copy_digest)) = copy else {
+                missing += 1;
+                note(&mut listed, key, "missing".into());
+                continue;
+            };
+            let why = if copy_type != key_type {
+                Some(format!("type {copy_type}, expected {key_type}"))
+            } else if (ttl < 0) != (copy_ttl < 0)
+                || (ttl >= 0 && (ttl - copy_ttl).abs() > tolerance)
+            {
+                let show = |t: i64| {
+                    if t < 0 {
+                        "none".to_owned()
+                    } else {
+                        crate::runbook::units::format_duration(Duration::from_millis(t as u64))
+                    }
+                };
+                Some(format!("TTL {}, expected {}", show(copy_ttl), show(ttl)))
+            } else if digest.is_empty() || copy_digest != digest {
+                Some("value differs".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                mismatched += 1;
+                note(&mut listed, key, why);
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(checked, keys.len() as u64);
+        }
+    }
+    let number = |n: u64| Value::Number(n as f64);
+    let mut fields = vec![
+        ("checked", number(checked)),
+        ("missing", number(missing)),
+        ("mismatched", number(mismatched)),
+        ("mismatches", Value::List(listed)),
+        ("source_keys", number(source_keys)),
+        (
+            "digest",
+            Value::Text(if debug { "debug" } else { "client" }.into()),
+        ),
+        ("duration", Value::Duration(started.elapsed())),
+    ];
+    if let Some(n) = target_keys {
+        fields.push(("target_keys", number(n)));
+    }
+    if let Some((mine, theirs)) = queue_depths {
+        fields.push(("source_queue_depth", number(mine)));
+        fields.push(("target_queue_depth", number(theirs)));
+    }
+    Ok(Value::Object(
+        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    ))
+}
+
+/// Why a verification failed, in a sentence (`None`: source and target agree).
+pub fn failure(value: &Value) -> Option<String> {
+    let count = |name: &str| match value.field(name) {
+        Some(Value::Number(n)) => *n as u64,
+        _ => 0,
+    };
+    let (missing, mismatched) = (count("missing"), count("mismatched"));
+    if missing + mismatched == 0 {
+        return None;
+    }
+    let listed = match value.field("mismatches") {
+        Some(Value::List(items)) => items
+            .iter()
+            .take(5)
+            .map(Value::as_text)
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{missing} missing and {mismatched} different on the target, of {} keys checked: {listed}",
+        count("checked")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(pattern: &str, rename: Option<KeyRename>) -> VerifyPlan {
+        VerifyPlan {
+            pattern: pattern.into(),
+            rename,
+            sample: None,
+            ttl_tolerance: Duration::from_secs(2),
+            digest: DigestMode::Auto,
+        }
+    }
+
+    #[test]
+    fn the_target_pattern_follows_a_prefix_rename() {
+        assert_eq!(
+            plan("job:*", None).target_pattern().as_deref(),
+            Some("job:*")
+        );
+        let prefix = KeyRename::Prefix {
+            from: b"job:".to_vec(),
+            to: b"step:".to_vec(),
+        };
+        assert_eq!(
+            plan("job:*", Some(prefix.clone()))
+                .target_pattern()
+                .as_deref(),
+            Some("step:*")
+        );
+        assert_eq!(plan("*", Some(prefix)).target_pattern(), None);
+    }
+
+    #[test]
+    fn failure_names_the_first_mismatches() {
+        let value = Value::Object(
+            [
+                ("missing".to_owned(), Value::Number(1.0)),
+                ("mismatched".to_owned(), Value::Number(1.0)),
+                (
+                    "mismatches".to_owned(),
+                    Value::List(vec![
+                        Value::Text("a: missing".into()),
+                        Value::Text("b: value differs".into()),
+                    ]),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let text = failure(&value).unwrap();
+        assert!(
+            text.contains("1 missing and 1 different on the target"),
+            "{text}"
+        );
+        assert!(text.contains("b: value differs"), "{text}");
+        let clean = Value::Object(
+            [("missing".to_owned(), Value::Number(0.0))]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(failure(&clean), None);
+    }
+
+    #[test]
+    fn sampling_stays_in_range() {
+        let mut sampler = Sampler::new();
+        for n in 1..200 {
+            assert!(sampler.below(n) < n);
+        }
+    }
+}
