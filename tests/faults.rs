@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_move_testbed::docker;
 use redis_move_testbed::topology::{Topology, docker_cli};
+use redis_move_testbed::{docker, scenario};
 
 struct Run {
     dir: tempfile::TempDir,
@@ -452,4 +452,42 @@ async fn an_unreachable_docker_engine_is_a_clear_resumable_failure() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn target_killed_after_a_replicated_cutover_loses_no_job() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let scenario = scenario::target_killed_during_the_watch(&engine, 3).await;
+    assert_eq!(scenario.exit_code, 3, "{}", scenario.stderr);
+    assert!(
+        scenario.detection <= Duration::from_secs(2),
+        "detected after {:?} (interval 1s + 1s)",
+        scenario.detection
+    );
+    assert!(
+        scenario.rollback < Duration::from_secs(60),
+        "the workers never consumed from the source again"
+    );
+    assert_eq!(
+        scenario.lost, 0,
+        "jobs done on the target before it died are on the source"
+    );
+    let journal = scenario.workspace.journal().unwrap();
+    for step in ["switch", "promote", "stop-workers", "start-workers"] {
+        assert_eq!(journal["steps"][step]["status"], "compensated", "{step}");
+    }
+    // The source is a primary again, the workers point at it.
+    let role = scenario.topology.source.cli(&["ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
+    for env in worker_env(&scenario.topology) {
+        assert!(
+            env.contains(&format!(
+                "REDIS_URL={}",
+                scenario.topology.source.network_url()
+            )),
+            "{env}"
+        );
+    }
 }

@@ -1,0 +1,64 @@
+//! `scripts/bench-rollback` (`cargo bench --bench rollback`): the rollback scenario of the
+//! fault-injection tests, ten times, with 14 workers: a replicated cutover with reverse
+//! replication, the target killed during the watch. Ends with the line
+//! `rollback: detect median A s max B s; rollback median C s max D s; jobs lost N`
+//! (detection: kill -> trigger fired; rollback: fired -> a job enqueued on the source is
+//! done again). Targets: detection <= probe interval (1 s) + 1 s, rollback < 10 s, 0 jobs
+//! lost. `BENCH_RUNS` and `BENCH_WORKERS` change the defaults (10, 14).
+
+use std::time::Duration;
+
+use redis_move_testbed::{docker, scenario};
+
+fn median_and_max(mut values: Vec<Duration>) -> (f64, f64) {
+    values.sort();
+    let median = values[values.len() / 2].as_secs_f64();
+    let max = values.last().map_or(0.0, Duration::as_secs_f64);
+    (median, max)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is understood.
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let Some(engine) = docker::engine().await else {
+            eprintln!("bench-rollback: needs a Docker Engine");
+            std::process::exit(2);
+        };
+        let (mut detections, mut rollbacks, mut lost) = (Vec::new(), Vec::new(), 0);
+        for run in 1..=runs {
+            let s = scenario::target_killed_during_the_watch(&engine, workers).await;
+            if s.exit_code != 3 {
+                eprintln!("run {run}: exit {} instead of 3\n{}", s.exit_code, s.stderr);
+                std::process::exit(1);
+            }
+            println!(
+                "run {run}/{runs}: detected in {:.2} s, workers back on the source {:.2} s later, {} jobs lost",
+                s.detection.as_secs_f64(),
+                s.rollback.as_secs_f64(),
+                s.lost
+            );
+            detections.push(s.detection);
+            rollbacks.push(s.rollback);
+            lost += s.lost;
+        }
+        let (detect_median, detect_max) = median_and_max(detections);
+        let (rollback_median, rollback_max) = median_and_max(rollbacks);
+        println!(
+            "targets: detection {:.2} of 2 s (max), rollback {:.2} of 10 s (max)",
+            detect_max / 2.0,
+            rollback_max / 10.0
+        );
+        println!(
+            "rollback: detect median {detect_median:.2} s max {detect_max:.2} s; rollback median {rollback_median:.2} s max {rollback_max:.2} s; jobs lost {lost}"
+        );
+    });
+}
