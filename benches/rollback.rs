@@ -46,6 +46,26 @@ fn main() {
                 s.rollback.as_secs_f64(),
                 s.lost
             );
+            if run == 1 {
+                // Where the rollback spends its time, from the journal.
+                let journal = s.workspace.journal().unwrap_or_default();
+                let fired: Option<jiff::Timestamp> = journal["triggers"][0]["at"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok());
+                for record in journal["rollback"].as_array().into_iter().flatten() {
+                    let at: Option<jiff::Timestamp> =
+                        record["at"].as_str().and_then(|t| t.parse().ok());
+                    if let (Some(fired), Some(at)) = (fired, at) {
+                        println!(
+                            "  +{:.2} s  {} {} ({})",
+                            at.duration_since(fired).as_secs_f64(),
+                            record["status"].as_str().unwrap_or(""),
+                            record["step"].as_str().unwrap_or(""),
+                            record["operation"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
             detections.push(s.detection);
             rollbacks.push(s.rollback);
             lost += s.lost;
