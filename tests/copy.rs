@@ -10,30 +10,17 @@ use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
 use redis_move_testbed::{RedisServer, Workspace};
 
 fn runbook(name: &str, source: &RedisServer, target: &RedisServer, copy: &str) -> String {
-    format!(
-        r#"version: 1
-name: {name}
-targets:
-  src: {{ redis: {{ url: "redis://127.0.0.1:{s}" }} }}
-  dst: {{ redis: {{ url: "redis://127.0.0.1:{t}" }} }}
-phases:
-  - id: move
-    steps:
-      - id: copy
-        redis.copy: {{ target: dst, source: src, {copy} }}
-"#,
-        s = source.port,
-        t = target.port
+    Workspace::two_redis_runbook(
+        name,
+        source.port,
+        target.port,
+        &format!("      - id: copy\n        redis.copy: {{ target: dst, source: src, {copy} }}\n"),
     )
 }
 
 /// A number of the copy step's value, as journaled.
 fn counter(ws: &Workspace, field: &str) -> f64 {
-    let journal = ws.journal().expect("a journal");
-    let value = &journal["steps"]["copy"]["value"];
-    value["object"][field]["number"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no `{field}` in {value}"))
+    ws.value_number("copy", field)
 }
 
 #[test]
@@ -51,9 +38,7 @@ fn every_type_is_copied_identically_small_and_in_chunks() {
         &target,
         "chunk_above: 64kb, batch: 4, connections: 2",
     ));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     let mut dst = connect(&target.url());
     assert_same(&before, &snapshot(&mut dst, "*"), <[u8]>::to_vec, 1000);
     // The source is never modified.
@@ -71,9 +56,7 @@ fn an_empty_source_copies_nothing() {
     let source = RedisServer::start();
     let target = RedisServer::start();
     let ws = Workspace::new(&runbook("empty", &source, &target, "match: \"*\""));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     assert_eq!(counter(&ws, "copied"), 0.0);
     assert_eq!(target.cli(&["DBSIZE"]).trim(), "0");
 }
@@ -106,9 +89,7 @@ phases:
 "#,
         p = server.port
     ));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     let mut steps = snapshot(&mut con, "step:*");
     steps.remove(b"step:existing".as_slice());
     assert_same(
@@ -149,9 +130,7 @@ fn collision() -> (RedisServer, RedisServer) {
 fn existing_keys_are_skipped_by_default() {
     let (source, target) = collision();
     let ws = Workspace::new(&runbook("skip", &source, &target, "batch: 2"));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     let mut dst = connect(&target.url());
     let b: String = dst.get("b").unwrap();
     assert_eq!(b, "the target's own");
@@ -171,9 +150,7 @@ fn existing_keys_are_skipped_by_default() {
 fn existing_keys_replaced_come_back_on_rollback() {
     let (source, target) = collision();
     let ws = Workspace::new(&runbook("replace", &source, &target, "existing: replace"));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     let mut dst = connect(&target.url());
     let b: String = dst.get("b").unwrap();
     assert_eq!(b, "from source b");
@@ -203,10 +180,7 @@ fn existing_keys_fail_the_copy_when_asked() {
         &target,
         "existing: fail, batch: 1",
     ));
-    let out = ws
-        .cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .code(1);
+    let out = ws.run().code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
         stderr.contains("`b` already exists on the target"),
@@ -239,9 +213,7 @@ fn keys_expiring_during_the_copy_never_come_back_without_a_ttl() {
         &target,
         "batch: 500, connections: 1",
     ));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     std::thread::sleep(Duration::from_millis(600));
     let mut dst = connect(&target.url());
     let short: Vec<String> = dst.keys("short:*").unwrap();

@@ -10,27 +10,7 @@ use redis_move_testbed::dataset::{self, connect};
 use redis_move_testbed::{RedisServer, Workspace};
 
 fn runbook(name: &str, source: &RedisServer, target: &RedisServer, steps: &str) -> String {
-    format!(
-        r#"version: 1
-name: {name}
-targets:
-  src: {{ redis: {{ url: "redis://127.0.0.1:{s}" }} }}
-  dst: {{ redis: {{ url: "redis://127.0.0.1:{t}" }} }}
-phases:
-  - id: main
-    steps:
-{steps}"#,
-        s = source.port,
-        t = target.port
-    )
-}
-
-fn number(ws: &Workspace, step: &str, field: &str) -> f64 {
-    let journal = ws.journal().expect("a journal");
-    let value = &journal["steps"][step]["value"];
-    value["object"][field]["number"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no `{field}` in {value}"))
+    Workspace::two_redis_runbook(name, source.port, target.port, steps)
 }
 
 fn verify_catches_corruption(digest: &str, extra: &[&str]) {
@@ -47,14 +27,12 @@ fn verify_catches_corruption(digest: &str, extra: &[&str]) {
         ),
     );
     let ws = Workspace::new(&copy_and_verify);
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     assert_eq!(
-        number(&ws, "check", "checked"),
+        ws.value_number("check", "checked"),
         dataset::EVERY_TYPE_KEYS as f64
     );
-    assert_eq!(number(&ws, "check", "mismatched"), 0.0);
+    assert_eq!(ws.value_number("check", "mismatched"), 0.0);
     let journal = ws.journal().unwrap();
     assert_eq!(
         journal["steps"]["check"]["value"]["object"]["digest"]["text"],
@@ -75,10 +53,7 @@ fn verify_catches_corruption(digest: &str, extra: &[&str]) {
         ),
     );
     let ws = Workspace::new(&only_verify);
-    let out = ws
-        .cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .code(1);
+    let out = ws.run().code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
         stderr.contains("1 missing and 2 different on the target, of 14 keys checked"),
@@ -116,12 +91,10 @@ fn verify_auto_falls_back_to_client_digests_where_debug_is_disabled() {
         &target,
         "      - { id: copy, redis.copy: { source: src, target: dst } }\n      - { id: check, redis.verify: { source: src, target: dst, sample: 100 } }\n",
     ));
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
-    assert_eq!(number(&ws, "check", "checked"), 100.0);
-    assert_eq!(number(&ws, "check", "source_keys"), 3000.0);
-    assert_eq!(number(&ws, "check", "target_keys"), 3000.0);
+    ws.run().success();
+    assert_eq!(ws.value_number("check", "checked"), 100.0);
+    assert_eq!(ws.value_number("check", "source_keys"), 3000.0);
+    assert_eq!(ws.value_number("check", "target_keys"), 3000.0);
     let journal = ws.journal().unwrap();
     assert_eq!(
         journal["steps"]["check"]["value"]["object"]["digest"]["text"],
@@ -164,12 +137,10 @@ phases:
     let text = String::from_utf8_lossy(&plan.get_output().stdout).to_string();
     assert!(text.contains("would delete 3000 keys"), "{text}");
     let started = Instant::now();
-    ws.cmd(&["run", "runbook.yaml", "--no-progress"])
-        .assert()
-        .success();
+    ws.run().success();
     // 3,000 keys at 2,000 a second cannot take less than 1.5 s.
     assert!(started.elapsed() >= Duration::from_millis(1400));
-    assert_eq!(number(&ws, "delete-jobs", "deleted"), 3000.0);
+    assert_eq!(ws.value_number("delete-jobs", "deleted"), 3000.0);
     let jobs: Vec<String> = con.keys("job:*").unwrap();
     assert_eq!(
         jobs,

@@ -168,6 +168,17 @@ fn bulk(value: &redis::Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Appends every item as an argument of `cmd`; the bytes appended.
+fn add_all(cmd: &mut redis::Cmd, items: &[redis::Value]) -> u64 {
+    let mut moved = 0;
+    for item in items {
+        let b = bulk(item).unwrap_or_default();
+        moved += b.len() as u64;
+        cmd.arg(b);
+    }
+    moved
+}
+
 fn items(reply: redis::Value, what: &str) -> Result<Vec<redis::Value>, BackendError> {
     match reply {
         redis::Value::Array(items) | redis::Value::Set(items) => Ok(items),
@@ -265,13 +276,7 @@ pub async fn copy_in_chunks(
                 }
                 let mut cmd = redis::cmd("RPUSH");
                 cmd.arg(into);
-                let mut moved = 0;
-                for item in &page {
-                    let b = bulk(item).unwrap_or_default();
-                    moved += b.len() as u64;
-                    cmd.arg(b);
-                }
-                bytes += moved;
+                bytes += add_all(&mut cmd, &page);
                 target.raw(&cmd).await?;
                 if page.len() < CHUNK_ELEMENTS {
                     break;
@@ -318,11 +323,7 @@ pub async fn copy_in_chunks(
                             }
                         }
                     } else {
-                        for item in &page {
-                            let b = bulk(item).unwrap_or_default();
-                            moved += b.len() as u64;
-                            cmd.arg(b);
-                        }
+                        moved += add_all(&mut cmd, &page);
                     }
                     bytes += moved;
                     target.raw(&cmd).await?;

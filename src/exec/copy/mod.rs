@@ -345,6 +345,15 @@ pub async fn copy(
     );
     drop(done_tx);
     let shared_ref = &shared;
+    let report = |at: &Checkpoint, here: &Counters| {
+        progress(&CopyProgress {
+            counters: at.counters,
+            elapsed: started.elapsed(),
+            copied_here: here.copied + here.replaced,
+            bytes_here: here.bytes,
+            total,
+        })
+    };
     let recorder = async move {
         let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
         let mut at = checkpoint;
@@ -362,13 +371,7 @@ pub async fn copy(
             if at.seq != before && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = Instant::now();
                 shared_ref.ledger(|l| l.checkpoint(&at))?;
-                progress(&CopyProgress {
-                    counters: at.counters,
-                    elapsed: started.elapsed(),
-                    copied_here: here.copied + here.replaced,
-                    bytes_here: here.bytes,
-                    total,
-                });
+                report(&at, &here);
             }
         }
         Ok::<_, BackendError>((at, here))
@@ -387,13 +390,7 @@ pub async fn copy(
         )));
     }
     shared.ledger(|l| l.finished(&at.counters))?;
-    progress(&CopyProgress {
-        counters: at.counters,
-        elapsed: started.elapsed(),
-        copied_here: here.copied + here.replaced,
-        bytes_here: here.bytes,
-        total,
-    });
+    report(&at, &here);
     Ok(counters_value(
         &at.counters,
         started.elapsed(),

@@ -44,6 +44,11 @@ impl Workspace {
         cmd
     }
 
+    /// `redis-move run runbook.yaml --no-progress`, waited for.
+    pub fn run(&self) -> assert_cmd::assert::Assert {
+        self.cmd(&["run", "runbook.yaml", "--no-progress"]).assert()
+    }
+
     /// `redis-move` with `args` in the background (stdin closed, stderr piped).
     pub fn spawn(&self, args: &[&str]) -> Child {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
@@ -76,6 +81,28 @@ impl Workspace {
     pub fn journal(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.run_dir()?.join("journal.json")).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// A number in the journaled value of `step` (`field` of its object).
+    pub fn value_number(&self, step: &str, field: &str) -> f64 {
+        let journal = self.journal().expect("a journal");
+        let value = &journal["steps"][step]["value"];
+        value["object"][field]["number"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no `{field}` in the value of `{step}`: {value}"))
+    }
+
+    /// A runbook `name` with redis targets `src` and `dst` on these loopback ports and
+    /// one phase `main` holding `steps` (YAML list items, indented six spaces).
+    pub fn two_redis_runbook(
+        name: &str,
+        source_port: u16,
+        target_port: u16,
+        steps: &str,
+    ) -> String {
+        format!(
+            "version: 1\nname: {name}\ntargets:\n  src: {{ redis: {{ url: \"redis://127.0.0.1:{source_port}\" }} }}\n  dst: {{ redis: {{ url: \"redis://127.0.0.1:{target_port}\" }} }}\nphases:\n  - id: main\n    steps:\n{steps}"
+        )
     }
 
     /// Waits (up to `limit`) until `done` holds, polling every 20 ms.
