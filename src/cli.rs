@@ -11,7 +11,7 @@ const EXAMPLES: &str = "\
 Examples:
   redis-move validate runbooks/*.yaml                 check runbooks (CI: --format github)
   redis-move plan runbooks/vps01-to-vps.yaml          preview exactly what a run will do
-  redis-move plan runbooks/vps01-to-vps.yaml --vars-file runbooks/vps01-to-vps.sandbox.yaml
+  redis-move plan runbooks/vps01-to-vps.yaml --vars-file runbooks/vars/vps01-to-vps.sandbox.yaml
   redis-move plan runbooks/vps01-to-vps.yaml --out plan.json   save the reviewed plan
   redis-move graph runbooks/vps01-to-vps.yaml --format mermaid
   redis-move schema > runbook.schema.json

@@ -97,6 +97,9 @@ pub enum Captured {
     Recreated {
         /// (name, parked name) per container.
         containers: Vec<(String, String)>,
+        /// Those that were not running before the step: restored, they stay stopped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stopped: Vec<String>,
     },
     /// Containers a stop or start changed (those that were not already in the target
     /// state).

@@ -82,9 +82,17 @@ fn ledger_path(step: &Step, captured: Option<&Captured>, ctx: &RunContext<'_>) -
     }
 }
 
+/// Containers a recreate found stopped (they stay stopped when put back).
+fn stopped_before(captured: Option<&Captured>) -> Vec<String> {
+    match captured {
+        Some(Captured::Recreated { stopped, .. }) => stopped.clone(),
+        _ => Vec::new(),
+    }
+}
+
 fn recreated(captured: Option<&Captured>) -> Vec<(String, String)> {
     match captured {
-        Some(Captured::Recreated { containers }) => containers.clone(),
+        Some(Captured::Recreated { containers, .. }) => containers.clone(),
         _ => Vec::new(),
     }
 }
@@ -153,8 +161,15 @@ impl LiveRunner {
                 let names = docker
                     .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, ctx)?)
                     .await?;
+                let mut stopped = Vec::new();
+                for name in &names {
+                    if !docker.is_running(name).await? {
+                        stopped.push(name.clone());
+                    }
+                }
                 Some(Captured::Recreated {
                     containers: docker.park_plan(&names).await?,
+                    stopped,
                 })
             }
             Action::DockerStop(p) => {
@@ -575,7 +590,11 @@ impl LiveRunner {
             Action::DockerRecreate(p) => {
                 let docker = self.docker(step, ctx).await?;
                 let restored = docker
-                    .restore_all(&recreated(captured), p.timeout.map(|t| t.0))
+                    .restore_all(
+                        &recreated(captured),
+                        &stopped_before(captured),
+                        p.timeout.map(|t| t.0),
+                    )
                     .await?;
                 Ok(changed_value(restored))
             }
@@ -697,7 +716,7 @@ impl ActionRunner for LiveRunner {
         ctx: &'a RunContext<'a>,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            if let (Action::DockerRecreate(_), Captured::Recreated { containers }) =
+            if let (Action::DockerRecreate(_), Captured::Recreated { containers, .. }) =
                 (&step.action, captured)
             {
                 let docker = self.docker(step, ctx).await?;

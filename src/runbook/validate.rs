@@ -873,6 +873,39 @@ impl Validator {
         if let Some(d) = fire.failing_for {
             return Some(FireCondition::FailingFor(d.0));
         }
+        // `increase` and `rate` measure change over time: they need a number (`increase`
+        // may also name the fields it follows: `{ total: { failed: "> 100" } }`).
+        let increase_on_fields = matches!(fire.increase, Some(Expect::Field { .. }));
+        if (fire.increase.is_some() && !increase_on_fields) || fire.rate.is_some() {
+            let kind = match shape {
+                Shape::Object(_) => Some("an object"),
+                Shape::List(_) => Some("a list"),
+                Shape::Text => Some("text"),
+                Shape::Bool => Some("a boolean"),
+                Shape::Nothing => Some("no value"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let condition = if fire.rate.is_some() {
+                    "rate"
+                } else {
+                    "increase"
+                };
+                let d = self.error(
+                    "fire-condition",
+                    span,
+                    format!("`{condition}` follows a number over time, but the probe gives {kind}"),
+                );
+                if let Shape::Object(fields) = shape {
+                    let names: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+                    d.help = Some(format!(
+                        "pick a numeric field with `field:` (one of: {})",
+                        names.join(", ")
+                    ));
+                }
+                return None;
+            }
+        }
         if let Some(by) = &fire.increase {
             let Some(within) = fire.within else {
                 self.error(

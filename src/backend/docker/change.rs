@@ -80,6 +80,16 @@ fn nanos(d: Duration) -> i64 {
     d.as_nanos().min(i64::MAX as u128) as i64
 }
 
+/// What a parked container's name carries before the original's short id.
+const PARKED_MARK: &str = "rmold-";
+
+/// Whether `name` is the name of an original container a recreate parked.
+pub fn is_parked(name: &str) -> bool {
+    name.rsplit_once('-').is_some_and(|(rest, id)| {
+        rest.ends_with("-rmold") && id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 impl DockerBackend {
     async fn inspect(&self, name: &str) -> Result<ContainerInspectResponse, BackendError> {
         self.client()
@@ -213,7 +223,7 @@ impl DockerBackend {
     /// stopped, so that a rollback restores it exactly, secrets included, without the
     /// journal ever holding its configuration).
     pub fn parked_name(name: &str, id: &str) -> String {
-        format!("{name}-rmold-{}", &id[..id.len().min(12)])
+        format!("{name}-{PARKED_MARK}{}", &id[..id.len().min(12)])
     }
 
     /// Parked names for the named containers as they are now.
@@ -338,10 +348,13 @@ impl DockerBackend {
     }
 
     /// Puts parked containers back: the replacement is removed and the original, exactly
-    /// as it was, takes its name and starts. In parallel; returns the names restored.
+    /// as it was, takes its name and starts, unless it is in `stopped` (it was not
+    /// running before the recreate; whatever stopped it restarts it). In parallel;
+    /// returns the names restored.
     pub async fn restore_all(
         &self,
         plan: &[(String, String)],
+        stopped: &[String],
         grace: Option<Duration>,
     ) -> Result<Vec<String>, BackendError> {
         let results =
@@ -352,7 +365,9 @@ impl DockerBackend {
                 self.stop(std::slice::from_ref(name), grace).await.ok();
                 self.remove(std::slice::from_ref(name), true).await?;
                 self.rename(parked, name).await?;
-                self.start(std::slice::from_ref(name)).await?;
+                if !stopped.contains(name) {
+                    self.start(std::slice::from_ref(name)).await?;
+                }
                 Ok::<_, BackendError>(Some(name.clone()))
             }))
             .await;
@@ -740,4 +755,19 @@ fn files_tar(files: &[(String, String)]) -> Result<Vec<u8>, BackendError> {
     builder
         .into_inner()
         .map_err(|e| BackendError::Config(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_names_are_recognised() {
+        let parked = DockerBackend::parked_name("fiskai-worker-ocr", "0123456789abcdef0123");
+        assert_eq!(parked, "fiskai-worker-ocr-rmold-0123456789ab");
+        assert!(is_parked(&parked));
+        assert!(!is_parked("fiskai-worker-ocr"));
+        assert!(!is_parked("my-rmold-app"));
+        assert!(!is_parked("x-rmold-0123456789zz"));
+    }
 }

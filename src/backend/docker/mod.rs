@@ -166,6 +166,9 @@ impl DockerBackend {
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
             .map(|n| n.trim_start_matches('/').to_owned())
             .filter(|n| selection.name.as_ref().is_none_or(|re| re.is_match(n)))
+            // Originals a recreate parked are redis-move's own until the run ends: no
+            // selection sees them (a `^fiskai-worker` pattern would match them too).
+            .filter(|n| !change::is_parked(n))
             .collect();
         names.sort();
         Ok(names)
@@ -180,15 +183,24 @@ impl DockerBackend {
     ) -> Result<Value, BackendError> {
         let names = self.matching_names(selection).await?;
         let inspected = futures_util::future::try_join_all(names.iter().map(|name| async move {
-            self.docker
+            match self
+                .docker
                 .inspect_container(name, None::<InspectContainerOptions>)
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))
+            {
+                Ok(c) => Ok(Some(c)),
+                // Gone since it was listed (replaced by a recreate meanwhile).
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(docker_error(&self.endpoint, e)),
+            }
         }))
         .await?;
         Ok(Value::List(
             inspected
                 .into_iter()
+                .flatten()
                 .map(|c| container_value(c, redactor))
                 .collect(),
         ))
@@ -204,8 +216,8 @@ impl DockerBackend {
         redactor: &Redactor,
     ) -> Result<Value, BackendError> {
         let names = self.matching_names(selection).await?;
-        let mut lines = Vec::new();
-        for name in names {
+        // All containers at once: a probe over 14 workers must fit its timeout.
+        let texts = futures_util::future::try_join_all(names.iter().map(|name| async move {
             let mut options = LogsOptionsBuilder::default().stdout(true).stderr(true);
             if let Some(since) = since {
                 options = options.since(since as i32);
@@ -213,16 +225,27 @@ impl DockerBackend {
             if let Some(tail) = tail {
                 options = options.tail(&tail.to_string());
             }
-            let chunks: Vec<_> = self
+            let chunks: Vec<_> = match self
                 .docker
-                .logs(&name, Some(options.build()))
+                .logs(name, Some(options.build()))
                 .try_collect()
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))?;
-            let text: String = chunks
+            {
+                Ok(chunks) => chunks,
+                // Gone since it was listed (replaced by a recreate meanwhile).
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Vec::new(),
+                Err(e) => return Err(docker_error(&self.endpoint, e)),
+            };
+            Ok(chunks
                 .iter()
                 .map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned())
-                .collect();
+                .collect::<String>())
+        }))
+        .await?;
+        let mut lines = Vec::new();
+        for (name, text) in names.iter().zip(texts) {
             for line in text.lines() {
                 if pattern.is_none_or(|re| re.is_match(line)) {
                     let mut item = BTreeMap::new();

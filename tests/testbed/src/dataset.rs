@@ -259,9 +259,15 @@ pub fn assert_same(
 /// job, `wait` lists, `delayed`/`completed`/`failed` sorted sets, an `events` stream
 /// per queue, `id` counters; about 7% of the job hashes get a TTL. Pipelined.
 pub fn load_bullmq(con: &mut Connection, queues: usize, jobs: usize) {
-    let per_queue = jobs.div_ceil(queues.max(1));
-    for q in 0..queues {
-        let queue = format!("bull:queue{q}");
+    let names: Vec<String> = (0..queues).map(|q| format!("queue{q}")).collect();
+    load_bullmq_queues(con, &names, jobs);
+}
+
+/// [`load_bullmq`] into the queues `bull:<name>` of `names`.
+pub fn load_bullmq_queues(con: &mut Connection, names: &[String], jobs: usize) {
+    let per_queue = jobs.div_ceil(names.len().max(1));
+    for name in names {
+        let queue = format!("bull:{name}");
         let mut pipe = redis::pipe();
         for j in 0..per_queue {
             let key = format!("{queue}:{j}");

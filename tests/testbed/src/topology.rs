@@ -182,6 +182,8 @@ impl Topology {
             docker_cli(&[
                 "run",
                 "-d",
+                // The worker stops on SIGTERM (tini forwards it), as Node workers do.
+                "--init",
                 "--name",
                 &name,
                 "--network",

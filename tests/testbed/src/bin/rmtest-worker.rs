@@ -5,6 +5,10 @@
 //!
 //! `FAIL_MODULE=1` makes it log a module resolution error and exit, like a worker whose
 //! image lost its `dist/` folder.
+//!
+//! With a `QUEUE` of the form `bull:<name>` it moves jobs the way BullMQ does:
+//! `LMOVE <queue>:wait <queue>:active`, then `ZADD <queue>:completed` and `LREM` from
+//! active, so that every job is in exactly one of wait, active and completed at any time.
 
 use std::time::Duration;
 
@@ -32,6 +36,9 @@ fn main() {
     };
     let wait = format!("{queue}:wait");
     let done = format!("{queue}:done");
+    if queue.starts_with("bull:") {
+        bullmq(&client, &name, &queue, job_ms);
+    }
     loop {
         let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
             Ok(c) => c,
@@ -64,6 +71,75 @@ fn main() {
                                 .arg(&wait)
                                 .arg(&job)
                                 .query::<i64>(&mut connection);
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Consumes a BullMQ-shaped queue: wait -> active -> completed.
+fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
+    let (wait, active, completed) = (
+        format!("{queue}:wait"),
+        format!("{queue}:active"),
+        format!("{queue}:completed"),
+    );
+    loop {
+        let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+        };
+        let _ = connection.set_read_timeout(Some(Duration::from_secs(3)));
+        println!("[{name}] Worker started, queue {queue}");
+        loop {
+            let moved: redis::RedisResult<Option<String>> = redis::cmd("BLMOVE")
+                .arg(&wait)
+                .arg(&active)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(1)
+                .query(&mut connection);
+            match moved {
+                Ok(Some(job)) => {
+                    std::thread::sleep(Duration::from_millis(job_ms));
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    let finished: redis::RedisResult<()> = redis::pipe()
+                        .atomic()
+                        .cmd("ZADD")
+                        .arg(&completed)
+                        .arg(now)
+                        .arg(&job)
+                        .ignore()
+                        .cmd("LREM")
+                        .arg(&active)
+                        .arg(1)
+                        .arg(&job)
+                        .ignore()
+                        .query(&mut connection);
+                    match finished {
+                        Ok(()) => println!("[{name}] processed job {job}"),
+                        Err(e) => {
+                            // Still in active: BullMQ's stalled-job check would move it
+                            // back to wait; the job is not lost.
+                            eprintln!(
+                                "[{name}] Error: connect ECONNREFUSED ({e}); job {job} left in active"
+                            );
                             break;
                         }
                     }

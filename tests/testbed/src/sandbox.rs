@@ -1,0 +1,260 @@
+//! The local sandbox: the VPS-01 side of seeds 000/001 on one Docker Engine, to rehearse
+//! `runbooks/vps01-to-vps.yaml` (with `runbooks/vars/vps01-to-vps.sandbox.yaml`) before the
+//! real cutover, and to test it end to end.
+//!
+//! `up` builds its images locally (nothing is pulled), starts `fiskai-redis` (AOF on,
+//! `maxmemory 2gb`, `allkeys-lru` as in seed 001) filled with BullMQ-shaped queues, and
+//! 14 `fiskai-worker-<name>` containers consuming them, on the network
+//! `fiskai-sandbox`. The VPS side is empty: the runbook provisions `fiskai-redis-vps`.
+//! Everything the sandbox or the runbook creates carries the label
+//! `redis-move-sandbox=true`; `down` removes exactly that (and the sandbox's network,
+//! volumes and image tags).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+use crate::dataset;
+use crate::docker::redis_image;
+use crate::topology::{docker_cli, worker_image};
+
+/// The label on everything the sandbox (and the runbook in the sandbox) creates.
+pub const LABEL: &str = "redis-move-sandbox=true";
+/// The sandbox's network (VPS-01 and VPS share one engine here).
+pub const NETWORK: &str = "fiskai-sandbox";
+/// The source Redis container.
+pub const SOURCE: &str = "fiskai-redis";
+/// The port of the source on 127.0.0.1.
+pub const SOURCE_PORT: u16 = 16379;
+/// The port the runbook publishes the new Redis on (127.0.0.1).
+pub const TARGET_PORT: u16 = 16380;
+/// The tag of the Redis image the runbook runs (`vars.redis_image`).
+pub const REDIS_IMAGE: &str = "fiskai-sandbox/redis:7";
+/// The tag of the worker image (`fiskai-worker`, as the pre-flight looks for it).
+pub const WORKER_IMAGE: &str = "fiskai-worker:sandbox";
+/// Volumes the sandbox and the runbook use.
+pub const VOLUMES: [&str; 2] = ["fiskai-sandbox-redis-data", "fiskai-sandbox-redis-vps-data"];
+/// The 14 workers of seed 001, one queue each.
+pub const WORKERS: [&str; 14] = [
+    "orchestrator",
+    "extractor",
+    "ocr",
+    "composer",
+    "reviewer",
+    "sentinel",
+    "classifier",
+    "indexer",
+    "notifier",
+    "scheduler",
+    "archiver",
+    "validator",
+    "enricher",
+    "reporter",
+];
+
+/// How to start the sandbox.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Jobs loaded into the source, over the 14 queues.
+    pub jobs: usize,
+    /// Milliseconds each job takes a worker.
+    pub job_ms: u64,
+    /// Plant seed 000's first failure: a worker running from a `/src` bind mount.
+    pub src_mount: bool,
+    /// Plant the second: a worker whose logs say "Cannot find module".
+    pub module_error: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            jobs: 140_000,
+            job_ms: 20,
+            src_mount: false,
+            module_error: false,
+        }
+    }
+}
+
+fn docker_quiet(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The container name of worker `name`.
+pub fn worker_name(name: &str) -> String {
+    format!("fiskai-worker-{name}")
+}
+
+/// Starts the sandbox (after removing a previous one).
+pub async fn up(docker: &Docker, options: &Options) {
+    down();
+    let redis = redis_image(docker).await;
+    let worker = worker_image(docker).await;
+    docker_cli(&["tag", &redis.reference, REDIS_IMAGE]);
+    docker_cli(&["tag", &worker.reference, WORKER_IMAGE]);
+    docker_cli(&["network", "create", "--label", LABEL, NETWORK]);
+    for volume in VOLUMES {
+        docker_cli(&["volume", "create", "--label", LABEL, volume]);
+    }
+    let publish = format!("127.0.0.1:{SOURCE_PORT}:6379");
+    let data = format!("{}:/data", VOLUMES[0]);
+    docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        SOURCE,
+        "--label",
+        LABEL,
+        "--network",
+        NETWORK,
+        "-p",
+        &publish,
+        "-v",
+        &data,
+        "--restart",
+        "unless-stopped",
+        REDIS_IMAGE,
+        "/usr/bin/redis-server",
+        "--dir",
+        "/data",
+        "--appendonly",
+        "yes",
+        "--maxmemory",
+        "2gb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--protected-mode",
+        "no",
+    ]);
+    let url = format!("redis://127.0.0.1:{SOURCE_PORT}");
+    let start = Instant::now();
+    let mut con = loop {
+        if let Ok(mut con) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+            && redis::cmd("PING").query::<String>(&mut con).is_ok()
+        {
+            break con;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{SOURCE} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let queues: Vec<String> = WORKERS.iter().map(|w| (*w).to_owned()).collect();
+    dataset::load_bullmq_queues(&mut con, &queues, options.jobs);
+    let src_dir = std::env::temp_dir().join("fiskai-sandbox-src");
+    let _ = std::fs::create_dir_all(&src_dir);
+    for (i, name) in WORKERS.iter().enumerate() {
+        let container = worker_name(name);
+        let env = [
+            "REDIS_URL=redis://fiskai-redis:6379".to_owned(),
+            format!("QUEUE=bull:{name}"),
+            format!("WORKER_NAME={container}"),
+            format!("JOB_MS={}", options.job_ms),
+        ];
+        let mut args: Vec<String> = [
+            // --init: the worker stops on SIGTERM, as Node workers do.
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            &container,
+            "--label",
+            LABEL,
+            "--label",
+            "app=fiskai-worker",
+            "--network",
+            NETWORK,
+            "--restart",
+            "unless-stopped",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for e in &env {
+            args.push("-e".into());
+            args.push(e.clone());
+        }
+        if options.src_mount && i == 0 {
+            args.push("-v".into());
+            args.push(format!("{}:/src", src_dir.display()));
+        }
+        if options.module_error && i == 1 {
+            args.push("-e".into());
+            args.push("FAIL_MODULE=1".into());
+        }
+        args.push(WORKER_IMAGE.into());
+        args.push("/usr/local/bin/worker".into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker_cli(&refs);
+    }
+}
+
+/// Removes every container labelled [`LABEL`], the network, the volumes and the image
+/// tags of the sandbox; nothing else. Safe to run when nothing is there.
+pub fn down() {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(&ids);
+        docker_quiet(&args);
+    }
+    docker_quiet(&["network", "rm", NETWORK]);
+    for volume in VOLUMES {
+        docker_quiet(&["volume", "rm", volume]);
+    }
+    docker_quiet(&["rmi", REDIS_IMAGE]);
+    docker_quiet(&["rmi", WORKER_IMAGE]);
+}
+
+/// The sandbox's containers with their state, one per line.
+pub fn status() -> String {
+    Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={LABEL}"),
+            "--format",
+            "{{.Names}}\t{{.Status}}",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Every job of the 14 queues, wherever it is (wait, active, completed, failed,
+/// delayed), counted on the Redis at `url`: a cutover must not change it.
+pub fn job_count(url: &str) -> usize {
+    let mut con = dataset::connect(url);
+    WORKERS
+        .iter()
+        .map(|name| {
+            let q = format!("bull:{name}");
+            let (wait, active, completed, failed, delayed): (usize, usize, usize, usize, usize) =
+                redis::pipe()
+                    .cmd("LLEN")
+                    .arg(format!("{q}:wait"))
+                    .cmd("LLEN")
+                    .arg(format!("{q}:active"))
+                    .cmd("ZCARD")
+                    .arg(format!("{q}:completed"))
+                    .cmd("ZCARD")
+                    .arg(format!("{q}:failed"))
+                    .cmd("ZCARD")
+                    .arg(format!("{q}:delayed"))
+                    .query(&mut con)
+                    .expect("queue depths");
+            wait + active + completed + failed + delayed
+        })
+        .sum()
+}
