@@ -64,6 +64,9 @@ pub struct Options {
     pub src_mount: bool,
     /// Plant the second: a worker whose logs say "Cannot find module".
     pub module_error: bool,
+    /// The second, but only once the worker is moved to the new Redis (the cutover
+    /// exposes it): the trigger must roll back.
+    pub module_error_after_cutover: bool,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             job_ms: 20,
             src_mount: false,
             module_error: false,
+            module_error_after_cutover: false,
         }
     }
 }
@@ -146,7 +150,8 @@ pub async fn up(docker: &Docker, options: &Options) {
     };
     let queues: Vec<String> = WORKERS.iter().map(|w| (*w).to_owned()).collect();
     dataset::load_bullmq_queues(&mut con, &queues, options.jobs);
-    let src_dir = std::env::temp_dir().join("fiskai-sandbox-src");
+    // A development bind mount of the sources, as the seed's workers had: `.../src`.
+    let src_dir = std::env::temp_dir().join("fiskai-sandbox").join("src");
     let _ = std::fs::create_dir_all(&src_dir);
     for (i, name) in WORKERS.iter().enumerate() {
         let container = worker_name(name);
@@ -181,11 +186,15 @@ pub async fn up(docker: &Docker, options: &Options) {
         }
         if options.src_mount && i == 0 {
             args.push("-v".into());
-            args.push(format!("{}:/src", src_dir.display()));
+            args.push(format!("{}:/app/src", src_dir.display()));
         }
         if options.module_error && i == 1 {
             args.push("-e".into());
             args.push("FAIL_MODULE=1".into());
+        }
+        if options.module_error_after_cutover && i == 2 {
+            args.push("-e".into());
+            args.push("FAIL_MODULE_WHEN_URL=fiskai-redis-vps".into());
         }
         args.push(WORKER_IMAGE.into());
         args.push("/usr/local/bin/worker".into());

@@ -1,14 +1,14 @@
 //! The local sandbox (see `redis_move_testbed::sandbox`): `up`, `down`, `status`.
 //!
 //! ```text
-//! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount] [--plant module-error]
+//! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover]
 //! redis-move-sandbox status
 //! redis-move-sandbox down
 //! ```
 
 use redis_move_testbed::sandbox::{self, Options};
 
-const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error] | status | down";
+const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] | status | down";
 
 fn fail(message: &str) -> ! {
     eprintln!("redis-move-sandbox: {message}\n{USAGE}");
@@ -39,6 +39,7 @@ fn main() {
                     "--plant" => match value.as_str() {
                         "src-mount" => options.src_mount = true,
                         "module-error" => options.module_error = true,
+                        "module-error-after-cutover" => options.module_error_after_cutover = true,
                         other => fail(&format!("unknown fault `{other}`")),
                     },
                     other => fail(&format!("unknown option `{other}`")),

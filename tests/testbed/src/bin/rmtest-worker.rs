@@ -4,7 +4,8 @@
 //! behaviour of the BullMQ workers in the migration runbooks, without Node.
 //!
 //! `FAIL_MODULE=1` makes it log a module resolution error and exit, like a worker whose
-//! image lost its `dist/` folder.
+//! image lost its `dist/` folder; `FAIL_MODULE_WHEN_URL=part` does so only when its
+//! `REDIS_URL` contains `part` (it breaks once moved).
 //!
 //! With a `QUEUE` of the form `bull:<name>` it moves jobs the way BullMQ does:
 //! `LMOVE <queue>:wait <queue>:active`, then `ZADD <queue>:completed` and `LREM` from
@@ -14,14 +15,18 @@ use std::time::Duration;
 
 fn main() {
     let name = std::env::var("WORKER_NAME").unwrap_or_else(|_| "worker".into());
-    if std::env::var("FAIL_MODULE").is_ok_and(|v| v == "1") {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // A deploy that only breaks once restarted against the new Redis (its first fresh
+    // start in weeks), as in seed 000's rollback triggers.
+    let fails_on_new_url = std::env::var("FAIL_MODULE_WHEN_URL")
+        .is_ok_and(|part| !part.is_empty() && url.contains(&part));
+    if fails_on_new_url || std::env::var("FAIL_MODULE").is_ok_and(|v| v == "1") {
         eprintln!(
             "[{name}] Error: Cannot find module '@/lib/queue' imported from /app/dist/worker.js"
         );
         eprintln!("[{name}] code: 'ERR_MODULE_NOT_FOUND'");
         std::process::exit(1);
     }
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let queue = std::env::var("QUEUE").unwrap_or_else(|_| "jobs".into());
     let job_ms: u64 = std::env::var("JOB_MS")
         .ok()
