@@ -7,12 +7,11 @@
 //! at a time.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use redis_move_testbed::sandbox::{self, Options};
 use redis_move_testbed::{docker, topology::docker_cli};
 
-static SANDBOX: Mutex<()> = Mutex::new(());
+static SANDBOX: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PASSWORD: &str = "Sandbox-Pw-4242";
 
@@ -86,7 +85,7 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     let Some(engine) = docker::engine().await else {
         return;
     };
-    let _one = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = SANDBOX.lock().await;
     let _down = Down;
     sandbox::up(&engine, &Options::default()).await;
     let source_url = format!("redis://127.0.0.1:{}", sandbox::SOURCE_PORT);
@@ -136,7 +135,7 @@ async fn a_fault_the_cutover_exposes_rolls_back_with_every_job_on_the_source() {
     let Some(engine) = docker::engine().await else {
         return;
     };
-    let _one = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = SANDBOX.lock().await;
     let _down = Down;
     let options = Options {
         module_error_after_cutover: true,
@@ -186,7 +185,7 @@ async fn a_src_bind_mount_stops_the_run_before_anything_changes() {
     let Some(engine) = docker::engine().await else {
         return;
     };
-    let _one = SANDBOX.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = SANDBOX.lock().await;
     let _down = Down;
     let options = Options {
         src_mount: true,
