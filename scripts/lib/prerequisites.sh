@@ -1,0 +1,33 @@
+# Sourced by scripts/test and scripts/demo: installs or starts what they need when it is
+# missing. Defines `say`, `need_redis_server` and `need_docker [required]`.
+
+say() { printf '\n== %s\n' "$*"; }
+
+sudo_cmd=""
+[[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+
+# redis-server and redis-cli (Debian's package).
+need_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    say "installing redis-server (Debian package)"
+    $sudo_cmd apt-get install -y redis-server >/dev/null 2>&1 ||
+      { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y redis-server >/dev/null; }
+  fi
+}
+
+# A Docker Engine (images are built locally; nothing is pulled). With `required`, or
+# REDIS_MOVE_REQUIRE_DOCKER=1, its absence is an error; otherwise a loud warning.
+need_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  if command -v dockerd >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+    say "starting dockerd"
+    (dockerd >/tmp/redis-move-dockerd.log 2>&1 &)
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 && return 0
+  if [[ "${1:-}" == "required" || "${REDIS_MOVE_REQUIRE_DOCKER:-}" == "1" ]]; then
+    echo "$(basename "$0"): no Docker Engine (install docker.io and start dockerd)" >&2
+    exit 2
+  fi
+  echo "$(basename "$0"): WARNING: no Docker Engine: the Docker tests will be SKIPPED" >&2
+}
