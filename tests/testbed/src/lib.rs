@@ -7,6 +7,7 @@
 
 pub mod dataset;
 pub mod docker;
+pub mod http;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;

@@ -96,6 +96,11 @@ impl RedisServer {
     /// Starts a server that speaks TLS only, on a free port, with the certificates in
     /// `certs` (clients are not asked for certificates).
     pub fn start_tls(certs: &crate::tls::TestCerts) -> RedisServer {
+        RedisServer::start_tls_with(certs, None)
+    }
+
+    /// [`RedisServer::start_tls`] with a password (`requirepass`).
+    pub fn start_tls_with(certs: &crate::tls::TestCerts, password: Option<&str>) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::free_port();
         let child = Command::new(redis_server_binary())
@@ -118,6 +123,12 @@ impl RedisServer {
             .arg("--tls-ca-cert-file")
             .arg(&certs.ca)
             .args(["--tls-auth-clients", "no"])
+            .args(
+                password
+                    .map(|pw| ["--requirepass", pw])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -134,7 +145,7 @@ impl RedisServer {
         }
         RedisServer {
             port,
-            password: None,
+            password: password.map(str::to_owned),
             child,
             _dir: dir,
         }
