@@ -90,6 +90,12 @@ fn compose(dir: &Path, url: &str, args: &[&str]) {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and a benchmark is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/cutover.rs: a benchmark; run it with scripts/bench-cutover");
+        return;
+    }
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
