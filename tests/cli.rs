@@ -344,3 +344,23 @@ fn plan_check_runs_the_probes_live_and_never_shows_the_secret() {
             "0 passed, 0 failed, 0 could not run, 2 skipped",
         ));
 }
+
+#[test]
+fn every_vars_file_fits_its_runbook() {
+    let vars = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/vars");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&vars).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let runbook = file.split('.').next().unwrap();
+        redis_move()
+            .env("REDIS_PASSWORD", "x")
+            .args(["plan", &format!("runbooks/{runbook}.yaml"), "--vars-file"])
+            .arg(&path)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .assert()
+            .success();
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked} vars files");
+}
