@@ -5,50 +5,9 @@
 //! they came from, and nothing else may be touched.
 
 use redis::Commands;
-use redis_move_testbed::dataset::{assert_same, connect, snapshot};
+use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
 use redis_move_testbed::topology::docker_cli;
 use redis_move_testbed::{ContainerGuard, RedisServer, docker, unique_name};
-
-fn load(con: &mut redis::Connection) {
-    let mut pipe = redis::pipe();
-    for id in 0..3000 {
-        pipe.cmd("HSET")
-            .arg(format!("job:{id}"))
-            .arg("type")
-            .arg("ocr")
-            .arg("state")
-            .arg(if id % 3 == 0 { "done" } else { "queued" })
-            .arg("payload")
-            .arg(format!("{{\"document\":{id}}}"))
-            .ignore();
-        if id % 10 == 0 {
-            pipe.cmd("HSET")
-                .arg(format!("job:{id}:progress"))
-                .arg("pct")
-                .arg(id % 100)
-                .ignore();
-        }
-        pipe.cmd("ZADD")
-            .arg("jobs:pending")
-            .arg(id)
-            .arg(id)
-            .ignore();
-    }
-    pipe.cmd("SADD").arg("jobs:active").arg(1).arg(2).ignore();
-    pipe.cmd("SADD").arg("jobs:completed").arg(3).ignore();
-    pipe.cmd("EXPIRE")
-        .arg("jobs:completed")
-        .arg(86_400)
-        .ignore();
-    pipe.cmd("SADD").arg("jobs:failed").arg(4).ignore();
-    pipe.cmd("HSET")
-        .arg("worker:w1")
-        .arg("caps")
-        .arg("ocr")
-        .ignore();
-    pipe.cmd("SADD").arg("workers:active").arg("w1").ignore();
-    let () = pipe.query(con).unwrap();
-}
 
 fn env_of(container: &str) -> String {
     docker_cli(&["inspect", container, "--format", "{{json .Config.Env}}"])
@@ -61,7 +20,7 @@ async fn job_keys_move_to_step_keys_phase_by_phase() {
     };
     let server = RedisServer::start();
     let mut con = connect(&server.url());
-    load(&mut con);
+    dataset::load_job_keys(&mut con, 3000);
     let jobs_before = snapshot(&mut con, "job:*");
     let lists_before = snapshot(&mut con, "jobs:*");
     let workers_before = snapshot(&mut con, "worker*");

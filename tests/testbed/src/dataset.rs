@@ -339,3 +339,47 @@ pub fn load_bullmq_queues(con: &mut Connection, names: &[String], jobs: usize) {
         let () = pipe.query(con).unwrap();
     }
 }
+
+/// Keys of seed 004's job model: `job:<id>` hashes (some with `job:<id>:progress`),
+/// `jobs:pending` (sorted set), `jobs:active`, `jobs:completed` (with a TTL), `jobs:failed`,
+/// and worker keys that a job-key migration must leave alone.
+pub fn load_job_keys(con: &mut Connection, jobs: usize) {
+    let mut pipe = redis::pipe();
+    for id in 0..jobs {
+        pipe.cmd("HSET")
+            .arg(format!("job:{id}"))
+            .arg("type")
+            .arg("ocr")
+            .arg("state")
+            .arg(if id % 3 == 0 { "done" } else { "queued" })
+            .arg("payload")
+            .arg(format!("{{\"document\":{id}}}"))
+            .ignore();
+        if id % 10 == 0 {
+            pipe.cmd("HSET")
+                .arg(format!("job:{id}:progress"))
+                .arg("pct")
+                .arg(id % 100)
+                .ignore();
+        }
+        pipe.cmd("ZADD")
+            .arg("jobs:pending")
+            .arg(id)
+            .arg(id)
+            .ignore();
+    }
+    pipe.cmd("SADD").arg("jobs:active").arg(1).arg(2).ignore();
+    pipe.cmd("SADD").arg("jobs:completed").arg(3).ignore();
+    pipe.cmd("EXPIRE")
+        .arg("jobs:completed")
+        .arg(86_400)
+        .ignore();
+    pipe.cmd("SADD").arg("jobs:failed").arg(4).ignore();
+    pipe.cmd("HSET")
+        .arg("worker:w1")
+        .arg("caps")
+        .arg("ocr")
+        .ignore();
+    pipe.cmd("SADD").arg("workers:active").arg("w1").ignore();
+    let () = pipe.query(con).unwrap();
+}

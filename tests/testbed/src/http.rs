@@ -44,7 +44,13 @@ pub struct HttpStub {
 impl HttpStub {
     /// Serves `routes` on a free port; over TLS with `certs` when given.
     pub fn start(routes: Vec<Route>, tls: Option<&TestCerts>) -> HttpStub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        HttpStub::start_at(0, routes, tls)
+    }
+
+    /// [`HttpStub::start`] on `port` (0: a free one).
+    pub fn start_at(port: u16, routes: Vec<Route>, tls: Option<&TestCerts>) -> HttpStub {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().expect("local address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let config = tls.map(|certs| {

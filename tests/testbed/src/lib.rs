@@ -8,6 +8,7 @@
 pub mod dataset;
 pub mod docker;
 pub mod http;
+pub mod managed;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;

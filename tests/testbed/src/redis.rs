@@ -38,9 +38,24 @@ impl RedisServer {
 
     /// Starts a server with a password and extra `--option value` arguments.
     pub fn start_with(password: Option<&str>, extra: &[&str]) -> RedisServer {
-        let dir = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
-            let port = crate::free_port();
+            // The port may be taken between choosing and binding: then try another.
+            if let Some(server) = RedisServer::spawn(crate::free_port(), password, extra) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port");
+    }
+
+    /// Starts a server on `port` (the sandbox's fixed ports).
+    pub fn start_at(port: u16, password: Option<&str>, extra: &[&str]) -> RedisServer {
+        RedisServer::spawn(port, password, extra)
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port} (taken?)"))
+    }
+
+    fn spawn(port: u16, password: Option<&str>, extra: &[&str]) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
             let mut cmd = Command::new(redis_server_binary());
             cmd.arg("--port")
                 .arg(port.to_string())
@@ -69,11 +84,10 @@ impl RedisServer {
             };
             if server.wait_ready(Duration::from_secs(10)) {
                 server._dir = dir;
-                return server;
+                return Some(server);
             }
-            // The port was taken between choosing and binding: try another.
+            None
         }
-        panic!("redis-server did not start on a free port");
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {
@@ -101,8 +115,16 @@ impl RedisServer {
 
     /// [`RedisServer::start_tls`] with a password (`requirepass`).
     pub fn start_tls_with(certs: &crate::tls::TestCerts, password: Option<&str>) -> RedisServer {
+        RedisServer::start_tls_at(crate::free_port(), certs, password)
+    }
+
+    /// [`RedisServer::start_tls_with`] on `port`.
+    pub fn start_tls_at(
+        port: u16,
+        certs: &crate::tls::TestCerts,
+        password: Option<&str>,
+    ) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = crate::free_port();
         let child = Command::new(redis_server_binary())
             .args([
                 "--port",

@@ -67,6 +67,8 @@ pub struct Options {
     /// The second, but only once the worker is moved to the new Redis (the cutover
     /// exposes it): the trigger must roll back.
     pub module_error_after_cutover: bool,
+    /// Also load seed 004's `job:*` keys (for `runbooks/job-keys-to-step-keys.yaml`).
+    pub job_keys: bool,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             src_mount: false,
             module_error: false,
             module_error_after_cutover: false,
+            job_keys: false,
         }
     }
 }
@@ -150,6 +153,9 @@ pub async fn up(docker: &Docker, options: &Options) {
     };
     let queues: Vec<String> = WORKERS.iter().map(|w| (*w).to_owned()).collect();
     dataset::load_bullmq_queues(&mut con, &queues, options.jobs);
+    if options.job_keys {
+        dataset::load_job_keys(&mut con, 3000);
+    }
     // A development bind mount of the sources, as the seed's workers had: `.../src`.
     let src_dir = std::env::temp_dir().join("fiskai-sandbox").join("src");
     let _ = std::fs::create_dir_all(&src_dir);

@@ -1,14 +1,16 @@
 //! The local sandbox (see `redis_move_testbed::sandbox`): `up`, `down`, `status`.
 //!
 //! ```text
-//! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover]
+//! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys]
+//! redis-move-sandbox managed      (stand-ins for Render and Upstash, until Ctrl-C)
 //! redis-move-sandbox status
 //! redis-move-sandbox down
 //! ```
 
+use redis_move_testbed::managed;
 use redis_move_testbed::sandbox::{self, Options};
 
-const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] | status | down";
+const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys] | managed | status | down";
 
 fn fail(message: &str) -> ! {
     eprintln!("redis-move-sandbox: {message}\n{USAGE}");
@@ -22,6 +24,10 @@ fn main() {
             let mut options = Options::default();
             let mut rest = args[1..].iter();
             while let Some(flag) = rest.next() {
+                if flag == "--with-job-keys" {
+                    options.job_keys = true;
+                    continue;
+                }
                 let value = rest
                     .next()
                     .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
@@ -61,6 +67,28 @@ fn main() {
                 sandbox::NETWORK
             );
             print!("{}", sandbox::status());
+        }
+        Some("managed") => {
+            let render = managed::render();
+            let upstash = managed::upstash();
+            println!(
+                "Render stand-in: Redis 127.0.0.1:{}, API http://127.0.0.1:{}\n  export RENDER_REDIS_URL=redis://:{}@127.0.0.1:{} API_TOKEN=sandbox",
+                render.redis.port,
+                render.api.port,
+                managed::PASSWORD,
+                render.redis.port
+            );
+            println!(
+                "Upstash stand-in: TLS Redis 127.0.0.1:{}, HTTPS 127.0.0.1:{}, CA {}\n  export UPSTASH_REDIS_PASSWORD={} UPSTASH_REDIS_TOKEN=sandbox ADMIN_TOKEN=sandbox",
+                upstash.redis.port,
+                upstash.https.port,
+                upstash.ca.display(),
+                managed::PASSWORD
+            );
+            println!("Ctrl-C stops them.");
+            loop {
+                std::thread::park();
+            }
         }
         Some("status") => print!("{}", sandbox::status()),
         Some("down") => {
