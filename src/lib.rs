@@ -4,6 +4,7 @@
 //!
 //! Data flows one way: YAML -> [`runbook::Runbook`] -> [`plan::Plan`] -> output.
 
+pub mod actions;
 pub mod backend;
 pub mod cli;
 pub mod exec;

@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use redis_move::actions::ActionError;
+use redis_move::actions::connections::Connections;
+use redis_move::actions::probe::{ProbeContext, probe};
+use redis_move::actions::resolve::{Resolver, Secrets};
 use redis_move::backend::BackendError;
-use redis_move::exec::probe::{Connections, ProbeContext, probe};
-use redis_move::exec::resolve::{Resolver, Secrets};
+use redis_move::backend::redis::RedisBackend;
 use redis_move::runbook::{Runbook, SourceFile, load_source};
 use redis_move::value::Value;
 use redis_move_testbed::{ContainerGuard, RedisServer, docker, unique_name};
@@ -25,7 +28,7 @@ fn runbook(yaml: &str) -> Runbook {
         .unwrap_or_else(|| panic!("invalid test runbook: {errors:?}"))
 }
 
-async fn run_step(runbook: &Runbook, id: &str) -> Result<Value, BackendError> {
+async fn run_step(runbook: &Runbook, id: &str) -> Result<Value, ActionError> {
     redis_move::backend::install_crypto_provider();
     let secrets = Secrets::load(&runbook.secrets, std::path::Path::new("."));
     let redactor = secrets.redactor();
@@ -148,6 +151,8 @@ async fn redis_bullmq_queue_depths() {
 #[tokio::test]
 async fn redis_response_timeout_is_the_targets_not_500ms() {
     let server = RedisServer::start_with(None, &["--enable-debug-command", "yes"]);
+    // The target's `timeout:` reaches the connection (through the endpoint the actions
+    // resolve from the runbook's target).
     let connect = |timeout: &str| {
         let rb = redis_runbook(&server.url(), "      - { id: ping, redis.ping: {} }\n");
         let redis_move::runbook::spec::TargetSpec::Redis(mut spec) = rb.targets["r"].spec.clone()
@@ -155,34 +160,24 @@ async fn redis_response_timeout_is_the_targets_not_500ms() {
             panic!()
         };
         spec.timeout = Some(timeout.parse().unwrap());
-        spec
-    };
-    let secrets = Secrets::default();
-    let values: HashMap<String, Value> = HashMap::new();
-    let resolver = Resolver {
-        secrets: &secrets,
-        steps: &values,
+        let secrets = Secrets::default();
+        let values: HashMap<String, Value> = HashMap::new();
+        let resolver = Resolver {
+            secrets: &secrets,
+            steps: &values,
+        };
+        Connections::new(&rb)
+            .redis_endpoint(&spec, &resolver)
+            .unwrap()
     };
     let sleep = ["DEBUG".to_owned(), "SLEEP".to_owned(), "0.8".to_owned()];
     // DEBUG SLEEP 0.8 outlives the redis crate's 500 ms default, not the target's 2 s.
-    let patient = redis_move::backend::redis::RedisBackend::connect(
-        &connect("2s"),
-        &resolver,
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
+    let patient = RedisBackend::connect(&connect("2s")).await.unwrap();
     patient
         .command(&sleep)
         .await
         .expect("a 0.8 s command within a 2 s timeout");
-    let hasty = redis_move::backend::redis::RedisBackend::connect(
-        &connect("200ms"),
-        &resolver,
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
+    let hasty = RedisBackend::connect(&connect("200ms")).await.unwrap();
     let err = hasty.command(&sleep).await.unwrap_err();
     assert!(matches!(err, BackendError::Timeout(_)), "{err:?}");
 }
@@ -197,7 +192,10 @@ async fn redis_unreachable_is_an_error_not_a_hang() {
     let err = run_step(&rb, "ping").await.unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(
-        matches!(err, BackendError::Unreachable(_) | BackendError::Timeout(_)),
+        matches!(
+            err,
+            ActionError::Backend(BackendError::Unreachable(_) | BackendError::Timeout(_))
+        ),
         "{err:?}"
     );
 }
@@ -216,7 +214,7 @@ async fn tcp_and_assert() {
     ));
     assert!(matches!(
         run_step(&rb, "closed").await.unwrap_err(),
-        BackendError::Unreachable(_)
+        ActionError::Backend(BackendError::Unreachable(_))
     ));
     // SAFETY: no other test reads this variable.
     unsafe { std::env::set_var("REDIS_MOVE_TEST_ASSERT", "https://x.upstash.io") };

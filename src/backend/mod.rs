@@ -8,17 +8,12 @@ pub mod net;
 pub mod redis;
 pub mod shell;
 
-use crate::exec::resolve::ResolveError;
-
 /// Why an operation could not be done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     /// The runbook's settings cannot work (bad URL, missing file).
     #[error("{0}")]
     Config(String),
-    /// A template could not be resolved (missing secret, unset variable).
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
     /// The system could not be reached.
     #[error("unreachable: {0}")]
     Unreachable(String),

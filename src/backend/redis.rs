@@ -10,8 +10,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, TlsCertificates};
 
 use super::BackendError;
-use crate::exec::resolve::Resolver;
-use crate::runbook::spec::RedisTargetSpec;
 use crate::value::Value;
 
 /// Default response timeout when the target sets none.
@@ -30,16 +28,56 @@ pub struct RedisBackend {
     pub password: Option<String>,
 }
 
+/// Where and how to reach one Redis server, every value resolved (the actions resolve
+/// a runbook target into this; the backend knows nothing of templates).
+#[derive(Clone, Default)]
+pub struct RedisEndpoint {
+    /// `redis://`, `rediss://` or `unix://` URL, perhaps with credentials and a db.
+    pub url: String,
+    /// ACL user name, when not in the URL.
+    pub username: Option<String>,
+    /// Password, when not in the URL.
+    pub password: Option<String>,
+    /// Database index, when not in the URL.
+    pub db: Option<u32>,
+    /// Certificates for TLS, when the target gives any.
+    pub tls: Option<TlsMaterial>,
+    /// Accept any certificate (test setups only).
+    pub insecure: bool,
+    /// Response timeout.
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// PEM contents for a TLS connection.
+#[derive(Clone, Default)]
+pub struct TlsMaterial {
+    /// CA certificate to trust; `None`: the system roots.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate, for mutual TLS.
+    pub cert: Option<Vec<u8>>,
+    /// Client key, for mutual TLS.
+    pub key: Option<Vec<u8>>,
+}
+
+impl RedisEndpoint {
+    /// An endpoint for `url` with the default timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisEndpoint {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_TIMEOUT,
+            ..Default::default()
+        }
+    }
+}
+
 impl RedisBackend {
-    /// Connects to the target.
-    pub async fn connect(
-        spec: &RedisTargetSpec,
-        resolver: &Resolver<'_>,
-        base_dir: &std::path::Path,
-    ) -> Result<Self, BackendError> {
-        let mut url = resolver.resolve(&spec.url.value)?;
-        let tls = spec.tls.as_ref();
-        if tls.is_some_and(|t| t.insecure) && !url.contains('#') {
+    /// Connects to `endpoint`.
+    pub async fn connect(endpoint: &RedisEndpoint) -> Result<Self, BackendError> {
+        let mut url = endpoint.url.clone();
+        if endpoint.insecure && !url.contains('#') {
             url.push_str("#insecure");
         }
         let mut info = url.as_str().into_connection_info().map_err(|e| {
@@ -49,13 +87,13 @@ impl RedisBackend {
             ))
         })?;
         let mut settings = info.redis_settings().clone();
-        if let Some(password) = resolver.resolve_opt(spec.password.as_ref())? {
-            settings = settings.set_password(password);
+        if let Some(password) = &endpoint.password {
+            settings = settings.set_password(password.clone());
         }
-        if let Some(username) = resolver.resolve_opt(spec.username.as_ref())? {
-            settings = settings.set_username(username);
+        if let Some(username) = &endpoint.username {
+            settings = settings.set_username(username.clone());
         }
-        if let Some(db) = spec.db {
+        if let Some(db) = endpoint.db {
             settings = settings.set_db(i64::from(db));
         }
         let username = settings.username().map(str::to_owned);
@@ -66,21 +104,12 @@ impl RedisBackend {
             | redis::ConnectionAddr::TcpTls { host, port, .. } => Some(format!("{host}:{port}")),
             _ => None,
         };
-        let read = |t: &Option<crate::runbook::template::Template>| -> Result<Option<Vec<u8>>, BackendError> {
-            match resolver.resolve_opt(t.as_ref())? {
-                Some(path) => std::fs::read(base_dir.join(&path))
-                    .map(Some)
-                    .map_err(|e| BackendError::Config(format!("cannot read TLS file `{path}`: {e}"))),
-                None => Ok(None),
-            }
-        };
-        let client = match tls {
-            Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
-                let root_cert = read(&tls.ca)?;
-                let client_tls = match (read(&tls.cert)?, read(&tls.key)?) {
+        let client = match &endpoint.tls {
+            Some(tls) if tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some() => {
+                let client_tls = match (&tls.cert, &tls.key) {
                     (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
-                        client_cert,
-                        client_key,
+                        client_cert: client_cert.clone(),
+                        client_key: client_key.clone(),
                     }),
                     (None, None) => None,
                     _ => {
@@ -93,16 +122,16 @@ impl RedisBackend {
                     info,
                     TlsCertificates {
                         client_tls,
-                        root_cert,
+                        root_cert: tls.ca.clone(),
                     },
                 )
             }
             _ => redis::Client::open(info),
         }
         .map_err(|e| BackendError::Config(e.to_string()))?;
-        let timeout = spec.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
-        tracing::debug!(target_url = %crate::redact::mask_url_passwords(&spec.url.value.display()), ?timeout, "connecting to Redis");
-        let connect_timeout = spec.connect_timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = endpoint.timeout;
+        tracing::debug!(address = ?address, ?timeout, "connecting to Redis");
+        let connect_timeout = endpoint.connect_timeout;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(timeout))

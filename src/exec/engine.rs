@@ -16,10 +16,10 @@ use super::journal::{
     GateDecision, GateRecord, Journal, JournalError, RunStatus, StepRecord, StepStatus, write_bytes,
 };
 use super::operator::{Answer, DecisionRequest, Operator, Question};
-use super::resolve::Secrets;
-use super::runner::ActionRunner;
 use super::step::{self, StepEnd};
 use super::trigger::{self, Fired, Progress};
+use crate::actions::ActionRunner;
+use crate::actions::resolve::Secrets;
 use crate::plan::graph::PhaseGraph;
 use crate::redact::Redactor;
 use crate::runbook::action::{Action, Effect};
@@ -527,7 +527,7 @@ pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
 /// After a successful run, what steps kept only for a rollback goes (the parked
 /// originals of recreated containers). A failure is reported, not fatal.
 async fn discard_captures(shared: &Arc<Shared>) {
-    let steps: Vec<(Step, super::journal::Captured)> = shared
+    let steps: Vec<(Step, crate::actions::Captured)> = shared
         .runbook
         .steps()
         .filter_map(|(_, step)| {

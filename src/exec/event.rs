@@ -133,3 +133,13 @@ pub enum RunEvent {
 
 /// Where events go.
 pub type EventSender = tokio::sync::mpsc::UnboundedSender<RunEvent>;
+
+impl crate::actions::Progress for EventSender {
+    fn report(&self, step: &str, message: String, remaining: Option<Duration>) {
+        let _ = self.send(RunEvent::StepProgress {
+            step: step.to_owned(),
+            message,
+            remaining,
+        });
+    }
+}

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::actions::Captured;
 use crate::value::Value;
 
 /// Version of the journal format; a journal of another version is refused.
@@ -86,53 +87,6 @@ pub struct CheckRecord {
     pub detail: String,
     /// When.
     pub at: jiff::Timestamp,
-}
-
-/// What a step captured before acting, so that its rollback restores exactly that.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Captured {
-    /// Containers a recreate replaced: each original is kept, stopped, under its
-    /// parked name until the run succeeds, so that a rollback restores it exactly.
-    Recreated {
-        /// (name, parked name) per container.
-        containers: Vec<(String, String)>,
-        /// Those that were not running before the step: restored, they stay stopped.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        stopped: Vec<String>,
-    },
-    /// Containers a stop or start changed (those that were not already in the target
-    /// state).
-    Changed {
-        /// Their names.
-        names: Vec<String>,
-    },
-    /// A container `docker.run` created.
-    Created {
-        /// Its name (or id).
-        name: String,
-    },
-    /// Replication settings of both servers before `redis.replicate` or `redis.promote`
-    /// changed them.
-    Replication {
-        /// The source's settings.
-        source: Vec<(String, String)>,
-        /// The target's settings.
-        target: Vec<(String, String)>,
-    },
-    /// The ledger of a `redis.copy`, in the run directory: the keys it created and the
-    /// values it overwrote, with its checkpoints.
-    Copy {
-        /// Its file name.
-        ledger: String,
-    },
-    /// A configuration value before CONFIG SET.
-    ConfigValue {
-        /// The parameter.
-        parameter: String,
-        /// Its previous value.
-        previous: String,
-    },
 }
 
 /// The journal of one step.

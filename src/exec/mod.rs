@@ -1,22 +1,16 @@
-//! Running actions against live systems.
+//! The run loop: phases and steps in order, retries, checks, gates, triggers, rollback
+//! order and the journal. What each action does against live systems is
+//! [`crate::actions`]'s; the loop drives it through [`crate::actions::ActionRunner`].
 
-pub mod cleanup;
-pub mod copy;
 pub mod engine;
 pub mod event;
 pub mod journal;
-pub mod live;
 pub mod operator;
 pub mod preflight;
-pub mod probe;
-pub mod replication;
-pub mod resolve;
 pub mod rollback;
-pub mod runner;
 pub mod state;
 pub mod step;
 pub mod trigger;
-pub mod verify;
 
 #[cfg(test)]
 mod tests;

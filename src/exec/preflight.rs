@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use super::probe::{Connections, ProbeContext, probe};
-use super::resolve::{ResolveError, Resolver, Secrets};
-use crate::backend::BackendError;
+use crate::actions::ActionError;
+use crate::actions::connections::Connections;
+use crate::actions::probe::{ProbeContext, probe};
+use crate::actions::resolve::{ResolveError, Resolver, Secrets};
 use crate::plan::{LiveCheck, LiveStatus, Plan, PlanStep};
 use crate::runbook::action::{Action, Verification};
 use crate::runbook::model::{Runbook, Step};
@@ -91,9 +92,11 @@ async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
             None => "*".into(),
         };
         let redis = ctx.connections.redis(server, &ctx.resolver).await?;
-        redis
-            .scan_count(&pattern, key_type.map(|t| t.to_string()).as_deref(), 1000)
-            .await
+        Ok::<_, ActionError>(
+            redis
+                .scan_count(&pattern, key_type.map(|t| t.to_string()).as_deref(), 1000)
+                .await?,
+        )
     };
     Some(match counted.await {
         Ok(n) => LiveCheck {
@@ -166,7 +169,7 @@ async fn check_step(
             };
             (check, Some(value))
         }
-        Err(BackendError::Resolve(
+        Err(ActionError::Resolve(
             e @ (ResolveError::Secret(..)
             | ResolveError::Env(_)
             | ResolveError::StepValue(_)

@@ -9,17 +9,15 @@ use super::engine::Shared;
 use super::event::RunEvent;
 use super::journal::{CheckRecord, GateDecision, GateRecord, StepStatus};
 use super::operator::{Answer, DecisionRequest, Question};
-use super::resolve::Resolver;
-use super::runner::RunContext;
-use crate::backend::BackendError;
+use crate::actions::resolve::Resolver;
+use crate::actions::{ActionError, Captured, RunContext};
 use crate::runbook::action::{Action, Effect, GateFallback};
 use crate::runbook::expect::Expect;
 use crate::runbook::model::Step;
 use crate::runbook::units::format_duration;
 use crate::value::Value;
 
-/// A mutating step with no time limit of its own gets this one.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+pub use crate::actions::runner::DEFAULT_STEP_TIMEOUT;
 /// Time limit of a data-movement step (copy, verify, delete) that sets none.
 pub const LONG_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -222,7 +220,7 @@ pub fn context<'a>(shared: &'a Shared, values: &'a HashMap<String, Value>) -> Ru
         },
         redactor: &shared.redactor,
         run_started: shared.started,
-        events: &shared.events,
+        progress: &shared.events,
         cancel: &shared.cancel,
         run_dir: shared.journal.directory(),
     }
@@ -323,9 +321,9 @@ fn limit_of(step: &Step) -> Duration {
 async fn attempt(
     shared: &Shared,
     step: &Step,
-    captured: Option<&super::journal::Captured>,
+    captured: Option<&Captured>,
     ctx: &RunContext<'_>,
-) -> Option<Result<Value, BackendError>> {
+) -> Option<Result<Value, ActionError>> {
     let limit = limit_of(step);
     tracing::debug!(step = %step.id, action = step.action.name(), target = ?step.target, "attempt");
     let work = tokio::time::timeout(limit, shared.runner.perform(step, captured, ctx));
@@ -346,7 +344,7 @@ async fn attempt(
     };
     Some(match result {
         Ok(result) => result,
-        Err(_) => Err(BackendError::Timeout(format!(
+        Err(_) => Err(ActionError::timeout(format!(
             "`{}` took longer than {}",
             step.action.name(),
             format_duration(limit)
@@ -399,7 +397,7 @@ fn command_failure(step: &Step, value: &Value) -> Option<String> {
         return None;
     }
     if matches!(step.action, Action::RedisVerify(_)) {
-        return super::verify::failure(value);
+        return crate::actions::verify::failure(value);
     }
     match value.field("exit_code") {
         Some(Value::Number(code)) if *code != 0.0 => {
@@ -425,7 +423,7 @@ fn command_failure(step: &Step, value: &Value) -> Option<String> {
 async fn attempts(
     shared: &Shared,
     step: &Step,
-    captured: Option<&super::journal::Captured>,
+    captured: Option<&Captured>,
     ctx: &RunContext<'_>,
 ) -> StepEnd {
     let max = step.retry.as_ref().map_or(1, |r| r.attempts.max(1));
@@ -500,7 +498,7 @@ async fn poll(
     shared: &Shared,
     step: &Step,
     until: &Expect,
-    captured: Option<&super::journal::Captured>,
+    captured: Option<&Captured>,
     ctx: &RunContext<'_>,
 ) -> StepEnd {
     let limit = step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT);

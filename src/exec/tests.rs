@@ -9,10 +9,10 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
-use super::journal::{Captured, GateDecision, RunStatus, StepStatus};
+use super::journal::{GateDecision, RunStatus, StepStatus};
 use super::operator::{Answer, DecisionRequest, Operator};
-use super::resolve::Secrets;
-use super::runner::{ActionRunner, RunContext};
+use crate::actions::resolve::Secrets;
+use crate::actions::{ActionError, ActionRunner, Captured, RunContext};
 use crate::backend::BackendError;
 use crate::redact::Redactor;
 use crate::runbook::model::Step;
@@ -22,7 +22,7 @@ use crate::value::Value;
 #[derive(Default)]
 struct FakeRunner {
     /// Per step id: results to return, in order (then the last one again).
-    script: Mutex<HashMap<String, VecDeque<Result<Value, BackendError>>>>,
+    script: Mutex<HashMap<String, VecDeque<Result<Value, ActionError>>>>,
     calls: Mutex<Vec<String>>,
     running: Mutex<usize>,
     max_running: Mutex<usize>,
@@ -32,7 +32,7 @@ struct FakeRunner {
 }
 
 impl FakeRunner {
-    fn with(script: &[(&str, Vec<Result<Value, BackendError>>)]) -> Arc<Self> {
+    fn with(script: &[(&str, Vec<Result<Value, ActionError>>)]) -> Arc<Self> {
         let runner = FakeRunner::default();
         for (id, results) in script {
             runner
@@ -59,7 +59,7 @@ impl ActionRunner for FakeRunner {
         &'a self,
         step: &'a Step,
         _: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Option<Captured>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<Captured>, ActionError>> {
         Box::pin(async move {
             Ok(Some(Captured::Changed {
                 names: vec![step.id.clone()],
@@ -72,7 +72,7 @@ impl ActionRunner for FakeRunner {
         step: &'a Step,
         _: Option<&'a Captured>,
         _: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+    ) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move {
             self.calls
                 .lock()
@@ -100,10 +100,10 @@ impl ActionRunner for FakeRunner {
         &'a self,
         target: &'a str,
         _: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
+    ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async move {
             if target.contains("dead") {
-                Err(BackendError::Unreachable(format!("{target} is down")))
+                Err(BackendError::Unreachable(format!("{target} is down")).into())
             } else {
                 Ok(())
             }
@@ -115,11 +115,11 @@ impl ActionRunner for FakeRunner {
         step: &'a Step,
         _: Option<&'a Captured>,
         _: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+    ) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move {
             self.calls.lock().unwrap().push(format!("undo {}", step.id));
             if step.id.contains("undo-fails") {
-                Err(BackendError::Command("cannot undo".into()))
+                Err(BackendError::Command("cannot undo".into()).into())
             } else {
                 Ok(Value::Null)
             }
@@ -244,8 +244,8 @@ async fn retries_recover_and_say_so() {
     let runner = FakeRunner::with(&[(
         "flaky",
         vec![
-            Err(BackendError::Unreachable("no".into())),
-            Err(BackendError::Unreachable("no".into())),
+            Err(ActionError::from(BackendError::Unreachable("no".into()))),
+            Err(ActionError::from(BackendError::Unreachable("no".into()))),
             Ok(Value::Duration(Duration::from_millis(3))),
         ],
     )]);
@@ -344,7 +344,12 @@ async fn failure_under_rollback_undoes_completed_changes_in_reverse_order() {
         "version: 1\nname: t\nphases:\n  - id: cut\n    on_failure: rollback\n    steps:\n      - { id: stop, docker.stop: { name: w } }\n      - { id: conf, redis.config_set: { parameter: maxmemory, value: 1gb } }\n      - { id: flag, shell: { argv: [on] }, rollback: { shell: { argv: [off] } } }\n      - { id: boom, tcp: { address: \"h:1\" } }\ntargets:\n  r: { redis: { url: \"redis://h\" } }\n  d: { docker: {} }\nrollback:\n  - { id: verify, tcp: { address: \"h:2\" } }\n",
     );
     let h = Harness::new(&rb);
-    let runner = FakeRunner::with(&[("boom", vec![Err(BackendError::Unreachable("down".into()))])]);
+    let runner = FakeRunner::with(&[(
+        "boom",
+        vec![Err(ActionError::from(BackendError::Unreachable(
+            "down".into(),
+        )))],
+    )]);
     let outcome = h
         .run(
             &rb,
@@ -380,7 +385,12 @@ async fn a_failing_undo_is_a_failed_rollback() {
         "version: 1\nname: t\nphases:\n  - id: cut\n    on_failure: rollback\n    steps:\n      - { id: stop-undo-fails, docker.stop: { name: w } }\n      - { id: boom, tcp: { address: \"h:1\" } }\n",
     );
     let h = Harness::new(&rb);
-    let runner = FakeRunner::with(&[("boom", vec![Err(BackendError::Unreachable("down".into()))])]);
+    let runner = FakeRunner::with(&[(
+        "boom",
+        vec![Err(ActionError::from(BackendError::Unreachable(
+            "down".into(),
+        )))],
+    )]);
     let outcome = h
         .run(
             &rb,
@@ -572,7 +582,9 @@ async fn failing_for_fires_only_after_the_duration() {
     let h = Harness::new(&rb);
     let runner = FakeRunner::with(&[(
         "down.probe",
-        vec![Err(BackendError::Unreachable("refused".into()))],
+        vec![Err(ActionError::from(BackendError::Unreachable(
+            "refused".into(),
+        )))],
     )])
     .slow("long", Duration::from_secs(2));
     let started = std::time::Instant::now();
@@ -627,7 +639,7 @@ async fn shadow_triggers_only_record_and_errors_can_be_ignored() {
         ("rehearsal.probe", vec![Ok(Value::Number(50.0))]),
         (
             "flaky.probe",
-            vec![Err(BackendError::Timeout("slow".into()))],
+            vec![Err(ActionError::from(BackendError::Timeout("slow".into())))],
         ),
     ])
     .slow("long", Duration::from_millis(200));
@@ -720,7 +732,7 @@ async fn rate_against_a_measured_baseline_fires() {
     ));
     let h = Harness::new(&rb);
     // Slow growth first (baseline), then a jump.
-    let mut values: Vec<Result<Value, BackendError>> = (0..8)
+    let mut values: Vec<Result<Value, ActionError>> = (0..8)
         .map(|i| Ok(Value::Number(1000.0 + i as f64)))
         .collect();
     values.extend((1..20).map(|i| Ok(Value::Number(1010.0 + 500.0 * i as f64))));

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Shared;
 use super::event::RunEvent;
 use super::journal::{SampleRecord, TriggerRecord};
-use super::resolve::{Resolver, value_at};
-use super::runner::RunContext;
+use crate::actions::RunContext;
+use crate::actions::resolve::{Resolver, value_at};
 use crate::runbook::expect::{Expect, NoResolver, Operand};
 use crate::runbook::model::{Baseline, FireCondition, Trigger};
 use crate::runbook::spec::{DataPolicy, FireAction, TriggerMode};
@@ -403,7 +403,7 @@ async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
         },
         redactor: &shared.redactor,
         run_started: shared.started,
-        events: &shared.events,
+        progress: &shared.events,
         cancel: &never,
         run_dir: shared.journal.directory(),
     };

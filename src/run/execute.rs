@@ -8,14 +8,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Exit, load_one, overrides};
+use crate::actions::ActionRunner;
+use crate::actions::connections::Connections;
+use crate::actions::live::LiveRunner;
+use crate::actions::resolve::Secrets;
 use crate::cli::{ExecArgs, LogFormat, ResumeArgs, RunArgs, RunRef};
 use crate::exec::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
 use crate::exec::journal::{self, Journal, RunStatus};
-use crate::exec::live::LiveRunner;
 use crate::exec::operator::RunOperator;
-use crate::exec::probe::Connections;
-use crate::exec::resolve::Secrets;
-use crate::exec::runner::ActionRunner;
 use crate::exec::state::{self, LockError, StateDir};
 use crate::report::live::{self as live_report, LiveFormat};
 use crate::report::{Report, junit, markdown};

@@ -3,7 +3,7 @@
 //! negotiated, and the container, log, image and volume operations of the actions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -15,9 +15,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use regex::Regex;
 
 use crate::backend::BackendError;
-use crate::exec::resolve::Resolver;
 use crate::redact::Redactor;
-use crate::runbook::spec::DockerTargetSpec;
 use crate::value::Value;
 
 pub mod change;
@@ -44,28 +42,50 @@ pub struct Selection {
     pub state: Option<String>,
 }
 
+/// Where and how to reach one Docker Engine, every value resolved. A `None` host or TLS
+/// falls back to Docker's own environment (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
+/// `DOCKER_CERT_PATH`), then the local socket.
+#[derive(Clone, Debug)]
+pub struct DockerEndpoint {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`.
+    pub host: Option<String>,
+    /// Client key, certificate and CA for TLS over TCP.
+    pub tls: Option<DockerTlsFiles>,
+    /// Time limit of one API request.
+    pub timeout: Duration,
+}
+
+/// The files of a TLS connection to a Docker Engine.
+#[derive(Clone, Debug)]
+pub struct DockerTlsFiles {
+    /// Client key (PEM).
+    pub key: PathBuf,
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+}
+
+impl Default for DockerEndpoint {
+    fn default() -> Self {
+        DockerEndpoint {
+            host: None,
+            tls: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 impl DockerBackend {
-    /// Connects to the endpoint of `spec` (or the defaults when there is none).
-    pub async fn connect(
-        spec: Option<&DockerTargetSpec>,
-        resolver: &Resolver<'_>,
-        base_dir: &Path,
-    ) -> Result<Self, BackendError> {
-        let timeout = spec
-            .and_then(|s| s.timeout)
-            .map(|t| t.0)
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let host = match spec.and_then(|s| s.host.as_ref()) {
-            Some(host) => Some(resolver.resolve(&host.value)?),
+    /// Connects to `endpoint` (Docker's environment defaults where it says nothing).
+    pub async fn connect(endpoint: &DockerEndpoint) -> Result<Self, BackendError> {
+        let timeout = endpoint.timeout;
+        let host = match &endpoint.host {
+            Some(host) => Some(host.clone()),
             None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
         };
-        let tls_files: Option<(PathBuf, PathBuf, PathBuf)> = match spec.and_then(|s| s.tls.as_ref())
-        {
-            Some(tls) => Some((
-                base_dir.join(resolver.resolve(&tls.key)?),
-                base_dir.join(resolver.resolve(&tls.cert)?),
-                base_dir.join(resolver.resolve(&tls.ca)?),
-            )),
+        let tls_files: Option<(PathBuf, PathBuf, PathBuf)> = match &endpoint.tls {
+            Some(tls) => Some((tls.key.clone(), tls.cert.clone(), tls.ca.clone())),
             None if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0") => {
                 let dir = std::env::var("DOCKER_CERT_PATH")
                     .map(PathBuf::from)

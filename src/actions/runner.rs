@@ -1,17 +1,51 @@
-//! The seam between the engine and the systems it acts on. The engine drives steps
-//! through [`ActionRunner`]; the real implementation talks to Docker, Redis and the
-//! shell, tests can use a fake.
+//! The seam between the run loop and the systems it acts on. The loop drives steps
+//! through [`ActionRunner`] and hands each action a [`RunContext`]; the real
+//! implementation ([`super::live::LiveRunner`]) talks to Docker, Redis and the shell,
+//! and the loop's tests use a fake.
+
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{EventSender, RunEvent};
-use super::journal::Captured;
-use super::resolve::Resolver;
+use super::captured::Captured;
+use super::resolve::{ResolveError, Resolver};
 use crate::backend::BackendError;
 use crate::redact::Redactor;
 use crate::runbook::model::Step;
 use crate::value::Value;
+
+/// A step with no time limit of its own (and whose action has none) gets this one.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Why an action could not be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// A template could not be resolved (missing secret, unset variable).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The system could not do it, or the runbook's settings cannot work.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl ActionError {
+    /// The runbook's settings cannot work (a bad pattern, a missing parameter).
+    pub fn config(message: impl Into<String>) -> Self {
+        ActionError::Backend(BackendError::Config(message.into()))
+    }
+
+    /// The action did not finish within its time limit.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        ActionError::Backend(BackendError::Timeout(message.into()))
+    }
+}
+
+/// Where an action reports its progress (countdowns, polling, keys copied).
+pub trait Progress: Send + Sync {
+    /// Reports `message` about `step`, with the time left when there is a limit.
+    fn report(&self, step: &str, message: String, remaining: Option<Duration>);
+}
 
 /// What an action sees while it runs.
 pub struct RunContext<'a> {
@@ -21,8 +55,8 @@ pub struct RunContext<'a> {
     pub redactor: &'a Redactor,
     /// When the run started.
     pub run_started: jiff::Timestamp,
-    /// Where progress goes (countdowns, polling).
-    pub events: &'a EventSender,
+    /// Where progress goes.
+    pub progress: &'a dyn Progress,
     /// Cancelled when the run is interrupted or rolls back.
     pub cancel: &'a CancellationToken,
     /// The run's directory, where actions keep files of their own (a copy's ledger).
@@ -37,11 +71,7 @@ impl RunContext<'_> {
         message: impl Into<String>,
         remaining: Option<std::time::Duration>,
     ) {
-        let _ = self.events.send(RunEvent::StepProgress {
-            step: step.to_owned(),
-            message: message.into(),
-            remaining,
-        });
+        self.progress.report(step, message.into(), remaining);
     }
 }
 
@@ -53,7 +83,7 @@ pub trait ActionRunner: Send + Sync {
         &'a self,
         step: &'a Step,
         ctx: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Option<Captured>, BackendError>>;
+    ) -> BoxFuture<'a, Result<Option<Captured>, ActionError>>;
 
     /// Performs the step's action; its value.
     fn perform<'a>(
@@ -61,7 +91,7 @@ pub trait ActionRunner: Send + Sync {
         step: &'a Step,
         captured: Option<&'a Captured>,
         ctx: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Value, BackendError>>;
+    ) -> BoxFuture<'a, Result<Value, ActionError>>;
 
     /// Drops what a step kept only for its rollback, once the run succeeded (the parked
     /// originals of recreated containers).
@@ -70,7 +100,7 @@ pub trait ActionRunner: Send + Sync {
         _step: &'a Step,
         _captured: &'a Captured,
         _ctx: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
+    ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -79,7 +109,7 @@ pub trait ActionRunner: Send + Sync {
         &'a self,
         target: &'a str,
         ctx: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    ) -> BoxFuture<'a, Result<(), ActionError>>;
 
     /// Undoes the step with its built-in inverse, from what it captured.
     fn undo<'a>(
@@ -87,5 +117,5 @@ pub trait ActionRunner: Send + Sync {
         step: &'a Step,
         captured: Option<&'a Captured>,
         ctx: &'a RunContext<'a>,
-    ) -> BoxFuture<'a, Result<Value, BackendError>>;
+    ) -> BoxFuture<'a, Result<Value, ActionError>>;
 }

@@ -132,6 +132,7 @@ impl StepValues for HashMap<String, Value> {
 }
 
 /// Resolves templates at run time.
+#[derive(Clone, Copy)]
 pub struct Resolver<'a> {
     /// Loaded secrets.
     pub secrets: &'a Secrets,

@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::act::Act;
+use super::probe::ProbeContext;
 use super::resolve::Resolver;
+use super::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::keyspace::{
     KeyType, canonical_digest, display_key, read_command, reply_int, reply_text,
@@ -39,7 +42,7 @@ pub struct VerifyPlan {
 
 impl VerifyPlan {
     /// The plan of a `redis.verify` step.
-    pub fn of(params: &VerifyParams, resolver: &Resolver<'_>) -> Result<VerifyPlan, BackendError> {
+    pub fn of(params: &VerifyParams, resolver: &Resolver<'_>) -> Result<VerifyPlan, ActionError> {
         Ok(VerifyPlan {
             pattern: match &params.pattern {
                 Some(pattern) => resolver.resolve(pattern)?,
@@ -347,6 +350,29 @@ pub fn failure(value: &Value) -> Option<String> {
         "{missing} missing and {mismatched} different on the target, of {} keys checked: {listed}",
         count("checked")
     ))
+}
+
+/// Runs `redis.verify` as a step, with progress.
+pub async fn perform(act: &Act<'_>, params: &VerifyParams) -> Result<Value, ActionError> {
+    let (source, target) = act.pair(&params.source.value).await?;
+    let plan = VerifyPlan::of(params, act.resolver())?;
+    let progress =
+        |checked: u64, total: u64| act.progress(format!("{checked} of {total} keys checked"), None);
+    Ok(verify(&source, &target, &plan, &progress).await?)
+}
+
+/// Runs `redis.verify` as a probe (`plan --check`, `skip_if`, a trigger), without progress.
+pub async fn probe(
+    params: &VerifyParams,
+    target: Option<&str>,
+    ctx: &ProbeContext<'_>,
+) -> Result<Value, ActionError> {
+    let r = &ctx.resolver;
+    let target = target.ok_or_else(|| ActionError::config("`redis.verify` has no redis target"))?;
+    let source = ctx.connections.redis(&params.source.value, r).await?;
+    let target = ctx.connections.redis(target, r).await?;
+    let plan = VerifyPlan::of(params, r)?;
+    Ok(verify(&source, &target, &plan, &|_, _| {}).await?)
 }
 
 #[cfg(test)]

@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::act::Act;
+use super::captured::Captured;
+use super::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::redis::RedisBackend;
+use crate::runbook::action::{PromoteParams, ReplicateParams};
 use crate::runbook::units::{format_duration, format_size};
 use crate::value::Value;
 
@@ -40,8 +44,8 @@ pub async fn read_settings(
     Ok(out)
 }
 
-/// What `redis.replicate` and `redis.promote` capture before acting.
-pub async fn capture(
+/// The replication settings of both servers, before a replicate or promote changes them.
+pub async fn capture_settings(
     source: &RedisBackend,
     target: &RedisBackend,
 ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), BackendError> {
@@ -49,6 +53,113 @@ pub async fn capture(
         read_settings(source, SOURCE_TUNING).await?,
         read_settings(target, TARGET_SETTINGS).await?,
     ))
+}
+
+/// What `redis.replicate` and `redis.promote` capture before acting: both servers'
+/// replication settings.
+pub async fn capture(act: &Act<'_>, source: &str) -> Result<Captured, ActionError> {
+    let (source, target) = act.pair(source).await?;
+    let (source, target) = capture_settings(&source, &target).await?;
+    Ok(Captured::Replication { source, target })
+}
+
+/// Runs `redis.replicate` as a step.
+pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Value, ActionError> {
+    let (source, target) = act.pair(&p.source.value).await?;
+    let address = match act.resolver().resolve_opt(p.source_address.as_ref())? {
+        Some(address) => address,
+        None => source.address.clone().ok_or_else(|| {
+            ActionError::config(
+                "give `source_address` (host:port of the source as the target reaches it)",
+            )
+        })?,
+    };
+    let (source_settings, target_settings) = match act.captured {
+        Some(Captured::Replication { source, target }) => (source.clone(), target.clone()),
+        _ => capture_settings(&source, &target).await?,
+    };
+    let timeout = p.timeout.map_or(Duration::from_secs(3600), |t| t.0);
+    let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
+    Ok(replicate(
+        &source,
+        &target,
+        &address,
+        p.tune,
+        (&source_settings, &target_settings),
+        timeout,
+        &progress,
+    )
+    .await?)
+}
+
+/// Runs `redis.promote` as a step.
+pub async fn perform_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, ActionError> {
+    let (source, target) = act.pair(&p.source.value).await?;
+    let reverse = match (
+        p.reverse,
+        act.resolver().resolve_opt(p.target_address.as_ref())?,
+    ) {
+        (false, _) => None,
+        (true, Some(address)) => Some(address),
+        (true, None) => Some(target.address.clone().ok_or_else(|| {
+            ActionError::config(
+                "give `target_address` (host:port of the target as the source reaches it)",
+            )
+        })?),
+    };
+    let timeout = p.timeout.map_or(Duration::from_secs(300), |t| t.0);
+    let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
+    Ok(promote(&source, &target, reverse.as_deref(), timeout, &progress).await?)
+}
+
+/// Rolls back `redis.replicate`, going on without a server that is gone.
+pub async fn rollback_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Value, ActionError> {
+    let Some(Captured::Replication { source, target }) = act.captured else {
+        return Ok(Value::Null);
+    };
+    let source_backend = act.reachable(&p.source.value).await;
+    let target_backend = match act.step.target.as_deref() {
+        Some(t) => act.reachable(t).await,
+        None => None,
+    };
+    let note = undo_replicate(
+        source_backend.as_ref(),
+        target_backend.as_ref(),
+        source,
+        target,
+    )
+    .await?;
+    Ok(Value::Text(note))
+}
+
+/// Rolls back `redis.promote`: the old primary becomes the primary again.
+pub async fn rollback_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, ActionError> {
+    let source = act.redis(&p.source.value).await?;
+    let target = match act.step.target.as_deref() {
+        Some(t) => act.reachable(t).await,
+        None => None,
+    };
+    let source_address = match act.resolver().resolve_opt(p.source_address.as_ref())? {
+        Some(address) => Some(address),
+        None => source.address.clone(),
+    };
+    let settings = match act.captured {
+        Some(Captured::Replication { source, .. }) => source.clone(),
+        _ => Vec::new(),
+    };
+    let timeout = p.timeout.map_or(Duration::from_secs(60), |t| t.0);
+    let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
+    let note = undo_promote(
+        &source,
+        target.as_ref(),
+        source_address.as_deref(),
+        p.reverse,
+        &settings,
+        timeout,
+        &progress,
+    )
+    .await?;
+    Ok(Value::Text(note))
 }
 
 fn number(map: &BTreeMap<String, Value>, key: &str) -> f64 {

@@ -14,6 +14,7 @@
 //! every second lets a killed copy resume where it stopped.
 
 pub mod ledger;
+pub mod step;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

@@ -7,13 +7,31 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::act::Act;
+use super::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::keyspace::reply_int;
 use crate::backend::redis::RedisBackend;
+use crate::runbook::action::DeleteParams;
 use crate::value::Value;
 
 /// Keys per SCAN and UNLINK when no rate limits them further.
 const BATCH: usize = 1000;
+
+/// Runs `redis.delete` as a step, with progress.
+pub async fn perform(act: &Act<'_>, p: &DeleteParams) -> Result<Value, ActionError> {
+    let target = act.target_redis().await?;
+    let progress = |deleted: u64| act.progress(format!("{deleted} keys deleted"), None);
+    Ok(delete(
+        &target,
+        &act.resolver().resolve(&p.pattern)?,
+        p.key_type.map(|t| t.to_string()).as_deref(),
+        p.rate,
+        act.ctx.cancel,
+        &progress,
+    )
+    .await?)
+}
 
 /// Deletes the keys matching `pattern` (and `key_type`) on `target`; the value counts
 /// them. Stops with an error when `cancel` fires (a resume deletes what is left).

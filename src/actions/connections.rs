@@ -1,0 +1,183 @@
+//! Connections to a runbook's targets, opened lazily and once per target. A target's
+//! templates (URL, password, TLS files, Docker host) are resolved here, so that the
+//! backends receive plain endpoints.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::Mutex;
+
+use super::resolve::Resolver;
+use super::runner::ActionError;
+use crate::backend::docker::{DockerBackend, DockerEndpoint, DockerTlsFiles};
+use crate::backend::redis::{self, RedisBackend, RedisEndpoint, TlsMaterial};
+use crate::runbook::action::TargetKind;
+use crate::runbook::model::{Runbook, Target};
+use crate::runbook::spec::{DockerTargetSpec, RedisTargetSpec, TargetSpec};
+use crate::runbook::template::Template;
+
+/// Lazily opened connections to a runbook's targets.
+pub struct Connections {
+    targets: HashMap<String, Target>,
+    base_dir: PathBuf,
+    redis: Mutex<HashMap<String, RedisBackend>>,
+    docker: Mutex<HashMap<Option<String>, DockerBackend>>,
+}
+
+impl Connections {
+    /// Connections for `runbook`'s targets (nothing is opened yet).
+    pub fn new(runbook: &Runbook) -> Self {
+        Connections {
+            targets: runbook
+                .targets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            base_dir: runbook
+                .source
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            redis: Mutex::new(HashMap::new()),
+            docker: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The kind of a target.
+    pub fn kind(&self, target: &str) -> Option<TargetKind> {
+        self.targets.get(target).map(|t| t.kind)
+    }
+
+    /// The runbook's directory (relative paths in the runbook are relative to it).
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    fn redis_spec(&self, target: &str) -> Result<&RedisTargetSpec, ActionError> {
+        match self.targets.get(target).map(|t| &t.spec) {
+            Some(TargetSpec::Redis(spec)) => Ok(spec),
+            _ => Err(ActionError::config(format!(
+                "`{target}` is not a redis target"
+            ))),
+        }
+    }
+
+    /// The Redis connection of `target`.
+    pub async fn redis(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+    ) -> Result<RedisBackend, ActionError> {
+        if let Some(existing) = self.redis.lock().await.get(target) {
+            return Ok(existing.clone());
+        }
+        let endpoint = self.redis_endpoint(self.redis_spec(target)?, resolver)?;
+        let backend = RedisBackend::connect(&endpoint).await?;
+        self.redis
+            .lock()
+            .await
+            .insert(target.to_owned(), backend.clone());
+        Ok(backend)
+    }
+
+    /// `count` separate connections to `target` (the shared one first), for work that
+    /// spreads over several connections (a key copy).
+    pub async fn redis_pool(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+        count: usize,
+    ) -> Result<Vec<RedisBackend>, ActionError> {
+        let mut pool = vec![self.redis(target, resolver).await?];
+        let endpoint = self.redis_endpoint(self.redis_spec(target)?, resolver)?;
+        for _ in 1..count.max(1) {
+            pool.push(RedisBackend::connect(&endpoint).await?);
+        }
+        Ok(pool)
+    }
+
+    /// What the backend needs to reach the Redis target of `spec`.
+    pub fn redis_endpoint(
+        &self,
+        spec: &RedisTargetSpec,
+        resolver: &Resolver<'_>,
+    ) -> Result<RedisEndpoint, ActionError> {
+        let read = |file: Option<&Template>| -> Result<Option<Vec<u8>>, ActionError> {
+            match resolver.resolve_opt(file)? {
+                Some(path) => std::fs::read(self.base_dir.join(&path))
+                    .map(Some)
+                    .map_err(|e| {
+                        ActionError::config(format!("cannot read TLS file `{path}`: {e}"))
+                    }),
+                None => Ok(None),
+            }
+        };
+        let tls = match &spec.tls {
+            Some(tls) => Some(TlsMaterial {
+                ca: read(tls.ca.as_ref())?,
+                cert: read(tls.cert.as_ref())?,
+                key: read(tls.key.as_ref())?,
+            }),
+            None => None,
+        };
+        Ok(RedisEndpoint {
+            url: resolver.resolve(&spec.url.value)?,
+            username: resolver.resolve_opt(spec.username.as_ref())?,
+            password: resolver.resolve_opt(spec.password.as_ref())?,
+            db: spec.db,
+            tls,
+            insecure: spec.tls.as_ref().is_some_and(|t| t.insecure),
+            timeout: spec.timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
+            connect_timeout: spec.connect_timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
+        })
+    }
+
+    /// The Docker client of `target` (`None`: the default endpoint).
+    pub async fn docker(
+        &self,
+        target: Option<&str>,
+        resolver: &Resolver<'_>,
+    ) -> Result<DockerBackend, ActionError> {
+        let key = target.map(str::to_owned);
+        if let Some(existing) = self.docker.lock().await.get(&key) {
+            return Ok(existing.clone());
+        }
+        let endpoint = match target {
+            Some(name) => match self.targets.get(name).map(|t| &t.spec) {
+                Some(TargetSpec::Docker(spec)) => self.docker_endpoint(spec, resolver)?,
+                _ => {
+                    return Err(ActionError::config(format!(
+                        "`{name}` is not a docker target"
+                    )));
+                }
+            },
+            None => DockerEndpoint::default(),
+        };
+        let backend = DockerBackend::connect(&endpoint).await?;
+        self.docker.lock().await.insert(key, backend.clone());
+        Ok(backend)
+    }
+
+    fn docker_endpoint(
+        &self,
+        spec: &DockerTargetSpec,
+        resolver: &Resolver<'_>,
+    ) -> Result<DockerEndpoint, ActionError> {
+        let tls = match &spec.tls {
+            Some(tls) => Some(DockerTlsFiles {
+                key: self.base_dir.join(resolver.resolve(&tls.key)?),
+                cert: self.base_dir.join(resolver.resolve(&tls.cert)?),
+                ca: self.base_dir.join(resolver.resolve(&tls.ca)?),
+            }),
+            None => None,
+        };
+        Ok(DockerEndpoint {
+            host: resolver.resolve_opt(spec.host.as_ref().map(|h| &h.value))?,
+            tls,
+            timeout: spec
+                .timeout
+                .map_or(crate::backend::docker::DEFAULT_TIMEOUT, |t| t.0),
+        })
+    }
+}

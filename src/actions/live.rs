@@ -1,0 +1,196 @@
+//! The real [`ActionRunner`]: hands each step to its action family ([`super::docker`],
+//! [`super::redis`], [`super::replication`], [`super::copy`], [`super::verify`],
+//! [`super::delete`], [`super::local`]), read-only steps to [`super::probe`].
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::act::Act;
+use super::captured::Captured;
+use super::connections::Connections;
+use super::probe::probe;
+use super::runner::{ActionError, ActionRunner, RunContext};
+use super::{copy, delete, docker, local, redis, replication, verify};
+use crate::runbook::action::{Action, Effect, TargetKind};
+use crate::runbook::model::Step;
+use crate::value::Value;
+
+/// Runs actions for real.
+pub struct LiveRunner {
+    connections: Connections,
+}
+
+impl LiveRunner {
+    /// A runner for the targets of `connections`.
+    pub fn new(connections: Connections) -> Self {
+        LiveRunner { connections }
+    }
+
+    fn act<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> Act<'a> {
+        Act {
+            connections: &self.connections,
+            step,
+            captured,
+            ctx,
+        }
+    }
+}
+
+/// Read-only actions that a step runs as a probe (the others that only read, like
+/// `redis.command` or `docker.exec`, may still change the world or report progress).
+fn runs_as_probe(action: &Action) -> bool {
+    action.params().effect() == Effect::ReadOnly
+        && !matches!(
+            action,
+            Action::DockerRun(_)
+                | Action::Shell(_)
+                | Action::DockerExec(_)
+                | Action::RedisCommand(_)
+                | Action::RedisVerify(_)
+        )
+}
+
+async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
+    match &act.step.action {
+        Action::DockerRecreate(_)
+        | Action::DockerStop(_)
+        | Action::DockerStart(_)
+        | Action::DockerRun(_) => docker::capture(act).await,
+        Action::RedisReplicate(p) => replication::capture(act, &p.source.value).await.map(Some),
+        Action::RedisPromote(p) => replication::capture(act, &p.source.value).await.map(Some),
+        Action::RedisCopy(_) => Ok(Some(copy::step::capture(act))),
+        Action::RedisConfigSet(_) => redis::capture(act).await,
+        _ => Ok(None),
+    }
+}
+
+async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
+    let step = act.step;
+    match &step.action {
+        action if runs_as_probe(action) => {
+            probe(
+                action,
+                step.target.as_deref(),
+                step.timeout,
+                &act.probe_context(),
+            )
+            .await
+        }
+        Action::Wait(p) => local::wait(act, p).await,
+        Action::Shell(_) => local::shell(act).await,
+        Action::Http(p) => local::http(act, p).await,
+        Action::DockerStop(_)
+        | Action::DockerStart(_)
+        | Action::DockerRestart(_)
+        | Action::DockerRecreate(_)
+        | Action::DockerRemove(_)
+        | Action::DockerRemoveVolume(_)
+        | Action::DockerExec(_)
+        | Action::DockerRun(_) => docker::perform(act).await,
+        Action::RedisCommand(_) | Action::RedisConfigSet(_) => redis::perform(act).await,
+        Action::RedisReplicate(p) => replication::perform_replicate(act, p).await,
+        Action::RedisPromote(p) => replication::perform_promote(act, p).await,
+        Action::RedisCopy(p) => copy::step::perform(act, p).await,
+        Action::RedisVerify(p) => verify::perform(act, p).await,
+        Action::RedisDelete(p) => delete::perform(act, p).await,
+        other => Err(ActionError::config(format!(
+            "`{}` is not supported by this version of redis-move",
+            other.name()
+        ))),
+    }
+}
+
+async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
+    match &act.step.action {
+        Action::DockerRecreate(_)
+        | Action::DockerStop(_)
+        | Action::DockerStart(_)
+        | Action::DockerRun(_) => docker::undo(act).await,
+        Action::RedisConfigSet(_) => redis::undo(act).await,
+        Action::RedisReplicate(p) => replication::rollback_replicate(act, p).await,
+        Action::RedisPromote(p) => replication::rollback_promote(act, p).await,
+        Action::RedisCopy(p) => copy::step::undo(act, p).await,
+        other => Err(ActionError::config(format!(
+            "`{}` has no built-in rollback",
+            other.name()
+        ))),
+    }
+}
+
+impl ActionRunner for LiveRunner {
+    fn discard<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: &'a Captured,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), ActionError>> {
+        Box::pin(async move { docker::discard(&self.act(step, Some(captured), ctx)).await })
+    }
+
+    fn capture<'a>(
+        &'a self,
+        step: &'a Step,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Option<Captured>, ActionError>> {
+        Box::pin(async move { capture(&self.act(step, None, ctx)).await })
+    }
+
+    fn perform<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move { perform(&self.act(step, captured, ctx)).await })
+    }
+
+    fn undo<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move { undo(&self.act(step, captured, ctx)).await })
+    }
+
+    fn check_target<'a>(
+        &'a self,
+        target: &'a str,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<(), ActionError>> {
+        Box::pin(async move {
+            let check = async {
+                match self.connections.kind(target) {
+                    Some(TargetKind::Redis) => {
+                        self.connections
+                            .redis(target, &ctx.resolver)
+                            .await?
+                            .ping()
+                            .await?;
+                        Ok(())
+                    }
+                    Some(TargetKind::Docker) => Ok(self
+                        .connections
+                        .docker(Some(target), &ctx.resolver)
+                        .await?
+                        .ping()
+                        .await?),
+                    None => Err(ActionError::config(format!("unknown target `{target}`"))),
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), check)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ActionError::timeout(format!(
+                        "`{target}` did not answer within 10s"
+                    )))
+                })
+        })
+    }
+}
