@@ -184,3 +184,189 @@ rollback:
         "the password is not in the journal"
     );
 }
+
+/// A producer like an application's: pushes sequence-numbered entries and records the
+/// ones the server acknowledged; a refused write (`READONLY`, `NOREPLICAS`) sends it to
+/// the other server, as an application following the primary would.
+struct Producer {
+    running: Arc<AtomicBool>,
+    acked: Arc<std::sync::Mutex<Vec<u64>>>,
+    rejected: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    fn start(urls: [String; 2]) -> Producer {
+        let running = Arc::new(AtomicBool::new(true));
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (running, acked, rejected) = (running.clone(), acked.clone(), rejected.clone());
+            std::thread::spawn(move || {
+                let mut connections: Vec<_> = urls
+                    .iter()
+                    .map(|u| {
+                        redis::Client::open(u.as_str())
+                            .unwrap()
+                            .get_connection()
+                            .unwrap()
+                    })
+                    .collect();
+                let mut current = 0;
+                let mut seq = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let pushed: redis::RedisResult<i64> = redis::cmd("RPUSH")
+                        .arg("produced")
+                        .arg(seq)
+                        .query(&mut connections[current]);
+                    match pushed {
+                        Ok(_) => acked.lock().unwrap().push(seq),
+                        Err(e) => {
+                            let text = e.to_string().to_uppercase();
+                            assert!(
+                                text.contains("READONLY") || text.contains("NOREPLICAS"),
+                                "unexpected error: {text}"
+                            );
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                            current = 1 - current;
+                        }
+                    }
+                }
+            })
+        };
+        Producer {
+            running,
+            acked,
+            rejected,
+            thread: Some(thread),
+        }
+    }
+
+    fn acked(&self) -> Vec<u64> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+/// The sequence numbers in `server`'s `produced` list.
+fn produced(server: &RedisServer) -> std::collections::HashSet<u64> {
+    server
+        .cli(&["LRANGE", "produced", "0", "-1"])
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Acknowledged writes missing from `server`.
+fn missing(acked: &[u64], server: &RedisServer) -> Vec<u64> {
+    let there = produced(server);
+    acked
+        .iter()
+        .copied()
+        .filter(|n| !there.contains(n))
+        .collect()
+}
+
+#[test]
+fn a_producer_writing_through_promote_and_rollback_loses_no_acknowledged_write() {
+    let source = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
+    let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
+    let mut producer = Producer::start([source.url(), target.url()]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            r#"version: 1
+name: repl
+secrets:
+  pw: {{ env: REPL_PW }}
+targets:
+  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
+  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
+phases:
+  - id: sync
+    steps:
+      - id: replicate
+        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+  - id: cutover
+    steps:
+      - id: promote
+        redis.promote: {{ target: new, source: old, reverse: true, pause: 20s, timeout: 2min }}
+  - id: watch
+    gate: {{ question: "Keep the new server?", on_no_go: rollback }}
+"#,
+            s = source.port,
+            t = target.port
+        ),
+    )
+    .unwrap();
+    let child = spawn(dir.path());
+    let run = wait_gate(dir.path(), "watch");
+    // The producer never stopped: every write acknowledged so far is on the new primary.
+    let acked = producer.acked();
+    assert!(
+        target.cli(&["INFO", "replication"]).contains("role:master"),
+        "the new server is the primary"
+    );
+    assert_eq!(
+        missing(&acked, &target),
+        Vec::<u64>::new(),
+        "lost at promote"
+    );
+    let j = journal(dir.path()).unwrap();
+    let value = &j["steps"]["promote"]["value"];
+    eprintln!("promote: {value}");
+    assert_eq!(
+        value["object"]["drained"],
+        serde_json::json!({"bool": true}),
+        "{value}"
+    );
+    assert_eq!(value["object"]["resync"]["text"], "partial", "{value}");
+    // Keep writing to the new primary for a while, then roll back with the producer on.
+    let on_target = producer.acked().len();
+    let start = Instant::now();
+    while producer.acked().len() < on_target + 2000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the producer stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    approve(dir.path(), &run, "watch", true);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    // A moment of writes on the old primary after the rollback, then stop.
+    let back = producer.acked().len();
+    let start = Instant::now();
+    while producer.acked().len() < back + 500 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the producer stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.stop();
+    let acked = producer.acked();
+    assert!(source.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(
+        missing(&acked, &source),
+        Vec::<u64>::new(),
+        "lost at rollback"
+    );
+    let rejected = producer.rejected.load(Ordering::Relaxed);
+    let j = journal(dir.path()).unwrap();
+    eprintln!(
+        "acknowledged {} writes, rejected {rejected} (READONLY/NOREPLICAS), none lost; rollback: {}",
+        acked.len(),
+        j["rollback"]
+    );
+    assert!(acked.len() > 3000);
+}

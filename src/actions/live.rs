@@ -62,8 +62,7 @@ async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
         | Action::DockerStop(_)
         | Action::DockerStart(_)
         | Action::DockerRun(_) => docker::capture(act).await,
-        Action::RedisReplicate(p) => replication::capture(act, &p.source.value).await.map(Some),
-        Action::RedisPromote(p) => replication::capture(act, &p.source.value).await.map(Some),
+        Action::RedisReplicate(_) | Action::RedisPromote(_) => replication::capture(act).await,
         Action::RedisCopy(_) => Ok(Some(copy::step::capture(act))),
         Action::RedisConfigSet(_) => redis::capture(act).await,
         _ => Ok(None),

@@ -507,9 +507,29 @@ pub struct PromoteParams {
     /// the target a replica again).
     #[serde(default)]
     pub source_address: Option<Template>,
-    /// How long to wait for offsets to match.
+    /// Hold writers off on the old primary while the replica catches up (`CLIENT PAUSE
+    /// WRITE`, then a fence), so that no acknowledged write is lost (default true).
+    /// `false` promotes as soon as offsets match, which is only safe once every writer
+    /// has stopped.
+    #[serde(default = "yes")]
+    pub drain: bool,
+    /// How long writers may be paused (default 5s). The drain must finish within half
+    /// of it, or nothing is switched.
+    #[serde(default)]
+    pub pause: Option<RunbookDuration>,
+    /// How long the whole promotion may take (default 5min).
     #[serde(default)]
     pub timeout: Option<RunbookDuration>,
+}
+
+impl PromoteParams {
+    /// The pause budget of the drain; `None` when the step does not drain.
+    pub fn drain_budget(&self) -> Option<std::time::Duration> {
+        self.drain.then(|| {
+            self.pause
+                .map_or(std::time::Duration::from_secs(5), |p| p.0)
+        })
+    }
 }
 
 impl ActionParams for PromoteParams {
@@ -530,16 +550,39 @@ impl ActionParams for PromoteParams {
         }
     }
     fn shape(&self) -> Shape {
-        Shape::Object(&[("offset", Shape::Number), ("lag_bytes", Shape::Bytes)])
+        Shape::Object(&[
+            ("offset", Shape::Number),
+            ("lag_bytes", Shape::Bytes),
+            ("drained", Shape::Bool),
+            ("hold", Shape::Text),
+            ("held", Shape::Duration),
+            ("budget", Shape::Duration),
+            ("rejected_writes", Shape::Number),
+            ("old_primary", Shape::Text),
+            ("resync", Shape::Text),
+            ("note", Shape::Text),
+        ])
     }
     fn describe(&self) -> String {
-        let mut out = format!(
-            "wait until offsets match `{}`, then REPLICAOF NO ONE",
-            self.source.value
-        );
+        let mut out = match self.drain_budget() {
+            Some(budget) => format!(
+                "pause writes on `{}` (up to {}), wait until offsets match, fence it, then REPLICAOF NO ONE",
+                self.source.value,
+                crate::runbook::units::format_duration(budget)
+            ),
+            None => format!(
+                "wait until offsets match `{}` (writers must be stopped), then REPLICAOF NO ONE",
+                self.source.value
+            ),
+        };
         if self.reverse {
             out.push_str(&format!(
                 "; then `{}` replicates from the target (reverse replication)",
+                self.source.value
+            ));
+        } else if self.drain {
+            out.push_str(&format!(
+                "; `{}` stays fenced (it refuses writes)",
                 self.source.value
             ));
         }

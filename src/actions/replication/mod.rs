@@ -3,6 +3,8 @@
 //! old primary in sync from the new one (reverse replication) so that a rollback loses
 //! no write made after the cutover.
 
+pub mod switch;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use super::captured::Captured;
 use super::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::redis::RedisBackend;
-use crate::runbook::action::{PromoteParams, ReplicateParams};
+use crate::runbook::action::{Action, PromoteParams, ReplicateParams};
 use crate::runbook::units::{format_duration, format_size};
 use crate::value::Value;
 
@@ -23,6 +25,9 @@ const SOURCE_TUNING: &[&str] = &[
 ];
 /// Settings of the target tuned for a fast full sync, and its credentials to the source.
 const TARGET_SETTINGS: &[&str] = &["repl-diskless-load", "masterauth", "masteruser"];
+/// Settings a promotion changes on either server: credentials for the reverse
+/// replication, and the fence of [`switch`].
+const PROMOTE_SETTINGS: &[&str] = &["masterauth", "masteruser", "min-replicas-to-write"];
 
 /// Reads `names` from `redis` (the ones it knows). A password that is set is recorded as
 /// `****`: the journal never holds it, and its rollback leaves it as it is.
@@ -44,7 +49,7 @@ pub async fn read_settings(
     Ok(out)
 }
 
-/// The replication settings of both servers, before a replicate or promote changes them.
+/// The replication settings of both servers before `redis.replicate` changes them.
 pub async fn capture_settings(
     source: &RedisBackend,
     target: &RedisBackend,
@@ -57,10 +62,22 @@ pub async fn capture_settings(
 
 /// What `redis.replicate` and `redis.promote` capture before acting: both servers'
 /// replication settings.
-pub async fn capture(act: &Act<'_>, source: &str) -> Result<Captured, ActionError> {
-    let (source, target) = act.pair(source).await?;
-    let (source, target) = capture_settings(&source, &target).await?;
-    Ok(Captured::Replication { source, target })
+pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
+    let (source, target) = match &act.step.action {
+        Action::RedisReplicate(p) => {
+            let (source, target) = act.pair(&p.source.value).await?;
+            capture_settings(&source, &target).await?
+        }
+        Action::RedisPromote(p) => {
+            let (source, target) = act.pair(&p.source.value).await?;
+            (
+                read_settings(&source, PROMOTE_SETTINGS).await?,
+                read_settings(&target, PROMOTE_SETTINGS).await?,
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Captured::Replication { source, target }))
 }
 
 /// Runs `redis.replicate` as a step.
@@ -92,7 +109,7 @@ pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Val
     .await?)
 }
 
-/// Runs `redis.promote` as a step.
+/// Runs `redis.promote` as a step: a drained switch (see [`switch`]).
 pub async fn perform_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, ActionError> {
     let (source, target) = act.pair(&p.source.value).await?;
     let reverse = match (
@@ -107,9 +124,15 @@ pub async fn perform_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, 
             )
         })?),
     };
-    let timeout = p.timeout.map_or(Duration::from_secs(300), |t| t.0);
     let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
-    Ok(promote(&source, &target, reverse.as_deref(), timeout, &progress).await?)
+    let plan = switch::Switch {
+        old: &source,
+        new: &target,
+        old_follows: reverse.as_deref(),
+        drain: p.drain_budget(),
+        timeout: p.timeout.map_or(Duration::from_secs(300), |t| t.0),
+    };
+    Ok(switch::switch(&plan, &progress).await?)
 }
 
 /// Rolls back `redis.replicate`, going on without a server that is gone.
@@ -132,7 +155,8 @@ pub async fn rollback_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Va
     Ok(Value::Text(note))
 }
 
-/// Rolls back `redis.promote`: the old primary becomes the primary again.
+/// Rolls back `redis.promote`: the old primary becomes the primary again (drained,
+/// when it follows the new one).
 pub async fn rollback_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, ActionError> {
     let source = act.redis(&p.source.value).await?;
     let target = match act.step.target.as_deref() {
@@ -149,12 +173,12 @@ pub async fn rollback_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value,
     };
     let timeout = p.timeout.map_or(Duration::from_secs(60), |t| t.0);
     let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
-    let note = undo_promote(
+    let note = switch::undo_promote(
         &source,
         target.as_ref(),
         source_address.as_deref(),
-        p.reverse,
         &settings,
+        p.drain_budget(),
         timeout,
         &progress,
     )
@@ -162,6 +186,7 @@ pub async fn rollback_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value,
     Ok(Value::Text(note))
 }
 
+/// A number field of an INFO section (0 when absent).
 fn number(map: &BTreeMap<String, Value>, key: &str) -> f64 {
     match map.get(key) {
         Some(Value::Number(n)) => *n,
@@ -170,10 +195,12 @@ fn number(map: &BTreeMap<String, Value>, key: &str) -> f64 {
     }
 }
 
+/// A text field of an INFO section (empty when absent).
 fn text(map: &BTreeMap<String, Value>, key: &str) -> String {
     map.get(key).map(Value::as_text).unwrap_or_default()
 }
 
+/// Gives `replica` the credentials of `primary` (masterauth, masteruser).
 async fn credentials(replica: &RedisBackend, primary: &RedisBackend) -> Result<(), BackendError> {
     let mut settings = Vec::new();
     if let Some(password) = &primary.password {
@@ -282,117 +309,6 @@ pub async fn lag_bytes(
         None => number(&replica_info, "master_repl_offset"),
     };
     Ok((primary_offset - replica_offset).max(0.0))
-}
-
-async fn wait_caught_up(
-    primary: &RedisBackend,
-    replica: &RedisBackend,
-    timeout: Duration,
-    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
-) -> Result<f64, BackendError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let lag = lag_bytes(primary, replica).await?;
-        let link = text(&replica.replication().await?, "master_link_status");
-        if lag == 0.0 && link == "up" {
-            return Ok(number(&primary.replication().await?, "master_repl_offset"));
-        }
-        if Instant::now() >= deadline {
-            return Err(BackendError::Timeout(format!(
-                "the replica is still {} behind after {} (link {link}): are the writers stopped?",
-                format_size(lag),
-                format_duration(timeout)
-            )));
-        }
-        progress(
-            format!(
-                "waiting for the replica to catch up: {} behind",
-                format_size(lag)
-            ),
-            Some(deadline.saturating_duration_since(Instant::now())),
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Promotes `target` once it has caught up with `source`; with `reverse_address`, makes
-/// `source` a replica of `target` (reached at that address) and waits for the link.
-pub async fn promote(
-    source: &RedisBackend,
-    target: &RedisBackend,
-    reverse_address: Option<&str>,
-    timeout: Duration,
-    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
-) -> Result<Value, BackendError> {
-    let offset = wait_caught_up(source, target, timeout, progress).await?;
-    target.replicaof(None).await?;
-    if let Some(address) = reverse_address {
-        credentials(source, target).await?;
-        source.replicaof(Some(address)).await?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let replication = source.replication().await?;
-            if text(&replication, "master_link_status") == "up"
-                && number(&replication, "master_sync_in_progress") == 0.0
-            {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(BackendError::Timeout(format!(
-                    "the old primary did not start replicating from the new one within {}",
-                    format_duration(timeout)
-                )));
-            }
-            progress(
-                "reverse replication: the old primary follows the new one".into(),
-                None,
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let mut value = BTreeMap::new();
-    value.insert("offset".to_owned(), Value::Number(offset));
-    value.insert("lag_bytes".to_owned(), Value::Number(0.0));
-    Ok(Value::Object(value))
-}
-
-/// Undoes a promotion. With reverse replication: waits until the old primary has every
-/// write of the new one (skipped when the new one is gone), promotes it back, and makes
-/// the new one follow it again. Without: the new one follows the old one again.
-pub async fn undo_promote(
-    source: &RedisBackend,
-    target: Option<&RedisBackend>,
-    source_address: Option<&str>,
-    reverse: bool,
-    source_settings: &[(String, String)],
-    timeout: Duration,
-    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
-) -> Result<String, BackendError> {
-    let mut notes = Vec::new();
-    if reverse {
-        match target {
-            Some(target) => {
-                wait_caught_up(target, source, timeout, progress).await?;
-            }
-            None => notes.push(
-                "the new primary is unreachable: the old one keeps what it replicated until then"
-                    .to_owned(),
-            ),
-        }
-        source.replicaof(None).await?;
-        let restore: Vec<_> = source_settings
-            .iter()
-            .filter(|(k, _)| k == "masterauth" || k == "masteruser")
-            .cloned()
-            .collect();
-        source.config_set_all(&restore).await?;
-    }
-    if let (Some(target), Some(address)) = (target, source_address) {
-        credentials(target, source).await?;
-        target.replicaof(Some(address)).await?;
-        notes.push("the new server replicates the old one again".into());
-    }
-    Ok(notes.join("; "))
 }
 
 /// Undoes `redis.replicate`: the target stops replicating and gets its settings back;
