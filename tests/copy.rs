@@ -280,3 +280,141 @@ fn a_copy_killed_mid_way_resumes_to_an_identical_target_and_rolls_back_exactly()
     assert_eq!(keys, vec!["pre-existing".to_owned()]);
     assert_eq!(snapshot(&mut src, "*").len(), before.len());
 }
+
+/// Stream entries delivered to consumers and not acknowledged, as XPENDING lists them:
+/// (id, consumer, delivery count) and the idle time apart.
+fn pending(con: &mut redis::Connection, key: &str, group: &str) -> Vec<(String, String, i64, i64)> {
+    let reply: Vec<(String, String, i64, i64)> = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query(con)
+        .unwrap();
+    reply
+        .into_iter()
+        .map(|(id, consumer, idle, count)| (id, consumer, count, idle))
+        .collect()
+}
+
+#[test]
+fn streams_keep_their_consumer_groups_and_pending_entries_and_verify_sees_them() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    // A big stream (copied in chunks above 64kb) and a small one (DUMP/RESTORE), each
+    // with a consumer group whose consumers hold pending entries, some delivered twice.
+    for (key, entries, read) in [("q:big", 20_000, 700), ("q:small", 50, 10)] {
+        let mut pipe = redis::pipe();
+        for i in 0..entries {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("job")
+                .arg(i)
+                .arg("payload")
+                .arg("x".repeat(16))
+                .ignore();
+        }
+        pipe.query::<()>(&mut src).unwrap();
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg("workers")
+            .arg("0")
+            .query(&mut src)
+            .unwrap();
+        for consumer in ["w1", "w2"] {
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("workers")
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(read / 2)
+                .arg("STREAMS")
+                .arg(key)
+                .arg(">")
+                .query(&mut src)
+                .unwrap();
+        }
+        // A consumer with nothing pending, and entries handed over (delivered twice).
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATECONSUMER")
+            .arg(key)
+            .arg("workers")
+            .arg("idle-one")
+            .query(&mut src)
+            .unwrap();
+        let _: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(key)
+            .arg("workers")
+            .arg("w2")
+            .arg(0)
+            .arg("0")
+            .arg("COUNT")
+            .arg(3)
+            .query(&mut src)
+            .unwrap();
+    }
+    let before_big = pending(&mut src, "q:big", "workers");
+    let before_small = pending(&mut src, "q:small", "workers");
+    assert_eq!(before_big.len(), 700);
+    assert!(
+        before_big.iter().any(|p| p.2 == 2),
+        "some entries were delivered twice"
+    );
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "streams",
+        source.port,
+        target.port,
+        "      - id: copy\n        redis.copy: { target: dst, source: src, match: \"q:*\", chunk_above: 64kb }\n      - id: check\n        redis.verify: { target: dst, source: src, match: \"q:*\" }\n",
+    ));
+    ws.run().success();
+    assert_eq!(
+        ws.value_number("copy", "chunked"),
+        1.0,
+        "the big stream went in chunks"
+    );
+    assert_eq!(ws.value_number("check", "mismatched"), 0.0);
+    let mut dst = connect(&target.url());
+    for (key, before) in [("q:big", &before_big), ("q:small", &before_small)] {
+        let after = pending(&mut dst, key, "workers");
+        assert_eq!(after.len(), before.len(), "{key}");
+        for (a, b) in after.iter().zip(before.iter()) {
+            assert_eq!(
+                (&a.0, &a.1, a.2),
+                (&b.0, &b.1, b.2),
+                "{key}: id, owner, deliveries"
+            );
+            assert!((a.3 - b.3).abs() < 5_000, "{key}: idle {} vs {}", a.3, b.3);
+        }
+        let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(key)
+            .arg("workers")
+            .query(&mut dst)
+            .unwrap();
+        assert_eq!(consumers.len(), 3, "{key}: w1, w2 and idle-one");
+    }
+    // One pending entry lost on the target: the verification says so.
+    let lost = &before_big[0].0;
+    let _: i64 = redis::cmd("XACK")
+        .arg("q:big")
+        .arg("workers")
+        .arg(lost)
+        .query(&mut dst)
+        .unwrap();
+    let again = Workspace::new(&Workspace::two_redis_runbook(
+        "streams-again",
+        source.port,
+        target.port,
+        "      - id: check\n        redis.verify: { target: dst, source: src, match: \"q:*\" }\n",
+    ));
+    let out = again.run().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("699 pending entries, expected 700"),
+        "{stderr}"
+    );
+}

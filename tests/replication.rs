@@ -370,3 +370,89 @@ phases:
     );
     assert!(acked.len() > 3000);
 }
+
+#[test]
+fn replicate_waits_for_a_target_that_is_still_loading() {
+    let source = RedisServer::start_with(Some("Repl-Pw-5"), &["--enable-debug-command", "yes"]);
+    source.cli(&["DEBUG", "POPULATE", "1000", "src", "16"]);
+    // A target that loads 50,000 keys slowly (40 us each) when it starts, answering
+    // LOADING meanwhile, as after a restart or a full sync cut by a killed run.
+    let data = tempfile::tempdir().unwrap();
+    {
+        let dir = data.path().to_str().unwrap();
+        let seed = RedisServer::start_with(None, &["--dir", dir, "--enable-debug-command", "yes"]);
+        seed.cli(&["DEBUG", "POPULATE", "50000", "old", "16"]);
+        seed.cli(&["SAVE"]);
+    }
+    let port = redis_move_testbed::free_port();
+    let mut loading = std::process::Command::new(redis_move_testbed::redis::redis_server_binary())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--requirepass", "Repl-Pw-5", "--key-load-delay", "40"])
+        .args(["--loading-process-events-interval-bytes", "1024"])
+        .arg("--dir")
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let answer = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                "Repl-Pw-5",
+                "--no-auth-warning",
+            ])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    while !answer(&["PING"]).contains("LOADING") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the target never said LOADING"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            r#"version: 1
+name: repl
+secrets:
+  pw: {{ env: REPL_PW }}
+targets:
+  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
+  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{port}" }} }}
+phases:
+  - id: sync
+    steps:
+      - id: replicate
+        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+        expect: {{ keys: "== 1000" }}
+"#,
+            s = source.port,
+        ),
+    )
+    .unwrap();
+    let output = spawn(dir.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = loading.kill();
+    let _ = loading.wait();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("loading its dataset"),
+        "the wait was reported: {stderr}"
+    );
+}

@@ -2,7 +2,9 @@
 //! on both sides, BullMQ queue depths), then per key: type, TTL within a tolerance, and
 //! a content digest, `DEBUG DIGEST-VALUE` where the servers allow it, else a canonical
 //! client-side digest per type (never DUMP bytes, whose hash-table encodings serialise
-//! in a per-process order). Every key, or a uniform random sample.
+//! in a per-process order), and for a stream what the digest does not see: its last id,
+//! consumer groups, consumers and pending entries (owner, delivery count, idle time
+//! within the TTL tolerance). Every key, or a uniform random sample.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,8 @@ use super::resolve::Resolver;
 use super::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::keyspace::{
-    KeyType, canonical_digest, display_key, read_command, reply_int, reply_text,
+    KeyType, canonical_digest, display_key, read_command, reply_int, reply_text, stream_difference,
+    stream_state,
 };
 use crate::backend::redis::RedisBackend;
 use crate::runbook::action::{DigestMode, VerifyParams};
@@ -264,7 +267,7 @@ pub async fn verify(
             read_side(source, chunk, debug),
             read_side(target, &renamed, debug)
         )?;
-        for ((key, mine), copy) in renamed.iter().zip(ours).zip(theirs) {
+        for (((source_key, key), mine), copy) in chunk.iter().zip(&renamed).zip(ours).zip(theirs) {
             let Some((key_type, ttl, digest)) = mine else {
                 continue; // gone from the source meanwhile
             };
@@ -291,6 +294,16 @@ pub async fn verify(
                 Some("value differs".into())
             } else {
                 None
+            };
+            let why = match why {
+                None if key_type == "stream" => {
+                    let (expected, actual) = tokio::try_join!(
+                        stream_state(source, source_key),
+                        stream_state(target, key)
+                    )?;
+                    stream_difference(&expected, &actual, tolerance)
+                }
+                other => other,
             };
             if let Some(why) = why {
                 mismatched += 1;

@@ -1,7 +1,8 @@
 //! Type-aware work on single keys: reading a key's whole value as a canonical digest
 //! (to compare two servers without trusting DUMP bytes, whose hash-table encodings
-//! serialise in a per-process order) and copying a key too large for one DUMP in chunks
-//! with the commands of its type.
+//! serialise in a per-process order), copying a key too large for one DUMP in chunks
+//! with the commands of its type, and reading (and rebuilding) what a stream holds
+//! besides its entries: consumer groups, consumers and pending entries.
 
 use sha2::{Digest, Sha256};
 
@@ -384,44 +385,326 @@ pub async fn copy_in_chunks(
                 }
                 from = format!("({last}");
             }
-            // The stream's last id and its consumer groups (their pending entries are
-            // not copied: consumers re-read from the group's last delivered id).
-            let info = source
-                .raw(redis::cmd("XINFO").arg("STREAM").arg(key))
-                .await?;
-            if let Some(last_id) = field_of(&info, "last-generated-id") {
-                target
-                    .raw(redis::cmd("XSETID").arg(into).arg(reply_text(&last_id)))
-                    .await?;
-            }
-            let groups = items(
-                source
-                    .raw(redis::cmd("XINFO").arg("GROUPS").arg(key))
-                    .await?,
-                "XINFO GROUPS",
-            )?;
-            for group in groups {
-                let (Some(name), Some(delivered)) = (
-                    field_of(&group, "name"),
-                    field_of(&group, "last-delivered-id"),
-                ) else {
-                    continue;
-                };
-                target
-                    .raw(
-                        redis::cmd("XGROUP")
-                            .arg("CREATE")
-                            .arg(into)
-                            .arg(bulk(&name).unwrap_or_default())
-                            .arg(reply_text(&delivered)),
-                    )
-                    .await?;
-            }
+            copy_stream_state(source, key, target, into).await?;
         }
     }
     // A key that vanished between TYPE and the reads leaves nothing behind.
     let exists = reply_int(&target.raw(redis::cmd("EXISTS").arg(into)).await?).unwrap_or(0);
     Ok((exists > 0).then_some(bytes))
+}
+
+/// Pending entries read or claimed per command.
+const PENDING_PAGE: usize = 1000;
+
+/// What a stream holds besides its entries: its counters and consumer groups, each with
+/// its consumers and its pending entries (delivered, not acknowledged).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamState {
+    /// The last id generated.
+    pub last_id: String,
+    /// Entries ever added (Redis 7+).
+    pub entries_added: Option<i64>,
+    /// The highest id deleted (Redis 7+).
+    pub max_deleted_id: Option<String>,
+    /// Its consumer groups, by name.
+    pub groups: Vec<GroupState>,
+}
+
+/// One consumer group of a stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupState {
+    /// Its name.
+    pub name: Vec<u8>,
+    /// The last id delivered to it.
+    pub last_delivered: String,
+    /// Entries it has read (Redis 7+).
+    pub entries_read: Option<i64>,
+    /// Its consumers, sorted.
+    pub consumers: Vec<Vec<u8>>,
+    /// Its pending entries, by id.
+    pub pending: Vec<PendingEntry>,
+}
+
+/// An entry delivered to a consumer and not acknowledged yet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PendingEntry {
+    /// The entry's id.
+    pub id: String,
+    /// The consumer it was delivered to.
+    pub consumer: Vec<u8>,
+    /// Milliseconds since it was last delivered.
+    pub idle_ms: i64,
+    /// How many times it was delivered.
+    pub deliveries: i64,
+}
+
+fn optional_int(reply: Option<redis::Value>) -> Option<i64> {
+    reply.as_ref().and_then(reply_int)
+}
+
+/// Reads the counters, groups, consumers and pending entries of the stream `key`.
+pub async fn stream_state(redis: &RedisBackend, key: &[u8]) -> Result<StreamState, BackendError> {
+    let info = redis
+        .raw(redis::cmd("XINFO").arg("STREAM").arg(key))
+        .await?;
+    let mut state = StreamState {
+        last_id: field_of(&info, "last-generated-id")
+            .map(|v| reply_text(&v))
+            .unwrap_or_default(),
+        entries_added: optional_int(field_of(&info, "entries-added")),
+        max_deleted_id: field_of(&info, "max-deleted-entry-id").map(|v| reply_text(&v)),
+        groups: Vec::new(),
+    };
+    let groups = items(
+        redis
+            .raw(redis::cmd("XINFO").arg("GROUPS").arg(key))
+            .await?,
+        "XINFO GROUPS",
+    )?;
+    for group in groups {
+        let Some(name) = field_of(&group, "name").and_then(|n| bulk(&n)) else {
+            continue;
+        };
+        let consumers = items(
+            redis
+                .raw(redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name))
+                .await?,
+            "XINFO CONSUMERS",
+        )?;
+        let mut consumers: Vec<Vec<u8>> = consumers
+            .iter()
+            .filter_map(|c| field_of(c, "name").and_then(|n| bulk(&n)))
+            .collect();
+        consumers.sort();
+        let mut pending = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let page = items(
+                redis
+                    .raw(
+                        redis::cmd("XPENDING")
+                            .arg(key)
+                            .arg(&name)
+                            .arg(&from)
+                            .arg("+")
+                            .arg(PENDING_PAGE),
+                    )
+                    .await?,
+                "XPENDING",
+            )?;
+            let count = page.len();
+            for entry in page {
+                let redis::Value::Array(parts) = entry else {
+                    continue;
+                };
+                if parts.len() < 4 {
+                    continue;
+                }
+                pending.push(PendingEntry {
+                    id: reply_text(&parts[0]),
+                    consumer: bulk(&parts[1]).unwrap_or_default(),
+                    idle_ms: reply_int(&parts[2]).unwrap_or(0),
+                    deliveries: reply_int(&parts[3]).unwrap_or(0),
+                });
+            }
+            match pending.last() {
+                Some(last) if count == PENDING_PAGE => from = format!("({}", last.id),
+                _ => break,
+            }
+        }
+        state.groups.push(GroupState {
+            name,
+            last_delivered: field_of(&group, "last-delivered-id")
+                .map(|v| reply_text(&v))
+                .unwrap_or_default(),
+            entries_read: optional_int(field_of(&group, "entries-read")),
+            consumers,
+            pending,
+        });
+    }
+    state.groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(state)
+}
+
+/// Gives the stream `into` on `target` the counters, groups, consumers and pending
+/// entries of `key` on `source` (after its entries were copied): the last id, the
+/// groups at their last delivered id, each consumer, and each pending entry claimed by
+/// its consumer with its delivery count and idle time (`XCLAIM ... FORCE`). Counters a
+/// target older than Redis 7 does not keep are left out.
+async fn copy_stream_state(
+    source: &RedisBackend,
+    key: &[u8],
+    target: &RedisBackend,
+    into: &[u8],
+) -> Result<(), BackendError> {
+    let state = stream_state(source, key).await?;
+    let mut xsetid = redis::cmd("XSETID");
+    xsetid.arg(into).arg(&state.last_id);
+    if let (Some(added), Some(deleted)) = (state.entries_added, &state.max_deleted_id) {
+        xsetid
+            .arg("ENTRIESADDED")
+            .arg(added)
+            .arg("MAXDELETEDID")
+            .arg(deleted);
+    }
+    if target.raw(&xsetid).await.is_err() {
+        target
+            .raw(redis::cmd("XSETID").arg(into).arg(&state.last_id))
+            .await?;
+    }
+    for group in &state.groups {
+        let mut create = redis::cmd("XGROUP");
+        create
+            .arg("CREATE")
+            .arg(into)
+            .arg(&group.name)
+            .arg(&group.last_delivered);
+        if let Some(read) = group.entries_read {
+            create.arg("ENTRIESREAD").arg(read);
+        }
+        if target.raw(&create).await.is_err() {
+            target
+                .raw(
+                    redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(into)
+                        .arg(&group.name)
+                        .arg(&group.last_delivered),
+                )
+                .await?;
+        }
+        let mut pipe = redis::pipe();
+        for consumer in &group.consumers {
+            pipe.cmd("XGROUP")
+                .arg("CREATECONSUMER")
+                .arg(into)
+                .arg(&group.name)
+                .arg(consumer);
+        }
+        if !group.consumers.is_empty() {
+            for reply in target.pipeline(pipe).await? {
+                if let redis::Value::ServerError(e) = reply {
+                    return Err(BackendError::Command(format!("XGROUP CREATECONSUMER: {e}")));
+                }
+            }
+        }
+        for page in group.pending.chunks(PENDING_PAGE) {
+            let mut pipe = redis::pipe();
+            for entry in page {
+                pipe.cmd("XCLAIM")
+                    .arg(into)
+                    .arg(&group.name)
+                    .arg(&entry.consumer)
+                    .arg(0)
+                    .arg(&entry.id)
+                    .arg("IDLE")
+                    .arg(entry.idle_ms)
+                    .arg("RETRYCOUNT")
+                    .arg(entry.deliveries)
+                    .arg("FORCE")
+                    .arg("JUSTID");
+            }
+            for reply in target.pipeline(pipe).await? {
+                if let redis::Value::ServerError(e) = reply {
+                    return Err(BackendError::Command(format!("XCLAIM: {e}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How two streams' states differ (`None`: the same, idle times within `idle_tolerance`
+/// milliseconds), in words.
+pub fn stream_difference(
+    expected: &StreamState,
+    actual: &StreamState,
+    idle_tolerance: i64,
+) -> Option<String> {
+    if actual.last_id != expected.last_id {
+        return Some(format!(
+            "stream last id {}, expected {}",
+            actual.last_id, expected.last_id
+        ));
+    }
+    let names = |s: &StreamState| {
+        s.groups
+            .iter()
+            .map(|g| display_key(&g.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if actual.groups.len() != expected.groups.len()
+        || actual
+            .groups
+            .iter()
+            .zip(&expected.groups)
+            .any(|(a, e)| a.name != e.name)
+    {
+        return Some(format!(
+            "consumer groups [{}], expected [{}]",
+            names(actual),
+            names(expected)
+        ));
+    }
+    for (a, e) in actual.groups.iter().zip(&expected.groups) {
+        let group = display_key(&e.name);
+        if a.last_delivered != e.last_delivered {
+            return Some(format!(
+                "group `{group}` last delivered id {}, expected {}",
+                a.last_delivered, e.last_delivered
+            ));
+        }
+        if let (Some(read), Some(expected_read)) = (a.entries_read, e.entries_read)
+            && read != expected_read
+        {
+            return Some(format!(
+                "group `{group}` entries read {read}, expected {expected_read}"
+            ));
+        }
+        if a.consumers != e.consumers {
+            return Some(format!(
+                "group `{group}` has {} consumers, expected {}",
+                a.consumers.len(),
+                e.consumers.len()
+            ));
+        }
+        if a.pending.len() != e.pending.len() {
+            return Some(format!(
+                "group `{group}` has {} pending entries, expected {}",
+                a.pending.len(),
+                e.pending.len()
+            ));
+        }
+        for (p, q) in a.pending.iter().zip(&e.pending) {
+            let differs = if p.id != q.id {
+                Some(format!("pending entry {}, expected {}", p.id, q.id))
+            } else if p.consumer != q.consumer {
+                Some(format!(
+                    "pending entry {} owned by `{}`, expected `{}`",
+                    q.id,
+                    display_key(&p.consumer),
+                    display_key(&q.consumer)
+                ))
+            } else if p.deliveries != q.deliveries {
+                Some(format!(
+                    "pending entry {} delivered {} times, expected {}",
+                    q.id, p.deliveries, q.deliveries
+                ))
+            } else if (p.idle_ms - q.idle_ms).abs() > idle_tolerance {
+                Some(format!(
+                    "pending entry {} idle {} ms, expected {} ms",
+                    q.id, p.idle_ms, q.idle_ms
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = differs {
+                return Some(format!("group `{group}`: {why}"));
+            }
+        }
+    }
+    None
 }
 
 /// A field of a RESP2 flat array or RESP3 map reply (XINFO).

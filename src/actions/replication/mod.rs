@@ -129,6 +129,7 @@ pub async fn perform_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, 
         old: &source,
         new: &target,
         old_follows: reverse.as_deref(),
+        wait_follow: true,
         drain: p.drain_budget(),
         timeout: p.timeout.map_or(Duration::from_secs(300), |t| t.0),
     };
@@ -227,6 +228,20 @@ pub async fn replicate(
     progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
 ) -> Result<Value, BackendError> {
     let started = Instant::now();
+    let deadline = started + timeout;
+    // A target still loading (restarted, or mid-sync when an earlier attempt was killed)
+    // refuses REPLICAOF and some settings with LOADING: wait it out. One already
+    // following the source goes on with that sync.
+    let current = target.replication().await?;
+    let following = text(&current, "role") == "slave"
+        && format!(
+            "{}:{}",
+            text(&current, "master_host"),
+            text(&current, "master_port")
+        ) == source_address;
+    if !following {
+        switch::wait_loaded(target, deadline, progress).await?;
+    }
     credentials(target, source).await?;
     if tune {
         source
@@ -236,12 +251,15 @@ pub async fn replicate(
                 ("client-output-buffer-limit".into(), "replica 0 0 0".into()),
             ])
             .await?;
-        target
-            .config_set_all(&[("repl-diskless-load".into(), "on-empty-db".into())])
-            .await?;
+        if !following {
+            target
+                .config_set_all(&[("repl-diskless-load".into(), "on-empty-db".into())])
+                .await?;
+        }
     }
-    target.replicaof(Some(source_address)).await?;
-    let deadline = started + timeout;
+    if !following {
+        target.replicaof(Some(source_address)).await?;
+    }
     loop {
         let replication = target.replication().await?;
         let link = text(&replication, "master_link_status");
@@ -287,6 +305,7 @@ pub async fn replicate(
             .collect();
         target.config_set_all(&diskless_load).await?;
     }
+    switch::wait_loaded(target, deadline, progress).await?;
     let keys = target.dbsize().await?;
     let lag = lag_bytes(source, target).await.unwrap_or(0.0);
     let mut value = BTreeMap::new();

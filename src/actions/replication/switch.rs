@@ -61,6 +61,10 @@ pub struct Switch<'a> {
     /// `host:port` of `new` as `old` reaches it: `old` becomes its replica. `None`:
     /// `old` stays fenced.
     pub old_follows: Option<&'a str>,
+    /// Wait until `old` has its link to `new` up (a promote, whose lossless rollback
+    /// depends on it); otherwise only report the link (a rollback, which is done once
+    /// the old primary is back in charge).
+    pub wait_follow: bool,
     /// The pause budget; `None`: no drain (the replica must catch up on its own).
     pub drain: Option<Duration>,
     /// How long the whole switch may take.
@@ -87,11 +91,19 @@ pub async fn switch(plan: &Switch<'_>, progress: ProgressFn<'_>) -> Result<Value
         value.number("offset", offset);
         value.number("lag_bytes", 0.0);
         value.bool("drained", false);
-        if let Some(address) = plan.old_follows {
-            follow(plan.old, plan.new, address, deadline, progress).await?;
-            value.text("old_primary", "replica");
-        } else {
-            value.text("old_primary", "primary");
+        match plan.old_follows {
+            Some(address) if plan.wait_follow => {
+                follow(plan.old, plan.new, address, deadline, progress).await?;
+                value.text("old_primary", "replica");
+            }
+            Some(address) => {
+                credentials(plan.old, plan.new).await?;
+                plan.old.replicaof(Some(address)).await?;
+                value.text("old_primary", "replica");
+                let link = text(&plan.old.replication().await?, "master_link_status");
+                value.text("link", &link);
+            }
+            None => value.text("old_primary", "primary"),
         }
         return Ok(value.into());
     };
@@ -150,7 +162,11 @@ pub async fn switch(plan: &Switch<'_>, progress: ProgressFn<'_>) -> Result<Value
     if let Some(note) = note {
         value.text("note", &note);
     }
-    if let Some(address) = plan.old_follows {
+    if plan.old_follows.is_some() && !plan.wait_follow {
+        value.text("old_primary", "replica");
+        let link = text(&plan.old.replication().await?, "master_link_status");
+        value.text("link", &link);
+    } else if let Some(address) = plan.old_follows {
         follow(plan.old, plan.new, address, deadline, progress).await?;
         value.text("old_primary", "replica");
         let resync = match (full_syncs_before, full_syncs(plan.new).await) {
@@ -451,6 +467,7 @@ pub async fn undo_promote(
                     old: target,
                     new: source,
                     old_follows: source_address,
+                    wait_follow: false,
                     drain,
                     timeout,
                 },
@@ -464,8 +481,11 @@ pub async fn undo_promote(
                 )),
                 _ => notes.push("switched back".to_owned()),
             }
-            if source_address.is_some() {
-                notes.push("the new server replicates the old one again".into());
+            if let Some(address) = source_address {
+                let link = value.field("link").map(Value::as_text).unwrap_or_default();
+                notes.push(format!(
+                    "the new server replicates the old one again from `{address}` (link {link})"
+                ));
             } else {
                 notes.push("the new server is fenced (it refuses writes)".into());
             }

@@ -534,6 +534,24 @@ impl PromoteParams {
 
 impl ActionParams for PromoteParams {
     redis_target!();
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Some(pause) = self.pause {
+            if pause.0 < std::time::Duration::from_millis(100) {
+                problems.push((
+                    "pause",
+                    format!("`pause: {pause}` leaves no time to drain: give at least 100ms"),
+                ));
+            }
+            if !self.drain {
+                problems.push((
+                    "pause",
+                    "`pause` has no effect with `drain: false`".to_owned(),
+                ));
+            }
+        }
+        problems
+    }
     fn other_targets(&self) -> Vec<&Spanned<String>> {
         vec![&self.source]
     }
