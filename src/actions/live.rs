@@ -10,8 +10,9 @@ use super::act::Act;
 use super::captured::Captured;
 use super::connections::Connections;
 use super::probe::probe;
+use super::runner::Preflight;
 use super::runner::{ActionError, ActionRunner, RunContext};
-use super::{copy, delete, docker, local, redis, replication, verify};
+use super::{compat, copy, delete, docker, local, redis, replication, verify};
 use crate::runbook::action::{Action, Effect, TargetKind};
 use crate::runbook::model::Step;
 use crate::value::Value;
@@ -57,6 +58,13 @@ fn runs_as_probe(action: &Action) -> bool {
 }
 
 async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
+    // Nothing changes before the two servers are known to fit the step.
+    match compat::check_step(act.connections, act.step, act.resolver()).await {
+        Some(Ok((true, why))) => return Err(ActionError::config(format!("pre-flight: {why}"))),
+        Some(Ok((false, line))) => act.progress(line, None),
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
     match &act.step.action {
         Action::DockerRecreate(_)
         | Action::DockerStop(_)
@@ -156,6 +164,44 @@ impl ActionRunner for LiveRunner {
         ctx: &'a RunContext<'a>,
     ) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move { undo(&self.act(step, captured, ctx)).await })
+    }
+
+    fn preflight<'a>(
+        &'a self,
+        steps: &'a [Step],
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Vec<Preflight>> {
+        Box::pin(async move {
+            let checks = steps.iter().map(|step| async move {
+                let checked = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    compat::check_step(&self.connections, step, &ctx.resolver),
+                )
+                .await;
+                let (passed, detail) = match checked {
+                    Ok(None) => return None,
+                    Ok(Some(Ok((failed, line)))) => (Some(!failed), line),
+                    Ok(Some(Err(e))) => (
+                        None,
+                        format!("checked again before it acts: a server does not answer yet ({e})"),
+                    ),
+                    Err(_) => (
+                        None,
+                        "checked again before it acts: a server did not answer within 15s".into(),
+                    ),
+                };
+                Some(Preflight {
+                    step: step.id.clone(),
+                    passed,
+                    detail,
+                })
+            });
+            futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     }
 
     fn check_target<'a>(

