@@ -97,6 +97,15 @@ impl Connections {
         Ok(pool)
     }
 
+    /// What the backend needs to reach the Redis target `target`.
+    pub fn endpoint_of(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+    ) -> Result<RedisEndpoint, ActionError> {
+        self.redis_endpoint(self.redis_spec(target)?, resolver)
+    }
+
     /// What the backend needs to reach the Redis target of `spec`.
     pub fn redis_endpoint(
         &self,

@@ -12,7 +12,7 @@ use super::connections::Connections;
 use super::probe::probe;
 use super::runner::Preflight;
 use super::runner::{ActionError, ActionRunner, RunContext};
-use super::{compat, copy, delete, docker, local, redis, replication, verify};
+use super::{compat, copy, delete, docker, local, redis, replication, snapshot, verify};
 use crate::runbook::action::{Action, Effect, TargetKind};
 use crate::runbook::model::Step;
 use crate::value::Value;
@@ -106,6 +106,7 @@ async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         Action::RedisCopy(p) => copy::step::perform(act, p).await,
         Action::RedisVerify(p) => verify::perform(act, p).await,
         Action::RedisDelete(p) => delete::perform(act, p).await,
+        Action::RedisSnapshot(p) => snapshot::perform(act, p).await,
         other => Err(ActionError::config(format!(
             "`{}` is not supported by this version of redis-move",
             other.name()

@@ -23,6 +23,7 @@ pub mod redis;
 pub mod replication;
 pub mod resolve;
 pub mod runner;
+pub mod snapshot;
 pub mod verify;
 
 pub use captured::Captured;

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod keyspace;
 pub mod net;
+pub mod rdb;
 pub mod redis;
 pub mod shell;
 

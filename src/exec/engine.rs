@@ -404,6 +404,8 @@ pub fn rerun_safe(action: &Action) -> bool {
                 // A copy resumes from its ledger; a delete deletes what is left.
                 | Action::RedisCopy(_)
                 | Action::RedisDelete(_)
+                // Another snapshot replaces the one that was cut short.
+                | Action::RedisSnapshot(_)
         ),
     }
 }

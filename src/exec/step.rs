@@ -310,9 +310,13 @@ fn limit_of(step: &Step) -> Duration {
             p.timeout.map_or(Duration::from_secs(300), |t| t.0) + Duration::from_secs(60)
         }
         // Data movement takes as long as the data needs; `timeout:` bounds it.
-        (Action::RedisCopy(_) | Action::RedisVerify(_) | Action::RedisDelete(_), None) => {
-            LONG_STEP_TIMEOUT
-        }
+        (
+            Action::RedisCopy(_)
+            | Action::RedisVerify(_)
+            | Action::RedisDelete(_)
+            | Action::RedisSnapshot(_),
+            None,
+        ) => LONG_STEP_TIMEOUT,
         (_, None) => DEFAULT_STEP_TIMEOUT,
     }
 }

@@ -396,6 +396,9 @@ impl Validator {
         for other in params.other_targets() {
             self.check_target_ref(other, TargetKind::Redis, name);
         }
+        for docker in params.docker_targets() {
+            self.check_target_ref(docker, TargetKind::Docker, name);
+        }
 
         let effect = params.effect();
         let shape = params.shape();

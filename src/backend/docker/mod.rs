@@ -3,7 +3,7 @@
 //! negotiated, and the container, log, image and volume operations of the actions.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -154,6 +154,61 @@ impl DockerBackend {
             .await
             .map(|_| ())
             .map_err(|e| docker_error(&self.endpoint, e))
+    }
+
+    /// Copies the file at `path` inside container `name` to `out` through the Engine's
+    /// archive API (what `docker cp` does); the bytes copied. The archive is spooled to a
+    /// temporary file beside `out`, so memory stays flat whatever the file's size.
+    pub async fn copy_file_out(
+        &self,
+        name: &str,
+        path: &str,
+        out: &Path,
+    ) -> Result<u64, BackendError> {
+        use tokio::io::AsyncWriteExt;
+        let dir = out.parent().unwrap_or(Path::new("."));
+        let local = |e: std::io::Error| BackendError::Local(format!("`{}`: {e}", out.display()));
+        let spool = tempfile::NamedTempFile::new_in(dir).map_err(local)?;
+        let mut file = tokio::fs::File::from_std(spool.reopen().map_err(local)?);
+        let options = bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        let mut stream = self.docker.download_from_container(name, Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| docker_error(&self.endpoint, e))?;
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        drop(file);
+        let (spool_path, out) = (spool.path().to_path_buf(), out.to_path_buf());
+        let wanted = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || -> Result<u64, BackendError> {
+            let local =
+                |e: std::io::Error| BackendError::Local(format!("`{}`: {e}", out.display()));
+            let mut archive = tar::Archive::new(std::fs::File::open(&spool_path).map_err(local)?);
+            for entry in archive.entries().map_err(local)? {
+                let mut entry = entry.map_err(local)?;
+                let is_it = entry
+                    .path()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .is_some_and(|n| n == wanted);
+                if is_it && entry.header().entry_type().is_file() {
+                    let mut target = std::fs::File::create(&out).map_err(local)?;
+                    let copied = std::io::copy(&mut entry, &mut target).map_err(local)?;
+                    target.sync_all().map_err(local)?;
+                    return Ok(copied);
+                }
+            }
+            Err(BackendError::Command(format!(
+                "`{wanted}` is not a file in the container"
+            )))
+        })
+        .await
+        .map_err(|e| BackendError::Local(e.to_string()))?
     }
 
     /// Names of the containers matching `selection` (sorted).

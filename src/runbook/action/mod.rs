@@ -124,6 +124,11 @@ pub trait ActionParams {
     fn other_targets(&self) -> Vec<&Spanned<String>> {
         Vec::new()
     }
+    /// Docker targets the action names besides its own target (where a snapshot's
+    /// server runs).
+    fn docker_targets(&self) -> Vec<&Spanned<String>> {
+        Vec::new()
+    }
     /// What it does to the world.
     fn effect(&self) -> Effect;
     /// How it is undone without an explicit `rollback:`.
@@ -237,6 +242,8 @@ actions! {
     "redis.queues" => RedisQueues(QueuesParams),
     /// Delete keys matching a pattern, in batches.
     "redis.delete" => RedisDelete(DeleteParams),
+    /// A verified point-in-time RDB file of a server.
+    "redis.snapshot" => RedisSnapshot(SnapshotParams),
     /// Run a local command or script.
     "shell" => Shell(ShellParams),
     /// An HTTP request.

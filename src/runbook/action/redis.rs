@@ -937,3 +937,130 @@ impl ActionParams for DeleteParams {
         }
     }
 }
+
+/// How `redis.snapshot` gets the server's dataset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMethod {
+    /// Over the replication protocol (`SYNC`, as `redis-cli --rdb`): works where the
+    /// server's disk is out of reach (default).
+    #[default]
+    Replication,
+    /// `BGSAVE`, then the server's RDB file is read from its disk or its container.
+    Bgsave,
+}
+
+/// Where the server of a `bgsave` snapshot runs, when in a container.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SnapshotContainer {
+    /// The Docker target (default: the local engine).
+    #[serde(default)]
+    pub docker: Option<Spanned<String>>,
+    /// The container's name.
+    pub name: Template,
+}
+
+/// `redis.snapshot`: a verified point-in-time copy of a server's dataset, as an RDB
+/// file, taken before the point of no return.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SnapshotParams {
+    /// The Redis to snapshot.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// How the dataset is read (default `replication`).
+    #[serde(default)]
+    pub method: SnapshotMethod,
+    /// The local directory the file is written to (relative to the runbook); the file is
+    /// `<step id>-<UTC time>.rdb`.
+    pub to: Template,
+    /// With `bgsave`: the container the server runs in; its RDB is read through the
+    /// Docker Engine API.
+    #[serde(default)]
+    pub container: Option<SnapshotContainer>,
+    /// With `bgsave`: the RDB file's path on the server's host or in its container
+    /// (default: CONFIG GET `dir` and `dbfilename`).
+    #[serde(default)]
+    pub path: Option<Template>,
+    /// Load the file into a throwaway `redis-server` and compare it with the source
+    /// (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Keys of the snapshot compared with the source (default 1000).
+    #[serde(default)]
+    pub sample: Option<u64>,
+    /// Compared keys that may differ from the source because writers kept writing
+    /// (default 0).
+    #[serde(default)]
+    pub max_changed: Option<u64>,
+}
+
+impl ActionParams for SnapshotParams {
+    redis_target!();
+    fn docker_targets(&self) -> Vec<&Spanned<String>> {
+        self.container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .into_iter()
+            .collect()
+    }
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::NotNeeded
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("file", Shape::Text),
+            ("bytes", Shape::Bytes),
+            ("sha256", Shape::Text),
+            ("rdb_version", Shape::Number),
+            ("method", Shape::Text),
+            ("duration", Shape::Duration),
+            ("verified", Shape::Bool),
+            ("keys", Shape::Number),
+            ("source_keys", Shape::Number),
+            ("sampled", Shape::Number),
+            ("changed", Shape::Number),
+        ])
+    }
+    fn describe(&self) -> String {
+        let mut out = match self.method {
+            SnapshotMethod::Replication => format!(
+                "an RDB snapshot over the replication protocol into `{}`",
+                self.to.display()
+            ),
+            SnapshotMethod::Bgsave => format!(
+                "BGSAVE, then copy the RDB file into `{}`",
+                self.to.display()
+            ),
+        };
+        if self.verify {
+            out.push_str(&format!(
+                "; load it into a throwaway redis-server and compare {} keys with the source",
+                self.sample.unwrap_or(1000)
+            ));
+        }
+        out
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.method == SnapshotMethod::Replication
+            && (self.container.is_some() || self.path.is_some())
+        {
+            problems.push((
+                "method",
+                "`container` and `path` are for `method: bgsave`".to_owned(),
+            ));
+        }
+        if !self.verify && (self.sample.is_some() || self.max_changed.is_some()) {
+            problems.push((
+                "verify",
+                "`sample` and `max_changed` need `verify: true`".to_owned(),
+            ));
+        }
+        problems
+    }
+}

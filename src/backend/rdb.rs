@@ -1,0 +1,305 @@
+//! RDB files: receiving a server's dataset over the replication protocol (what
+//! `redis-cli --rdb` does: `SYNC`, the server forks and streams a point-in-time RDB),
+//! so that a snapshot works where the server's disk is out of reach, and reading an RDB
+//! file's header and digest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use super::BackendError;
+use super::redis::RedisEndpoint;
+
+/// What was received or read: the file's size, SHA-256 and RDB format version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RdbFile {
+    /// Bytes.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// The format version of its header (`REDIS0010` -> 10).
+    pub version: u32,
+}
+
+/// The RDB format version of a file's first bytes (`REDIS` and four digits).
+pub fn header_version(head: &[u8]) -> Option<u32> {
+    let digits = head.strip_prefix(b"REDIS")?.get(..4)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Reads the size, digest and format version of the RDB file at `path`.
+pub async fn inspect(path: &Path) -> Result<RdbFile, BackendError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| BackendError::Local(format!("cannot read `{}`: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| BackendError::Local(format!("cannot read `{}`: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 9 {
+            head.extend_from_slice(&buf[..n.min(9 - head.len())]);
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let version = header_version(&head).ok_or_else(|| {
+        BackendError::Unexpected(format!("`{}` is not an RDB file", path.display()))
+    })?;
+    Ok(RdbFile {
+        bytes,
+        sha256: hex(&hasher.finalize()),
+        version,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+async fn reply_line(reader: &mut BufReader<Box<dyn Stream>>) -> Result<String, BackendError> {
+    let mut line = Vec::new();
+    reader
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| BackendError::Unreachable(format!("reading a reply: {e}")))?;
+    if line.is_empty() {
+        return Err(BackendError::Unreachable(
+            "the server closed the connection".into(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
+}
+
+/// Receives a point-in-time RDB of the server at `endpoint` into `out`, over the
+/// replication protocol. The server forks as for a replica's full sync.
+pub async fn receive(
+    endpoint: &RedisEndpoint,
+    out: &Path,
+    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+) -> Result<RdbFile, BackendError> {
+    let info = endpoint.url.as_str().into_connection_info().map_err(|e| {
+        BackendError::Config(format!(
+            "invalid Redis URL: {}",
+            e.detail().unwrap_or("unrecognised form")
+        ))
+    })?;
+    let connect = async {
+        let stream: Box<dyn Stream> = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Box::new(
+                tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| BackendError::Unreachable(format!("{host}:{port}: {e}")))?,
+            ),
+            redis::ConnectionAddr::Unix(path) => Box::new(
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| BackendError::Unreachable(format!("{}: {e}", path.display())))?,
+            ),
+            _ => {
+                return Err(BackendError::Config(
+                    "an RDB cannot be streamed over TLS yet: give `method: bgsave`".into(),
+                ));
+            }
+        };
+        Ok(stream)
+    };
+    let stream = tokio::time::timeout(endpoint.connect_timeout, connect)
+        .await
+        .map_err(|_| BackendError::Timeout("connecting took too long".into()))??;
+    let mut reader = BufReader::with_capacity(1 << 16, stream);
+    let settings = info.redis_settings();
+    let password = endpoint
+        .password
+        .clone()
+        .or_else(|| settings.password().map(str::to_owned));
+    let username = endpoint
+        .username
+        .clone()
+        .or_else(|| settings.username().map(str::to_owned));
+    if let Some(password) = &password {
+        let auth = match &username {
+            Some(user) => command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+            None => command(&[b"AUTH", password.as_bytes()]),
+        };
+        write(&mut reader, &auth).await?;
+        let answer = reply_line(&mut reader).await?;
+        if !answer.starts_with('+') {
+            return Err(BackendError::Command(format!(
+                "authentication refused: {}",
+                answer.trim_start_matches('-')
+            )));
+        }
+    }
+    // Redis 7+: the server streams only the RDB, not the command stream after it.
+    write(&mut reader, &command(&[b"REPLCONF", b"rdb-only", b"1"])).await?;
+    let _ = reply_line(&mut reader).await?;
+    write(&mut reader, &command(&[b"SYNC"])).await?;
+    // While the server prepares the RDB it sends newlines to keep the link alive.
+    let header = loop {
+        let line = tokio::time::timeout(Duration::from_secs(3600), reply_line(&mut reader))
+            .await
+            .map_err(|_| BackendError::Timeout("the server sent no RDB".into()))??;
+        if !line.is_empty() {
+            break line;
+        }
+    };
+    let Some(header) = header.strip_prefix('$') else {
+        return Err(BackendError::Command(format!(
+            "SYNC refused: {}",
+            header.trim_start_matches('-')
+        )));
+    };
+    let mut file = tokio::fs::File::create(out)
+        .await
+        .map_err(|e| BackendError::Local(format!("cannot write `{}`: {e}", out.display())))?;
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut written = 0u64;
+    let mut keep = |chunk: &[u8], file_chunks: &mut Vec<u8>| {
+        if head.len() < 9 {
+            head.extend_from_slice(&chunk[..chunk.len().min(9 - head.len())]);
+        }
+        hasher.update(chunk);
+        file_chunks.extend_from_slice(chunk);
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut last_report = std::time::Instant::now();
+    match header.strip_prefix("EOF:") {
+        // Diskless: the payload ends with a 40-byte mark.
+        Some(mark) => {
+            let mark = mark.as_bytes().to_vec();
+            let mut tail: Vec<u8> = Vec::new();
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| BackendError::Unreachable(format!("receiving the RDB: {e}")))?;
+                if n == 0 {
+                    return Err(BackendError::Unreachable(
+                        "the server closed the connection before the end of the RDB".into(),
+                    ));
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if let Some(at) = find(&tail, &mark) {
+                    let mut chunk = Vec::new();
+                    keep(&tail[..at], &mut chunk);
+                    written += chunk.len() as u64;
+                    write_file(&mut file, &chunk, out).await?;
+                    break;
+                }
+                // Everything but the last bytes, which may hold the start of the mark.
+                let safe = tail.len().saturating_sub(mark.len());
+                let mut chunk = Vec::new();
+                keep(&tail[..safe], &mut chunk);
+                written += chunk.len() as u64;
+                write_file(&mut file, &chunk, out).await?;
+                tail.drain(..safe);
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = std::time::Instant::now();
+                    progress(written, None);
+                }
+            }
+        }
+        None => {
+            let total: u64 = header
+                .parse()
+                .map_err(|_| BackendError::Unexpected(format!("SYNC answered `${header}`")))?;
+            while written < total {
+                let want = ((total - written) as usize).min(buf.len());
+                let n = reader
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| BackendError::Unreachable(format!("receiving the RDB: {e}")))?;
+                if n == 0 {
+                    return Err(BackendError::Unreachable(format!(
+                        "the server closed the connection after {written} of {total} bytes"
+                    )));
+                }
+                let mut chunk = Vec::new();
+                keep(&buf[..n], &mut chunk);
+                written += n as u64;
+                write_file(&mut file, &chunk, out).await?;
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = std::time::Instant::now();
+                    progress(written, Some(total));
+                }
+            }
+        }
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| BackendError::Local(format!("cannot write `{}`: {e}", out.display())))?;
+    let version = header_version(&head)
+        .ok_or_else(|| BackendError::Unexpected("the server did not send an RDB".into()))?;
+    Ok(RdbFile {
+        bytes: written,
+        sha256: hex(&hasher.finalize()),
+        version,
+    })
+}
+
+async fn write(reader: &mut BufReader<Box<dyn Stream>>, bytes: &[u8]) -> Result<(), BackendError> {
+    reader
+        .get_mut()
+        .write_all(bytes)
+        .await
+        .map_err(|e| BackendError::Unreachable(format!("sending a command: {e}")))
+}
+
+async fn write_file(
+    file: &mut tokio::fs::File,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(), BackendError> {
+    file.write_all(bytes)
+        .await
+        .map_err(|e| BackendError::Local(format!("cannot write `{}`: {e}", path.display())))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_versions() {
+        assert_eq!(header_version(b"REDIS0010\xfa"), Some(10));
+        assert_eq!(header_version(b"REDIS0009"), Some(9));
+        assert_eq!(header_version(b"REDIS"), None);
+        assert_eq!(header_version(b"NOTRDB0010"), None);
+    }
+
+    #[test]
+    fn commands_are_resp_arrays() {
+        assert_eq!(command(&[b"SYNC"]), b"*1\r\n$4\r\nSYNC\r\n".to_vec());
+    }
+}
