@@ -1,9 +1,12 @@
 //! `scripts/bench-rollback` (`cargo bench --bench rollback`): the rollback scenario of the
-//! fault-injection tests, ten times, with 14 workers: a replicated cutover with reverse
-//! replication, the target killed during the watch. Ends with the line
-//! `rollback: detect median A s max B s; rollback median C s max D s; jobs lost N`
-//! (detection: kill -> trigger fired; rollback: fired -> a job enqueued on the source is
-//! done again). Targets: detection <= probe interval (1 s) + 1 s, rollback < 10 s, 0 jobs
+//! fault-injection tests, ten times, with 14 workers and a producer enqueueing 200 jobs
+//! a second through everything: a replicated cutover with reverse replication and a
+//! drained promote, the target killed during the watch. Ends with the line
+//! `rollback: detect median A s max B s; rollback median C s max D s; jobs lost N; in flight M`
+//! (detection: kill -> trigger fired; rollback: fired -> every worker has finished a job
+//! on the source again; lost: acknowledged jobs not queued, active or completed on the
+//! source at the end; in flight: jobs acknowledged between the kill and the workers'
+//! return). Targets: detection <= probe interval (1 s) + 1 s, rollback < 10 s, 0 jobs
 //! lost. `BENCH_RUNS` and `BENCH_WORKERS` change the defaults (10, 14).
 
 use std::time::Duration;
@@ -38,7 +41,9 @@ fn main() {
             eprintln!("bench-rollback: needs a Docker Engine");
             std::process::exit(2);
         };
-        let (mut detections, mut rollbacks, mut lost) = (Vec::new(), Vec::new(), 0);
+        let (mut detections, mut rollbacks, mut lost, mut in_flight) =
+            (Vec::new(), Vec::new(), 0, 0);
+        let (mut acknowledged, mut rejected) = (0, 0);
         for run in 1..=runs {
             let s = scenario::target_killed_during_the_watch(&engine, workers).await;
             if s.exit_code != 3 {
@@ -46,9 +51,12 @@ fn main() {
                 std::process::exit(1);
             }
             println!(
-                "run {run}/{runs}: detected in {:.2} s, workers back on the source {:.2} s later, {} jobs lost",
+                "run {run}/{runs}: detected in {:.2} s, all {workers} workers back on the source {:.2} s later; {} jobs acknowledged ({} while the target was down), {} writes refused, {} lost",
                 s.detection.as_secs_f64(),
                 s.rollback.as_secs_f64(),
+                s.acknowledged,
+                s.in_flight,
+                s.rejected,
                 s.lost
             );
             if run == 1 {
@@ -74,6 +82,9 @@ fn main() {
             detections.push(s.detection);
             rollbacks.push(s.rollback);
             lost += s.lost;
+            in_flight += s.in_flight;
+            acknowledged += s.acknowledged;
+            rejected += s.rejected;
         }
         let (detect_median, detect_max) = median_and_max(detections);
         let (rollback_median, rollback_max) = median_and_max(rollbacks);
@@ -83,7 +94,10 @@ fn main() {
             rollback_max / 10.0
         );
         println!(
-            "rollback: detect median {detect_median:.2} s max {detect_max:.2} s; rollback median {rollback_median:.2} s max {rollback_max:.2} s; jobs lost {lost}"
+            "producer: {acknowledged} jobs acknowledged, {rejected} writes refused (READONLY/NOREPLICAS/unreachable), over {runs} runs"
+        );
+        println!(
+            "rollback: detect median {detect_median:.2} s max {detect_max:.2} s; rollback median {rollback_median:.2} s max {rollback_max:.2} s; jobs lost {lost}; in flight {in_flight}"
         );
     });
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_move_testbed::RedisServer;
+use redis_move_testbed::producer::{Acked, Producer};
 
 fn spawn(dir: &Path) -> Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
@@ -185,92 +186,22 @@ rollback:
     );
 }
 
-/// A producer like an application's: pushes sequence-numbered entries and records the
-/// ones the server acknowledged; a refused write (`READONLY`, `NOREPLICAS`) sends it to
-/// the other server, as an application following the primary would.
-struct Producer {
-    running: Arc<AtomicBool>,
-    acked: Arc<std::sync::Mutex<Vec<u64>>>,
-    rejected: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Producer {
-    fn start(urls: [String; 2]) -> Producer {
-        let running = Arc::new(AtomicBool::new(true));
-        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let rejected = Arc::new(AtomicU64::new(0));
-        let thread = {
-            let (running, acked, rejected) = (running.clone(), acked.clone(), rejected.clone());
-            std::thread::spawn(move || {
-                let mut connections: Vec<_> = urls
-                    .iter()
-                    .map(|u| {
-                        redis::Client::open(u.as_str())
-                            .unwrap()
-                            .get_connection()
-                            .unwrap()
-                    })
-                    .collect();
-                let mut current = 0;
-                let mut seq = 0u64;
-                while running.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let pushed: redis::RedisResult<i64> = redis::cmd("RPUSH")
-                        .arg("produced")
-                        .arg(seq)
-                        .query(&mut connections[current]);
-                    match pushed {
-                        Ok(_) => acked.lock().unwrap().push(seq),
-                        Err(e) => {
-                            let text = e.to_string().to_uppercase();
-                            assert!(
-                                text.contains("READONLY") || text.contains("NOREPLICAS"),
-                                "unexpected error: {text}"
-                            );
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                            current = 1 - current;
-                        }
-                    }
-                }
-            })
-        };
-        Producer {
-            running,
-            acked,
-            rejected,
-            thread: Some(thread),
-        }
-    }
-
-    fn acked(&self) -> Vec<u64> {
-        self.acked.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        self.running.store(false, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-/// The sequence numbers in `server`'s `produced` list.
-fn produced(server: &RedisServer) -> std::collections::HashSet<u64> {
+/// The ids in `server`'s `produced` list.
+fn produced(server: &RedisServer) -> std::collections::HashSet<String> {
     server
         .cli(&["LRANGE", "produced", "0", "-1"])
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .map(|l| l.trim().to_owned())
         .collect()
 }
 
 /// Acknowledged writes missing from `server`.
-fn missing(acked: &[u64], server: &RedisServer) -> Vec<u64> {
+fn missing(acked: &[Acked], server: &RedisServer) -> Vec<String> {
     let there = produced(server);
     acked
         .iter()
-        .copied()
-        .filter(|n| !there.contains(n))
+        .filter(|a| !there.contains(&a.id))
+        .map(|a| a.id.clone())
         .collect()
 }
 
@@ -278,7 +209,7 @@ fn missing(acked: &[u64], server: &RedisServer) -> Vec<u64> {
 fn a_producer_writing_through_promote_and_rollback_loses_no_acknowledged_write() {
     let source = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
     let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
-    let mut producer = Producer::start([source.url(), target.url()]);
+    let mut producer = Producer::start(vec![source.url(), target.url()], "produced", "p", None);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("runbook.yaml"),
@@ -317,7 +248,7 @@ phases:
     );
     assert_eq!(
         missing(&acked, &target),
-        Vec::<u64>::new(),
+        Vec::<String>::new(),
         "lost at promote"
     );
     let j = journal(dir.path()).unwrap();
@@ -358,10 +289,10 @@ phases:
     assert!(source.cli(&["INFO", "replication"]).contains("role:master"));
     assert_eq!(
         missing(&acked, &source),
-        Vec::<u64>::new(),
+        Vec::<String>::new(),
         "lost at rollback"
     );
-    let rejected = producer.rejected.load(Ordering::Relaxed);
+    let rejected = producer.rejected();
     let j = journal(dir.path()).unwrap();
     eprintln!(
         "acknowledged {} writes, rejected {rejected} (READONLY/NOREPLICAS), none lost; rollback: {}",

@@ -1,7 +1,9 @@
 //! `runbooks/vps01-to-vps.yaml` end to end in the sandbox (the VPS-01 side of seeds
-//! 000/001 on the local Docker Engine): the happy path moves every job; a fault that the
-//! cutover exposes rolls back with every job on the source; a planted `/src` bind mount
-//! stops the run in the portability phase before anything changes.
+//! 000/001 on the local Docker Engine, with an application enqueueing jobs throughout):
+//! the happy path moves every job, and every job the application saw acknowledged is on
+//! the new Redis; a fault that the cutover exposes rolls back with every job on the
+//! source; a planted `/src` bind mount stops the run in the portability phase before
+//! anything changes.
 //!
 //! The sandbox has fixed names (`fiskai-redis`, `fiskai-worker-*`): these tests run one
 //! at a time.
@@ -71,6 +73,14 @@ fn worker_urls() -> Vec<String> {
         .collect()
 }
 
+/// The sandbox with its application writing to the new Redis with the runbook's password.
+fn with_app(options: Options) -> Options {
+    Options {
+        password: Some(PASSWORD.to_owned()),
+        ..options
+    }
+}
+
 /// Removes the sandbox even when the test fails.
 struct Down;
 
@@ -87,7 +97,7 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     };
     let _one = SANDBOX.lock().await;
     let _down = Down;
-    sandbox::up(&engine, &Options::default()).await;
+    sandbox::up(&engine, &with_app(Options::default())).await;
     let source_url = format!("redis://127.0.0.1:{}", sandbox::SOURCE_PORT);
     let jobs = sandbox::job_count(&source_url);
     assert_eq!(jobs, Options::default().jobs);
@@ -95,9 +105,21 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     let output = run(state.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    // Every job is on the new Redis: waiting, active or done.
+    // Every job is on the new Redis: waiting, active or done; those the application
+    // enqueued during the run too (every one a server acknowledged).
     let target_url = format!("redis://:{PASSWORD}@127.0.0.1:{}", sandbox::TARGET_PORT);
-    assert_eq!(sandbox::job_count(&target_url), jobs, "no job was lost");
+    let (acked, rejected) = sandbox::stop_app();
+    assert!(acked.len() > 100, "the application kept enqueueing");
+    assert_eq!(
+        sandbox::missing_jobs(&target_url, &acked),
+        Vec::<String>::new(),
+        "acknowledged jobs lost ({rejected} writes were refused, which is fine)"
+    );
+    assert_eq!(
+        sandbox::job_count(&target_url),
+        jobs + acked.len(),
+        "no job was lost"
+    );
     for url in worker_urls() {
         assert!(url.contains("@fiskai-redis-vps:6379"), "{url}");
     }
@@ -137,10 +159,10 @@ async fn a_fault_the_cutover_exposes_rolls_back_with_every_job_on_the_source() {
     };
     let _one = SANDBOX.lock().await;
     let _down = Down;
-    let options = Options {
+    let options = with_app(Options {
         module_error_after_cutover: true,
         ..Options::default()
-    };
+    });
     sandbox::up(&engine, &options).await;
     let source_url = format!("redis://127.0.0.1:{}", sandbox::SOURCE_PORT);
     let jobs = sandbox::job_count(&source_url);
@@ -171,7 +193,19 @@ async fn a_fault_the_cutover_exposes_rolls_back_with_every_job_on_the_source() {
     }
     let role = docker_cli(&["exec", sandbox::SOURCE, "redis-cli", "ROLE"]);
     assert!(role.starts_with("master"), "{role}");
-    assert_eq!(sandbox::job_count(&source_url), jobs, "no job was lost");
+    let (acked, _) = sandbox::stop_app();
+    assert_eq!(
+        sandbox::missing_jobs(&source_url, &acked),
+        Vec::<String>::new(),
+        "acknowledged jobs lost"
+    );
+    assert_eq!(
+        sandbox::job_count(&source_url),
+        jobs + acked.len(),
+        "no job was lost"
+    );
+    // The park -> rename -> restore of the workers left no stale endpoint behind.
+    assert_eq!(sandbox::stale_endpoints(), Vec::<String>::new());
     // The new Redis is gone.
     assert!(
         !docker_cli(&["ps", "-a", "--format", "{{.Names}}"])

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use redis_move::actions::snapshot::verify_file;
 use redis_move::backend::redis::{RedisBackend, RedisEndpoint};
+use redis_move::runbook::units::Percent;
 use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
 use redis_move_testbed::topology::Topology;
 use redis_move_testbed::{RedisServer, Workspace, docker};
 use sha2::{Digest, Sha256};
 
 const PASSWORD: &str = "Snap-Pw-77";
+const NONE: Percent = Percent(0.0);
 
 fn runbook(source: &RedisServer, snapshot: &str) -> String {
     format!(
@@ -117,14 +119,14 @@ async fn a_corrupted_or_stale_snapshot_fails_verification() {
     let mut endpoint = RedisEndpoint::new(source.url());
     endpoint.timeout = Duration::from_secs(10);
     let live = RedisBackend::connect(&endpoint).await.unwrap();
-    let fine = verify_file(&file, &live, 100, Duration::ZERO)
+    let fine = verify_file(&file, &live, 100, NONE, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(fine.changed, 0, "{:?}", fine.differences);
+    assert_eq!(fine.changed, 0, "{:?}", fine.beyond);
     // Writes after the snapshot: the verification sees the difference.
     source.cli(&["SET", "t:string", "changed since"]);
     source.cli(&["SET", "new-key", "1"]);
-    let stale = verify_file(&file, &live, 100_000, Duration::ZERO)
+    let stale = verify_file(&file, &live, 100_000, NONE, Duration::ZERO)
         .await
         .unwrap();
     assert!(stale.changed >= 2, "{stale:?}");
@@ -134,7 +136,7 @@ async fn a_corrupted_or_stale_snapshot_fails_verification() {
     bytes[middle] ^= 0xff;
     let corrupted = file.with_file_name("corrupted.rdb");
     std::fs::write(&corrupted, &bytes).unwrap();
-    let err = verify_file(&corrupted, &live, 100, Duration::ZERO)
+    let err = verify_file(&corrupted, &live, 100, NONE, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();
@@ -142,7 +144,7 @@ async fn a_corrupted_or_stale_snapshot_fails_verification() {
     // Cut short: the same.
     let truncated = file.with_file_name("truncated.rdb");
     std::fs::write(&truncated, &bytes[..middle]).unwrap();
-    let err = verify_file(&truncated, &live, 100, Duration::ZERO)
+    let err = verify_file(&truncated, &live, 100, NONE, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();

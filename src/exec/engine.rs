@@ -471,6 +471,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         gates: Vec::new(),
         rollback: Vec::new(),
         triggers: Vec::new(),
+        preflight: Vec::new(),
         completed_count: 0,
     }
 }
@@ -648,23 +649,18 @@ async fn preflight(shared: &Arc<Shared>) -> Option<RunOutcome> {
             passed: finding.passed,
             detail: detail.clone(),
         });
-        let Some(passed) = finding.passed else {
-            continue;
-        };
-        let check = super::journal::CheckRecord {
-            criterion: "pre-flight: the servers fit the step".into(),
-            measured: detail.clone(),
-            passed,
+        let record = super::journal::PreflightRecord {
+            step: finding.step.clone(),
+            passed: finding.passed,
             detail: detail.clone(),
             at: jiff::Timestamp::now(),
         };
+        let passed = finding.passed != Some(false);
         shared.journal.update(|j| {
-            if let Some(r) = j.steps.get_mut(&finding.step) {
-                r.checks.push(check);
-                if !passed {
-                    r.status = StepStatus::Failed;
-                    r.detail = format!("pre-flight: {detail}");
-                }
+            j.preflight.push(record);
+            if !passed && let Some(r) = j.steps.get_mut(&finding.step) {
+                r.status = StepStatus::Failed;
+                r.detail = format!("pre-flight: {detail}");
             }
         });
         if !passed && failed.is_none() {

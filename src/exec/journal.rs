@@ -74,6 +74,20 @@ impl StepStatus {
     }
 }
 
+/// What the pre-flight of a run found for one step's servers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightRecord {
+    /// The step.
+    pub step: String,
+    /// Whether they fit it; `None`: they did not answer yet (checked again before the
+    /// step acts).
+    pub passed: Option<bool>,
+    /// What was found (secrets masked).
+    pub detail: String,
+    /// When.
+    pub at: jiff::Timestamp,
+}
+
 /// One check made by a step (or a rollback step), for the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {
@@ -275,6 +289,10 @@ pub struct Journal {
     /// Triggers that fired (or would have, in shadow mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerRecord>,
+    /// What the pre-flight found of each data-movement step's servers, before anything
+    /// changed (latest first check per step; a resume adds its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<PreflightRecord>,
     /// Counter for `completed_seq`.
     #[serde(default)]
     pub completed_count: u64,
@@ -429,6 +447,7 @@ mod tests {
             }],
             rollback: vec![],
             triggers: vec![],
+            preflight: vec![],
             completed_count: 0,
         }
     }

@@ -88,6 +88,25 @@ pub fn render(report: &Report) -> String {
     if !report.reason.is_empty() {
         let _ = writeln!(out, "| Reason | {} |", cell(&report.reason));
     }
+    if !report.preflight.is_empty() {
+        let _ = writeln!(out, "\n## Pre-flight: the servers of each data movement\n");
+        let _ = writeln!(out, "| Step | Result | Found | When |");
+        let _ = writeln!(out, "| --- | --- | --- | --- |");
+        for p in &report.preflight {
+            let result = match p.passed {
+                Some(true) => "✅ fit",
+                Some(false) => "❌ do not fit",
+                None => "⏳ checked before the step",
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {result} | {} | {} |",
+                p.step,
+                cell(&p.detail),
+                time(Some(p.at))
+            );
+        }
+    }
     for phase in &report.phases {
         let _ = writeln!(
             out,

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::exec::journal::{
-    CheckRecord, GateRecord, Journal, RollbackRecord, RunStatus, StepStatus, TriggerRecord,
+    CheckRecord, GateRecord, Journal, PreflightRecord, RollbackRecord, RunStatus, StepStatus,
+    TriggerRecord,
 };
 use crate::runbook::Runbook;
 
@@ -37,6 +38,8 @@ pub struct Report {
     pub gates: Vec<GateRecord>,
     /// Triggers that fired (or would have).
     pub triggers: Vec<TriggerRecord>,
+    /// What the pre-flight found of each data-movement step's servers.
+    pub preflight: Vec<PreflightRecord>,
     /// Rollback actions.
     pub rollback: Vec<RollbackRecord>,
     /// Rollback steps (with their checks), when a rollback ran.
@@ -222,6 +225,7 @@ impl Report {
             phases,
             gates: journal.gates.clone(),
             triggers: journal.triggers.clone(),
+            preflight: journal.preflight.clone(),
             rollback: journal.rollback.clone(),
             rollback_steps,
             signoff,

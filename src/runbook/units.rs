@@ -432,6 +432,57 @@ impl schemars::JsonSchema for RunbookDuration {
     }
 }
 
+/// A share written as a percentage (`2%`, `0.5%`), as a fraction from 0 to 1.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(pub f64);
+
+impl FromStr for Percent {
+    type Err = UnitError;
+
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let number = s
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && (0.0..=100.0).contains(n))
+            .ok_or_else(|| UnitError::new(s, "a percentage from 0% to 100%, such as `2%`"))?;
+        Ok(Percent(number / 100.0))
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0 * 100.0)
+    }
+}
+
+impl Percent {
+    /// How many of `total` this share allows (rounded up, so that 1% of 10 is 1).
+    pub fn of(self, total: u64) -> u64 {
+        (self.0 * total as f64).ceil() as u64
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::de::deserialize_parsed(d, "a percentage such as `2%`", str::parse)
+    }
+}
+
+impl schemars::JsonSchema for Percent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A percentage from 0% to 100%: `2%`, `0.5%`.",
+            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%\\s*$"
+        })
+    }
+}
+
 /// A size field in a runbook (`maxmemory: 8gb`), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunbookSize(pub u64);
@@ -465,6 +516,17 @@ impl schemars::JsonSchema for RunbookSize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn percentages() {
+        assert_eq!("2%".parse::<Percent>().unwrap(), Percent(0.02));
+        assert_eq!(" 0.5 % ".parse::<Percent>().unwrap().of(1000), 5);
+        assert_eq!("1%".parse::<Percent>().unwrap().of(10), 1);
+        assert_eq!("0%".parse::<Percent>().unwrap().of(10_000), 0);
+        assert!("2".parse::<Percent>().is_err());
+        assert!("101%".parse::<Percent>().is_err());
+        assert!("-1%".parse::<Percent>().is_err());
+    }
     use super::*;
 
     #[test]

@@ -990,10 +990,10 @@ pub struct SnapshotParams {
     /// Keys of the snapshot compared with the source (default 1000).
     #[serde(default)]
     pub sample: Option<u64>,
-    /// Compared keys that may differ from the source because writers kept writing
-    /// (default 0).
+    /// The share that may differ from the source because writers kept writing: of all
+    /// keys (the per-type counts apart, summed), and of the sampled keys (default `0%`).
     #[serde(default)]
-    pub max_changed: Option<u64>,
+    pub max_changed: Option<crate::runbook::units::Percent>,
 }
 
 impl ActionParams for SnapshotParams {

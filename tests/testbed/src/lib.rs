@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod docker;
 pub mod http;
 pub mod managed;
+pub mod producer;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;

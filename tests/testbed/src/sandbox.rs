@@ -4,8 +4,10 @@
 //!
 //! `up` builds its images locally (nothing is pulled), starts `fiskai-redis` (AOF on,
 //! `maxmemory 2gb`, `allkeys-lru` as in seed 001) filled with BullMQ-shaped queues, and
-//! 14 `fiskai-worker-<name>` containers consuming them, on the network
-//! `fiskai-sandbox`. The VPS side is empty: the runbook provisions `fiskai-redis-vps`.
+//! 14 `fiskai-worker-<name>` containers consuming them, and `fiskai-app`, the
+//! application: a producer that keeps enqueueing jobs through the cutover and the
+//! rollback, writing to whichever of the two Redis takes writes, and logging each job a
+//! server acknowledged. The VPS side is empty: the runbook provisions `fiskai-redis-vps`.
 //! Everything the sandbox or the runbook creates carries the label
 //! `redis-move-sandbox=true`; `down` removes exactly that (and the sandbox's network,
 //! volumes and image tags).
@@ -25,6 +27,8 @@ pub const LABEL: &str = "redis-move-sandbox=true";
 pub const NETWORK: &str = "fiskai-sandbox";
 /// The source Redis container.
 pub const SOURCE: &str = "fiskai-redis";
+/// The application's container: the producer.
+pub const APP: &str = "fiskai-app";
 /// The port of the source on 127.0.0.1.
 pub const SOURCE_PORT: u16 = 16379;
 /// The port the runbook publishes the new Redis on (127.0.0.1).
@@ -69,6 +73,11 @@ pub struct Options {
     pub module_error_after_cutover: bool,
     /// Also load seed 004's `job:*` keys (for `runbooks/job-keys-to-step-keys.yaml`).
     pub job_keys: bool,
+    /// Jobs the application enqueues a second (0: no application).
+    pub produce: u32,
+    /// The password of the new Redis (the runbook's `REDIS_PASSWORD`), so that the
+    /// application can write to it once it is the primary.
+    pub password: Option<String>,
 }
 
 impl Default for Options {
@@ -80,6 +89,10 @@ impl Default for Options {
             module_error: false,
             module_error_after_cutover: false,
             job_keys: false,
+            produce: 20,
+            password: std::env::var("REDIS_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
         }
     }
 }
@@ -103,7 +116,10 @@ pub async fn up(docker: &Docker, options: &Options) {
     let worker = worker_image(docker).await;
     docker_cli(&["tag", &redis.reference, REDIS_IMAGE]);
     docker_cli(&["tag", &worker.reference, WORKER_IMAGE]);
-    docker_cli(&["network", "create", "--label", LABEL, NETWORK]);
+    // Its own network when one is left (`down` could not remove it): reused.
+    if !docker_quiet(&["network", "inspect", NETWORK]) {
+        docker_cli(&["network", "create", "--label", LABEL, NETWORK]);
+    }
     for volume in VOLUMES {
         docker_cli(&["volume", "create", "--label", LABEL, volume]);
     }
@@ -207,6 +223,101 @@ pub async fn up(docker: &Docker, options: &Options) {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_cli(&refs);
     }
+    if options.produce > 0 {
+        let new = match &options.password {
+            Some(pw) => format!("redis://:{pw}@fiskai-redis-vps:6379"),
+            None => "redis://fiskai-redis-vps:6379".to_owned(),
+        };
+        docker_cli(&[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            APP,
+            "--label",
+            LABEL,
+            "--network",
+            NETWORK,
+            "-e",
+            "ROLE=producer",
+            "-e",
+            &format!("REDIS_URLS=redis://{SOURCE}:6379,{new}"),
+            "-e",
+            &format!("QUEUES={}", WORKERS.join(",")),
+            "-e",
+            &format!("RATE={}", options.produce),
+            WORKER_IMAGE,
+            "/usr/local/bin/worker",
+        ]);
+    }
+}
+
+/// Which sandbox Redis is a primary now, and its URL from the host: the new one when it
+/// exists and is a primary (after a cutover), else the old one.
+pub fn primary_url() -> Option<(&'static str, String)> {
+    let new = match std::env::var("REDIS_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(pw) => format!("redis://:{pw}@127.0.0.1:{TARGET_PORT}"),
+        None => format!("redis://127.0.0.1:{TARGET_PORT}"),
+    };
+    let old = format!("redis://127.0.0.1:{SOURCE_PORT}");
+    [("fiskai-redis-vps", new), (SOURCE, old)]
+        .into_iter()
+        .find(|(_, url)| {
+            redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .and_then(|mut c| redis::cmd("ROLE").query::<Vec<redis::Value>>(&mut c))
+            .is_ok_and(|role| {
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+            })
+        })
+}
+
+/// What the application saw: the jobs a server acknowledged (queue, id) and how many
+/// writes were refused. Stops the application first, so that nothing changes after.
+pub fn stop_app() -> (Vec<(String, String)>, usize) {
+    docker_quiet(&["stop", "-t", "2", APP]);
+    let logs = Command::new("docker")
+        .args(["logs", APP])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let acked = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(q, id)| (q.to_owned(), id.to_owned()))
+        .collect();
+    let rejected = logs.lines().filter(|l| l.starts_with("rejected ")).count();
+    (acked, rejected)
+}
+
+/// The acknowledged jobs of `acked` that the Redis at `url` does not hold in any state
+/// (wait, active, completed, failed, delayed): what the move lost.
+pub fn missing_jobs(url: &str, acked: &[(String, String)]) -> Vec<String> {
+    let mut con = dataset::connect(url);
+    let mut held = std::collections::HashSet::new();
+    for name in WORKERS {
+        let q = format!("bull:{name}");
+        let mut pipe = redis::pipe();
+        for list in ["wait", "active"] {
+            pipe.cmd("LRANGE").arg(format!("{q}:{list}")).arg(0).arg(-1);
+        }
+        for set in ["completed", "failed", "delayed"] {
+            pipe.cmd("ZRANGE").arg(format!("{q}:{set}")).arg(0).arg(-1);
+        }
+        let states: Vec<Vec<String>> = pipe.query(&mut con).expect("queues");
+        for id in states.into_iter().flatten() {
+            held.insert((name.to_string(), id));
+        }
+    }
+    acked
+        .iter()
+        .filter(|(q, id)| !held.contains(&(q.clone(), id.clone())))
+        .map(|(q, id)| format!("{q}:{id}"))
+        .collect()
 }
 
 /// Removes every container labelled [`LABEL`], the network, the volumes and the image
@@ -223,12 +334,44 @@ pub fn down() {
         args.extend(&ids);
         docker_quiet(&args);
     }
+    // Endpoints left behind (seen on Docker 20.10 after a container was parked, renamed
+    // and restored) would keep the network from being removed: disconnect them first.
+    for endpoint in stale_endpoints() {
+        docker_quiet(&["network", "disconnect", "-f", NETWORK, &endpoint]);
+    }
     docker_quiet(&["network", "rm", NETWORK]);
     for volume in VOLUMES {
         docker_quiet(&["volume", "rm", volume]);
     }
     docker_quiet(&["rmi", REDIS_IMAGE]);
     docker_quiet(&["rmi", WORKER_IMAGE]);
+}
+
+/// Endpoints on the sandbox's network whose container no longer exists under that
+/// name (stale), by endpoint name.
+pub fn stale_endpoints() -> Vec<String> {
+    let endpoints = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            NETWORK,
+            "--format",
+            "{{range .Containers}}{{.Name}}\n{{end}}",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let existing = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let existing: std::collections::HashSet<&str> = existing.lines().collect();
+    endpoints
+        .lines()
+        .filter(|e| !e.is_empty() && !existing.contains(e))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The sandbox's containers with their state, one per line.

@@ -1,29 +1,43 @@
 //! The rollback scenario of the fault-injection tests and of `scripts/bench-rollback`:
-//! workers consume from a source Redis; a runbook replicates the source to a target,
-//! stops the workers, promotes the target with reverse replication (the source follows
-//! it), moves the workers to the target and watches; jobs are enqueued on the target;
-//! the target is killed; the unreachable trigger fires and the rollback brings the
-//! workers back to the source, which holds every job.
+//! BullMQ-style workers consume from a source Redis while a producer (an application's
+//! stand-in, following the primary) keeps enqueueing jobs through everything; a runbook
+//! replicates the source to a target, stops the workers, promotes the target with
+//! reverse replication (the source follows it, writers drained), moves the workers to
+//! the target and watches; the target is killed; the unreachable trigger fires and the
+//! rollback brings every worker back to the source.
+//!
+//! Measured: detection (kill -> trigger fired), rollback (fired -> every worker has
+//! finished a job on the source again), jobs lost (acknowledged jobs that are not
+//! queued, active or completed on the source at the end) and jobs in flight
+//! (acknowledged while the target was down and the rollback ran).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
+use crate::producer::Producer;
 use crate::topology::{RedisNode, Topology, docker_cli};
 use crate::workspace::Workspace;
+
+/// The workers' queue.
+const QUEUE: &str = "bull:jobs";
 
 /// What one pass of the scenario measured.
 pub struct RollbackScenario {
     /// The target was killed -> the trigger fired.
     pub detection: Duration,
-    /// The trigger fired -> a job enqueued on the source was done again.
+    /// The trigger fired -> every worker finished a job on the source again.
     pub rollback: Duration,
-    /// Jobs enqueued (on the source before, on the target after the cutover) that the
-    /// source does not hold as done at the end.
+    /// Acknowledged jobs that the source does not hold (queued, active or completed) at
+    /// the end.
     pub lost: usize,
+    /// Jobs acknowledged between the kill and the workers' return.
+    pub in_flight: usize,
+    /// Jobs acknowledged in all.
+    pub acknowledged: usize,
+    /// Writes refused (READONLY, NOREPLICAS, no connection) in all.
+    pub rejected: u64,
     /// The run's exit code.
     pub exit_code: i32,
     /// Its stderr.
@@ -72,21 +86,54 @@ rollback: []
     )
 }
 
-fn done_set(node: &RedisNode) -> BTreeSet<String> {
-    node.cli(&["SMEMBERS", "jobs:done"])
+/// Every job `node` holds: queued, active or completed.
+fn held(node: &RedisNode) -> BTreeSet<String> {
+    let mut jobs = BTreeSet::new();
+    for args in [
+        vec!["LRANGE", "bull:jobs:wait", "0", "-1"],
+        vec!["LRANGE", "bull:jobs:active", "0", "-1"],
+        vec!["ZRANGE", "bull:jobs:completed", "0", "-1"],
+    ] {
+        jobs.extend(node.cli(&args).lines().map(str::to_owned));
+    }
+    jobs
+}
+
+fn completed(node: &RedisNode) -> usize {
+    node.cli(&["ZCARD", "bull:jobs:completed"])
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Whether each of `workers` finished a job on `node` after `since` (ms since the epoch).
+fn all_back(node: &RedisNode, workers: &[String], since: i64) -> bool {
+    let last: Vec<String> = node
+        .cli(&["HGETALL", "bull:jobs:workers"])
         .lines()
         .map(str::to_owned)
-        .collect()
+        .collect();
+    workers.iter().all(|w| {
+        last.chunks(2).any(|pair| {
+            pair[0] == *w && pair.get(1).and_then(|t| t.parse::<i64>().ok()) > Some(since)
+        })
+    })
 }
 
 /// Runs the scenario once with `workers` workers.
 pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> RollbackScenario {
-    let topology = Topology::start(docker, workers).await;
+    let topology = Topology::start_with_queue(docker, workers, QUEUE).await;
     let (source, target) = (topology.source.clone(), topology.target.clone());
-    Topology::enqueue(&source, 0, 30);
-    assert!(
-        Topology::wait_done(&source, 30, Duration::from_secs(30)),
-        "workers consume from the source"
+    let mut producer = Producer::start(
+        vec![source.host_url(), target.host_url()],
+        "bull:jobs:wait",
+        "job-",
+        Some(200),
+    );
+    producer.wait_for_more(50, Duration::from_secs(30));
+    Workspace::wait_for(
+        "workers consume from the source",
+        Duration::from_secs(30),
+        || completed(&source) >= 20,
     );
     let workspace = Workspace::new(&runbook(&topology));
     let child = workspace.spawn(&["run", "runbook.yaml", "--yes", "--no-progress"]);
@@ -95,41 +142,48 @@ pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> 
             .journal()
             .is_some_and(|j| j["steps"]["stability"]["status"] == "running")
     });
-    // The workers now consume from the target (which holds the source's 30 done jobs).
-    Topology::enqueue(&target, 100, 130);
-    assert!(
-        Topology::wait_done(&target, 60, Duration::from_secs(30)),
-        "workers consume from the target after the cutover"
+    // The workers consume from the target now, the producer writes to it.
+    let before = completed(&target);
+    Workspace::wait_for(
+        "workers consume from the target after the cutover",
+        Duration::from_secs(30),
+        || completed(&target) >= before + 50,
     );
     let killed = Instant::now();
     let killed_at = jiff::Timestamp::now();
     docker_cli(&["kill", &target.name]);
-    // Keep offering a job to the source until a worker does one: the workers are back.
-    let back = Arc::new(AtomicBool::new(false));
-    let prober = {
-        let back = back.clone();
-        let source = source.clone();
-        std::thread::spawn(move || {
-            let baseline = done_set(&source).len();
-            let mut n = 0;
-            while !back.load(Ordering::Relaxed) && killed.elapsed() < Duration::from_secs(90) {
-                // Refused (READONLY) while the source is still a replica.
-                source.cli(&["RPUSH", "jobs:wait", &format!("probe-{n}")]);
-                n += 1;
-                std::thread::sleep(Duration::from_millis(50));
-                let done = done_set(&source);
-                if done.len() > baseline && done.iter().any(|j| j.starts_with("probe-")) {
-                    return Some(killed.elapsed());
-                }
+    let back_after = {
+        let deadline = Duration::from_secs(120);
+        loop {
+            let journal = workspace.journal().unwrap_or_default();
+            let fired: Option<jiff::Timestamp> = journal["triggers"]
+                .as_array()
+                .and_then(|t| t.iter().find(|r| r["trigger"] == "target-unreachable"))
+                .and_then(|r| r["at"].as_str())
+                .and_then(|at| at.parse().ok());
+            if let Some(fired) = fired
+                && all_back(&source, &topology.workers, fired.as_millisecond())
+            {
+                break Some(killed.elapsed());
             }
-            None
-        })
+            if killed.elapsed() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     };
+    let in_flight = producer
+        .acked()
+        .iter()
+        .filter(|a| a.at > killed && back_after.is_none_or(|b| a.at <= killed + b))
+        .count();
     let output = child.wait_with_output().expect("the run ends");
     let exit_code = output.status.code().unwrap_or(-1);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let back_after = prober.join().expect("the prober");
-    back.store(true, Ordering::Relaxed);
+    // A moment of normal work on the source, then no more writes.
+    producer.wait_for_more(50, Duration::from_secs(60));
+    let acked = producer.stop();
+    let rejected = producer.rejected();
     let journal = workspace.journal().unwrap_or_default();
     let fired_at: Option<jiff::Timestamp> = journal["triggers"]
         .as_array()
@@ -143,25 +197,16 @@ pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> 
         Some(back) => back.saturating_sub(detection),
         None => Duration::MAX,
     };
-    // Every job enqueued before the kill must end up done on the source.
-    let expected: BTreeSet<String> = (0..30)
-        .chain(100..130)
-        .map(|i| format!("job-{i}"))
-        .collect();
-    let start = Instant::now();
-    let mut lost = expected.len();
-    while start.elapsed() < Duration::from_secs(20) {
-        let done = done_set(&source);
-        lost = expected.difference(&done).count();
-        if lost == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Every acknowledged job is on the source: queued, being worked on, or done.
+    let holds = held(&source);
+    let lost = acked.iter().filter(|a| !holds.contains(&a.id)).count();
     RollbackScenario {
         detection,
         rollback,
         lost,
+        in_flight,
+        acknowledged: acked.len(),
+        rejected,
         exit_code,
         stderr,
         workspace,

@@ -131,8 +131,14 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Starts it: two Redis containers and `workers` workers consuming from the source.
+    /// Starts it: two Redis containers and `workers` workers consuming `jobs` from the
+    /// source.
     pub async fn start(docker: &Docker, workers: usize) -> Topology {
+        Topology::start_with_queue(docker, workers, "jobs").await
+    }
+
+    /// [`Topology::start`] with the workers' `QUEUE` (`bull:<name>`: BullMQ's lists).
+    pub async fn start_with_queue(docker: &Docker, workers: usize, queue: &str) -> Topology {
         let redis_image = redis_image(docker).await;
         let worker_image = worker_image(docker).await;
         // Every name starts with this topology's own prefix, so that concurrent
@@ -194,6 +200,8 @@ impl Topology {
                 &format!("REDIS_URL={}", source.network_url()),
                 "-e",
                 &format!("WORKER_NAME={name}"),
+                "-e",
+                &format!("QUEUE={queue}"),
                 &worker_image.reference,
                 "/usr/local/bin/worker",
             ]);

@@ -33,10 +33,12 @@ impl Workspace {
         self.dir.path()
     }
 
-    /// `redis-move` with `args`, in the workspace, no colours, no inherited RUST_LOG.
+    /// `redis-move` with `args`, in the workspace, no colours, no inherited RUST_LOG;
+    /// killed after 10 minutes, so that a hang fails its test instead of stalling CI.
     pub fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::cargo_bin("redis-move").expect("the redis-move binary");
-        cmd.current_dir(self.path())
+        cmd.timeout(std::time::Duration::from_secs(600))
+            .current_dir(self.path())
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .envs(self.env.iter().cloned())

@@ -4,13 +4,14 @@
 //! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys]
 //! redis-move-sandbox managed      (stand-ins for Render and Upstash, until Ctrl-C)
 //! redis-move-sandbox status
+//! redis-move-sandbox app          (stop the application; is every job it saw acknowledged on the primary?)
 //! redis-move-sandbox down
 //! ```
 
 use redis_move_testbed::managed;
 use redis_move_testbed::sandbox::{self, Options};
 
-const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys] | managed | status | down";
+const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--rate JOBS_PER_S] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys] | managed | status | app | down";
 
 fn fail(message: &str) -> ! {
     eprintln!("redis-move-sandbox: {message}\n{USAGE}");
@@ -36,6 +37,11 @@ fn main() {
                         options.jobs = value
                             .parse()
                             .unwrap_or_else(|_| fail("--jobs takes a number"))
+                    }
+                    "--rate" => {
+                        options.produce = value
+                            .parse()
+                            .unwrap_or_else(|_| fail("--rate takes a number"))
                     }
                     "--job-ms" => {
                         options.job_ms = value
@@ -91,6 +97,22 @@ fn main() {
             }
         }
         Some("status") => print!("{}", sandbox::status()),
+        Some("app") => {
+            let Some((which, primary)) = sandbox::primary_url() else {
+                fail("neither sandbox Redis is a reachable primary");
+            };
+            let (acked, rejected) = sandbox::stop_app();
+            let missing = sandbox::missing_jobs(&primary, &acked);
+            println!(
+                "app: {} jobs acknowledged, {rejected} writes refused, {} lost (on the primary: {which})",
+                acked.len(),
+                missing.len(),
+            );
+            if !missing.is_empty() {
+                println!("lost: {}", missing.join(" "));
+                std::process::exit(1);
+            }
+        }
         Some("down") => {
             sandbox::down();
             println!("sandbox down");

@@ -9,11 +9,25 @@
 //!
 //! With a `QUEUE` of the form `bull:<name>` it moves jobs the way BullMQ does:
 //! `LMOVE <queue>:wait <queue>:active`, then `ZADD <queue>:completed` and `LREM` from
-//! active, so that every job is in exactly one of wait, active and completed at any time.
+//! active, so that every job is in exactly one of wait, active and completed at any time;
+//! it also records when it last finished a job in the hash `<queue>:workers` (so a test
+//! can tell that every worker consumes from a server).
 
-use std::time::Duration;
+//!
+//! With `ROLE=producer` it is the application instead: it enqueues BullMQ-shaped jobs
+//! (`HSET bull:<q>:<id>` and `RPUSH bull:<q>:wait <id>`, in one MULTI) round-robin over
+//! the queues of `QUEUES` (comma-separated names), `RATE` a second, to the first server
+//! of `REDIS_URLS` (comma-separated) that takes writes, and logs `acked <q> <id>` for
+//! each job a server acknowledged and `rejected <id> (...)` for each it refused
+//! (`READONLY`, `NOREPLICAS`) or could not take; a refusal sends it to the next server,
+//! as an application following the primary.
+
+use std::time::{Duration, Instant};
 
 fn main() {
+    if std::env::var("ROLE").is_ok_and(|r| r == "producer") {
+        produce();
+    }
     let name = std::env::var("WORKER_NAME").unwrap_or_else(|_| "worker".into());
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // A deploy that only breaks once restarted against the new Redis (its first fresh
@@ -93,10 +107,11 @@ fn main() {
 
 /// Consumes a BullMQ-shaped queue: wait -> active -> completed.
 fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
-    let (wait, active, completed) = (
+    let (wait, active, completed, workers) = (
         format!("{queue}:wait"),
         format!("{queue}:active"),
         format!("{queue}:completed"),
+        format!("{queue}:workers"),
     );
     loop {
         let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
@@ -136,6 +151,11 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
                         .arg(1)
                         .arg(&job)
                         .ignore()
+                        .cmd("HSET")
+                        .arg(&workers)
+                        .arg(name)
+                        .arg(now)
+                        .ignore()
                         .query(&mut connection);
                     match finished {
                         Ok(()) => println!("[{name}] processed job {job}"),
@@ -157,5 +177,73 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn produce() -> ! {
+    let urls: Vec<String> = std::env::var("REDIS_URLS")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let queues: Vec<String> = std::env::var("QUEUES")
+        .unwrap_or_else(|_| "jobs".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let rate: f64 = std::env::var("RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20.0);
+    let pace = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let mut connections: Vec<Option<redis::Connection>> = urls.iter().map(|_| None).collect();
+    let mut current = 0;
+    let mut seq = 0u64;
+    println!("producer started: {} queues, {rate} jobs/s", queues.len());
+    loop {
+        let started = Instant::now();
+        seq += 1;
+        let id = format!("app-{seq}");
+        let queue = &queues[(seq as usize) % queues.len()];
+        if connections[current].is_none() {
+            connections[current] = redis::Client::open(urls[current].as_str())
+                .ok()
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)).ok())
+                .inspect(|c| {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                });
+        }
+        let outcome = match connections[current].as_mut() {
+            None => Err("unreachable".to_owned()),
+            Some(connection) => redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(format!("bull:{queue}:{id}"))
+                .arg("name")
+                .arg("app-job")
+                .arg("data")
+                .arg("{}")
+                .arg("timestamp")
+                .arg(seq)
+                .ignore()
+                .cmd("RPUSH")
+                .arg(format!("bull:{queue}:wait"))
+                .arg(&id)
+                .ignore()
+                .query::<()>(connection)
+                .map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(()) => println!("acked {queue} {id}"),
+            Err(e) => {
+                println!("rejected {id} ({e})");
+                let upper = e.to_uppercase();
+                if !(upper.contains("READONLY") || upper.contains("NOREPLICAS")) {
+                    connections[current] = None;
+                }
+                current = (current + 1) % urls.len();
+            }
+        }
+        std::thread::sleep(pace.saturating_sub(started.elapsed()));
     }
 }

@@ -1,0 +1,138 @@
+//! A producer like an application's, for the write-loss tests and benchmarks: it
+//! pushes sequence-numbered job ids and records the ones a server acknowledged, with
+//! when. A refused write (`READONLY`, `NOREPLICAS`) or a connection that fails sends it
+//! to the next server of its list, as an application following the primary would; those
+//! writes are counted as rejected, never as acknowledged.
+//!
+//! The invariant the tests check: every acknowledged id is, at the end, on the server
+//! that is primary (queued, being worked on, or done).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One acknowledged write.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    /// The job id.
+    pub id: String,
+    /// When the server acknowledged it.
+    pub at: Instant,
+}
+
+/// A running producer; stopped on drop.
+pub struct Producer {
+    running: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    rejected: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    /// Pushes ids `<prefix><n>` onto the list `key` of the first of `urls` that takes
+    /// writes, at most `rate` a second (`None`: as fast as acknowledgements come).
+    pub fn start(urls: Vec<String>, key: &str, prefix: &str, rate: Option<u32>) -> Producer {
+        let running = Arc::new(AtomicBool::new(true));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (running, acked, rejected) = (running.clone(), acked.clone(), rejected.clone());
+            let (key, prefix) = (key.to_owned(), prefix.to_owned());
+            std::thread::spawn(move || {
+                let pace = rate.map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
+                let mut connections: Vec<Option<redis::Connection>> =
+                    urls.iter().map(|_| None).collect();
+                let mut current = 0;
+                let mut seq = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    if connections[current].is_none() {
+                        connections[current] = redis::Client::open(urls[current].as_str())
+                            .ok()
+                            .and_then(|c| {
+                                c.get_connection_with_timeout(Duration::from_secs(1)).ok()
+                            })
+                            .inspect(|c| {
+                                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                            });
+                    }
+                    let Some(connection) = connections[current].as_mut() else {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                        current = (current + 1) % urls.len();
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    seq += 1;
+                    let id = format!("{prefix}{seq}");
+                    let pushed: redis::RedisResult<i64> =
+                        redis::cmd("RPUSH").arg(&key).arg(&id).query(connection);
+                    match pushed {
+                        Ok(_) => acked.lock().unwrap().push(Acked {
+                            id,
+                            at: Instant::now(),
+                        }),
+                        Err(e) => {
+                            let text = e.to_string().to_uppercase();
+                            if !(text.contains("READONLY") || text.contains("NOREPLICAS")) {
+                                // The connection is broken: open a new one next time.
+                                connections[current] = None;
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                            current = (current + 1) % urls.len();
+                        }
+                    }
+                    if let Some(pace) = pace {
+                        std::thread::sleep(pace.saturating_sub(started.elapsed()));
+                    }
+                }
+            })
+        };
+        Producer {
+            running,
+            acked,
+            rejected,
+            thread: Some(thread),
+        }
+    }
+
+    /// The writes acknowledged so far.
+    pub fn acked(&self) -> Vec<Acked> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// How many were acknowledged so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Writes refused (or not sent: no connection) so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `limit`) until `more` further writes were acknowledged.
+    pub fn wait_for_more(&self, more: usize, limit: Duration) {
+        let target = self.acked_count() + more;
+        let start = Instant::now();
+        while self.acked_count() < target {
+            assert!(start.elapsed() < limit, "the producer stalled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it; the writes acknowledged.
+    pub fn stop(&mut self) -> Vec<Acked> {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the producer thread");
+        }
+        self.acked()
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+}
