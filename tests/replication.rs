@@ -387,3 +387,73 @@ phases:
         "the wait was reported: {stderr}"
     );
 }
+
+#[test]
+fn where_client_pause_is_refused_the_promote_fences_the_old_primary_and_loses_nothing() {
+    // CLIENT renamed away, as some managed services do: the drain falls back to the
+    // fence (writers refused, not paused, during the drain).
+    let source = RedisServer::start_with(Some("Repl-Pw-5"), &["--rename-command", "CLIENT", ""]);
+    let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
+    let mut producer = Producer::start(vec![source.url(), target.url()], "produced", "p", None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            r#"version: 1
+name: repl
+secrets:
+  pw: {{ env: REPL_PW }}
+targets:
+  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
+  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
+phases:
+  - id: move
+    steps:
+      - id: replicate
+        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+      - id: promote
+        redis.promote: {{ target: new, source: old, pause: 20s, timeout: 2min }}
+"#,
+            s = source.port,
+            t = target.port
+        ),
+    )
+    .unwrap();
+    // plan --check says so before the run.
+    let plan = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+        .current_dir(dir.path())
+        .env("REPL_PW", "Repl-Pw-5")
+        .args(["plan", "runbook.yaml", "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("offers no CLIENT PAUSE WRITE"), "{text}");
+    let output = spawn(dir.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    producer.wait_for_more(200, Duration::from_secs(60));
+    let acked = producer.stop();
+    assert_eq!(
+        missing(&acked, &target),
+        Vec::<String>::new(),
+        "lost at promote"
+    );
+    let value = &journal(dir.path()).unwrap()["steps"]["promote"]["value"]["object"];
+    eprintln!("promote: {value}");
+    assert_eq!(value["hold"]["text"], "fence", "{value}");
+    assert_eq!(value["old_primary"]["text"], "fenced", "{value}");
+    assert!(
+        value["note"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CLIENT PAUSE WRITE was refused"),
+        "{value}"
+    );
+    // Without reverse replication the old primary stays fenced: it refuses writes.
+    let refused = source.cli(&["SET", "late", "write"]);
+    assert!(
+        refused.contains("NOREPLICAS") || refused.is_empty(),
+        "{refused}"
+    );
+    assert_eq!(source.cli(&["EXISTS", "late"]).trim(), "0");
+}

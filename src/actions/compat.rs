@@ -46,6 +46,8 @@ pub struct ServerFacts {
     pub debug: bool,
     /// Whether the server knows PSYNC (renamed or disabled on some services).
     pub psync: bool,
+    /// Whether the server knows CLIENT (for CLIENT PAUSE).
+    pub client: bool,
     /// AOF on, and the RDB save points, as CONFIG GET says (when allowed).
     pub persistence: String,
 }
@@ -58,9 +60,10 @@ impl ServerFacts {
         }
     }
 
-    /// Whether `CLIENT PAUSE ... WRITE` exists (Redis 6.2+, Valkey).
+    /// Whether `CLIENT PAUSE ... WRITE` exists (Redis 6.2+, Valkey) and CLIENT is not
+    /// renamed away.
     pub fn pause_write(&self) -> bool {
-        self.flavor == "valkey" || version_at_least(&self.version, (6, 2))
+        self.client && (self.flavor == "valkey" || version_at_least(&self.version, (6, 2)))
     }
 }
 
@@ -100,6 +103,14 @@ fn number(sections: &BTreeMap<String, BTreeMap<String, Value>>, section: &str, f
     }
 }
 
+/// Whether `redis` knows the command `name` (not renamed or disabled).
+async fn knows(redis: &RedisBackend, name: &str) -> bool {
+    match redis.raw(redis::cmd("COMMAND").arg("INFO").arg(name)).await {
+        Ok(redis::Value::Array(items)) => items.first().is_some_and(|i| *i != redis::Value::Nil),
+        _ => false,
+    }
+}
+
 /// Reads what the checks need from `redis`.
 pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
     let info = redis.info_sections(None).await?;
@@ -133,13 +144,8 @@ pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
         )
         .await
         .is_ok();
-    let psync = match redis
-        .raw(redis::cmd("COMMAND").arg("INFO").arg("PSYNC"))
-        .await
-    {
-        Ok(redis::Value::Array(items)) => items.first().is_some_and(|i| *i != redis::Value::Nil),
-        _ => false,
-    };
+    let psync = knows(redis, "PSYNC").await;
+    let client = knows(redis, "CLIENT").await;
     Ok(ServerFacts {
         rdb: rdb_version(&flavor, &version),
         flavor,
@@ -150,6 +156,7 @@ pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
         config,
         debug,
         psync,
+        client,
         persistence,
     })
 }
@@ -277,8 +284,8 @@ pub fn judge(action: &Action, source: &ServerFacts, target: &ServerFacts) -> Vec
                         "CLIENT PAUSE WRITE is available but CONFIG is refused: the fence will fail; stop every writer and give `drain: false`".into()
                     } else if source.config {
                         format!(
-                            "{} has no CLIENT PAUSE WRITE: writers will be refused (NOREPLICAS) during the drain instead of waiting",
-                            source.version
+                            "{} {} offers no CLIENT PAUSE WRITE: writers will be refused (NOREPLICAS) during the drain instead of waiting",
+                            source.flavor, source.version
                         )
                     } else {
                         "neither CLIENT PAUSE WRITE nor CONFIG SET: stop every writer and give `drain: false`".into()
@@ -415,6 +422,7 @@ mod tests {
             rdb: rdb_version("redis", version),
             config: true,
             psync: true,
+            client: true,
             ..Default::default()
         }
     }
