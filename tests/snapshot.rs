@@ -161,12 +161,22 @@ async fn a_bgsave_snapshot_of_a_server_in_a_container_is_read_through_the_engine
     dataset::load_every_type(&mut con, "c:");
     let before = snapshot(&mut con, "*");
     let ws = Workspace::new(&format!(
-        "version: 1\nname: snap\ntargets:\n  src: {{ redis: {{ url: \"{}\" }} }}\n  engine: {{ docker: {{}} }}\nphases:\n  - id: main\n    steps:\n      - id: snap\n        redis.snapshot: {{ target: src, to: snapshots, method: bgsave, container: {{ docker: engine, name: \"{}\" }} }}\n",
+        "version: 1\nname: snap\ntargets:\n  src: {{ redis: {{ url: \"{}\" }} }}\n  engine: {{ docker: {{}} }}\nphases:\n  - id: main\n    steps:\n      - id: snap\n        redis.snapshot: {{ target: src, to: snapshots, method: bgsave, container: {{ docker: engine, name: \"{}\" }}, copy_to: {{ docker: engine, container: \"{}\", path: / }} }}\n",
         topo.source.host_url(),
-        topo.source.name
+        topo.source.name,
+        topo.target.name
     ));
     ws.run().success();
     assert_eq!(ws.value_number("snap", "changed"), 0.0);
+    // The copy on the other host (container) is the same file.
+    let copied = text(&ws, "copied_to");
+    let fetched = ws.path().join("fetched.rdb");
+    redis_move_testbed::topology::docker_cli(&["cp", &copied, fetched.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(written(&ws)).unwrap(),
+        "{copied}"
+    );
     let back = restored(&written(&ws));
     assert_same(
         &before,

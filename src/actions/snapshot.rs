@@ -5,7 +5,8 @@
 //! The RDB comes over the replication protocol (`SYNC`, so the server's disk need not
 //! be reachable) or from a `BGSAVE` (read from the server's disk or, through the Docker
 //! Engine API, from its container). It is written to `<to>/<step>-<time>.rdb` with its
-//! size, SHA-256 and RDB version in the value. Verification loads it into a throwaway
+//! size, SHA-256 and RDB version in the value, and, verified, optionally copied into a
+//! container's directory (a volume on another host) through the Engine API. Verification loads it into a throwaway
 //! `redis-server` on a unix socket (the RDB checksum is checked as it loads), then
 //! compares the key counts per type and a sample of keys (type, TTL, value) with the
 //! source.
@@ -127,6 +128,23 @@ pub async fn perform(act: &Act<'_>, p: &SnapshotParams) -> Result<Value, ActionE
         );
         fields.insert("sampled".to_owned(), Value::Number(checked.sampled as f64));
         fields.insert("changed".to_owned(), Value::Number(changed as f64));
+    }
+    if let Some(copy) = &p.copy_to {
+        let docker = act
+            .connections
+            .docker(copy.docker.as_ref().map(|d| d.value.as_str()), r)
+            .await?;
+        let container = r.resolve(&copy.container)?;
+        let dir = r.resolve(&copy.path)?;
+        act.progress(
+            format!("copying the snapshot into `{container}:{dir}`"),
+            None,
+        );
+        let placed = docker.copy_file_in(&container, &dir, &file).await?;
+        fields.insert(
+            "copied_to".to_owned(),
+            Value::Text(format!("{container}:{placed}")),
+        );
     }
     fields.insert("duration".to_owned(), Value::Duration(started.elapsed()));
     Ok(Value::Object(fields))

@@ -211,6 +211,48 @@ impl DockerBackend {
         .map_err(|e| BackendError::Local(e.to_string()))?
     }
 
+    /// Copies the local file `file` into directory `dir` of container `name` through the
+    /// Engine's archive API (what `docker cp` does), streamed from a tar spooled beside
+    /// `file`; the path it has in the container.
+    pub async fn copy_file_in(
+        &self,
+        name: &str,
+        dir: &str,
+        file: &Path,
+    ) -> Result<String, BackendError> {
+        let local = |e: std::io::Error| BackendError::Local(format!("`{}`: {e}", file.display()));
+        let file_name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| BackendError::Local(format!("`{}` is not a file", file.display())))?;
+        let spool = tempfile::NamedTempFile::new_in(file.parent().unwrap_or(Path::new(".")))
+            .map_err(local)?;
+        let (source, archive, entry) = (
+            file.to_path_buf(),
+            spool.reopen().map_err(local)?,
+            file_name.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut builder = tar::Builder::new(archive);
+            builder.append_path_with_name(&source, &entry)?;
+            builder.into_inner()?.sync_all()
+        })
+        .await
+        .map_err(|e| BackendError::Local(e.to_string()))?
+        .map_err(local)?;
+        let stream = tokio_util::io::ReaderStream::new(
+            tokio::fs::File::open(spool.path()).await.map_err(local)?,
+        );
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path(dir)
+            .build();
+        self.docker
+            .upload_to_container(name, Some(options), bollard::body_try_stream(stream))
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))?;
+        Ok(format!("{}/{file_name}", dir.trim_end_matches('/')))
+    }
+
     /// Names of the containers matching `selection` (sorted).
     pub async fn matching_names(&self, selection: &Selection) -> Result<Vec<String>, BackendError> {
         let mut filters = std::collections::HashMap::new();

@@ -961,6 +961,19 @@ pub struct SnapshotContainer {
     pub name: Template,
 }
 
+/// A container directory a snapshot is also copied to (a volume mounted there keeps it).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SnapshotCopy {
+    /// The Docker target (default: the local engine).
+    #[serde(default)]
+    pub docker: Option<Spanned<String>>,
+    /// The container's name.
+    pub container: Template,
+    /// The directory in the container (it must exist).
+    pub path: Template,
+}
+
 /// `redis.snapshot`: a verified point-in-time copy of a server's dataset, as an RDB
 /// file, taken before the point of no return.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -983,6 +996,10 @@ pub struct SnapshotParams {
     /// (default: CONFIG GET `dir` and `dbfilename`).
     #[serde(default)]
     pub path: Option<Template>,
+    /// Also copy the verified file into a directory of a container, through the Docker
+    /// Engine API (onto a volume mounted there, on another host).
+    #[serde(default)]
+    pub copy_to: Option<SnapshotCopy>,
     /// Load the file into a throwaway `redis-server` and compare it with the source
     /// (default true).
     #[serde(default = "yes")]
@@ -999,11 +1016,9 @@ pub struct SnapshotParams {
 impl ActionParams for SnapshotParams {
     redis_target!();
     fn docker_targets(&self) -> Vec<&Spanned<String>> {
-        self.container
-            .as_ref()
-            .and_then(|c| c.docker.as_ref())
-            .into_iter()
-            .collect()
+        let from = self.container.as_ref().and_then(|c| c.docker.as_ref());
+        let to = self.copy_to.as_ref().and_then(|c| c.docker.as_ref());
+        from.into_iter().chain(to).collect()
     }
     fn effect(&self) -> Effect {
         Effect::Mutating
@@ -1014,6 +1029,7 @@ impl ActionParams for SnapshotParams {
     fn shape(&self) -> Shape {
         Shape::Object(&[
             ("file", Shape::Text),
+            ("copied_to", Shape::Text),
             ("bytes", Shape::Bytes),
             ("sha256", Shape::Text),
             ("rdb_version", Shape::Number),
@@ -1037,6 +1053,13 @@ impl ActionParams for SnapshotParams {
                 self.to.display()
             ),
         };
+        if let Some(copy) = &self.copy_to {
+            out.push_str(&format!(
+                "; copy it into `{}:{}`",
+                copy.container.display(),
+                copy.path.display()
+            ));
+        }
         if self.verify {
             out.push_str(&format!(
                 "; load it into a throwaway redis-server and compare {} keys with the source",
