@@ -73,3 +73,37 @@ fn an_older_target_cannot_load_a_newer_source_and_a_matching_pair_passes() {
     assert_eq!(plan.status.code(), Some(0), "{text}");
     assert!(text.contains("compatible: source redis 7.0"), "{text}");
 }
+
+#[tokio::test]
+async fn a_target_in_a_container_has_its_hosts_memory_and_free_disk_checked() {
+    let Some(engine) = redis_move_testbed::docker::engine().await else {
+        return;
+    };
+    let topo = redis_move_testbed::topology::Topology::start(&engine, 0).await;
+    let ws = Workspace::new(&format!(
+        "version: 1\nname: capacity\ntargets:\n  engine: {{ docker: {{}} }}\n  src: {{ redis: {{ url: \"{}\" }} }}\n  dst: {{ redis: {{ url: \"{}\", container: {{ docker: engine, name: \"{}\" }} }} }}\nphases:\n  - id: main\n    steps:\n      - id: replicate\n        redis.replicate: {{ target: dst, source: src, source_address: \"{}:6379\", timeout: 1min }}\n",
+        topo.source.host_url(),
+        topo.target.host_url(),
+        topo.target.name,
+        topo.source.name
+    ));
+    let plan = ws
+        .cmd(&["plan", "runbook.yaml", "--check", "--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    // The run records every finding in its journal, before it changes anything.
+    ws.run().success();
+    let journal = ws.journal().unwrap();
+    let found = journal["preflight"][0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(found.starts_with("compatible"), "{journal}");
+    assert!(text.contains("compatible"), "{text}");
+    // The findings line lists only what could not be told; with `df` in the image and
+    // the engine answering, nothing is left untold.
+    assert!(!found.contains("cannot tell"), "{found}");
+    assert!(found.contains("Engine MemTotal") && found.contains(" free in `/`"), "{found}");
+}

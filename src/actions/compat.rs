@@ -25,6 +25,50 @@ use crate::value::Value;
 /// Headroom a target needs above the source's `used_memory` for a full sync.
 const MEMORY_HEADROOM: f64 = 1.1;
 
+/// What the Docker Engine says of the host a Redis runs on (its target names its
+/// container).
+#[derive(Clone, Debug, Default)]
+pub struct HostFacts {
+    /// The host's memory (Engine info `MemTotal`).
+    pub memory: f64,
+    /// Free bytes of the server's data directory (`df` in its container), when known.
+    pub disk_free: Option<f64>,
+    /// The data directory.
+    pub dir: String,
+}
+
+/// Reads the host facts of a Redis running in `container`.
+pub async fn host_facts(
+    docker: &crate::backend::docker::DockerBackend,
+    container: &str,
+    redis: &RedisBackend,
+) -> Result<HostFacts, BackendError> {
+    let memory = docker.host_memory().await?;
+    let dir = redis
+        .config_text("dir")
+        .await
+        .unwrap_or_else(|_| "/data".into());
+    let df = docker
+        .exec(
+            container,
+            &["df".into(), "-Pk".into(), dir.clone()],
+            &[],
+            None,
+            None,
+        )
+        .await;
+    let disk_free = df.ok().filter(|o| o.exit_code == 0).and_then(|o| {
+        let line = o.stdout.lines().nth(1)?.to_owned();
+        let kb: f64 = line.split_whitespace().nth(3)?.parse().ok()?;
+        Some(kb * 1024.0)
+    });
+    Ok(HostFacts {
+        memory,
+        disk_free,
+        dir,
+    })
+}
+
 /// What redis-move learns of one server before a data-movement step.
 #[derive(Clone, Debug, Default)]
 pub struct ServerFacts {
@@ -185,8 +229,14 @@ fn reads(receiver: &ServerFacts, sender: &ServerFacts) -> Option<bool> {
     Some(receiver.rdb? >= sender.rdb?)
 }
 
-/// What the step's action needs of its source and target, judged from their facts.
-pub fn judge(action: &Action, source: &ServerFacts, target: &ServerFacts) -> Vec<Finding> {
+/// What the step's action needs of its source and target, judged from their facts (and
+/// the target's host, when its container is known).
+pub fn judge(
+    action: &Action,
+    source: &ServerFacts,
+    target: &ServerFacts,
+    host: Option<&HostFacts>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     let formats = format!("source {}, target {}", source.name(), target.name());
     match action {
@@ -245,6 +295,39 @@ pub fn judge(action: &Action, source: &ServerFacts, target: &ServerFacts) -> Vec
                         format_size(need)
                     ),
                 ));
+            }
+            match host {
+                Some(host) => {
+                    findings.push(finding(
+                        "the target's Docker host has the memory",
+                        Some(host.memory == 0.0 || host.memory >= need),
+                        format!(
+                            "Engine MemTotal {}, source used_memory {} (+10%: {})",
+                            format_size(host.memory),
+                            format_size(source.used_memory),
+                            format_size(need)
+                        ),
+                    ));
+                    findings.push(finding(
+                        "the target's data directory has the disk",
+                        host.disk_free.map(|free| free >= need),
+                        match host.disk_free {
+                            Some(free) => format!(
+                                "{} free in `{}`, source used_memory {} (+10%: {})",
+                                format_size(free),
+                                host.dir,
+                                format_size(source.used_memory),
+                                format_size(need)
+                            ),
+                            None => format!("`df` gave nothing for `{}` in the container", host.dir),
+                        },
+                    ));
+                }
+                None => findings.push(finding(
+                    "the target's data directory has the disk",
+                    None,
+                    "not checked: give the target's `container:` to check its host's memory and free disk".into(),
+                )),
             }
             findings.push(finding(
                 "persistence side by side",
@@ -332,20 +415,14 @@ pub fn summary(findings: &[Finding]) -> (bool, String) {
         .filter(|f| f.passed == Some(false))
         .collect();
     if failed.is_empty() {
-        let unknown: Vec<String> = findings
+        let parts: Vec<String> = findings
             .iter()
-            .filter(|f| f.passed.is_none())
-            .map(|f| format!("{}: cannot tell ({})", f.check, f.detail))
+            .map(|f| match f.passed {
+                None => format!("{}: cannot tell ({})", f.check, f.detail),
+                _ => f.detail.clone(),
+            })
             .collect();
-        let first = findings
-            .first()
-            .map(|f| f.detail.clone())
-            .unwrap_or_default();
-        let mut line = format!("compatible: {first}");
-        if !unknown.is_empty() {
-            line.push_str(&format!("; {}", unknown.join("; ")));
-        }
-        (false, line)
+        (false, format!("compatible: {}", parts.join("; ")))
     } else {
         (
             true,
@@ -363,9 +440,10 @@ pub async fn check_pair(
     action: &Action,
     source: &RedisBackend,
     target: &RedisBackend,
+    host: Option<&HostFacts>,
 ) -> Result<Vec<Finding>, ActionError> {
     let (source, target) = tokio::try_join!(facts(source), facts(target))?;
-    Ok(judge(action, &source, &target))
+    Ok(judge(action, &source, &target, host))
 }
 
 /// The compatibility of a data-movement step's servers, checked now: whether a check
@@ -381,8 +459,14 @@ pub async fn check_step(
     Some(
         async {
             let source = connections.redis(source, resolver).await?;
-            let target = connections.redis(target, resolver).await?;
-            let findings = check_pair(&step.action, &source, &target).await?;
+            let target_redis = connections.redis(target, resolver).await?;
+            let host = match connections.container_of(target, resolver).await? {
+                Some((docker, container)) if matches!(step.action, Action::RedisReplicate(_)) => {
+                    Some(host_facts(&docker, &container, &target_redis).await?)
+                }
+                _ => None,
+            };
+            let findings = check_pair(&step.action, &source, &target_redis, host.as_ref()).await?;
             Ok(summary(&findings))
         }
         .await,
@@ -441,12 +525,39 @@ mod tests {
         let replicate = &runbook.step("r").unwrap().action;
         let promote = &runbook.step("p").unwrap().action;
         let (old, new) = (server("7.0.15"), server("7.4.1"));
-        let (failed, why) = summary(&judge(promote, &old, &new));
+        let (failed, why) = summary(&judge(promote, &old, &new, None));
         assert!(failed, "{why}");
         assert!(why.contains("cannot follow the new one"), "{why}");
-        assert!(!summary(&judge(replicate, &old, &new)).0);
-        let (failed, why) = summary(&judge(replicate, &new, &old));
+        assert!(!summary(&judge(replicate, &old, &new, None)).0);
+        let (failed, why) = summary(&judge(replicate, &new, &old, None));
         assert!(failed && why.contains("cannot load"), "{why}");
-        assert!(!summary(&judge(promote, &old, &server("7.0.11"))).0);
+        assert!(!summary(&judge(promote, &old, &server("7.0.11"), None)).0);
+        // Capacity: a host or a disk too small for the source's dataset fails.
+        let big = ServerFacts {
+            used_memory: 4e9,
+            ..server("7.0.15")
+        };
+        let host = |memory: f64, disk: Option<f64>| HostFacts {
+            memory,
+            disk_free: disk,
+            dir: "/data".into(),
+        };
+        let target = server("7.0.15");
+        let fits = judge(replicate, &big, &target, Some(&host(16e9, Some(100e9))));
+        assert!(!summary(&fits).0, "{fits:?}");
+        let (failed, why) = summary(&judge(
+            replicate,
+            &big,
+            &target,
+            Some(&host(16e9, Some(1e9))),
+        ));
+        assert!(failed && why.contains("has the disk"), "{why}");
+        let (failed, why) = summary(&judge(
+            replicate,
+            &big,
+            &target,
+            Some(&host(2e9, Some(100e9))),
+        ));
+        assert!(failed && why.contains("has the memory"), "{why}");
     }
 }

@@ -97,6 +97,24 @@ impl Connections {
         Ok(pool)
     }
 
+    /// The Docker Engine and container a Redis target runs in, when its target says.
+    pub async fn container_of(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+    ) -> Result<Option<(DockerBackend, String)>, ActionError> {
+        let Some(container) = &self.redis_spec(target)?.container else {
+            return Ok(None);
+        };
+        let docker = self
+            .docker(
+                container.docker.as_ref().map(|d| d.value.as_str()),
+                resolver,
+            )
+            .await?;
+        Ok(Some((docker, resolver.resolve(&container.name)?)))
+    }
+
     /// What the backend needs to reach the Redis target `target`.
     pub fn endpoint_of(
         &self,

@@ -176,6 +176,21 @@ pub struct RedisTargetSpec {
     /// TLS settings for `rediss://`.
     #[serde(default)]
     pub tls: Option<RedisTls>,
+    /// The container this Redis runs in, when it does: the pre-flight then reads its
+    /// host's memory (Engine info) and the free disk of its data directory.
+    #[serde(default)]
+    pub container: Option<RedisContainer>,
+}
+
+/// Where a Redis target runs: a container of a Docker target.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RedisContainer {
+    /// The Docker target (default: the local engine).
+    #[serde(default)]
+    pub docker: Option<Spanned<String>>,
+    /// The container's name.
+    pub name: Template,
 }
 
 /// TLS settings of a Redis target.

@@ -221,6 +221,14 @@ impl Validator {
                 },
             );
         }
+        // Where a Redis target runs names a Docker target (known once all are read).
+        for target in spec.targets.values() {
+            if let Some(TargetSpec::Redis(redis)) = target.get().map(|t| &t.value)
+                && let Some(docker) = redis.container.as_ref().and_then(|c| c.docker.as_ref())
+            {
+                self.check_target_ref(docker, TargetKind::Docker, "container");
+            }
+        }
         targets
     }
 

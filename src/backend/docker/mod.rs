@@ -253,6 +253,16 @@ impl DockerBackend {
         Ok(format!("{}/{file_name}", dir.trim_end_matches('/')))
     }
 
+    /// The engine host's total memory, in bytes (Engine info `MemTotal`).
+    pub async fn host_memory(&self) -> Result<f64, BackendError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| docker_error(&self.endpoint, e))?;
+        Ok(info.mem_total.unwrap_or(0) as f64)
+    }
+
     /// Names of the containers matching `selection` (sorted).
     pub async fn matching_names(&self, selection: &Selection) -> Result<Vec<String>, BackendError> {
         let mut filters = std::collections::HashMap::new();

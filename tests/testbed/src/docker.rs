@@ -50,6 +50,10 @@ pub async fn redis_image(docker: &Docker) -> TestImage {
     if let Some(cli) = which("redis-cli") {
         files.push((cli.clone(), cli));
     }
+    // `df`, for the pre-flight's free-disk check of the data directory.
+    if let Some(df) = which("df") {
+        files.push((df.clone(), df));
+    }
     // A shell, for CMD-SHELL health checks and `docker exec ... sh -c`.
     if let Some(sh) = which("dash").or_else(|| which("sh")) {
         let real = std::fs::canonicalize(&sh).unwrap_or(sh);
