@@ -364,3 +364,50 @@ fn every_vars_file_fits_its_runbook() {
     }
     assert!(checked >= 5, "{checked} vars files");
 }
+
+#[test]
+fn an_unknown_from_step_or_approved_gate_is_a_usage_error_before_anything_runs() {
+    let state = tempfile::tempdir().unwrap();
+    for (flag, given, meant) in [("--from", "promot", "promote"), ("--approve", "goo", "go")] {
+        redis_move()
+            .args(["run", RUNBOOK, flag, given, "--state-dir"])
+            .arg(state.path())
+            .env("REDIS_PASSWORD", "x")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!(
+                "`{flag} {given}` names no"
+            )))
+            .stderr(predicate::str::contains(format!("did you mean `{meant}`?")));
+    }
+    // Nothing ran: no run was even journaled.
+    assert!(
+        !state.path().join("runs").exists()
+            || std::fs::read_dir(state.path().join("runs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn a_mutating_selection_that_resolves_to_every_container_is_refused_at_run_time() {
+    // The name comes from the environment, empty: validation cannot see it, the run
+    // refuses it before asking the engine for anything.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        "version: 1\nname: sel\ntargets:\n  host: { docker: { host: \"unix:///nonexistent.sock\" } }\nphases:\n  - id: p\n    steps:\n      - id: stop\n        docker.stop: { name: \"${env.REDIS_MOVE_TEST_WORKERS}\" }\n",
+    )
+    .unwrap();
+    let mut cmd = Command::cargo_bin("redis-move").unwrap();
+    cmd.current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("REDIS_MOVE_TEST_WORKERS", "")
+        .args(["run", "runbook.yaml", "--no-progress"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "refused: the selection would take every container of the engine (`name` resolved to ``)",
+        ));
+}

@@ -105,5 +105,8 @@ async fn a_target_in_a_container_has_its_hosts_memory_and_free_disk_checked() {
     // The findings line lists only what could not be told; with `df` in the image and
     // the engine answering, nothing is left untold.
     assert!(!found.contains("cannot tell"), "{found}");
-    assert!(found.contains("Engine MemTotal") && found.contains(" free in `/`"), "{found}");
+    assert!(
+        found.contains("Engine MemTotal") && found.contains(" free in `/`"),
+        "{found}"
+    );
 }

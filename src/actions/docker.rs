@@ -51,6 +51,34 @@ fn selection(
     })
 }
 
+/// The containers a mutating step selects; refused when, once its templates are
+/// resolved, it would take every container of the engine (no labels, and a `name` that
+/// is empty or matches every name) and the step does not say `all: true`.
+fn guarded_selection(
+    name: Option<&Template>,
+    labels: &indexmap::IndexMap<String, String>,
+    state: Option<ContainerState>,
+    all: bool,
+    resolver: &Resolver<'_>,
+) -> Result<Selection, ActionError> {
+    let selection = selection(name, labels, state, resolver)?;
+    let every = selection.labels.is_empty()
+        && selection
+            .name
+            .as_ref()
+            .is_none_or(crate::runbook::action::matches_every_name);
+    if every && !all {
+        let shown = match &selection.name {
+            Some(regex) => format!("`name` resolved to `{}`", regex.as_str()),
+            None => "no `name` and no `labels`".to_owned(),
+        };
+        return Err(ActionError::config(format!(
+            "refused: the selection would take every container of the engine ({shown}); check the vars, or say `all: true` if that is meant"
+        )));
+    }
+    Ok(selection)
+}
+
 /// Exactly the container called `name`.
 fn exactly(name: &str) -> Result<Selection, ActionError> {
     Ok(Selection {
@@ -89,10 +117,9 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
     let r = act.resolver();
     Ok(match &act.step.action {
         Action::DockerRecreate(p) => {
+            let sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
             let docker = act.docker().await?;
-            let names = docker
-                .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
-                .await?;
+            let names = docker.matching_names(&sel).await?;
             let mut stopped = Vec::new();
             for name in &names {
                 if !docker.is_running(name).await? {
@@ -105,18 +132,17 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
             })
         }
         Action::DockerStop(p) => {
+            let mut sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
             let docker = act.docker().await?;
-            let mut sel = selection(p.name.as_ref(), &p.labels, p.state, r)?;
             sel.state = Some("running".into());
             Some(Captured::Changed {
                 names: docker.matching_names(&sel).await?,
             })
         }
         Action::DockerStart(p) => {
+            let sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
             let docker = act.docker().await?;
-            let names = docker
-                .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
-                .await?;
+            let names = docker.matching_names(&sel).await?;
             let mut stopped = Vec::new();
             for name in names {
                 if !docker.is_running(&name).await? {
@@ -150,7 +176,13 @@ pub async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
                 Some(Captured::Changed { names }) => names.clone(),
                 _ => {
                     docker
-                        .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
+                        .matching_names(&guarded_selection(
+                            p.name.as_ref(),
+                            &p.labels,
+                            p.state,
+                            p.all,
+                            r,
+                        )?)
                         .await?
                 }
             };
@@ -159,14 +191,26 @@ pub async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         }
         Action::DockerStart(p) => {
             let names = docker
-                .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
+                .matching_names(&guarded_selection(
+                    p.name.as_ref(),
+                    &p.labels,
+                    p.state,
+                    p.all,
+                    r,
+                )?)
                 .await?;
             docker.start(&names).await?;
             Ok(changed_value(names))
         }
         Action::DockerRestart(p) => {
             let names = docker
-                .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
+                .matching_names(&guarded_selection(
+                    p.name.as_ref(),
+                    &p.labels,
+                    p.state,
+                    p.all,
+                    r,
+                )?)
                 .await?;
             docker.restart(&names, p.timeout.map(|t| t.0)).await?;
             Ok(changed_value(names))
@@ -187,7 +231,13 @@ pub async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         }
         Action::DockerRemove(p) => {
             let names = docker
-                .matching_names(&selection(p.name.as_ref(), &p.labels, p.state, r)?)
+                .matching_names(&guarded_selection(
+                    p.name.as_ref(),
+                    &p.labels,
+                    p.state,
+                    false,
+                    r,
+                )?)
                 .await?;
             docker.remove(&names, p.force).await?;
             Ok(changed_value(names))

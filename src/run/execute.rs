@@ -303,6 +303,59 @@ pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit 
     )
 }
 
+/// `--from` must name a step of the runbook's phases and each `--approve` a gate or a
+/// manual step (or a phase's rollback-targets question): a typo would otherwise run
+/// every step from the first, or stop at the gate it meant to approve.
+fn check_names(runbook: &Runbook, from: Option<&str>, approve: &[String]) -> Result<(), Exit> {
+    let steps: Vec<&crate::runbook::model::Step> =
+        runbook.phases.iter().flat_map(|p| p.steps.iter()).collect();
+    let unknown = |flag: &str, given: &str, what: &str, known: &[String]| {
+        let hint = crate::runbook::de::did_you_mean(given, known.iter().map(String::as_str))
+            .map(|m| format!("; did you mean `{m}`?"))
+            .unwrap_or_default();
+        eprintln!(
+            "error: `{flag} {given}` names no {what} of `{}`{hint}",
+            runbook.name
+        );
+        Err(Exit::Usage)
+    };
+    if let Some(from) = from {
+        let ids: Vec<String> = steps.iter().map(|s| s.id.clone()).collect();
+        if !ids.iter().any(|id| id == from) {
+            return unknown("--from", from, "step", &ids);
+        }
+    }
+    let decisions: Vec<String> = steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.action,
+                crate::runbook::action::Action::Gate(_) | crate::runbook::action::Action::Manual(_)
+            )
+        })
+        .map(|s| s.id.clone())
+        .chain(
+            runbook
+                .phases
+                .iter()
+                .map(|p| format!("{}.rollback-targets", p.id)),
+        )
+        .chain(
+            runbook
+                .rollback
+                .iter()
+                .filter(|s| matches!(s.action, crate::runbook::action::Action::Manual(_)))
+                .map(|s| s.id.clone()),
+        )
+        .collect();
+    for gate in approve {
+        if !decisions.iter().any(|d| d == gate) {
+            return unknown("--approve", gate, "gate or manual step", &decisions);
+        }
+    }
+    Ok(())
+}
+
 fn execute(
     runbook: Runbook,
     state: StateDir,
@@ -311,6 +364,9 @@ fn execute(
     options: RunOptions,
     resumed: bool,
 ) -> Exit {
+    if let Err(exit) = check_names(&runbook, options.from_step.as_deref(), &exec.approve) {
+        return exit;
+    }
     let run_id = journal.run_id.clone();
     let base = base_dir(&runbook);
     let secrets = match check_secrets(&runbook, &base) {

@@ -106,6 +106,51 @@ macro_rules! docker_target {
     };
 }
 
+/// Whether a container-name regex matches every name: it matches the empty text (an
+/// empty pattern, `.*`, `^`), so it finds a match in any name.
+pub fn matches_every_name(regex: &regex::Regex) -> bool {
+    regex.is_match("")
+}
+
+/// A mutating action's selection must not take every container of the engine by
+/// accident: with no `labels`, its `name` must be given and must not match every name,
+/// unless the step says `all: true`.
+fn check_mutating_selection(
+    name: Option<&Template>,
+    labels: &IndexMap<String, String>,
+    all: Option<bool>,
+) -> Vec<(&'static str, String)> {
+    if all == Some(true) || !labels.is_empty() {
+        return Vec::new();
+    }
+    let every = match name {
+        None => Some("it has neither `name:` nor `labels:`".to_owned()),
+        Some(template) => template
+            .as_literal()
+            .and_then(|text| {
+                crate::runbook::expect::compile_regex(text)
+                    .ok()
+                    .map(|r| (text, r))
+            })
+            .filter(|(_, r)| matches_every_name(r))
+            .map(|(text, _)| format!("`name: \"{text}\"` matches every container name")),
+    };
+    match every {
+        Some(why) => vec![(
+            "name",
+            format!(
+                "it would act on every container of the engine: {why}; narrow it{}",
+                if all.is_some() {
+                    ", or say `all: true` if that is meant"
+                } else {
+                    ""
+                }
+            ),
+        )],
+        None => Vec::new(),
+    }
+}
+
 fn check_name_regex(name: Option<&Template>) -> Vec<(&'static str, String)> {
     match name.and_then(Template::as_literal) {
         Some(text) => check_regex(text)
@@ -603,6 +648,10 @@ impl ActionParams for RemoveVolumeParams {
 container_params! {
     /// `docker.stop`: stop matching containers in parallel.
     StopParams {
+        /// Act on every container the selection matches even when it matches every
+        /// container of the engine (an empty or match-all `name`, no `labels`).
+        #[serde(default)]
+        pub all: bool,
         /// Grace period before SIGKILL (Docker's default is 10s).
         #[serde(default)]
         pub timeout: Option<RunbookDuration>,
@@ -628,13 +677,24 @@ impl ActionParams for StopParams {
         out
     }
     fn check(&self) -> Vec<(&'static str, String)> {
-        check_name_regex(self.name.as_ref())
+        let mut problems = check_name_regex(self.name.as_ref());
+        problems.extend(check_mutating_selection(
+            self.name.as_ref(),
+            &self.labels,
+            Some(self.all),
+        ));
+        problems
     }
 }
 
 container_params! {
     /// `docker.start`: start matching containers in parallel.
-    StartParams {}
+    StartParams {
+        /// Act on every container the selection matches even when it matches every
+        /// container of the engine (an empty or match-all `name`, no `labels`).
+        #[serde(default)]
+        pub all: bool,
+    }
 }
 
 impl ActionParams for StartParams {
@@ -652,13 +712,23 @@ impl ActionParams for StartParams {
         format!("start {}", self.selection())
     }
     fn check(&self) -> Vec<(&'static str, String)> {
-        check_name_regex(self.name.as_ref())
+        let mut problems = check_name_regex(self.name.as_ref());
+        problems.extend(check_mutating_selection(
+            self.name.as_ref(),
+            &self.labels,
+            Some(self.all),
+        ));
+        problems
     }
 }
 
 container_params! {
     /// `docker.restart`: restart matching containers in parallel.
     RestartParams {
+        /// Act on every container the selection matches even when it matches every
+        /// container of the engine (an empty or match-all `name`, no `labels`).
+        #[serde(default)]
+        pub all: bool,
         /// Grace period before SIGKILL.
         #[serde(default)]
         pub timeout: Option<RunbookDuration>,
@@ -681,7 +751,13 @@ impl ActionParams for RestartParams {
         format!("restart {}", self.selection())
     }
     fn check(&self) -> Vec<(&'static str, String)> {
-        check_name_regex(self.name.as_ref())
+        let mut problems = check_name_regex(self.name.as_ref());
+        problems.extend(check_mutating_selection(
+            self.name.as_ref(),
+            &self.labels,
+            Some(self.all),
+        ));
+        problems
     }
 }
 
@@ -690,6 +766,10 @@ container_params! {
     /// and/or image changed; everything else (labels, mounts, networks, restart policy)
     /// is kept.
     RecreateParams {
+        /// Act on every container the selection matches even when it matches every
+        /// container of the engine (an empty or match-all `name`, no `labels`).
+        #[serde(default)]
+        pub all: bool,
         /// Environment variables to set (others are kept).
         #[serde(default)]
         pub env: IndexMap<String, Template>,
@@ -729,6 +809,11 @@ impl ActionParams for RecreateParams {
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = check_name_regex(self.name.as_ref());
+        problems.extend(check_mutating_selection(
+            self.name.as_ref(),
+            &self.labels,
+            Some(self.all),
+        ));
         if self.env.is_empty() && self.image.is_none() {
             problems.push((
                 "env",
@@ -770,6 +855,12 @@ impl ActionParams for RemoveParams {
                 "name",
                 "`docker.remove` needs `name:` or `labels:`; it never removes every container"
                     .into(),
+            ));
+        } else {
+            problems.extend(check_mutating_selection(
+                self.name.as_ref(),
+                &self.labels,
+                None,
             ));
         }
         problems
