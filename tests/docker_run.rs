@@ -269,3 +269,37 @@ async fn a_successful_recreate_removes_the_parked_originals() {
         "recreating with the env a container already has is a no-op"
     );
 }
+
+#[tokio::test]
+async fn plan_check_lists_the_containers_a_change_would_act_on() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let topo = redis_move_testbed::topology::Topology::start(&engine, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            "version: 1\nname: sel\nvars:\n  workers: \"{}\"\ntargets:\n  host: {{ docker: {{}} }}\nphases:\n  - id: p\n    steps:\n      - id: stop\n        docker.stop: {{ name: \"${{vars.workers}}\" }}\n",
+            topo.worker_pattern()
+        ),
+    )
+    .unwrap();
+    let out = Command::cargo_bin("redis-move")
+        .unwrap()
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .args(["plan", "runbook.yaml", "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("would act on 2 containers now:"), "{text}");
+    for worker in &topo.workers {
+        assert!(text.contains(worker.as_str()), "{text}");
+    }
+    // Nothing was stopped.
+    for worker in &topo.workers {
+        assert_eq!(inspect(worker, "{{.State.Running}}"), "true");
+    }
+}

@@ -382,6 +382,36 @@ pub async fn discard(act: &Act<'_>) -> Result<(), ActionError> {
     Ok(())
 }
 
+/// The containers a mutating Docker step would act on now (`plan --check`); `None` for
+/// other steps. Nothing is changed.
+pub async fn would_change(
+    action: &Action,
+    target: Option<&str>,
+    ctx: &ProbeContext<'_>,
+) -> Option<Result<Vec<String>, ActionError>> {
+    let r = &ctx.resolver;
+    let selected = match action {
+        Action::DockerStop(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r),
+        Action::DockerStart(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r),
+        Action::DockerRestart(p) => {
+            guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)
+        }
+        Action::DockerRecreate(p) => {
+            guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)
+        }
+        Action::DockerRemove(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, false, r),
+        _ => return None,
+    };
+    Some(
+        async {
+            let selection = selected?;
+            let docker = ctx.connections.docker(target, r).await?;
+            Ok(docker.matching_names(&selection).await?)
+        }
+        .await,
+    )
+}
+
 /// Runs a read-only Docker action.
 pub async fn probe(
     action: &Action,

@@ -75,7 +75,7 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
 }
 
 /// For a change that is not run: how many keys a copy or a delete would touch (counted
-/// now with SCAN), and whether the servers of a replicate, promote, copy or verify fit
+/// now with SCAN), which containers a Docker change would act on, and whether the servers of a replicate, promote, copy or verify fit
 /// it (versions, permissions, capacity). Nothing is changed.
 async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
     let counted = count_keys(step, ctx).await;
@@ -93,6 +93,32 @@ async fn estimate(step: &Step, ctx: &ProbeContext<'_>) -> Option<LiveCheck> {
         Some(Err(e)) => {
             status = LiveStatus::Error;
             parts.push(format!("could not count the keys: {e}"));
+        }
+        None => {}
+    }
+    match crate::actions::docker::would_change(&step.action, step.target.as_deref(), ctx).await {
+        Some(Ok(names)) => {
+            value = Some(format!("{} containers", names.len()));
+            let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+            parts.push(format!(
+                "would act on {} containers now: {}{}",
+                names.len(),
+                shown.join(", "),
+                if names.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        Some(Err(e)) => {
+            let text = e.to_string();
+            status = if text.starts_with("refused") {
+                LiveStatus::Failed
+            } else {
+                LiveStatus::Error
+            };
+            parts.push(format!("could not list the containers: {text}"));
         }
         None => {}
     }
