@@ -28,6 +28,26 @@ pub fn mask_url_passwords(text: &str) -> String {
         .into_owned()
 }
 
+/// `%XX` sequences decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Replaces known secret values in text.
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {
@@ -41,6 +61,23 @@ impl Redactor {
             self.secrets.push(secret.to_owned());
             // Longest first, so that a secret containing another is masked whole.
             self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Remembers the passwords written literally in the URLs of `text` (and their
+    /// percent-decoded form): redis-move hands them to servers (`masterauth`), which
+    /// may show them back outside a URL. References (`${secrets.x}`) are left to the
+    /// secrets they name.
+    pub fn add_url_passwords(&mut self, text: &str) {
+        let found: Vec<String> = URL_PASSWORD
+            .captures_iter(text)
+            .map(|caps| caps["password"].to_owned())
+            .filter(|p| !p.contains("${"))
+            .collect();
+        for password in found {
+            let decoded = percent_decode(&password);
+            self.add(&password);
+            self.add(&decoded);
         }
     }
 
@@ -58,6 +95,19 @@ impl Redactor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn literal_url_passwords_are_masked_anywhere_once_known() {
+        let mut redactor = super::Redactor::default();
+        redactor.add_url_passwords(
+            "redis://:p%40ss%25w0rd%3ASECRET@h:1 and redis://:${secrets.pw}@h:2",
+        );
+        assert_eq!(
+            redactor.redact("masterauth p@ss%w0rd:SECRET and p%40ss%25w0rd%3ASECRET"),
+            "masterauth **** and ****"
+        );
+        assert_eq!(redactor.redact("${secrets.pw}"), "${secrets.pw}");
+    }
+
     use super::*;
 
     #[test]

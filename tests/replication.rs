@@ -457,3 +457,90 @@ phases:
     );
     assert_eq!(source.cli(&["EXISTS", "late"]).trim(), "0");
 }
+
+#[test]
+fn a_promote_whose_target_replicates_another_server_changes_nothing() {
+    let source = RedisServer::start_with(Some("Repl-Pw-5"), &["--enable-debug-command", "yes"]);
+    let other = RedisServer::start_with(Some("Repl-Pw-5"), &["--enable-debug-command", "yes"]);
+    let target = RedisServer::start_with(Some("Repl-Pw-5"), &["--masterauth", "Repl-Pw-5"]);
+    source.cli(&["DEBUG", "POPULATE", "2900", "mine", "8"]);
+    other.cli(&["DEBUG", "POPULATE", "100", "theirs", "8"]);
+    target.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            "version: 1\nname: repl\nsecrets:\n  pw: {{ env: REPL_PW }}\ntargets:\n  old: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\n  new: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: cutover\n    steps:\n      - id: promote\n        redis.promote: {{ target: new, source: old, reverse: true, timeout: 30s }}\n",
+            source.port, target.port
+        ),
+    )
+    .unwrap();
+    let output = spawn(dir.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not replicate the source"), "{stderr}");
+    assert!(source.cli(&["INFO", "replication"]).contains("role:master"));
+    assert_eq!(
+        source.cli(&["DBSIZE"]).trim(),
+        "2900",
+        "the source kept its data"
+    );
+    assert_eq!(
+        source
+            .cli(&["CONFIG", "GET", "min-replicas-to-write"])
+            .lines()
+            .nth(1),
+        Some("0"),
+        "not left fenced"
+    );
+}
+
+#[test]
+fn a_password_written_in_a_url_stays_masked_when_a_server_shows_it_back() {
+    let source = RedisServer::start_with(Some("Lit%Pw:42"), &[]);
+    let target = RedisServer::start_with(Some("Lit%Pw:42"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("runbook.yaml"),
+        format!(
+            "version: 1\nname: repl\ntargets:\n  old: {{ redis: {{ url: \"redis://:Lit%25Pw%3A42@127.0.0.1:{}\" }} }}\n  new: {{ redis: {{ url: \"redis://:Lit%25Pw%3A42@127.0.0.1:{}\" }} }}\nphases:\n  - id: p\n    steps:\n      - id: replicate\n        redis.replicate: {{ target: new, source: old, timeout: 1min }}\n      - id: readback\n        redis.command: {{ target: new, args: [CONFIG, GET, masterauth], read_only: true }}\n",
+            source.port, target.port
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+        .current_dir(dir.path())
+        .args(["run", "runbook.yaml", "--no-progress", "-vv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("readback"), "{stderr}");
+    let mut texts = vec![stderr.into_owned()];
+    for entry in walk(&dir.path().join(".redis-move")) {
+        texts.push(std::fs::read_to_string(entry).unwrap_or_default());
+    }
+    for text in &texts {
+        assert!(
+            !text.contains("Lit%Pw:42"),
+            "decoded password leaked: {text}"
+        );
+        assert!(
+            !text.contains("Lit%25Pw%3A42"),
+            "encoded password leaked: {text}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

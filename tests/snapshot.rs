@@ -185,3 +185,18 @@ async fn a_bgsave_snapshot_of_a_server_in_a_container_is_read_through_the_engine
         5000,
     );
 }
+
+#[test]
+fn a_snapshot_is_verified_in_the_targets_database_and_counted_in_every_other() {
+    let source = RedisServer::start_with(Some(PASSWORD), &["--enable-debug-command", "yes"]);
+    source.cli(&["-n", "3", "DEBUG", "POPULATE", "50", "in3", "8"]);
+    source.cli(&["-n", "5", "SET", "other", "db"]);
+    let ws = Workspace::new(&format!(
+        "version: 1\nname: snap\nsecrets:\n  pw: {{ env: SNAP_PW }}\ntargets:\n  src: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}/3\" }} }}\nphases:\n  - id: main\n    steps:\n      - id: snap\n        redis.snapshot: {{ target: src, to: snapshots }}\n",
+        source.port
+    ))
+    .with_env("SNAP_PW", PASSWORD);
+    ws.run().success();
+    assert_eq!(ws.value_number("snap", "keys"), 50.0);
+    assert_eq!(ws.value_number("snap", "changed"), 0.0);
+}

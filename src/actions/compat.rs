@@ -56,8 +56,10 @@ pub async fn host_facts(
             None,
             None,
         )
-        .await;
-    let disk_free = df.ok().filter(|o| o.exit_code == 0).and_then(|o| {
+        .await
+        // A container that does not exist (a typo) is an error, not a disk left unchecked.
+        .map_err(|e| BackendError::Command(format!("container `{container}`: {e}")))?;
+    let disk_free = Some(df).filter(|o| o.exit_code == 0).and_then(|o| {
         let line = o.stdout.lines().nth(1)?.to_owned();
         let kb: f64 = line.split_whitespace().nth(3)?.parse().ok()?;
         Some(kb * 1024.0)

@@ -105,6 +105,21 @@ impl Secrets {
         redactor
     }
 
+    /// [`Secrets::redactor`], plus the passwords written literally in `runbook`'s Redis
+    /// targets (in their URLs, or as `password:`).
+    pub fn redactor_for(&self, runbook: &crate::runbook::model::Runbook) -> Redactor {
+        let mut redactor = self.redactor();
+        for target in runbook.targets.values() {
+            if let crate::runbook::spec::TargetSpec::Redis(spec) = &target.spec {
+                redactor.add_url_passwords(&spec.url.value.source());
+                if let Some(password) = spec.password.as_ref().and_then(Template::as_literal) {
+                    redactor.add(password);
+                }
+            }
+        }
+        redactor
+    }
+
     fn get(&self, name: &str) -> Result<&str, ResolveError> {
         match self.values.get(name) {
             Some(v) => Ok(v),

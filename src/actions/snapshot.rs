@@ -294,7 +294,8 @@ fn local_redis_server() -> Option<PathBuf> {
 }
 
 /// Loads the RDB `file` into a throwaway `redis-server` and compares it with `source`:
-/// key counts per type, and `sample` keys (type, TTL, value); differences beyond the
+/// key counts per type and `sample` keys (type, TTL, value) in the source's database,
+/// and key counts in every other database; differences beyond the
 /// share `allowed` (of all keys for the counts, of the sample) are listed in
 /// [`Checked::beyond`]. A file that does not load (truncated, corrupted: its checksum is
 /// checked) is an error. `age` is how long ago the snapshot was taken (TTLs may have
@@ -354,8 +355,18 @@ pub async fn verify_file(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| ActionError::config(format!("cannot start {}: {e}", binary.display())))?;
-    let endpoint = RedisEndpoint::new(format!("unix://{}", socket.display()));
+    let mut endpoint = RedisEndpoint::new(format!("unix://{}", socket.display()));
+    endpoint.db = u32::try_from(source.db).ok().filter(|db| *db > 0);
+    let spawned = std::time::Instant::now();
     let snapshot = loop {
+        // redis-server opens its socket before it loads the data.
+        if !socket.exists() && spawned.elapsed() > Duration::from_secs(60) {
+            return Err(BackendError::Command(format!(
+                "{} did not open its socket within 60s",
+                binary.display()
+            ))
+            .into());
+        }
         if let Ok(Some(status)) = server.try_wait() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let why: Vec<&str> = tail
@@ -381,6 +392,48 @@ pub async fn verify_file(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Every other database: keys counted on both sides (INFO keyspace).
+    let (all_mine, all_theirs) = tokio::try_join!(
+        snapshot.info_sections(Some("keyspace")),
+        source.info_sections(Some("keyspace"))
+    )?;
+    let keys_per_db =
+        |sections: &BTreeMap<String, BTreeMap<String, Value>>| -> BTreeMap<String, u64> {
+            sections
+                .get("keyspace")
+                .map(|k| {
+                    k.iter()
+                        .map(|(db, v)| {
+                            let keys = match v.field("keys") {
+                                Some(Value::Number(n)) => *n as u64,
+                                _ => 0,
+                            };
+                            (db.clone(), keys)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+    let (dbs_mine, dbs_theirs) = (keys_per_db(&all_mine), keys_per_db(&all_theirs));
+    let own_db = format!("db{}", source.db);
+    let mut other_dbs = Vec::new();
+    let mut other_changed = 0u64;
+    let mut other_total = 0u64;
+    let names: std::collections::BTreeSet<&String> =
+        dbs_mine.keys().chain(dbs_theirs.keys()).collect();
+    for db in names.into_iter().filter(|db| **db != own_db) {
+        let (a, b) = (
+            dbs_mine.get(db).copied().unwrap_or(0),
+            dbs_theirs.get(db).copied().unwrap_or(0),
+        );
+        other_total += b;
+        if a != b {
+            other_changed += a.abs_diff(b);
+            other_dbs.push(format!(
+                "{a} keys in {db} of the snapshot, {b} on the source"
+            ));
+        }
+    }
     let (mine, theirs) = tokio::try_join!(type_counts(&snapshot), type_counts(source))?;
     let mut checked = Checked {
         keys: mine.values().sum(),
@@ -404,6 +457,10 @@ pub async fn verify_file(
     // Writers create and drop keys of every type; the share is of all keys.
     if checked.changed > allowed.of(checked.source_keys) {
         checked.beyond.extend(counted_apart);
+    }
+    checked.changed += other_changed;
+    if other_changed > allowed.of(other_total) {
+        checked.beyond.extend(other_dbs);
     }
     let plan = VerifyPlan {
         pattern: "*".into(),

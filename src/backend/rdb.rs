@@ -13,6 +13,26 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use super::BackendError;
 use super::redis::RedisEndpoint;
 
+/// How long the stream may stay silent: while it prepares the RDB the server sends a
+/// newline every second, and then the data flows.
+const SILENCE: Duration = Duration::from_secs(60);
+
+/// One read of the stream, failing after [`SILENCE`] without a byte.
+async fn read_some(
+    reader: &mut BufReader<Box<dyn Stream>>,
+    buf: &mut [u8],
+) -> Result<usize, BackendError> {
+    tokio::time::timeout(SILENCE, reader.read(buf))
+        .await
+        .map_err(|_| {
+            BackendError::Timeout(format!(
+                "the server sent nothing for {}s while streaming the RDB",
+                SILENCE.as_secs()
+            ))
+        })?
+        .map_err(|e| BackendError::Unreachable(format!("receiving the RDB: {e}")))
+}
+
 /// What was received or read: the file's size, SHA-256 and RDB format version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RdbFile {
@@ -146,7 +166,9 @@ pub async fn receive(
             None => command(&[b"AUTH", password.as_bytes()]),
         };
         write(&mut reader, &auth).await?;
-        let answer = reply_line(&mut reader).await?;
+        let answer = tokio::time::timeout(endpoint.timeout, reply_line(&mut reader))
+            .await
+            .map_err(|_| BackendError::Timeout("AUTH got no answer".into()))??;
         if !answer.starts_with('+') {
             return Err(BackendError::Command(format!(
                 "authentication refused: {}",
@@ -156,13 +178,20 @@ pub async fn receive(
     }
     // Redis 7+: the server streams only the RDB, not the command stream after it.
     write(&mut reader, &command(&[b"REPLCONF", b"rdb-only", b"1"])).await?;
-    let _ = reply_line(&mut reader).await?;
+    tokio::time::timeout(endpoint.timeout, reply_line(&mut reader))
+        .await
+        .map_err(|_| BackendError::Timeout("REPLCONF got no answer".into()))??;
     write(&mut reader, &command(&[b"SYNC"])).await?;
     // While the server prepares the RDB it sends newlines to keep the link alive.
     let header = loop {
-        let line = tokio::time::timeout(Duration::from_secs(3600), reply_line(&mut reader))
+        let line = tokio::time::timeout(SILENCE, reply_line(&mut reader))
             .await
-            .map_err(|_| BackendError::Timeout("the server sent no RDB".into()))??;
+            .map_err(|_| {
+                BackendError::Timeout(format!(
+                    "the server sent nothing for {}s instead of an RDB",
+                    SILENCE.as_secs()
+                ))
+            })??;
         if !line.is_empty() {
             break line;
         }
@@ -194,10 +223,7 @@ pub async fn receive(
             let mark = mark.as_bytes().to_vec();
             let mut tail: Vec<u8> = Vec::new();
             loop {
-                let n = reader
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| BackendError::Unreachable(format!("receiving the RDB: {e}")))?;
+                let n = read_some(&mut reader, &mut buf).await?;
                 if n == 0 {
                     return Err(BackendError::Unreachable(
                         "the server closed the connection before the end of the RDB".into(),
@@ -230,10 +256,7 @@ pub async fn receive(
                 .map_err(|_| BackendError::Unexpected(format!("SYNC answered `${header}`")))?;
             while written < total {
                 let want = ((total - written) as usize).min(buf.len());
-                let n = reader
-                    .read(&mut buf[..want])
-                    .await
-                    .map_err(|e| BackendError::Unreachable(format!("receiving the RDB: {e}")))?;
+                let n = read_some(&mut reader, &mut buf[..want]).await?;
                 if n == 0 {
                     return Err(BackendError::Unreachable(format!(
                         "the server closed the connection after {written} of {total} bytes"

@@ -26,6 +26,8 @@ pub struct RedisBackend {
     pub username: Option<String>,
     /// The password, if any (for `masterauth`).
     pub password: Option<String>,
+    /// The database the connection selected.
+    pub db: i64,
 }
 
 /// Where and how to reach one Redis server, every value resolved (the actions resolve
@@ -98,6 +100,7 @@ impl RedisBackend {
         }
         let username = settings.username().map(str::to_owned);
         let password = settings.password().map(str::to_owned);
+        let db = settings.db();
         info = info.set_redis_settings(settings);
         let address = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port)
@@ -154,6 +157,7 @@ impl RedisBackend {
             address,
             username,
             password,
+            db,
         })
     }
 

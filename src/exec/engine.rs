@@ -943,8 +943,13 @@ async fn run_phase(
                     stop = Some(PhaseEnd::Stop(RunOutcome::Failed {
                         step: step.id.clone(),
                         reason: format!(
-                            "it was interrupted while acting (`{}`), so its effect is unknown; check by hand, then `resume --rerun-interrupted` to run it again",
-                            step.action.name()
+                            "it was interrupted while acting (`{}`), so its effect is unknown; check by hand{}, then `resume --rerun-interrupted` to run it again (or `redis-move rollback`)",
+                            step.action.name(),
+                            if matches!(step.action, Action::RedisPromote(_)) {
+                                " (the source may still be paused, until its pause budget ends, or fenced: `min-replicas-to-write`)"
+                            } else {
+                                ""
+                            }
                         ),
                     }));
                     break;

@@ -24,7 +24,7 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let secrets = Secrets::load(&runbook.secrets, &base_dir);
-    let redactor = secrets.redactor();
+    let redactor = secrets.redactor_for(runbook);
     let connections = Connections::new(runbook);
     let mut values: HashMap<String, Value> = HashMap::new();
     let started = jiff::Timestamp::now();

@@ -398,7 +398,7 @@ fn execute(
     if let Some(stale) = &lock.stale {
         eprintln!("note: took over a lock left by a run that is gone ({stale})");
     }
-    let redactor = secrets.redactor();
+    let redactor = secrets.redactor_for(&runbook);
     let operator = Arc::new(RunOperator {
         approved: exec.approve.iter().cloned().collect::<HashSet<_>>(),
         yes: exec.yes,

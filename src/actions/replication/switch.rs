@@ -84,6 +84,7 @@ enum Hold {
 pub async fn switch(plan: &Switch<'_>, progress: ProgressFn<'_>) -> Result<Value, BackendError> {
     let deadline = Instant::now() + plan.timeout;
     wait_loaded(plan.new, deadline, progress).await?;
+    follows(plan.new, plan.old).await?;
     let Some(budget) = plan.drain else {
         let offset = wait_lag(plan.old, plan.new, 0.0, deadline, progress).await?;
         plan.new.replicaof(None).await?;
@@ -182,6 +183,29 @@ pub async fn switch(plan: &Switch<'_>, progress: ProgressFn<'_>) -> Result<Value
         value.number("rejected_writes", after.saturating_sub(before) as f64);
     }
     Ok(value.into())
+}
+
+/// Checks that `replica` replicates `primary` (same replication id): offsets of two
+/// unrelated streams mean nothing, and promoting a replica of another server would make
+/// the old primary throw its dataset away to follow it. Nothing is changed otherwise.
+async fn follows(replica: &RedisBackend, primary: &RedisBackend) -> Result<(), BackendError> {
+    let (mine, theirs) = (replica.replication().await?, primary.replication().await?);
+    let role = text(&mine, "role");
+    let (replica_id, primary_id) = (text(&mine, "master_replid"), text(&theirs, "master_replid"));
+    if role != "slave" || replica_id.is_empty() || replica_id != primary_id {
+        return Err(BackendError::Command(format!(
+            "the server to promote does not replicate the source (role {role}, following {}:{}, replication id {} where the source's is {}); nothing was changed: run `redis.replicate` first",
+            text(&mine, "master_host"),
+            text(&mine, "master_port"),
+            short_id(&replica_id),
+            short_id(&primary_id)
+        )));
+    }
+    Ok(())
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(8)]
 }
 
 /// Steps 3 to 6, with writers held off; the offset both servers agreed on.
@@ -454,6 +478,15 @@ pub async fn undo_promote(
     progress: ProgressFn<'_>,
 ) -> Result<String, BackendError> {
     let mut notes = Vec::new();
+    // A promote cut short (killed mid-drain) may have left the source paused: its
+    // writers wait no longer. Its fence is lifted with its settings below.
+    if source
+        .command(&["CLIENT".into(), "UNPAUSE".into()])
+        .await
+        .is_ok()
+    {
+        tracing::debug!("CLIENT UNPAUSE sent to the old primary");
+    }
     let source_info = source.replication().await?;
     let source_follows =
         text(&source_info, "role") == "slave" && text(&source_info, "master_link_status") == "up";

@@ -543,6 +543,21 @@ impl ActionParams for PromoteParams {
                     format!("`pause: {pause}` leaves no time to drain: give at least 100ms"),
                 ));
             }
+            // Should redis-move die mid-drain, writers wait out the whole pause.
+            if pause.0 > std::time::Duration::from_secs(600) {
+                problems.push((
+                    "pause",
+                    format!("`pause: {pause}` would leave writers waiting that long if redis-move died mid-drain: give at most 10min"),
+                ));
+            }
+            if let Some(timeout) = self.timeout
+                && pause.0 > timeout.0
+            {
+                problems.push((
+                    "pause",
+                    format!("`pause: {pause}` is longer than the step's `timeout: {timeout}`"),
+                ));
+            }
             if !self.drain {
                 problems.push((
                     "pause",
@@ -1076,6 +1091,12 @@ impl ActionParams for SnapshotParams {
             problems.push((
                 "method",
                 "`container` and `path` are for `method: bgsave`".to_owned(),
+            ));
+        }
+        if self.sample == Some(0) {
+            problems.push((
+                "sample",
+                "`sample: 0` compares nothing: give at least 1, or `verify: false`".to_owned(),
             ));
         }
         if !self.verify && (self.sample.is_some() || self.max_changed.is_some()) {
