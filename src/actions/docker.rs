@@ -79,6 +79,28 @@ fn guarded_selection(
     Ok(selection)
 }
 
+/// The guarded selection of a mutating Docker action (`None` for other actions).
+fn selection_of(
+    action: &Action,
+    resolver: &Resolver<'_>,
+) -> Option<Result<Selection, ActionError>> {
+    let (name, labels, state, all) = match action {
+        Action::DockerStop(p) => (p.name.as_ref(), &p.labels, p.state, p.all),
+        Action::DockerStart(p) => (p.name.as_ref(), &p.labels, p.state, p.all),
+        Action::DockerRestart(p) => (p.name.as_ref(), &p.labels, p.state, p.all),
+        Action::DockerRecreate(p) => (p.name.as_ref(), &p.labels, p.state, p.all),
+        Action::DockerRemove(p) => (p.name.as_ref(), &p.labels, p.state, false),
+        _ => return None,
+    };
+    Some(guarded_selection(name, labels, state, all, resolver))
+}
+
+/// The guarded selection of the step's mutating Docker action.
+fn selected(act: &Act<'_>) -> Result<Selection, ActionError> {
+    selection_of(&act.step.action, act.resolver())
+        .unwrap_or_else(|| Err(ActionError::config("not a container selection")))
+}
+
 /// Exactly the container called `name`.
 fn exactly(name: &str) -> Result<Selection, ActionError> {
     Ok(Selection {
@@ -116,8 +138,8 @@ fn changed_names(captured: Option<&Captured>) -> Vec<String> {
 pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
     let r = act.resolver();
     Ok(match &act.step.action {
-        Action::DockerRecreate(p) => {
-            let sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
+        Action::DockerRecreate(_) => {
+            let sel = selected(act)?;
             let docker = act.docker().await?;
             let names = docker.matching_names(&sel).await?;
             let mut stopped = Vec::new();
@@ -131,16 +153,16 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
                 stopped,
             })
         }
-        Action::DockerStop(p) => {
-            let mut sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
+        Action::DockerStop(_) => {
+            let mut sel = selected(act)?;
             let docker = act.docker().await?;
             sel.state = Some("running".into());
             Some(Captured::Changed {
                 names: docker.matching_names(&sel).await?,
             })
         }
-        Action::DockerStart(p) => {
-            let sel = guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)?;
+        Action::DockerStart(_) => {
+            let sel = selected(act)?;
             let docker = act.docker().await?;
             let names = docker.matching_names(&sel).await?;
             let mut stopped = Vec::new();
@@ -174,44 +196,18 @@ pub async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         Action::DockerStop(p) => {
             let names = match act.captured {
                 Some(Captured::Changed { names }) => names.clone(),
-                _ => {
-                    docker
-                        .matching_names(&guarded_selection(
-                            p.name.as_ref(),
-                            &p.labels,
-                            p.state,
-                            p.all,
-                            r,
-                        )?)
-                        .await?
-                }
+                _ => docker.matching_names(&selected(act)?).await?,
             };
             docker.stop(&names, p.timeout.map(|t| t.0)).await?;
             Ok(changed_value(names))
         }
-        Action::DockerStart(p) => {
-            let names = docker
-                .matching_names(&guarded_selection(
-                    p.name.as_ref(),
-                    &p.labels,
-                    p.state,
-                    p.all,
-                    r,
-                )?)
-                .await?;
+        Action::DockerStart(_) => {
+            let names = docker.matching_names(&selected(act)?).await?;
             docker.start(&names).await?;
             Ok(changed_value(names))
         }
         Action::DockerRestart(p) => {
-            let names = docker
-                .matching_names(&guarded_selection(
-                    p.name.as_ref(),
-                    &p.labels,
-                    p.state,
-                    p.all,
-                    r,
-                )?)
-                .await?;
+            let names = docker.matching_names(&selected(act)?).await?;
             docker.restart(&names, p.timeout.map(|t| t.0)).await?;
             Ok(changed_value(names))
         }
@@ -230,15 +226,7 @@ pub async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
             Ok(changed_value(changed))
         }
         Action::DockerRemove(p) => {
-            let names = docker
-                .matching_names(&guarded_selection(
-                    p.name.as_ref(),
-                    &p.labels,
-                    p.state,
-                    false,
-                    r,
-                )?)
-                .await?;
+            let names = docker.matching_names(&selected(act)?).await?;
             docker.remove(&names, p.force).await?;
             Ok(changed_value(names))
         }
@@ -390,18 +378,7 @@ pub async fn would_change(
     ctx: &ProbeContext<'_>,
 ) -> Option<Result<Vec<String>, ActionError>> {
     let r = &ctx.resolver;
-    let selected = match action {
-        Action::DockerStop(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r),
-        Action::DockerStart(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r),
-        Action::DockerRestart(p) => {
-            guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)
-        }
-        Action::DockerRecreate(p) => {
-            guarded_selection(p.name.as_ref(), &p.labels, p.state, p.all, r)
-        }
-        Action::DockerRemove(p) => guarded_selection(p.name.as_ref(), &p.labels, p.state, false, r),
-        _ => return None,
-    };
+    let selected = selection_of(action, r)?;
     Some(
         async {
             let selection = selected?;
