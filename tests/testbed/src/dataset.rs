@@ -79,16 +79,9 @@ pub struct KeyState {
     pub key_type: String,
     /// The value: elements in order (hash pairs and set members sorted).
     pub value: Vec<Vec<u8>>,
-    /// When it expires, in ms since the epoch by this machine's clock (PTTL + now when
-    /// read), so that snapshots taken at different times compare.
+    /// When it expires, in ms since the epoch (PEXPIRETIME: the server's own absolute
+    /// expiry), so that snapshots taken at different times compare exactly.
     pub expires_at_ms: Option<i64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Every key matching `pattern` (SCAN) with its state, read in pipelined batches.
@@ -123,10 +116,10 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
                     .arg(key),
                 _ => pipe.cmd("EXISTS").arg(key),
             };
-            pipe.cmd("PTTL").arg(key);
+            // The absolute expiry (Redis 7+): exact, however long the reads took.
+            pipe.cmd("PEXPIRETIME").arg(key);
         }
         let replies: Vec<redis::Value> = pipe.query(con).unwrap();
-        let read_at = now_ms();
         let mut replies = replies.into_iter();
         for (key, key_type) in chunk.iter().zip(types) {
             let mut next = || replies.next().expect("a reply per command");
@@ -166,8 +159,8 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
                 }
                 other => panic!("unexpected type {other}"),
             };
-            let ttl: i64 = redis::from_redis_value(next()).unwrap();
-            if ttl == -2 {
+            let expires: i64 = redis::from_redis_value(next()).unwrap();
+            if expires == -2 {
                 continue; // expired meanwhile
             }
             out.insert(
@@ -175,7 +168,7 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
                 KeyState {
                     key_type,
                     value,
-                    expires_at_ms: (ttl >= 0).then(|| read_at + ttl),
+                    expires_at_ms: (expires >= 0).then_some(expires),
                 },
             );
         }
