@@ -382,3 +382,86 @@ async fn docker_unreachable_engine_is_a_clear_error() {
     let err = run_step(&rb, "list").await.unwrap_err();
     assert!(err.to_string().contains("rmtest-no-such.sock"), "{err}");
 }
+
+#[tokio::test]
+async fn redis_clients_leaves_out_replicas_and_redis_moves_own_connections() {
+    let server = RedisServer::start();
+    let replica = RedisServer::start_with(
+        None,
+        &["--replicaof", "127.0.0.1", &server.port.to_string()],
+    );
+    // Three named workers and one unnamed client, held open.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut held = Vec::new();
+    for name in ["worker-1", "worker-2", "worker-3", ""] {
+        let mut con = client.get_connection().unwrap();
+        if !name.is_empty() {
+            let _: () = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query(&mut con)
+                .unwrap();
+        }
+        held.push(con);
+    }
+    let start = std::time::Instant::now();
+    while !server
+        .cli(&["INFO", "replication"])
+        .contains("connected_slaves:1")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the replica never connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rb = redis_runbook(
+        &server.url(),
+        "      - { id: all, redis.clients: {} }\n      - { id: workers, redis.clients: { name: \"^worker-\" }, expect: { count: \">= 3\" } }\n      - { id: with-replicas, redis.clients: { replicas: true } }\n      - { id: everything, redis.clients: { replicas: true, include_self: true } }\n",
+    );
+    let count = |v: Value| match v {
+        Value::List(items) => items.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(count(run_step(&rb, "all").await.unwrap()), 4);
+    let workers = run_step(&rb, "workers").await.unwrap();
+    assert_eq!(count(workers.clone()), 3);
+    let Value::List(items) = &workers else {
+        unreachable!()
+    };
+    assert!(items.iter().all(|c| {
+        c.field("name")
+            .map(Value::as_text)
+            .unwrap_or_default()
+            .starts_with("worker-")
+    }));
+    assert_eq!(count(run_step(&rb, "with-replicas").await.unwrap()), 5);
+    assert!(count(run_step(&rb, "everything").await.unwrap()) >= 6);
+    // The check can fail: one worker gone, `>= 3` no longer holds.
+    drop(held.remove(0));
+    let start = std::time::Instant::now();
+    while count(run_step(&rb, "workers").await.unwrap()) != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the closed connection stayed listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let step = rb.step("workers").unwrap();
+    let value = run_step(&rb, "workers").await.unwrap();
+    let resolver_secrets = redis_move::actions::resolve::Secrets::default();
+    let values: HashMap<String, Value> = HashMap::new();
+    let resolver = Resolver {
+        secrets: &resolver_secrets,
+        steps: &values,
+    };
+    assert!(
+        !step
+            .expect
+            .as_ref()
+            .unwrap()
+            .check(&value, &resolver)
+            .passed
+    );
+    drop(replica);
+}

@@ -66,7 +66,8 @@ async fn dispatch(
         | Action::RedisScanCount(_)
         | Action::RedisCommand(_)
         | Action::RedisConfigGet(_)
-        | Action::RedisQueues(_) => redis::probe(action, target, ctx).await,
+        | Action::RedisQueues(_)
+        | Action::RedisClients(_) => redis::probe(action, target, ctx).await,
         Action::RedisVerify(p) => verify::probe(p, target, ctx).await,
         Action::DockerContainers(_)
         | Action::DockerLogs(_)

@@ -8,7 +8,11 @@ use super::captured::Captured;
 use super::probe::ProbeContext;
 use super::runner::ActionError;
 use crate::backend::BackendError;
-use crate::runbook::action::Action;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::runbook::action::{Action, ClientsParams};
+use crate::runbook::expect::compile_regex;
 use crate::value::Value;
 
 /// Runs a read-only single-server Redis action on `target`.
@@ -43,6 +47,7 @@ pub async fn probe(
                 .queues(p.prefix.as_deref().unwrap_or("bull"), &p.queues)
                 .await?
         }
+        Action::RedisClients(p) => clients(&redis, p, r).await?,
         other => {
             return Err(ActionError::config(format!(
                 "`{}` is not a read-only redis action",
@@ -50,6 +55,67 @@ pub async fn probe(
             )));
         }
     })
+}
+
+/// The clients of `redis` that `p` selects, as records.
+async fn clients(
+    redis: &crate::backend::redis::RedisBackend,
+    p: &ClientsParams,
+    r: &crate::actions::resolve::Resolver<'_>,
+) -> Result<Value, ActionError> {
+    let regex = |t: Option<&crate::runbook::template::Template>| -> Result<Option<regex::Regex>, ActionError> {
+        match r.resolve_opt(t)? {
+            Some(text) => Ok(Some(compile_regex(&text).map_err(ActionError::config)?)),
+            None => Ok(None),
+        }
+    };
+    let (name, lib, addr) = (
+        regex(p.name.as_ref())?,
+        regex(p.lib.as_ref())?,
+        regex(p.addr.as_ref())?,
+    );
+    let (list, own_id) = redis.clients().await?;
+    let matches =
+        |re: &Option<regex::Regex>, text: &str| re.as_ref().is_none_or(|re| re.is_match(text));
+    let selected = list.into_iter().filter(|c| {
+        (p.replicas || !c.is_replica())
+            && (p.include_self || (c.get("id") != own_id && !c.is_redis_move()))
+            && matches(&name, c.get("name"))
+            && matches(&lib, c.get("lib-name"))
+            && matches(&addr, c.get("addr"))
+    });
+    let seconds = |text: &str| Value::Duration(Duration::from_secs(text.parse().unwrap_or(0)));
+    Ok(Value::List(
+        selected
+            .map(|c| {
+                let mut record = BTreeMap::new();
+                let addr = c.get("addr").to_owned();
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(h, _)| h)
+                    .to_owned();
+                record.insert(
+                    "id".into(),
+                    Value::Number(c.get("id").parse().unwrap_or(0.0)),
+                );
+                record.insert("host".into(), Value::Text(host));
+                record.insert("addr".into(), Value::Text(addr));
+                for field in ["laddr", "name", "flags", "cmd"] {
+                    record.insert(field.into(), Value::Text(c.get(field).to_owned()));
+                }
+                record.insert("lib_name".into(), Value::Text(c.get("lib-name").to_owned()));
+                record.insert("lib_ver".into(), Value::Text(c.get("lib-ver").to_owned()));
+                record.insert(
+                    "db".into(),
+                    Value::Number(c.get("db").parse().unwrap_or(0.0)),
+                );
+                record.insert("age".into(), seconds(c.get("age")));
+                record.insert("idle".into(), seconds(c.get("idle")));
+                record.insert("replica".into(), Value::Bool(c.is_replica()));
+                Value::Object(record)
+            })
+            .collect(),
+    ))
 }
 
 /// What `redis.config_set` captures: the parameter's value before.

@@ -12,6 +12,49 @@ use redis::{IntoConnectionInfo, TlsCertificates};
 use super::BackendError;
 use crate::value::Value;
 
+/// The name redis-move gives its connections (`CLIENT SETNAME`).
+pub const OWN_NAME: &str = "redis-move";
+
+/// One client of a server, as `CLIENT LIST` shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Client {
+    /// Its fields (`id`, `addr`, `laddr`, `name`, `age`, `idle`, `flags`, `db`, `cmd`,
+    /// `lib-name`, `lib-ver`, ...), as text.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Client {
+    /// A field, or `""`.
+    pub fn get(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+
+    /// Whether it is a replica (or a monitor) of this server rather than a client.
+    pub fn is_replica(&self) -> bool {
+        let flags = self.get("flags");
+        flags.contains('S') || flags.contains('M')
+    }
+
+    /// Whether it is one of redis-move's own connections.
+    pub fn is_redis_move(&self) -> bool {
+        self.get("name").starts_with(OWN_NAME) || self.get("lib-name") == OWN_NAME
+    }
+}
+
+/// The clients of a `CLIENT LIST` reply, one a line.
+pub fn parse_client_list(text: &str) -> Vec<Client> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| Client {
+            fields: line
+                .split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+        .collect()
+}
+
 /// Default response timeout when the target sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,6 +141,9 @@ impl RedisBackend {
         if let Some(db) = endpoint.db {
             settings = settings.set_db(i64::from(db));
         }
+        // Named, so that CLIENT LIST can tell redis-move's connections apart (the library
+        // name needs Redis 7.2+; the connection name is set below for older ones).
+        settings = settings.set_lib_name("redis-move", env!("CARGO_PKG_VERSION"));
         let username = settings.username().map(str::to_owned);
         let password = settings.password().map(str::to_owned);
         let db = settings.db();
@@ -152,6 +198,12 @@ impl RedisBackend {
             ))
         })?
         .map_err(redis_error)?;
+        let mut named = connection.clone();
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(OWN_NAME)
+            .query_async::<redis::Value>(&mut named)
+            .await;
         Ok(RedisBackend {
             connection,
             address,
@@ -207,6 +259,18 @@ impl RedisBackend {
                     .unwrap_or_else(|| field.to_owned())
             ))
         })
+    }
+
+    /// `CLIENT LIST`, and the id of the connection that asked (redis-move's own).
+    pub async fn clients(&self) -> Result<(Vec<Client>, String), BackendError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("ID").cmd("CLIENT").arg("LIST");
+        let mut connection = self.connection.clone();
+        let (id, list): (i64, String) = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok((parse_client_list(&list), id.to_string()))
     }
 
     /// DBSIZE.

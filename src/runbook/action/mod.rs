@@ -240,6 +240,8 @@ actions! {
     "redis.verify" => RedisVerify(VerifyParams),
     /// BullMQ queue depths.
     "redis.queues" => RedisQueues(QueuesParams),
+    /// The clients connected (CLIENT LIST), filtered.
+    "redis.clients" => RedisClients(ClientsParams),
     /// Delete keys matching a pattern, in batches.
     "redis.delete" => RedisDelete(DeleteParams),
     /// A verified point-in-time RDB file of a server.

@@ -1108,3 +1108,99 @@ impl ActionParams for SnapshotParams {
         problems
     }
 }
+
+/// What `redis.clients` yields for each client.
+pub static CLIENT_SHAPE: Shape = Shape::Object(&[
+    ("id", Shape::Number),
+    ("addr", Shape::Text),
+    ("host", Shape::Text),
+    ("laddr", Shape::Text),
+    ("name", Shape::Text),
+    ("age", Shape::Duration),
+    ("idle", Shape::Duration),
+    ("flags", Shape::Text),
+    ("db", Shape::Number),
+    ("cmd", Shape::Text),
+    ("lib_name", Shape::Text),
+    ("lib_ver", Shape::Text),
+    ("replica", Shape::Bool),
+]);
+
+static CLIENTS: Shape = Shape::List(&CLIENT_SHAPE);
+
+/// `redis.clients`: the clients connected to a server (`CLIENT LIST`), without its
+/// replicas and without redis-move's own connections unless asked.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ClientsParams {
+    /// The Redis target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Regex on the client's name (`CLIENT SETNAME`; BullMQ names its connections).
+    #[serde(default)]
+    pub name: Option<Template>,
+    /// Regex on the client library's name (`CLIENT SETINFO`, Redis 7.2+).
+    #[serde(default)]
+    pub lib: Option<Template>,
+    /// Regex on the client's address (`ip:port`).
+    #[serde(default)]
+    pub addr: Option<Template>,
+    /// Count replicas too (default false).
+    #[serde(default)]
+    pub replicas: bool,
+    /// Count redis-move's own connections too (default false).
+    #[serde(default)]
+    pub include_self: bool,
+}
+
+impl ActionParams for ClientsParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        CLIENTS
+    }
+    fn describe(&self) -> String {
+        let mut filters = Vec::new();
+        for (field, value) in [
+            ("name", &self.name),
+            ("lib", &self.lib),
+            ("addr", &self.addr),
+        ] {
+            if let Some(v) = value {
+                filters.push(format!("{field} /{}/", v.display()));
+            }
+        }
+        let mut out = "CLIENT LIST".to_owned();
+        if !filters.is_empty() {
+            out.push_str(&format!(", {}", filters.join(", ")));
+        }
+        let mut left_out = Vec::new();
+        if !self.replicas {
+            left_out.push("replicas");
+        }
+        if !self.include_self {
+            left_out.push("redis-move's own connections");
+        }
+        if !left_out.is_empty() {
+            out.push_str(&format!(" (without {})", left_out.join(" and ")));
+        }
+        out
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        [
+            ("name", &self.name),
+            ("lib", &self.lib),
+            ("addr", &self.addr),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| {
+            let text = value.as_ref()?.as_literal()?;
+            crate::runbook::expect::check_regex(text)
+                .err()
+                .map(|e| (field, e))
+        })
+        .collect()
+    }
+}
