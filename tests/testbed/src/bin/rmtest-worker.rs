@@ -10,6 +10,7 @@
 //! With a `QUEUE` of the form `bull:<name>` it moves jobs the way BullMQ does:
 //! `LMOVE <queue>:wait <queue>:active`, then `ZADD <queue>:completed` and `LREM` from
 //! active, so that every job is in exactly one of wait, active and completed at any time;
+//! its connection is named `<queue>:w` (`CLIENT SETNAME`), as BullMQ names its own;
 //! it also records when it last finished a job in the hash `<queue>:workers` (so a test
 //! can tell that every worker consumes from a server).
 
@@ -68,6 +69,12 @@ fn main() {
             }
         };
         let _ = connection.set_read_timeout(Some(Duration::from_secs(3)));
+        // Named as BullMQ names its connections (`<prefix>:<queue>...`), so that
+        // `redis.clients` can count the workers.
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{queue}:w"))
+            .query::<()>(&mut connection);
         println!("[{name}] Worker started, queue {queue}");
         loop {
             let popped: redis::RedisResult<Option<(String, String)>> =
@@ -123,6 +130,12 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
             }
         };
         let _ = connection.set_read_timeout(Some(Duration::from_secs(3)));
+        // Named as BullMQ names its connections (`<prefix>:<queue>...`), so that
+        // `redis.clients` can count the workers.
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{queue}:w"))
+            .query::<()>(&mut connection);
         println!("[{name}] Worker started, queue {queue}");
         loop {
             let moved: redis::RedisResult<Option<String>> = redis::cmd("BLMOVE")
