@@ -25,6 +25,19 @@ fn spawn(dir: &Path) -> Child {
         .unwrap()
 }
 
+/// Writes `runbook.yaml` into `dir`: the Redis targets `old` and `new` on these loopback
+/// ports, authenticated with the secret `pw` (`REPL_PW`), then `body` (its `phases:`
+/// and what follows).
+fn write_runbook(dir: &Path, old: u16, new: u16, body: &str) {
+    std::fs::write(
+        dir.join("runbook.yaml"),
+        format!(
+            "version: 1\nname: repl\nsecrets:\n  pw: {{ env: REPL_PW }}\ntargets:\n  old: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{old}\" }} }}\n  new: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{new}\" }} }}\n{body}"
+        ),
+    )
+    .unwrap();
+}
+
 fn journal(dir: &Path) -> Option<serde_json::Value> {
     let runs = dir.join(".redis-move/repl/runs");
     let mut ids: Vec<_> = std::fs::read_dir(runs)
@@ -88,43 +101,33 @@ fn replicate_with_writes_promote_with_reverse_and_roll_back_without_losing_a_wri
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.yaml"),
-        format!(
-            r#"version: 1
-name: repl
-secrets:
-  pw: {{ env: REPL_PW }}
-targets:
-  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
-  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
-phases:
+    write_runbook(
+        dir.path(),
+        source.port,
+        target.port,
+        r#"phases:
   - id: sync
     steps:
       - id: replicate
-        redis.replicate: {{ target: new, source: old, timeout: 2min }}
-        expect: {{ master_link_status: "== up" }}
+        redis.replicate: { target: new, source: old, timeout: 2min }
+        expect: { master_link_status: "== up" }
   - id: writers-stopped
-    gate: {{ question: "Writers stopped?" }}
+    gate: { question: "Writers stopped?" }
   - id: cutover
     steps:
       - id: promote
-        redis.promote: {{ target: new, source: old, reverse: true, timeout: 1min }}
+        redis.promote: { target: new, source: old, reverse: true, timeout: 1min }
       - id: new-is-primary
-        redis.info: {{ target: new, field: replication.role }}
+        redis.info: { target: new, field: replication.role }
         expect: "== master"
   - id: watch
-    gate: {{ question: "Keep the new server?", on_no_go: rollback }}
+    gate: { question: "Keep the new server?", on_no_go: rollback }
 rollback:
   - id: old-is-primary
-    redis.info: {{ target: old, field: replication.role }}
+    redis.info: { target: old, field: replication.role }
     expect: "== master"
 "#,
-            s = source.port,
-            t = target.port
-        ),
-    )
-    .unwrap();
+    );
     let child = spawn(dir.path());
     let run = wait_gate(dir.path(), "writers-stopped");
     let role = target.cli(&["INFO", "replication"]);
@@ -211,33 +214,23 @@ fn a_producer_writing_through_promote_and_rollback_loses_no_acknowledged_write()
     let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
     let mut producer = Producer::start(vec![source.url(), target.url()], "produced", "p", None);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.yaml"),
-        format!(
-            r#"version: 1
-name: repl
-secrets:
-  pw: {{ env: REPL_PW }}
-targets:
-  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
-  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
-phases:
+    write_runbook(
+        dir.path(),
+        source.port,
+        target.port,
+        r#"phases:
   - id: sync
     steps:
       - id: replicate
-        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+        redis.replicate: { target: new, source: old, timeout: 2min }
   - id: cutover
     steps:
       - id: promote
-        redis.promote: {{ target: new, source: old, reverse: true, pause: 20s, timeout: 2min }}
+        redis.promote: { target: new, source: old, reverse: true, pause: 20s, timeout: 2min }
   - id: watch
-    gate: {{ question: "Keep the new server?", on_no_go: rollback }}
+    gate: { question: "Keep the new server?", on_no_go: rollback }
 "#,
-            s = source.port,
-            t = target.port
-        ),
-    )
-    .unwrap();
+    );
     let child = spawn(dir.path());
     let run = wait_gate(dir.path(), "watch");
     // The producer never stopped: every write acknowledged so far is on the new primary.
@@ -356,27 +349,18 @@ fn replicate_waits_for_a_target_that_is_still_loading() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.yaml"),
-        format!(
-            r#"version: 1
-name: repl
-secrets:
-  pw: {{ env: REPL_PW }}
-targets:
-  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
-  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{port}" }} }}
-phases:
+    write_runbook(
+        dir.path(),
+        source.port,
+        port,
+        r#"phases:
   - id: sync
     steps:
       - id: replicate
-        redis.replicate: {{ target: new, source: old, timeout: 2min }}
-        expect: {{ keys: "== 1000" }}
+        redis.replicate: { target: new, source: old, timeout: 2min }
+        expect: { keys: "== 1000" }
 "#,
-            s = source.port,
-        ),
-    )
-    .unwrap();
+    );
     let output = spawn(dir.path()).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     let _ = loading.kill();
@@ -396,29 +380,19 @@ fn where_client_pause_is_refused_the_promote_fences_the_old_primary_and_loses_no
     let target = RedisServer::start_with(Some("Repl-Pw-5"), &[]);
     let mut producer = Producer::start(vec![source.url(), target.url()], "produced", "p", None);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.yaml"),
-        format!(
-            r#"version: 1
-name: repl
-secrets:
-  pw: {{ env: REPL_PW }}
-targets:
-  old: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{s}" }} }}
-  new: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:{t}" }} }}
-phases:
+    write_runbook(
+        dir.path(),
+        source.port,
+        target.port,
+        r#"phases:
   - id: move
     steps:
       - id: replicate
-        redis.replicate: {{ target: new, source: old, timeout: 2min }}
+        redis.replicate: { target: new, source: old, timeout: 2min }
       - id: promote
-        redis.promote: {{ target: new, source: old, pause: 20s, timeout: 2min }}
+        redis.promote: { target: new, source: old, pause: 20s, timeout: 2min }
 "#,
-            s = source.port,
-            t = target.port
-        ),
-    )
-    .unwrap();
+    );
     // plan --check says so before the run.
     let plan = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
         .current_dir(dir.path())
@@ -467,14 +441,17 @@ fn a_promote_whose_target_replicates_another_server_changes_nothing() {
     other.cli(&["DEBUG", "POPULATE", "100", "theirs", "8"]);
     target.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("runbook.yaml"),
-        format!(
-            "version: 1\nname: repl\nsecrets:\n  pw: {{ env: REPL_PW }}\ntargets:\n  old: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\n  new: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: cutover\n    steps:\n      - id: promote\n        redis.promote: {{ target: new, source: old, reverse: true, timeout: 30s }}\n",
-            source.port, target.port
-        ),
-    )
-    .unwrap();
+    write_runbook(
+        dir.path(),
+        source.port,
+        target.port,
+        r#"phases:
+  - id: cutover
+    steps:
+      - id: promote
+        redis.promote: { target: new, source: old, reverse: true, timeout: 30s }
+"#,
+    );
     let output = spawn(dir.path()).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
