@@ -137,10 +137,10 @@ async fn redis_bullmq_queue_depths() {
     );
     let value = run_step(&rb, "q").await.unwrap();
     let total = value.field("total").unwrap();
-    assert_eq!(total.field("wait"), Some(&Value::Number(5.0)));
+    assert_eq!(total.field("waiting"), Some(&Value::Number(5.0)));
     assert_eq!(total.field("delayed"), Some(&Value::Number(2.0)));
     assert_eq!(total.field("failed"), Some(&Value::Number(1.0)));
-    // depth = wait + paused + active + prioritized + delayed
+    // depth = waiting + active + prioritized + delayed + waiting_children
     assert_eq!(total.field("depth"), Some(&Value::Number(8.0)));
     let ocr = value.field("queues").unwrap().field("ocr").unwrap();
     assert_eq!(ocr.field("depth"), Some(&Value::Number(5.0)));
@@ -464,4 +464,111 @@ async fn redis_clients_leaves_out_replicas_and_redis_moves_own_connections() {
             .passed
     );
     drop(replica);
+}
+
+/// `redis.queues` against BullMQ's own view of a state with every job kind, built by the
+/// BullMQ library itself (the Python `bullmq` package): flows, priorities, delays, a
+/// paused queue, a job scheduler, an active job, failures, and a custom prefix.
+#[tokio::test]
+async fn redis_queues_agree_with_bullmq() {
+    if !redis_move_testbed::python::has_module("bullmq") {
+        return;
+    }
+    let server = RedisServer::start();
+    let script = redis_move_testbed::python::fixture("bullmq_state.py");
+    let out = redis_move_testbed::python::run(&script, &[&server.url()]);
+    let bullmq: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let rb = redis_runbook(
+        &server.url(),
+        "      - { id: bull, redis.queues: {} }\n      - { id: myapp, redis.queues: { prefix: myapp } }\n",
+    );
+    let mut compared = 0;
+    for (prefix, queues) in bullmq.as_object().unwrap() {
+        let ours = run_step(&rb, prefix).await.unwrap();
+        let ours_queues = ours.field("queues").unwrap();
+        let theirs = queues.as_object().unwrap();
+        let names = |v: &Value| match v {
+            Value::Object(fields) => fields.keys().cloned().collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let mut expected: Vec<String> = theirs.keys().cloned().collect();
+        expected.sort();
+        assert_eq!(names(ours_queues), expected, "queues found under {prefix}");
+        let mut depth_total = 0.0;
+        for (name, report) in theirs {
+            let queue = ours_queues.field(name).unwrap();
+            let number = |field: &str| match queue.field(field) {
+                Some(Value::Number(n)) => *n,
+                other => panic!("{prefix}:{name} {field}: {other:?}"),
+            };
+            let counts = report["counts"].as_object().unwrap();
+            for (state, count) in counts {
+                let field = state.replace('-', "_");
+                assert_eq!(
+                    number(&field),
+                    count.as_f64().unwrap(),
+                    "{prefix}:{name} {state}: redis-move {queue}, BullMQ {report}"
+                );
+                compared += 1;
+            }
+            assert_eq!(
+                queue.field("paused"),
+                Some(&Value::Bool(report["paused"].as_bool().unwrap())),
+                "{prefix}:{name} paused"
+            );
+            assert_eq!(
+                number("schedulers"),
+                report["schedulers"].as_f64().unwrap(),
+                "{prefix}:{name} schedulers"
+            );
+            let unfinished = [
+                "waiting",
+                "active",
+                "prioritized",
+                "delayed",
+                "waiting-children",
+            ];
+            let depth: f64 = unfinished
+                .iter()
+                .map(|s| counts[*s].as_f64().unwrap())
+                .sum();
+            assert_eq!(number("depth"), depth, "{prefix}:{name} depth");
+            depth_total += depth;
+        }
+        let total = ours.field("total").unwrap();
+        assert_eq!(total.field("depth"), Some(&Value::Number(depth_total)));
+    }
+    // Every state of every queue, and the states the fixture means to build are there.
+    assert_eq!(compared, 5 * 7);
+    let bull = &bullmq["bull"];
+    assert_eq!(bull["reports"]["counts"]["waiting-children"], 1);
+    assert_eq!(bull["billing"]["paused"], true);
+    assert_eq!(bull["mail"]["counts"]["active"], 1);
+    assert_eq!(bull["mail"]["schedulers"], 1);
+    let total = run_step(&rb, "bull").await.unwrap();
+    assert_eq!(
+        total.field("total").unwrap().field("paused"),
+        Some(&Value::Number(1.0))
+    );
+}
+
+/// Queues written by BullMQ before version 5 are read too: a paused queue's jobs in the
+/// `paused` list, and the `0:` marker at the end of `wait` not counted as a job.
+#[tokio::test]
+async fn redis_queues_read_older_bullmq_layouts() {
+    let server = RedisServer::start();
+    server.cli(&["SET", "bull:old:id", "9"]);
+    server.cli(&["RPUSH", "bull:old:wait", "7", "0:1700000000000"]);
+    server.cli(&["SET", "bull:held:id", "3"]);
+    server.cli(&["RPUSH", "bull:held:paused", "1", "2", "3"]);
+    let rb = redis_runbook(&server.url(), "      - { id: q, redis.queues: {} }\n");
+    let value = run_step(&rb, "q").await.unwrap();
+    let queues = value.field("queues").unwrap();
+    let old = queues.field("old").unwrap();
+    assert_eq!(old.field("waiting"), Some(&Value::Number(1.0)));
+    assert_eq!(old.field("paused"), Some(&Value::Bool(false)));
+    let held = queues.field("held").unwrap();
+    assert_eq!(held.field("waiting"), Some(&Value::Number(3.0)));
+    assert_eq!(held.field("paused"), Some(&Value::Bool(true)));
+    assert_eq!(held.field("depth"), Some(&Value::Number(3.0)));
 }

@@ -15,6 +15,16 @@ need_redis_server() {
   fi
 }
 
+# Python packages some tests run against: the BullMQ library itself (its own view of
+# queue counts is compared with redis.queues). Pinned, from PyPI.
+need_python_packages() {
+  if ! python3 -c 'import bullmq' >/dev/null 2>&1; then
+    say "installing the Python package bullmq (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'bullmq==3.4.4' >/dev/null 2>&1 ||
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'bullmq==3.4.4'
+  fi
+}
+
 # A Docker Engine (images are built locally; nothing is pulled). With `required`, or
 # REDIS_MOVE_REQUIRE_DOCKER=1, its absence is an error; otherwise a loud warning.
 need_docker() {

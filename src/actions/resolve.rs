@@ -238,7 +238,7 @@ mod tests {
         let secrets = Secrets::load(&specs, dir.path());
         let mut steps = HashMap::new();
         let mut total = BTreeMap::new();
-        total.insert("wait".to_owned(), Value::Number(42.0));
+        total.insert("waiting".to_owned(), Value::Number(42.0));
         let mut queues = BTreeMap::new();
         queues.insert("total".to_owned(), Value::Object(total));
         steps.insert("depth".to_owned(), Value::Object(queues));
@@ -246,7 +246,8 @@ mod tests {
             secrets: &secrets,
             steps: &steps,
         };
-        let t = Template::parse("Bearer ${secrets.token} ${steps.depth.value.total.wait}").unwrap();
+        let t =
+            Template::parse("Bearer ${secrets.token} ${steps.depth.value.total.waiting}").unwrap();
         assert_eq!(resolver.resolve(&t).unwrap(), "Bearer t0ken 42");
         let missing = Template::parse("${secrets.missing}").unwrap();
         assert!(matches!(

@@ -465,7 +465,8 @@ impl RedisBackend {
         self.command(&args).await.map(|_| ())
     }
 
-    /// BullMQ queue depths: per queue and in total.
+    /// BullMQ queue counts as BullMQ's own `getJobCounts()` reports them, per queue and
+    /// in total, with whether each queue is paused and how many job schedulers it has.
     pub async fn queues(&self, prefix: &str, only: &[String]) -> Result<Value, BackendError> {
         let names: Vec<String> = if only.is_empty() {
             self.queue_names(prefix).await?
@@ -473,59 +474,71 @@ impl RedisBackend {
             only.to_vec()
         };
         let mut per_queue = BTreeMap::new();
-        let mut total: BTreeMap<String, f64> = BTreeMap::new();
+        let mut total: BTreeMap<String, f64> = QUEUE_TOTALS
+            .iter()
+            .map(|field| ((*field).to_owned(), 0.0))
+            .collect();
         for name in names {
             let key = |suffix: &str| format!("{prefix}:{name}:{suffix}");
             let mut pipe = redis::pipe();
-            pipe.cmd("LLEN")
-                .arg(key("wait"))
-                .cmd("LLEN")
-                .arg(key("paused"))
-                .cmd("LLEN")
-                .arg(key("active"))
-                .cmd("ZCARD")
-                .arg(key("prioritized"))
-                .cmd("ZCARD")
-                .arg(key("delayed"))
-                .cmd("ZCARD")
-                .arg(key("completed"))
-                .cmd("ZCARD")
-                .arg(key("failed"));
-            let mut connection = self.connection.clone();
-            let counts: Vec<i64> = pipe
-                .query_async(&mut connection)
-                .await
-                .map_err(redis_error)?;
-            let fields = [
-                "wait",
-                "paused",
-                "active",
+            // Lists first (length and last element: BullMQ before v5 kept a `0:` marker
+            // at the end of `wait`, and moved a paused queue's jobs to `paused`).
+            for list in ["wait", "paused", "active"] {
+                pipe.cmd("LLEN").arg(key(list));
+                pipe.cmd("LINDEX").arg(key(list)).arg(-1);
+            }
+            for set in [
                 "prioritized",
                 "delayed",
                 "completed",
                 "failed",
+                "waiting-children",
+                "repeat",
+            ] {
+                pipe.cmd("ZCARD").arg(key(set));
+            }
+            pipe.cmd("HGET").arg(key("meta")).arg("paused");
+            let mut connection = self.connection.clone();
+            let replies: Vec<redis::Value> = pipe
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let replies: Vec<Value> = replies.into_iter().map(to_value).collect();
+            let count = |i: usize| match &replies[i] {
+                Value::Number(n) => *n,
+                _ => 0.0,
+            };
+            let is_marker = |i: usize| replies[i].as_text().starts_with("0:");
+            let list =
+                |i: usize| (count(2 * i) - f64::from(u8::from(is_marker(2 * i + 1)))).max(0.0);
+            let meta_paused = matches!(&replies[12], Value::Number(n) if *n != 0.0)
+                || matches!(&replies[12], Value::Text(t) if t == "1");
+            let legacy_paused = count(2) > 0.0;
+            let fields = [
+                ("waiting", list(0) + list(1)),
+                ("active", count(4)),
+                ("prioritized", count(6)),
+                ("delayed", count(7)),
+                ("completed", count(8)),
+                ("failed", count(9)),
+                ("waiting_children", count(10)),
+                ("schedulers", count(11)),
             ];
             let mut queue = BTreeMap::new();
-            for (field, count) in fields.iter().zip(&counts) {
-                queue.insert((*field).to_owned(), Value::Number(*count as f64));
-                *total.entry((*field).to_owned()).or_default() += *count as f64;
+            let mut depth = 0.0;
+            for (field, n) in fields {
+                queue.insert(field.to_owned(), Value::Number(n));
+                *total.entry(field.to_owned()).or_default() += n;
+                if !matches!(field, "completed" | "failed" | "schedulers") {
+                    depth += n;
+                }
             }
-            let depth: i64 = counts[..5].iter().sum();
-            queue.insert("depth".into(), Value::Number(depth as f64));
-            *total.entry("depth".to_owned()).or_default() += depth as f64;
+            queue.insert("depth".into(), Value::Number(depth));
+            *total.entry("depth".to_owned()).or_default() += depth;
+            let paused = meta_paused || legacy_paused;
+            queue.insert("paused".into(), Value::Bool(paused));
+            *total.entry("paused".to_owned()).or_default() += f64::from(u8::from(paused));
             per_queue.insert(name, Value::Object(queue));
-        }
-        for field in [
-            "wait",
-            "paused",
-            "active",
-            "prioritized",
-            "delayed",
-            "completed",
-            "failed",
-            "depth",
-        ] {
-            total.entry(field.to_owned()).or_default();
         }
         let mut out = BTreeMap::new();
         out.insert(
@@ -579,6 +592,22 @@ impl RedisBackend {
         Ok(names.into_iter().collect())
     }
 }
+
+/// The fields of `redis.queues`' `total`: job counts summed over the queues, `depth`
+/// (the jobs not yet finished: waiting, active, prioritized, delayed, waiting for
+/// children) and `paused` (how many queues are paused).
+pub const QUEUE_TOTALS: &[&str] = &[
+    "waiting",
+    "active",
+    "prioritized",
+    "delayed",
+    "completed",
+    "failed",
+    "waiting_children",
+    "schedulers",
+    "depth",
+    "paused",
+];
 
 fn redis_error(e: redis::RedisError) -> BackendError {
     if e.is_timeout() {

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod http;
 pub mod managed;
 pub mod producer;
+pub mod python;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;
