@@ -572,3 +572,28 @@ async fn redis_queues_read_older_bullmq_layouts() {
     assert_eq!(held.field("paused"), Some(&Value::Bool(true)));
     assert_eq!(held.field("depth"), Some(&Value::Number(3.0)));
 }
+
+/// Writes refused for memory show in `errorstats.OOM` and `stats.rejected_calls`: the
+/// signal on a `noeviction` server, where `evicted_keys` stays 0 whatever happens.
+#[tokio::test]
+async fn redis_info_counts_rejected_writes() {
+    let server = RedisServer::start();
+    let rb = redis_runbook(
+        &server.url(),
+        "      - { id: oom, redis.info: { field: errorstats.OOM } }\n      - { id: rejected, redis.info: { field: stats.rejected_calls } }\n      - { id: evicted, redis.info: { field: stats.evicted_keys } }\n",
+    );
+    assert_eq!(run_step(&rb, "oom").await.unwrap(), Value::Number(0.0));
+    let before = run_step(&rb, "rejected").await.unwrap();
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let refused = server.cli(&["SET", "k", "v"]);
+    assert!(refused.contains("OOM"), "{refused}");
+    server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(run_step(&rb, "oom").await.unwrap(), Value::Number(1.0));
+    let after = run_step(&rb, "rejected").await.unwrap();
+    match (before, after) {
+        (Value::Number(b), Value::Number(a)) => assert_eq!(a - b, 1.0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(run_step(&rb, "evicted").await.unwrap(), Value::Number(0.0));
+}

@@ -246,9 +246,13 @@ impl RedisBackend {
     /// One INFO field as a typed value; `section.field` or `field`, plus the derived
     /// `keyspace_hit_ratio`.
     pub async fn info(&self, section: Option<&str>, field: &str) -> Result<Value, BackendError> {
-        let query_section = match section {
-            Some("keyspace") | None => None,
-            Some(s) => Some(s),
+        let query_section = match (section, field) {
+            // Sums over the commands: their counters are in `commandstats`.
+            (Some("stats" | "commandstats") | None, "rejected_calls" | "failed_calls") => {
+                Some("commandstats")
+            }
+            (Some("keyspace") | None, _) => None,
+            (Some(s), _) => Some(s),
         };
         let sections = self.info_sections(query_section).await?;
         info_field(&sections, section, field).ok_or_else(|| {
@@ -671,17 +675,22 @@ pub fn parse_info(text: &str) -> BTreeMap<String, BTreeMap<String, Value>> {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
-        let value = if current == "keyspace" || (value.contains('=') && value.contains(',')) {
-            Value::Object(
-                value
-                    .split(',')
-                    .filter_map(|pair| pair.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), typed(v)))
-                    .collect(),
-            )
-        } else {
-            typed(value)
-        };
+        let listed = matches!(
+            current.as_str(),
+            "keyspace" | "errorstats" | "commandstats" | "latencystats"
+        );
+        let value =
+            if (listed && value.contains('=')) || (value.contains('=') && value.contains(',')) {
+                Value::Object(
+                    value
+                        .split(',')
+                        .filter_map(|pair| pair.split_once('='))
+                        .map(|(k, v)| (k.to_owned(), typed(v)))
+                        .collect(),
+                )
+            } else {
+                typed(value)
+            };
         sections
             .entry(current.clone())
             .or_default()
@@ -729,8 +738,53 @@ pub fn info_field(
             Value::Number(hits / (hits + misses))
         });
     }
+    // Summed over every command (`cmdstat_*`; Redis 6.2+): commands refused before they
+    // ran (OOM, READONLY, NOAUTH, a wrong arity) and commands that failed while running.
+    if matches!(section, Some("stats" | "commandstats") | None)
+        && matches!(field, "rejected_calls" | "failed_calls")
+    {
+        let commands = sections.get("commandstats")?;
+        let mut sum = None;
+        for stats in commands.values() {
+            if let Some(Value::Number(n)) = stats.field(field) {
+                sum = Some(sum.unwrap_or(0.0) + n);
+            }
+        }
+        // No command run yet counts as zero; counters missing from every command
+        // (before 6.2) are not known.
+        return Some(match sum {
+            Some(n) => Value::Number(n),
+            None if commands.is_empty() => Value::Number(0.0),
+            None => Value::Null,
+        });
+    }
+    // `errorstats.OOM`: how many replies began with that error (Redis 6.2+). INFO lists
+    // only the errors that happened, so one that never did is zero.
+    if section == Some("errorstats") && !field.starts_with("errorstat_") {
+        let errors = sections.get("errorstats");
+        return Some(
+            errors
+                .and_then(|e| e.get(&format!("errorstat_{field}")))
+                .and_then(|v| v.field("count").cloned())
+                .unwrap_or(Value::Number(0.0)),
+        );
+    }
+    // `commandstats.set.rejected_calls`: one counter of one command.
+    if section == Some("commandstats")
+        && let Some((command, counter)) = field.split_once('.')
+    {
+        return Some(
+            sections
+                .get("commandstats")
+                .and_then(|c| c.get(&format!("cmdstat_{command}")))
+                .and_then(|v| v.field(counter).cloned())
+                .unwrap_or(Value::Number(0.0)),
+        );
+    }
     // `db0.keys` under keyspace.
-    if let Some((db, sub)) = field.split_once('.') {
+    if matches!(section, Some("keyspace") | None)
+        && let Some((db, sub)) = field.split_once('.')
+    {
         let keyspace = sections.get("keyspace");
         return match keyspace.and_then(|k| k.get(db)) {
             Some(Value::Object(fields)) => fields.get(sub).cloned().or(Some(Value::Number(0.0))),
@@ -780,5 +834,40 @@ mod tests {
             Some(Value::Number(0.0))
         );
         assert_eq!(info_field(&sections, Some("memory"), "nope"), None);
+    }
+
+    const STATS: &str = "# Errorstats\r\nerrorstat_ERR:count=28\r\nerrorstat_OOM:count=3\r\n\r\n# Commandstats\r\ncmdstat_set:calls=15,usec=8,usec_per_call=0.53,rejected_calls=3,failed_calls=0\r\ncmdstat_eval:calls=4,usec=8,usec_per_call=2.00,rejected_calls=1,failed_calls=2\r\n";
+
+    #[test]
+    fn error_and_command_counters_are_fields() {
+        let sections = parse_info(STATS);
+        assert_eq!(
+            info_field(&sections, Some("errorstats"), "OOM"),
+            Some(Value::Number(3.0))
+        );
+        // An error that never happened is not listed by INFO, and is zero.
+        assert_eq!(
+            info_field(&sections, Some("errorstats"), "READONLY"),
+            Some(Value::Number(0.0))
+        );
+        assert_eq!(
+            info_field(&sections, Some("stats"), "rejected_calls"),
+            Some(Value::Number(4.0))
+        );
+        assert_eq!(
+            info_field(&sections, Some("stats"), "failed_calls"),
+            Some(Value::Number(2.0))
+        );
+        assert_eq!(
+            info_field(&sections, Some("commandstats"), "set.rejected_calls"),
+            Some(Value::Number(3.0))
+        );
+        // Before Redis 6.2 the command stats carry no such counters.
+        let old =
+            parse_info("# Commandstats\r\ncmdstat_set:calls=15,usec=8,usec_per_call=0.53\r\n");
+        assert_eq!(
+            info_field(&old, Some("stats"), "rejected_calls"),
+            Some(Value::Null)
+        );
     }
 }

@@ -85,7 +85,9 @@ pub struct InfoParams {
     #[serde(default)]
     pub target: Option<Spanned<String>>,
     /// `section.field` (`memory.used_memory`) or a field (`evicted_keys`); derived:
-    /// `stats.keyspace_hit_ratio` (hits / (hits + misses)), `keyspace.db0.keys`.
+    /// `stats.keyspace_hit_ratio` (hits / (hits + misses)), `keyspace.db0.keys`,
+    /// `errorstats.OOM` (error replies of that kind; 0 when none), `stats.rejected_calls`
+    /// and `stats.failed_calls` (summed over the commands), `commandstats.set.calls`.
     pub field: String,
 }
 
