@@ -21,9 +21,10 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the runbook with the sandbox vars, gates approved, a short watch.
-fn run(state: &Path) -> std::process::Output {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+/// The runbook with the sandbox vars, gates approved, a short watch (or `watch`).
+fn command(state: &Path, watch: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"));
+    command
         .current_dir(repo())
         .env("NO_COLOR", "1")
         .env("REDIS_PASSWORD", PASSWORD)
@@ -33,14 +34,78 @@ fn run(state: &Path) -> std::process::Output {
             "--vars-file",
             "runbooks/vars/vps01-to-vps.sandbox.yaml",
             "--var",
-            "stability_watch=4s",
+            &format!("stability_watch={watch}"),
             "--yes",
             "--no-progress",
             "--state-dir",
         ])
-        .arg(state)
-        .output()
-        .expect("redis-move runs")
+        .arg(state);
+    command
+}
+
+/// Runs the runbook to its end.
+fn run(state: &Path) -> std::process::Output {
+    command(state, "4s").output().expect("redis-move runs")
+}
+
+/// Starts the runbook with a `watch`-long stability watch; the test acts meanwhile.
+fn start(state: &Path, watch: &str) -> std::process::Child {
+    command(state, watch)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-move starts")
+}
+
+/// Waits until the run has started `step` (its journal says so), or has ended.
+fn wait_for_step(state: &Path, child: &mut std::process::Child, step: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let started = std::panic::catch_unwind(|| journal(state))
+            .ok()
+            .is_some_and(|j| {
+                j["steps"][step]["status"]
+                    .as_str()
+                    .is_some_and(|s| s != "pending")
+            });
+        if started {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before step {step} started");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step {step} never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The run's exit code and standard error.
+fn finish(child: std::process::Child) -> (Option<i32>, String) {
+    let output = child.wait_with_output().expect("redis-move ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The new Redis, from the host.
+fn new_redis() -> redis::Connection {
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", sandbox::TARGET_PORT);
+    redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("the new Redis answers")
+}
+
+/// After a rollback: every worker on the old Redis, which is a primary again.
+fn assert_back_on_the_old_redis() {
+    for url in worker_urls() {
+        assert_eq!(url, "redis://fiskai-redis:6379");
+    }
+    let role = docker_cli(&["exec", sandbox::SOURCE, "redis-cli", "ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
 }
 
 fn journal(state: &Path) -> serde_json::Value {
@@ -138,6 +203,9 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     // The report is the filled-in sign-off sheet; no secret anywhere.
     let journal = journal(state.path());
     assert_eq!(journal["status"], "succeeded");
+    // The growth trigger compared with the rate before the workers stopped.
+    let baseline = &journal["baselines"]["queues-growing"];
+    assert!(baseline["rate"].is_number(), "{baseline}");
     let run_dir = state
         .path()
         .join("runs")
@@ -239,4 +307,190 @@ async fn a_src_bind_mount_stops_the_run_before_anything_changes() {
     for url in worker_urls() {
         assert_eq!(url, "redis://fiskai-redis:6379");
     }
+}
+
+// Each check of the runbook fails on the fault it exists for (issue 10): a worker not
+// connected, a consumer left on the old Redis, connection errors after the switch, a
+// write refused for memory, queue growth beyond the rate before the cutover.
+
+#[tokio::test]
+async fn a_worker_that_never_connected_stops_the_run_before_anything_changes() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    let options = Options {
+        unconnected_worker: true,
+        jobs: 1400,
+        ..Options::default()
+    };
+    sandbox::up(&engine, &options).await;
+    let state = tempfile::tempdir().unwrap();
+    let output = run(state.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let journal = journal(state.path());
+    assert_eq!(journal["steps"]["workers-started"]["status"], "failed");
+    // Its container runs: only its missing connection tells.
+    let running = docker_cli(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(
+        running
+            .lines()
+            .filter(|n| n.starts_with("fiskai-worker"))
+            .count(),
+        sandbox::WORKERS.len(),
+        "{running}"
+    );
+    assert_eq!(journal["steps"]["start-new-redis"]["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_consumer_left_on_the_old_redis_rolls_back() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    let options = with_app(Options {
+        forgotten_consumer: true,
+        jobs: 14_000,
+        ..Options::default()
+    });
+    sandbox::up(&engine, &options).await;
+    let state = tempfile::tempdir().unwrap();
+    let output = run(state.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("ROLLBACK: step `old-redis-no-workers` failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(sandbox::FORGOTTEN) || stderr.contains("bull:reports:w"),
+        "the client left behind is named: {stderr}"
+    );
+    assert_back_on_the_old_redis();
+}
+
+#[tokio::test]
+async fn connection_errors_after_the_switch_roll_back() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    let options = with_app(Options {
+        wrong_password_after_cutover: true,
+        jobs: 14_000,
+        ..Options::default()
+    });
+    sandbox::up(&engine, &options).await;
+    let state = tempfile::tempdir().unwrap();
+    let output = run(state.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    // The worker keeps running (its container never restarts): only its logs tell.
+    assert!(
+        stderr.contains("ROLLBACK: step `no-connection-errors` failed")
+            || stderr.contains("ROLLBACK: trigger `workers-cannot-connect` fired"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("WRONGPASS"),
+        "the log line is shown: {stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "the password leaked");
+    assert_back_on_the_old_redis();
+}
+
+#[tokio::test]
+async fn a_write_refused_for_memory_fails_the_check_at_the_end_of_the_watch() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    let options = with_app(Options {
+        jobs: 14_000,
+        ..Options::default()
+    });
+    sandbox::up(&engine, &options).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut child = start(state.path(), "10s");
+    wait_for_step(state.path(), &mut child, "stability-watch");
+    // Memory runs out during the watch: the server refuses writes (noeviction), it
+    // evicts nothing.
+    let mut con = new_redis();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query::<()>(&mut con)
+        .unwrap();
+    let refused = redis::cmd("SET")
+        .arg("probe")
+        .arg("x")
+        .query::<()>(&mut con);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("OOM")),
+        "the write is refused"
+    );
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("ROLLBACK: step `no-rejected-writes` failed"),
+        "{stderr}"
+    );
+    let journal = journal(state.path());
+    assert_eq!(journal["steps"]["memory-stable"]["status"], "succeeded");
+    assert_back_on_the_old_redis();
+}
+
+#[tokio::test]
+async fn queue_growth_beyond_the_rate_before_the_cutover_rolls_back() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    let options = with_app(Options {
+        jobs: 14_000,
+        ..Options::default()
+    });
+    sandbox::up(&engine, &options).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut child = start(state.path(), "60s");
+    wait_for_step(state.path(), &mut child, "stability-watch");
+    // A queue nobody consumes starts growing 200 jobs a second on the new Redis.
+    let mut con = new_redis();
+    let mut flooded = 0u32;
+    while child.try_wait().unwrap().is_none() && flooded < 12_000 {
+        let mut pipe = redis::pipe();
+        for _ in 0..20 {
+            flooded += 1;
+            pipe.cmd("RPUSH")
+                .arg("bull:flood:wait")
+                .arg(flooded)
+                .ignore();
+        }
+        let _ = pipe.query::<()>(&mut con);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("ROLLBACK: trigger `queues-growing` fired"),
+        "{stderr}"
+    );
+    // Against the rate measured on the old Redis before the workers stopped.
+    let journal = journal(state.path());
+    let baseline = &journal["baselines"]["queues-growing"];
+    assert_eq!(baseline["before"], "stop-workers", "{baseline}");
+    assert!(baseline["rate"].is_number(), "{baseline}");
+    assert!(
+        stderr.contains("trigger queues-growing: baseline"),
+        "{stderr}"
+    );
+    assert_back_on_the_old_redis();
 }

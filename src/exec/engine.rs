@@ -472,6 +472,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         rollback: Vec::new(),
         triggers: Vec::new(),
         preflight: Vec::new(),
+        baselines: Default::default(),
         completed_count: 0,
     }
 }

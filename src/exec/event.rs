@@ -112,6 +112,13 @@ pub enum RunEvent {
         /// What happens now.
         outcome: String,
     },
+    /// A trigger's baseline was measured before its step (`baseline_before`).
+    BaselineMeasured {
+        /// The trigger.
+        trigger: String,
+        /// The baseline in words (or why there is none).
+        detail: String,
+    },
     /// A phase cannot start because a target a rollback would return to does not answer.
     RollbackTargetDown {
         /// The phase.

@@ -240,6 +240,25 @@ pub struct TriggerRecord {
     pub samples: Vec<SampleRecord>,
 }
 
+/// A rate baseline measured before a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRecord {
+    /// The step it was measured before.
+    pub before: String,
+    /// Units per second; `None` when it could not be measured (see `note`).
+    pub rate: Option<f64>,
+    /// Seconds between the first and the last sample used.
+    pub seconds: f64,
+    /// Samples used.
+    pub samples: usize,
+    /// When the step started (the end of the measurement).
+    pub at: jiff::Timestamp,
+    /// Why there is no rate, or what limited it (a run started less than the window
+    /// before the step).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
 /// The whole journal of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -289,6 +308,10 @@ pub struct Journal {
     /// Triggers that fired (or would have, in shadow mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerRecord>,
+    /// Rate baselines measured before a step (`baseline_before`), by trigger: kept so that
+    /// a resumed run compares with the rate of normal operation, not of the cutover.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baselines: BTreeMap<String, BaselineRecord>,
     /// What the pre-flight found of each data-movement step's servers, before anything
     /// changed (latest first check per step; a resume adds its own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -448,6 +471,7 @@ mod tests {
             rollback: vec![],
             triggers: vec![],
             preflight: vec![],
+            baselines: BTreeMap::new(),
             completed_count: 0,
         }
     }

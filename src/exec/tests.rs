@@ -29,7 +29,12 @@ struct FakeRunner {
     delay: Duration,
     /// Per step id: how long its action takes.
     slow: Mutex<HashMap<String, Duration>>,
+    /// Per step id: its value as a function of the (tokio) time since the runner was made.
+    ramps: Mutex<HashMap<String, Ramp>>,
+    made: Mutex<Option<tokio::time::Instant>>,
 }
+
+type Ramp = Box<dyn Fn(Duration) -> f64 + Send + Sync>;
 
 impl FakeRunner {
     fn with(script: &[(&str, Vec<Result<Value, ActionError>>)]) -> Arc<Self> {
@@ -46,6 +51,23 @@ impl FakeRunner {
 
     fn slow(self: Arc<Self>, id: &str, took: Duration) -> Arc<Self> {
         self.slow.lock().unwrap().insert(id.to_owned(), took);
+        self
+    }
+
+    /// `id` answers `f(time since now)`.
+    fn ramp(
+        self: Arc<Self>,
+        id: &str,
+        f: impl Fn(Duration) -> f64 + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        self.made
+            .lock()
+            .unwrap()
+            .get_or_insert_with(tokio::time::Instant::now);
+        self.ramps
+            .lock()
+            .unwrap()
+            .insert(id.to_owned(), Box::new(f));
         self
     }
 
@@ -87,6 +109,10 @@ impl ActionRunner for FakeRunner {
             let slow = self.slow.lock().unwrap().get(&step.id).copied();
             tokio::time::sleep(slow.unwrap_or(self.delay)).await;
             *self.running.lock().unwrap() -= 1;
+            if let Some(ramp) = self.ramps.lock().unwrap().get(&step.id) {
+                let made = self.made.lock().unwrap().expect("set with the ramp");
+                return Ok(Value::Number(ramp(made.elapsed())));
+            }
             let mut script = self.script.lock().unwrap();
             match script.get_mut(&step.id) {
                 Some(queue) if queue.len() > 1 => queue.pop_front().unwrap(),
@@ -748,6 +774,141 @@ async fn rate_against_a_measured_baseline_fires() {
     assert!(
         matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("the baseline")),
         "{outcome:?}"
+    );
+}
+
+/// A queue that grows 10/s in normal operation and 300/s once the change is made (at 2 s).
+fn growth_after_the_change(rate_after: f64) -> impl Fn(Duration) -> f64 + Send + Sync {
+    move |t| {
+        let t = t.as_secs_f64();
+        if t < 2.0 {
+            10.0 * t
+        } else {
+            20.0 + rate_after * (t - 2.0)
+        }
+    }
+}
+
+fn baseline_trigger(baseline: &str) -> Arc<Runbook> {
+    runbook(&format!(
+        "version: 1\nname: t\ntargets:\n  r: {{ redis: {{ url: \"redis://h\" }} }}\nphases:\n  - id: before\n    steps:\n      - {{ id: normal, wait: {{ duration: 2s }} }}\n      - {{ id: change, redis.config_set: {{ parameter: maxmemory, value: 1gb }} }}\n  - id: watch\n    steps:\n      - {{ id: long, wait: {{ duration: 3s }} }}\ntriggers:\n  - {{ id: growth, during: [watch], probe: {{ redis.dbsize: {{}} }}, every: 100ms, fire: {{ rate: \"> 10x\", {baseline} }} }}\n"
+    ))
+}
+
+async fn run_baseline(rb: &Arc<Runbook>, rate_after: f64) -> (Harness, RunOutcome) {
+    let h = Harness::new(rb);
+    let runner = FakeRunner::with(&[])
+        .slow("normal", Duration::from_secs(2))
+        .slow("long", Duration::from_secs(3))
+        .ramp("growth.probe", growth_after_the_change(rate_after));
+    let outcome = h
+        .run(
+            rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    (h, outcome)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_baseline_measured_before_the_change_catches_growth_from_the_change_on() {
+    let rb = baseline_trigger("baseline_window: 1s, baseline_before: change");
+    let (h, outcome) = run_baseline(&rb, 300.0).await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("the baseline 10/s")),
+        "{outcome:?}"
+    );
+    let baseline = h.journal.read(|j| j.baselines["growth"].clone());
+    assert_eq!(baseline.before, "change");
+    assert!((baseline.rate.unwrap() - 10.0).abs() < 0.5, "{baseline:?}");
+    assert!(baseline.note.is_empty(), "{baseline:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_baseline_before_the_change_stays_quiet_when_growth_is_normal() {
+    let rb = baseline_trigger("baseline_window: 1s, baseline_before: change");
+    let (h, outcome) = run_baseline(&rb, 10.0).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+    assert!(journal_triggers(&h).is_empty());
+}
+
+/// The same growth against a baseline measured at the start of the window (after the
+/// change): the abnormal rate is taken as normal and nothing fires. This is why
+/// `baseline_before` exists.
+#[tokio::test(start_paused = true)]
+async fn a_baseline_measured_after_the_change_takes_the_abnormal_rate_as_normal() {
+    let rb = baseline_trigger("baseline_window: 1s");
+    let (_, outcome) = run_baseline(&rb, 300.0).await;
+    assert_eq!(outcome, RunOutcome::Succeeded);
+}
+
+/// Before the cutover the new server is a replica that fills up during the sync (a jump
+/// that would pass for a huge normal rate); the baseline is read from the old server.
+#[tokio::test(start_paused = true)]
+async fn a_baseline_probe_measures_the_old_server_before_the_change() {
+    let rb = baseline_trigger(
+        "baseline_window: 1s, baseline_before: change, baseline_probe: { redis.dbsize: {} }",
+    );
+    let h = Harness::new(&rb);
+    let on_new = |t: Duration| {
+        let t = t.as_secs_f64();
+        if t < 1.5 {
+            0.0
+        } else if t < 2.0 {
+            5000.0
+        } else {
+            5000.0 + 300.0 * (t - 2.0)
+        }
+    };
+    let runner = FakeRunner::with(&[])
+        .slow("normal", Duration::from_secs(2))
+        .slow("long", Duration::from_secs(3))
+        .ramp("growth.probe", on_new)
+        .ramp("growth.baseline_probe", growth_after_the_change(10.0));
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("the baseline 10/s")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_resumed_past_the_step_has_no_baseline_and_says_so() {
+    let rb = baseline_trigger("baseline_window: 1s, baseline_before: change");
+    let h = Harness::new(&rb);
+    for id in ["normal", "change"] {
+        h.journal.update(|j| j.complete(id, StepStatus::Succeeded));
+    }
+    let runner = FakeRunner::with(&[])
+        .slow("long", Duration::from_secs(3))
+        .ramp("growth.probe", growth_after_the_change(300.0));
+    // Without a terminal the operator cannot be asked: an inconclusive trigger rolls back.
+    let outcome = h
+        .run(
+            &rb,
+            runner,
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("no baseline from before step `change`")),
+        "{outcome:?}"
+    );
+    let baseline = h.journal.read(|j| j.baselines["growth"].clone());
+    assert_eq!(baseline.rate, None);
+    assert!(
+        baseline.note.contains("resumed after `change`"),
+        "{baseline:?}"
     );
 }
 

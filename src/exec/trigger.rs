@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Shared;
 use super::event::RunEvent;
-use super::journal::{SampleRecord, TriggerRecord};
+use super::journal::{BaselineRecord, SampleRecord, StepStatus, TriggerRecord};
 use crate::actions::RunContext;
 use crate::actions::resolve::{Resolver, value_at};
 use crate::runbook::expect::{Expect, NoResolver, Operand};
-use crate::runbook::model::{Baseline, FireCondition, Trigger};
+use crate::runbook::model::{Baseline, FireCondition, Step, Trigger};
 use crate::runbook::spec::{DataPolicy, FireAction, TriggerMode};
 use crate::runbook::units::{Quantity, format_duration, format_number};
 use crate::value::Value;
@@ -72,6 +72,9 @@ enum Verdict {
     Quiet,
     Fire(String),
     Inconclusive(String),
+    /// The trigger cannot be judged for the rest of the run (no baseline from before its
+    /// step): asked once; continuing stops watching it.
+    Unwatchable(String),
 }
 
 /// The memory of one trigger while its window is open.
@@ -136,7 +139,13 @@ fn describe_sample(sample: &Sample) -> String {
 
 impl State {
     /// Takes a sample into account; what the trigger says now.
-    fn evaluate(&mut self, trigger: &Trigger, sample: Sample, resolver: &Resolver<'_>) -> Verdict {
+    fn evaluate(
+        &mut self,
+        trigger: &Trigger,
+        sample: Sample,
+        resolver: &Resolver<'_>,
+        measured: Option<&BaselineRecord>,
+    ) -> Verdict {
         let now = Instant::now();
         let policy_bad = |policy: DataPolicy, what: &str| -> Result<Option<bool>, String> {
             match policy {
@@ -275,6 +284,19 @@ impl State {
                         }
                         (*d, self.baseline)
                     }
+                    Baseline::Before { step, window, .. } => match measured {
+                        // The step has not started: the baseline is still being measured.
+                        None => return Verdict::Quiet,
+                        Some(record) => match record.rate {
+                            Some(rate) => (*window, Some(rate)),
+                            None => {
+                                return Verdict::Unwatchable(format!(
+                                    "no baseline from before step `{step}`: {}",
+                                    record.note
+                                ));
+                            }
+                        },
+                    },
                 };
                 let Some(base) = base else {
                     return Verdict::Quiet;
@@ -379,6 +401,25 @@ pub fn spawn(
 ) -> mpsc::UnboundedReceiver<Fired> {
     let (sender, receiver) = mpsc::unbounded_channel();
     for trigger in shared.runbook.triggers.clone() {
+        if let FireCondition::Rate {
+            baseline: Baseline::Before { step, window, .. },
+            ..
+        } = &trigger.fire
+        {
+            let (shared, trigger, progress, stop) = (
+                shared.clone(),
+                trigger.clone(),
+                progress.clone(),
+                stop.clone(),
+            );
+            let (step, window) = (step.clone(), *window);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = measure_baseline(&shared, &trigger, &step, window, progress) => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
         let shared = shared.clone();
         let progress = progress.clone();
         let sender = sender.clone();
@@ -394,6 +435,11 @@ pub fn spawn(
 }
 
 async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
+    probe_with(shared, trigger, &trigger.probe).await
+}
+
+/// Takes one sample with `action` (the trigger's probe, or its baseline probe).
+async fn probe_with(shared: &Shared, trigger: &Trigger, action: &Step) -> Sample {
     let values = shared.values_snapshot();
     let never = CancellationToken::new();
     let ctx = RunContext {
@@ -408,20 +454,14 @@ async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
         run_dir: shared.journal.directory(),
     };
     // A probe that hangs (a paused server) counts as failing.
-    match tokio::time::timeout(
-        trigger.timeout,
-        shared.runner.perform(&trigger.probe, None, &ctx),
-    )
-    .await
-    {
+    match tokio::time::timeout(trigger.timeout, shared.runner.perform(action, None, &ctx)).await {
         Err(_) => Sample::Error(format!(
             "no answer within {}",
             format_duration(trigger.timeout)
         )),
         Ok(Err(e)) => Sample::Error(shared.redactor.redact(&e.to_string())),
         Ok(Ok(value)) => {
-            let healthy = trigger
-                .probe
+            let healthy = action
                 .expect
                 .as_ref()
                 .is_none_or(|e| e.check(&value, &ctx.resolver).passed);
@@ -439,6 +479,147 @@ async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
             }
         }
     }
+}
+
+/// Samples `trigger`'s probe from the start of the run until `step` starts, and journals
+/// the rate over the last `window` before it: the normal rate a `baseline_before`
+/// trigger compares with. A resumed run keeps the baseline its first process measured.
+async fn measure_baseline(
+    shared: &Shared,
+    trigger: &Trigger,
+    step: &str,
+    window: Duration,
+    progress: watch::Receiver<Progress>,
+) {
+    if shared
+        .journal
+        .read(|j| j.baselines.contains_key(&trigger.id))
+    {
+        return;
+    }
+    let started = || {
+        shared.journal.read(|j| {
+            j.steps
+                .get(step)
+                .is_some_and(|r| r.status != StepStatus::Pending)
+        })
+    };
+    let mut samples: VecDeque<(Instant, f64)> = VecDeque::new();
+    let mut problem = String::new();
+    let mut taken = 0usize;
+    let resumed_past = started();
+    while !resumed_past && !started() {
+        if progress.borrow().over {
+            return;
+        }
+        taken += 1;
+        let action = match &trigger.fire {
+            FireCondition::Rate {
+                baseline:
+                    Baseline::Before {
+                        probe: Some(probe), ..
+                    },
+                ..
+            } => probe,
+            _ => &trigger.probe,
+        };
+        match probe_with(shared, trigger, action).await {
+            Sample::Value { value, .. } => match number(&value) {
+                Some(n) => samples.push_back((Instant::now(), n)),
+                None => problem = format!("the probe gave {}, not a number", value.kind_name()),
+            },
+            Sample::Error(e) => problem = format!("the probe failed: {e}"),
+            Sample::NoData => problem = "the probe returned no data".into(),
+        }
+        // Keep the samples of the last `window`, and the one just before it so that the
+        // measurement spans the whole window.
+        while samples.len() > 2
+            && samples
+                .back()
+                .zip(samples.get(1))
+                .is_some_and(|(last, second)| last.0.duration_since(second.0) >= window)
+        {
+            samples.pop_front();
+        }
+        // Wake up soon after the step starts, not a whole interval later.
+        let next = Instant::now() + trigger.every;
+        while Instant::now() < next && !started() && !progress.borrow().over {
+            tokio::time::sleep(Duration::from_millis(100).min(trigger.every)).await;
+        }
+    }
+    let record = baseline_record(step, window, &samples, taken, resumed_past, &problem);
+    let detail = match record.rate {
+        Some(rate) => format!(
+            "{}/s over the {} before `{step}` ({} samples){}",
+            format_number((rate * 1000.0).round() / 1000.0),
+            format_duration(Duration::from_secs_f64(record.seconds.round())),
+            record.samples,
+            if record.note.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", record.note)
+            }
+        ),
+        None => format!("none: {}", record.note),
+    };
+    shared
+        .journal
+        .update(|j| j.baselines.insert(trigger.id.clone(), record));
+    shared.persist();
+    shared.emit(RunEvent::BaselineMeasured {
+        trigger: trigger.id.clone(),
+        detail: shared.redactor.redact(&detail),
+    });
+}
+
+/// The rate over the samples kept before a step, or why there is none.
+fn baseline_record(
+    step: &str,
+    window: Duration,
+    samples: &VecDeque<(Instant, f64)>,
+    taken: usize,
+    resumed_past: bool,
+    problem: &str,
+) -> BaselineRecord {
+    let mut record = BaselineRecord {
+        before: step.to_owned(),
+        rate: None,
+        seconds: 0.0,
+        samples: samples.len(),
+        at: jiff::Timestamp::now(),
+        note: String::new(),
+    };
+    match (samples.front(), samples.back()) {
+        (Some(first), Some(last)) if samples.len() >= 2 => {
+            let seconds = last.0.duration_since(first.0).as_secs_f64().max(0.001);
+            record.seconds = seconds;
+            record.rate = Some((last.1 - first.1) / seconds);
+            if seconds < window.as_secs_f64() * 0.9 {
+                record.note = format!(
+                    "the run reached `{step}` {} after it started, less than the {} asked for",
+                    format_duration(Duration::from_secs_f64(seconds.round())),
+                    format_duration(window)
+                );
+            }
+        }
+        _ if resumed_past => {
+            record.note = format!(
+                "the run was resumed after `{step}` had started, and no earlier process measured it"
+            );
+        }
+        _ => {
+            record.note = format!(
+                "{} usable sample(s) of {taken} before `{step}` started{}",
+                samples.len(),
+                if problem.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({problem})")
+                }
+            );
+        }
+    }
+    record
 }
 
 fn condition(trigger: &Trigger) -> String {
@@ -488,7 +669,11 @@ async fn watch_one(
                 secrets: &shared.secrets,
                 steps: &values,
             };
-            let verdict = state.evaluate(&trigger, sample, &resolver);
+            let measured = shared
+                .journal
+                .read(|j| j.baselines.get(&trigger.id).cloned());
+            let verdict = state.evaluate(&trigger, sample, &resolver, measured.as_ref());
+            let mut unwatchable = false;
             let (reason, inconclusive) = match verdict {
                 Verdict::Quiet => {
                     tokio::time::sleep(state.next_delay(&trigger)).await;
@@ -496,6 +681,13 @@ async fn watch_one(
                 }
                 Verdict::Fire(reason) => (reason, false),
                 Verdict::Inconclusive(reason) => (format!("inconclusive: {reason}"), true),
+                Verdict::Unwatchable(reason) => {
+                    unwatchable = true;
+                    (
+                        format!("inconclusive: {reason}; continuing stops watching this trigger"),
+                        true,
+                    )
+                }
             };
             if trigger.mode == TriggerMode::Shadow && !inconclusive {
                 record(
@@ -535,6 +727,7 @@ async fn watch_one(
                 return;
             }
             match answer.await {
+                Ok(true) if unwatchable => return,
                 Ok(true) => {
                     state = State {
                         opened_at: Some(opened),

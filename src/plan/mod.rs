@@ -569,6 +569,18 @@ fn describe_condition(trigger: &Trigger) -> String {
                 "growth rate {ratio} the rate measured in the first {}",
                 format_duration(*d)
             ),
+            Baseline::Before {
+                step,
+                window,
+                probe,
+            } => format!(
+                "growth rate {ratio} the rate of the {} before step `{step}`{}",
+                format_duration(*window),
+                probe
+                    .as_ref()
+                    .map(|p| format!(" ({})", p.action.params().describe()))
+                    .unwrap_or_default()
+            ),
         },
         FireCondition::Consecutive(n) => format!("{n} failing probes in a row"),
     }

@@ -163,6 +163,9 @@ fn line(event: &RunEvent) -> Option<String> {
         } => {
             format!("TRIGGER {trigger} fired ({condition}): {reason} — {outcome}")
         }
+        RunEvent::BaselineMeasured { trigger, detail } => {
+            format!("trigger {trigger}: baseline {detail}")
+        }
         RunEvent::RollbackTargetDown { phase, detail } => {
             format!("phase {phase} cannot start: a rollback target does not answer: {detail}")
         }

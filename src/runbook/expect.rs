@@ -93,6 +93,14 @@ pub enum Expect {
     },
     /// `count: EXPECT` — the number of items of a list.
     Count(Box<Expect>),
+    /// `distinct: { FIELD: EXPECT }` — the number of different values of a field among
+    /// the items of a list (log lines of 14 containers, not 14 lines).
+    Distinct {
+        /// The field.
+        field: String,
+        /// The test on the number.
+        expect: Box<Expect>,
+    },
     /// `each: EXPECT` — every item (a non-empty list).
     Each(Box<Expect>),
     /// `any: EXPECT` — at least one item.
@@ -119,6 +127,7 @@ impl PartialEq for Expect {
 /// Keys of an expectation map that are tests, not field names.
 pub const EXPECT_KEYWORDS: &[&str] = &[
     "count",
+    "distinct",
     "each",
     "any",
     "none",
@@ -224,6 +233,7 @@ impl Expect {
             Expect::Count(e) | Expect::Each(e) | Expect::Any(e) | Expect::NoneOf(e) => {
                 e.collect_templates(out)
             }
+            Expect::Distinct { expect, .. } => expect.collect_templates(out),
             Expect::Field { expect, .. } => expect.collect_templates(out),
             Expect::All(all) => all.iter().for_each(|e| e.collect_templates(out)),
             _ => {}
@@ -250,6 +260,7 @@ impl Expect {
         f(self);
         match self {
             Expect::Count(e) | Expect::Each(e) | Expect::Any(e) | Expect::NoneOf(e) => e.visit(f),
+            Expect::Distinct { expect, .. } => expect.visit(f),
             Expect::Field { expect, .. } => expect.visit(f),
             Expect::All(all) => all.iter().for_each(|e| e.visit(f)),
             _ => {}
@@ -355,6 +366,29 @@ impl Expect {
                 };
                 let outcome = inner.check(&Value::Number(count as f64), resolver);
                 CheckOutcome::new(outcome.passed, format!("count {}", outcome.detail))
+            }
+            Expect::Distinct { field, expect } => {
+                let items: &[Value] = match value {
+                    Value::List(items) => items,
+                    Value::Null => &[],
+                    other => {
+                        return CheckOutcome::new(
+                            false,
+                            format!("`distinct` needs a list, found {}", other.kind_name()),
+                        );
+                    }
+                };
+                let different: std::collections::BTreeSet<String> = items
+                    .iter()
+                    .filter_map(|item| item.field(field))
+                    .filter(|v| !matches!(v, Value::Null))
+                    .map(Value::as_text)
+                    .collect();
+                let outcome = expect.check(&Value::Number(different.len() as f64), resolver);
+                CheckOutcome::new(
+                    outcome.passed,
+                    format!("distinct `{field}` values {}", outcome.detail),
+                )
             }
             Expect::Each(inner) | Expect::Any(inner) | Expect::NoneOf(inner) => {
                 let Value::List(items) = value else {
@@ -495,6 +529,63 @@ fn parse_operand(text: &str) -> Result<Operand, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A resolved operand written as arithmetic on numbers or sizes, such as
+/// `${steps.before.value.total.depth} * 1.5 + 100` or `${steps.m.value} + 512mb` (spaces
+/// around `+`, `-`, `*`; `*` first). `None` when the text is not such an expression.
+fn arithmetic(text: &str) -> Option<Result<Quantity, String>> {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    if tokens.len() < 3 || tokens.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut terms: Vec<(f64, bool)> = Vec::new(); // (value, is a size)
+    let mut ops: Vec<char> = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        if i % 2 == 1 {
+            match *token {
+                "+" | "-" | "*" => ops.push(token.chars().next()?),
+                _ => return None,
+            }
+        } else {
+            match Quantity::parse(token).ok()? {
+                Quantity::Number(n) => terms.push((n, false)),
+                Quantity::Size(n) => terms.push((n, true)),
+                _ => return None,
+            }
+        }
+    }
+    // Products first, then sums left to right.
+    let mut sums: Vec<(f64, bool)> = vec![terms[0]];
+    let mut signs: Vec<char> = Vec::new();
+    for (op, term) in ops.iter().zip(terms.into_iter().skip(1)) {
+        if *op == '*' {
+            let last = sums.last_mut()?;
+            if last.1 && term.1 {
+                return Some(Err(format!("`{text}` multiplies two sizes")));
+            }
+            *last = (last.0 * term.0, last.1 || term.1);
+        } else {
+            sums.push(term);
+            signs.push(*op);
+        }
+    }
+    let (mut total, size) = sums[0];
+    for (sign, term) in signs.iter().zip(sums.iter().skip(1)) {
+        if term.1 != size {
+            return Some(Err(format!("`{text}` adds a size and a plain number")));
+        }
+        total = if *sign == '+' {
+            total + term.0
+        } else {
+            total - term.0
+        };
+    }
+    Some(Ok(if size {
+        Quantity::Size(total)
+    } else {
+        Quantity::Number(total)
+    }))
+}
+
 fn check_compare(
     value: &Value,
     op: CompareOp,
@@ -503,13 +594,17 @@ fn check_compare(
 ) -> CheckOutcome {
     let quantity = match operand {
         Operand::Known(q) => q.clone(),
-        Operand::Deferred(template) => match resolver
-            .resolve(template)
-            .and_then(|text| Quantity::parse(&text).map_err(|e| e.to_string()))
-        {
-            Ok(q) => q,
-            Err(e) => return CheckOutcome::new(false, e),
-        },
+        Operand::Deferred(template) => {
+            match resolver
+                .resolve(template)
+                .and_then(|text| match arithmetic(&text) {
+                    Some(result) => result,
+                    None => Quantity::parse(&text).map_err(|e| e.to_string()),
+                }) {
+                Ok(q) => q,
+                Err(e) => return CheckOutcome::new(false, e),
+            }
+        }
     };
     match compare(value, &quantity, op) {
         Ok(ordering) => {
@@ -607,6 +702,7 @@ impl fmt::Display for Expect {
                 write!(f, "{not}matches /{regex}/")
             }
             Expect::Count(e) => write!(f, "count {e}"),
+            Expect::Distinct { field, expect } => write!(f, "distinct {field} {expect}"),
             Expect::Each(e) => write!(f, "each {e}"),
             Expect::Any(e) => write!(f, "any {e}"),
             Expect::NoneOf(e) => write!(f, "none {e}"),
@@ -723,6 +819,17 @@ impl<'de> Visitor<'de> for ExpectVisitor {
             };
             let expect = match (negate, base) {
                 (false, "count") => Expect::Count(Box::new(map.next_value()?)),
+                (false, "distinct") => match map.next_value::<Expect>()? {
+                    Expect::Field { name, expect } => Expect::Distinct {
+                        field: name,
+                        expect,
+                    },
+                    _ => {
+                        return Err(de::Error::custom(
+                            "`distinct` takes one field and a test: `distinct: { container: \">= 14\" }`",
+                        ));
+                    }
+                },
                 (false, "each") => Expect::Each(Box::new(map.next_value()?)),
                 (false, "any") => Expect::Any(Box::new(map.next_value()?)),
                 (false, "none") => Expect::NoneOf(Box::new(map.next_value()?)),
@@ -763,7 +870,7 @@ impl schemars::JsonSchema for Expect {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let this = generator.subschema_for::<Expect>();
         schemars::json_schema!({
-            "description": "What the value must look like: `>= 14`, `< 8GB`, `< 600ms`, `> 2026-01-09`, `== PONG`, `empty`, `not empty`; a list (all hold); or a map of tests (count, each, any, none, empty, matches, contains, starts_with, ends_with and their not_ forms) and field names.",
+            "description": "What the value must look like: `>= 14`, `< 8GB`, `< 600ms`, `> 2026-01-09`, `== PONG`, `empty`, `not empty`; a list (all hold); or a map of tests (count, distinct, each, any, none, empty, matches, contains, starts_with, ends_with and their not_ forms) and field names.",
             "anyOf": [
                 { "type": "string" },
                 { "type": "number" },
@@ -774,6 +881,7 @@ impl schemars::JsonSchema for Expect {
                     "minProperties": 1,
                     "properties": {
                         "count": this, "each": this, "any": this, "none": this,
+                        "distinct": { "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": this },
                         "empty": { "type": "boolean" },
                         "matches": { "type": "string", "format": "regex" },
                         "not_matches": { "type": "string", "format": "regex" },
@@ -785,6 +893,43 @@ impl schemars::JsonSchema for Expect {
                 }
             ]
         })
+    }
+}
+
+#[cfg(test)]
+mod arithmetic_tests {
+    use super::*;
+
+    #[test]
+    fn operands_resolve_to_simple_arithmetic() {
+        let n = |t: &str| arithmetic(t).unwrap().unwrap();
+        assert_eq!(n("120 * 1.5 + 100"), Quantity::Number(280.0));
+        assert_eq!(n("100 + 120 * 1.5"), Quantity::Number(280.0));
+        assert_eq!(n("10 - 2 - 3"), Quantity::Number(5.0));
+        assert_eq!(
+            n("1gb + 512mb"),
+            Quantity::Size(1.5 * 1024.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(n("2 * 1kb"), Quantity::Size(2048.0));
+        assert!(arithmetic("1gb + 5").unwrap().is_err());
+        assert!(arithmetic("1gb * 1gb").unwrap().is_err());
+        // Not arithmetic: left to the usual parsing.
+        assert!(arithmetic("PONG").is_none());
+        assert!(arithmetic("a + b").is_none());
+        assert!(arithmetic("12").is_none());
+    }
+
+    #[test]
+    fn a_deferred_operand_may_be_arithmetic() {
+        struct Before;
+        impl OperandResolver for Before {
+            fn resolve(&self, _: &Template) -> Result<String, String> {
+                Ok("120 * 1.5 + 100".into())
+            }
+        }
+        let e = Expect::parse_shorthand("<= ${steps.before.value} * 1.5 + 100").unwrap();
+        assert!(e.check(&Value::Number(280.0), &Before).passed);
+        assert!(!e.check(&Value::Number(281.0), &Before).passed);
     }
 }
 
@@ -843,6 +988,31 @@ mod tests {
         ));
         assert!(passes(&expect("0"), &Value::Number(0.0)));
         assert!(passes(&expect("\"0\""), &Value::Text("0".into())));
+    }
+
+    #[test]
+    fn distinct_counts_different_values_of_a_field() {
+        let line = |container: &str| {
+            let mut fields = std::collections::BTreeMap::new();
+            fields.insert("container".to_owned(), Value::Text(container.into()));
+            fields.insert("line".to_owned(), Value::Text("Worker started".into()));
+            Value::Object(fields)
+        };
+        // Three lines, from two containers: `count` says 3, `distinct` 2.
+        let lines = Value::List(vec![line("w1"), line("w1"), line("w2")]);
+        assert!(passes(&expect("{ count: 3 }"), &lines));
+        assert!(passes(&expect("{ distinct: { container: 2 } }"), &lines));
+        assert!(!passes(
+            &expect("{ distinct: { container: \">= 3\" } }"),
+            &lines
+        ));
+        assert!(passes(
+            &expect("{ distinct: { container: 0 } }"),
+            &Value::List(vec![])
+        ));
+        let node = yaml::parse(&SourceFile::new("t", "{ distinct: \">= 2\" }")).unwrap();
+        let (_, errors) = from_node::<Expect>(&node);
+        assert!(!errors.is_empty());
     }
 
     #[test]

@@ -171,6 +171,16 @@ pub enum Baseline {
     Recorded(Template),
     /// Measured during this long at the start of the window.
     Measured(Duration),
+    /// Measured over `window` just before `step` started (normal operation), by sampling
+    /// the probe from the start of the run.
+    Before {
+        /// The step.
+        step: String,
+        /// How long a stretch before it.
+        window: Duration,
+        /// What to measure with, when not the trigger's probe.
+        probe: Option<Box<Step>>,
+    },
 }
 
 /// When a trigger fires.

@@ -657,9 +657,18 @@ pub struct FireSpec {
     /// The baseline rate per second (`${steps.queue-growth.value}`).
     #[serde(default)]
     pub baseline: Option<Template>,
-    /// Or: measure the baseline rate during this long at the start of the window.
+    /// Or: measure the baseline rate over this long, at the start of the window or, with
+    /// `baseline_before`, just before that step starts.
     #[serde(default)]
     pub baseline_window: Option<RunbookDuration>,
+    /// Measure the `baseline_window` just before this step starts (the normal rate,
+    /// before the change), sampling the probe from the start of the run.
+    #[serde(default)]
+    pub baseline_before: Option<Spanned<String>>,
+    /// With `baseline_before`: measure with this read-only action instead of the probe
+    /// (before the cutover the traffic is on the old server; `field` applies to both).
+    #[serde(default)]
+    pub baseline_probe: Option<Box<Spanned<StepSpec>>>,
     /// Fire after this many failing probes in a row.
     #[serde(default)]
     pub consecutive: Option<u32>,

@@ -797,7 +797,24 @@ impl Validator {
                 .as_ref()
                 .map(|p| p.action.params().shape())
                 .unwrap_or(Shape::Any);
-            let fire = self.fire_condition(spec, probe_shape);
+            let mut fire = self.fire_condition(spec, probe_shape);
+            if let (
+                Some(FireCondition::Rate {
+                    baseline: Baseline::Before { probe, .. },
+                    ..
+                }),
+                Some(baseline_probe),
+            ) = (&mut fire, &spec.fire.value.baseline_probe)
+            {
+                *probe = self
+                    .step(
+                        baseline_probe,
+                        Role::Probe,
+                        OnFailure::Continue,
+                        Some(format!("{}.baseline_probe", spec.id.value)),
+                    )
+                    .map(Box::new);
+            }
             let every = spec.every.map(|d| d.0).unwrap_or(DEFAULT_TRIGGER_INTERVAL);
             if every.is_zero() {
                 self.error(
@@ -864,11 +881,37 @@ impl Validator {
         if fire.within.is_some() && fire.increase.is_none() {
             self.error("fire-condition", span, "`within` belongs to `increase`");
         }
-        if (fire.baseline.is_some() || fire.baseline_window.is_some()) && fire.rate.is_none() {
+        if (fire.baseline.is_some()
+            || fire.baseline_window.is_some()
+            || fire.baseline_before.is_some())
+            && fire.rate.is_none()
+        {
             self.error(
                 "fire-condition",
                 span,
-                "`baseline` and `baseline_window` belong to `rate`",
+                "`baseline`, `baseline_window` and `baseline_before` belong to `rate`",
+            );
+        }
+        if let Some(step) = &fire.baseline_before {
+            if !self.step_phase.contains_key(&step.value) {
+                let mut known: Vec<&str> = self.step_phase.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let d = unknown_name("unknown-step", step.span, "step", &step.value, &known);
+                self.diagnostics.push(d);
+            }
+            if fire.baseline_window.is_none() {
+                self.error(
+                    "fire-condition",
+                    step.span,
+                    "`baseline_before` needs `baseline_window` (how long a stretch before the step, e.g. `5min`)",
+                );
+            }
+        }
+        if let (Some(probe), None) = (&fire.baseline_probe, &fire.baseline_before) {
+            self.error(
+                "fire-condition",
+                probe.span,
+                "`baseline_probe` belongs to `baseline_before` (it measures the rate before that step)",
             );
         }
         let shape = match &fire.field {
@@ -942,7 +985,14 @@ impl Validator {
             }
             let baseline = match (&fire.baseline, fire.baseline_window) {
                 (Some(b), None) => Baseline::Recorded(b.clone()),
-                (None, Some(w)) => Baseline::Measured(w.0),
+                (None, Some(w)) => match &fire.baseline_before {
+                    Some(step) => Baseline::Before {
+                        step: step.value.clone(),
+                        window: w.0,
+                        probe: None,
+                    },
+                    None => Baseline::Measured(w.0),
+                },
                 _ => {
                     self.error("fire-condition", span, "`rate` needs exactly one of `baseline` (a recorded rate) or `baseline_window` (measure it first)");
                     return None;
@@ -1283,6 +1333,23 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
             Shape::List(_) | Shape::Object(_) => check_shape_into(inner, Shape::Number, problems),
             _ => problems.push(format!(
                 "`count` needs a list, but the value is {}",
+                shape_name(shape)
+            )),
+        },
+        Expect::Distinct { field, expect } => match shape {
+            Shape::List(Shape::Object(fields)) => {
+                if !fields.iter().any(|(f, _)| f == field) {
+                    let names: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+                    problems.push(format!(
+                        "`distinct`: the items have no field `{field}`; fields: {}",
+                        backticked(&names)
+                    ));
+                }
+                check_shape_into(expect, Shape::Number, problems);
+            }
+            Shape::List(_) | Shape::Any => check_shape_into(expect, Shape::Number, problems),
+            _ => problems.push(format!(
+                "`distinct` needs a list of objects, but the value is {}",
                 shape_name(shape)
             )),
         },

@@ -29,6 +29,8 @@ pub const NETWORK: &str = "fiskai-sandbox";
 pub const SOURCE: &str = "fiskai-redis";
 /// The application's container: the producer.
 pub const APP: &str = "fiskai-app";
+/// A BullMQ consumer that the workers' name selection does not cover (`forgotten_consumer`).
+pub const FORGOTTEN: &str = "fiskai-reporter";
 /// The port of the source on 127.0.0.1.
 pub const SOURCE_PORT: u16 = 16379;
 /// The port the runbook publishes the new Redis on (127.0.0.1).
@@ -71,6 +73,14 @@ pub struct Options {
     /// The second, but only once the worker is moved to the new Redis (the cutover
     /// exposes it): the trigger must roll back.
     pub module_error_after_cutover: bool,
+    /// A worker that runs but never connects (its REDIS_URL names no host).
+    pub unconnected_worker: bool,
+    /// A worker that sends a wrong password to the new Redis (a stale secret): it logs
+    /// `WRONGPASS` after the cutover and keeps running.
+    pub wrong_password_after_cutover: bool,
+    /// A BullMQ consumer outside the workers' name selection (`fiskai-reporter`), left
+    /// connected to the old Redis by the cutover.
+    pub forgotten_consumer: bool,
     /// Also load seed 004's `job:*` keys (for `runbooks/job-keys-to-step-keys.yaml`).
     pub job_keys: bool,
     /// Jobs the application enqueues a second (0: no application).
@@ -88,6 +98,9 @@ impl Default for Options {
             src_mount: false,
             module_error: false,
             module_error_after_cutover: false,
+            unconnected_worker: false,
+            wrong_password_after_cutover: false,
+            forgotten_consumer: false,
             job_keys: false,
             produce: 20,
             password: std::env::var("REDIS_PASSWORD")
@@ -177,8 +190,13 @@ pub async fn up(docker: &Docker, options: &Options) {
     let _ = std::fs::create_dir_all(&src_dir);
     for (i, name) in WORKERS.iter().enumerate() {
         let container = worker_name(name);
+        let redis_url = if options.unconnected_worker && i == 3 {
+            "redis://fiskai-redis-gone:6379"
+        } else {
+            "redis://fiskai-redis:6379"
+        };
         let env = [
-            "REDIS_URL=redis://fiskai-redis:6379".to_owned(),
+            format!("REDIS_URL={redis_url}"),
             format!("QUEUE=bull:{name}"),
             format!("WORKER_NAME={container}"),
             format!("JOB_MS={}", options.job_ms),
@@ -218,10 +236,35 @@ pub async fn up(docker: &Docker, options: &Options) {
             args.push("-e".into());
             args.push("FAIL_MODULE_WHEN_URL=fiskai-redis-vps".into());
         }
+        if options.wrong_password_after_cutover && i == 4 {
+            args.push("-e".into());
+            args.push("BAD_PASSWORD_WHEN_URL=fiskai-redis-vps".into());
+        }
         args.push(WORKER_IMAGE.into());
         args.push("/usr/local/bin/worker".into());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_cli(&refs);
+    }
+    if options.forgotten_consumer {
+        docker_cli(&[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            FORGOTTEN,
+            "--label",
+            LABEL,
+            "--network",
+            NETWORK,
+            "-e",
+            "REDIS_URL=redis://fiskai-redis:6379",
+            "-e",
+            "QUEUE=bull:reports",
+            "-e",
+            &format!("WORKER_NAME={FORGOTTEN}"),
+            WORKER_IMAGE,
+            "/usr/local/bin/worker",
+        ]);
     }
     if options.produce > 0 {
         let new = match &options.password {

@@ -25,8 +25,14 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The worker binary (`rmtest-worker`), built if it is not there yet.
+/// The worker binary (`rmtest-worker`), built (or brought up to date: a stale binary
+/// would test the sandbox with an older worker) once per test process.
 pub fn worker_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_worker).clone()
+}
+
+fn build_worker() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let profile_dir = exe
         .parent()
@@ -40,19 +46,17 @@ pub fn worker_binary() -> PathBuf {
         .expect("target dir")
         .to_path_buf();
     let binary = profile_dir.join("rmtest-worker");
-    if !binary.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "redis-move-testbed",
-                "--bin",
-                "rmtest-worker",
-            ])
-            .status()
-            .expect("cargo builds the worker");
-        assert!(status.success(), "building rmtest-worker failed");
+    let release = profile_dir.ends_with("release");
+    let mut args = vec!["build", "--workspace", "--bin", "rmtest-worker"];
+    if release {
+        args.push("--release");
     }
+    let status = Command::new(env!("CARGO"))
+        .args(&args)
+        .status()
+        .expect("cargo builds the worker");
+    assert!(status.success(), "building rmtest-worker failed");
+    assert!(binary.is_file(), "{} was not built", binary.display());
     binary
 }
 

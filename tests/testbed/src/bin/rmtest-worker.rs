@@ -1,7 +1,12 @@
 //! A tiny queue worker for tests and the sandbox: reads `REDIS_URL` at start, logs
 //! "Worker started", takes jobs from `<QUEUE>:wait` (BLPOP), marks them done in
-//! `<QUEUE>:done`, and logs `ECONNREFUSED` while Redis cannot be reached — the
-//! behaviour of the BullMQ workers in the migration runbooks, without Node.
+//! `<QUEUE>:done`, and logs what ioredis logs when Redis cannot be used: `Error: connect
+//! ECONNREFUSED` while it cannot be reached, `ReplyError: NOAUTH ...`/`WRONGPASS ...` when
+//! it refuses the password, `ReplyError: READONLY ...` on a replica — the behaviour of
+//! the BullMQ workers in the migration runbooks, without Node.
+//!
+//! `BAD_PASSWORD_WHEN_URL=part` makes it send a wrong password once its `REDIS_URL`
+//! contains `part` (it logs `WRONGPASS` and keeps retrying, as ioredis does).
 //!
 //! `FAIL_MODULE=1` makes it log a module resolution error and exit, like a worker whose
 //! image lost its `dist/` folder; `FAIL_MODULE_WHEN_URL=part` does so only when its
@@ -42,6 +47,15 @@ fn main() {
         eprintln!("[{name}] code: 'ERR_MODULE_NOT_FOUND'");
         std::process::exit(1);
     }
+    // A deploy whose secret is stale on the new host: the password it sends is wrong
+    // once its REDIS_URL contains `part`.
+    let url = match std::env::var("BAD_PASSWORD_WHEN_URL") {
+        Ok(part) if !part.is_empty() && url.contains(&part) => match url.split_once('@') {
+            Some((_, host)) => format!("redis://:not-the-password@{host}"),
+            None => url,
+        },
+        _ => url,
+    };
     let queue = std::env::var("QUEUE").unwrap_or_else(|_| "jobs".into());
     let job_ms: u64 = std::env::var("JOB_MS")
         .ok()
@@ -63,7 +77,7 @@ fn main() {
         let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                eprintln!("[{name}] {}", ioredis_error(&e));
                 std::thread::sleep(Duration::from_millis(300));
                 continue;
             }
@@ -90,9 +104,7 @@ fn main() {
                         Ok(_) => println!("[{name}] processed job {job}"),
                         Err(e) => {
                             // The job was taken but not recorded: put it back.
-                            eprintln!(
-                                "[{name}] Error: connect ECONNREFUSED ({e}); job {job} requeued"
-                            );
+                            eprintln!("[{name}] {}; job {job} requeued", ioredis_error(&e));
                             let _ = redis::cmd("RPUSH")
                                 .arg(&wait)
                                 .arg(&job)
@@ -103,7 +115,7 @@ fn main() {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                    eprintln!("[{name}] {}", ioredis_error(&e));
                     break;
                 }
             }
@@ -124,7 +136,7 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
         let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                eprintln!("[{name}] {}", ioredis_error(&e));
                 std::thread::sleep(Duration::from_millis(300));
                 continue;
             }
@@ -175,21 +187,33 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
                         Err(e) => {
                             // Still in active: BullMQ's stalled-job check would move it
                             // back to wait; the job is not lost.
-                            eprintln!(
-                                "[{name}] Error: connect ECONNREFUSED ({e}); job {job} left in active"
-                            );
+                            eprintln!("[{name}] {}; job {job} left in active", ioredis_error(&e));
                             break;
                         }
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("[{name}] Error: connect ECONNREFUSED ({e})");
+                    eprintln!("[{name}] {}", ioredis_error(&e));
                     break;
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How ioredis reports an error: a server's refusal as `ReplyError: CODE message`, the
+/// rest as a failed connection.
+fn ioredis_error(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    let refused = ["WRONGPASS", "NOAUTH", "READONLY", "OOM", "NOREPLICAS"]
+        .iter()
+        .any(|code| text.contains(code));
+    match e.code() {
+        _ if refused => format!("ReplyError: {text}"),
+        Some(code) => format!("ReplyError: {code} {}", e.detail().unwrap_or_default()),
+        None => format!("Error: connect ECONNREFUSED ({e})"),
     }
 }
 
