@@ -191,6 +191,130 @@ fn existing_keys_fail_the_copy_when_asked() {
     assert_eq!(b, "the target's own");
 }
 
+/// Dual-write already wrote some step keys: the copy merges job keys into them (union,
+/// the target winning where both have a value), verification with `contains` sees every
+/// source member in the target, a value written differently on the two sides is
+/// reported, and the rollback puts the target keys back as they were.
+#[test]
+fn existing_keys_merged_by_type_verified_by_containment_and_rolled_back() {
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    // The job keys (source) ...
+    let _: () = con.sadd("job:1:tags", &["a", "b"]).unwrap();
+    let _: () = con
+        .hset_multiple("job:1", &[("state", "queued"), ("n", "1")])
+        .unwrap();
+    let _: () = con
+        .zadd_multiple("jobs:pending", &[(1, "x"), (2, "y")])
+        .unwrap();
+    let _: () = con.rpush("jobs:log", &["1", "2", "3"]).unwrap();
+    let _: () = con.set("job:2", "old").unwrap();
+    let _: () = con.hset_multiple("job:3", &[("state", "done")]).unwrap();
+    // ... and what dual-write already wrote under the new names (and a TTL of its own).
+    let _: () = con.sadd("step:1:tags", &["b", "c"]).unwrap();
+    let _: () = con
+        .hset_multiple("step:1", &[("state", "queued"), ("owner", "w7")])
+        .unwrap();
+    let _: () = con.expire("step:1", 3600).unwrap();
+    let _: () = con
+        .zadd_multiple("steps:pending", &[(5, "y"), (3, "z")])
+        .unwrap();
+    let _: () = con.rpush("steps:log", &["2", "4"]).unwrap();
+    let _: () = con.set("step:2", "new").unwrap();
+    let before = snapshot(&mut con, "step*");
+    let ws = Workspace::new(&format!(
+        r#"version: 1
+name: merge
+targets:
+  r: {{ redis: {{ url: "redis://127.0.0.1:{p}" }} }}
+phases:
+  - id: move
+    steps:
+      - id: copy
+        redis.copy: {{ target: r, source: r, match: "job*", rename: {{ regex: "job(.*)", replace: "step$1" }}, existing: merge, batch: 2 }}
+      - id: verify
+        redis.verify: {{ target: r, source: r, match: "job*", rename: {{ regex: "job(.*)", replace: "step$1" }}, contains: true }}
+"#,
+        p = server.port
+    ));
+    // The one value written differently on the two sides (a string keeps the target's)
+    // is the only difference verification reports.
+    let out = ws.run().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(
+            "0 missing and 1 different on the target, of 6 keys checked: step:2: value differs"
+        ),
+        "{stderr}"
+    );
+    let mut tags: Vec<String> = con.smembers("step:1:tags").unwrap();
+    tags.sort();
+    assert_eq!(tags, ["a", "b", "c"]);
+    let step: std::collections::BTreeMap<String, String> = con.hgetall("step:1").unwrap();
+    assert_eq!(step["n"], "1", "a field only the source had");
+    assert_eq!(step["owner"], "w7", "a field only the target had");
+    let ttl: i64 = con.ttl("step:1").unwrap();
+    assert!(ttl > 3000, "the target keeps its TTL: {ttl}");
+    let pending: Vec<(String, f64)> = con.zrange_withscores("steps:pending", 0, -1).unwrap();
+    assert_eq!(
+        pending,
+        [
+            ("x".to_owned(), 1.0),
+            ("z".to_owned(), 3.0),
+            ("y".to_owned(), 5.0)
+        ],
+        "the target's score wins"
+    );
+    let log: Vec<String> = con.lrange("steps:log", 0, -1).unwrap();
+    assert_eq!(
+        log,
+        ["2", "4", "1", "3"],
+        "missing elements appended in order"
+    );
+    let kept: String = con.get("step:2").unwrap();
+    assert_eq!(kept, "new", "a string keeps the target's value");
+    let created: std::collections::BTreeMap<String, String> = con.hgetall("step:3").unwrap();
+    assert_eq!(created["state"], "done");
+    assert_eq!(counter(&ws, "merged"), 4.0);
+    assert_eq!(counter(&ws, "created"), 1.0);
+    // Rollback: the merged keys as they were, the created one gone.
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    // (step:1's TTL is put back from its PTTL: allow the milliseconds in between.)
+    assert_same(&before, &snapshot(&mut con, "step*"), <[u8]>::to_vec, 1000);
+}
+
+/// A rename that leaves a key's name as it is (a regex must match the whole key) would
+/// write the key onto itself on the same server: refused before anything is written.
+#[test]
+fn a_rename_that_changes_nothing_on_the_same_server_is_refused() {
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    let _: () = con.sadd("job:1:tags", &["a", "b"]).unwrap();
+    let ws = Workspace::new(&format!(
+        r#"version: 1
+name: onto-itself
+targets:
+  r: {{ redis: {{ url: "redis://127.0.0.1:{p}" }} }}
+phases:
+  - id: move
+    steps:
+      - id: copy
+        redis.copy: {{ target: r, source: r, match: "job*", rename: {{ regex: "^job", replace: "step" }}, existing: replace }}
+"#,
+        p = server.port
+    ));
+    let out = ws.run().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("would write `job:1:tags` onto itself"),
+        "{stderr}"
+    );
+    let keys: Vec<String> = con.keys("*").unwrap();
+    assert_eq!(keys, ["job:1:tags"]);
+}
+
 #[test]
 fn keys_expiring_during_the_copy_never_come_back_without_a_ttl() {
     let source = RedisServer::start();

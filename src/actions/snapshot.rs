@@ -468,6 +468,7 @@ pub async fn verify_file(
         sample: Some(sample),
         ttl_tolerance: age + Duration::from_secs(2),
         digest: DigestMode::Client,
+        contains: false,
     };
     let compared = verify(&snapshot, source, &plan, &|_, _| {}).await?;
     let number = |name: &str| match compared.field(name) {

@@ -41,6 +41,8 @@ pub struct VerifyPlan {
     pub ttl_tolerance: Duration,
     /// How values are compared.
     pub digest: DigestMode,
+    /// The target need only contain the source's content (after a merge).
+    pub contains: bool,
 }
 
 impl VerifyPlan {
@@ -55,6 +57,7 @@ impl VerifyPlan {
             sample: params.sample,
             ttl_tolerance: params.ttl_tolerance.map_or(Duration::from_secs(2), |t| t.0),
             digest: params.digest,
+            contains: params.contains,
         })
     }
 
@@ -279,6 +282,12 @@ pub async fn verify(
             };
             let why = if copy_type != key_type {
                 Some(format!("type {copy_type}, expected {key_type}"))
+            } else if plan.contains {
+                if !digest.is_empty() && copy_digest == digest {
+                    None
+                } else {
+                    contained(source, source_key, target, key, &key_type).await?
+                }
             } else if (ttl < 0) != (copy_ttl < 0)
                 || (ttl >= 0 && (ttl - copy_ttl).abs() > tolerance)
             {
@@ -340,6 +349,72 @@ pub async fn verify(
     ))
 }
 
+/// Whether `target_key` holds everything `key` holds (`None`), or what it lacks.
+async fn contained(
+    source: &RedisBackend,
+    key: &[u8],
+    target: &RedisBackend,
+    target_key: &[u8],
+    key_type: &str,
+) -> Result<Option<String>, BackendError> {
+    let Some(parsed) = KeyType::parse(key_type) else {
+        return Ok(Some(format!("cannot compare a {key_type}")));
+    };
+    let (read_mine, read_theirs) = (read_command(parsed, key), read_command(parsed, target_key));
+    let (mine, theirs) = tokio::try_join!(source.raw(&read_mine), target.raw(&read_theirs))?;
+    Ok(lacks(parsed, &mine, &theirs))
+}
+
+/// What `theirs` lacks of `mine` (values read with `read_command`), or `None`.
+fn lacks(key_type: KeyType, mine: &redis::Value, theirs: &redis::Value) -> Option<String> {
+    let items = |v: &redis::Value| -> Vec<Vec<u8>> {
+        match v {
+            redis::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    redis::Value::BulkString(b) => b.clone(),
+                    other => reply_text(other).into_bytes(),
+                })
+                .collect(),
+            redis::Value::Set(items) => items
+                .iter()
+                .map(|i| match i {
+                    redis::Value::BulkString(b) => b.clone(),
+                    other => reply_text(other).into_bytes(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (a, b) = (items(mine), items(theirs));
+    let first_missing = match key_type {
+        KeyType::Set | KeyType::List => {
+            let present: std::collections::HashSet<&Vec<u8>> = b.iter().collect();
+            a.iter().find(|m| !present.contains(m)).cloned()
+        }
+        KeyType::Hash => {
+            let present: std::collections::HashMap<&Vec<u8>, &Vec<u8>> = b
+                .chunks(2)
+                .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                .collect();
+            a.chunks(2)
+                .find(|p| present.get(&p[0]) != p.get(1).as_ref())
+                .map(|p| p[0].clone())
+        }
+        KeyType::ZSet => {
+            let present: std::collections::HashSet<&Vec<u8>> = b.chunks(2).map(|p| &p[0]).collect();
+            a.chunks(2)
+                .find(|p| !present.contains(&p[0]))
+                .map(|p| p[0].clone())
+        }
+        KeyType::String | KeyType::Stream => {
+            return (canonical_digest(key_type, mine) != canonical_digest(key_type, theirs))
+                .then(|| "value differs".to_owned());
+        }
+    };
+    first_missing.map(|m| format!("lacks `{}` of the source", display_key(&m)))
+}
+
 /// Why a verification failed, in a sentence (`None`: source and target agree).
 pub fn failure(value: &Value) -> Option<String> {
     let count = |name: &str| match value.field(name) {
@@ -399,6 +474,7 @@ mod tests {
             sample: None,
             ttl_tolerance: Duration::from_secs(2),
             digest: DigestMode::Auto,
+            contains: false,
         }
     }
 
@@ -450,6 +526,53 @@ mod tests {
                 .collect(),
         );
         assert_eq!(failure(&clean), None);
+    }
+
+    #[test]
+    fn containment_by_type() {
+        let bulk = |items: &[&str]| {
+            redis::Value::Array(
+                items
+                    .iter()
+                    .map(|s| redis::Value::BulkString(s.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            lacks(KeyType::Set, &bulk(&["a", "b"]), &bulk(&["b", "a", "c"])),
+            None
+        );
+        assert!(
+            lacks(KeyType::Set, &bulk(&["a", "d"]), &bulk(&["a", "c"]))
+                .unwrap()
+                .contains("`d`")
+        );
+        // A hash field must be there with the source's value.
+        assert_eq!(
+            lacks(
+                KeyType::Hash,
+                &bulk(&["f", "1"]),
+                &bulk(&["g", "2", "f", "1"])
+            ),
+            None
+        );
+        assert!(lacks(KeyType::Hash, &bulk(&["f", "1"]), &bulk(&["f", "2"])).is_some());
+        assert_eq!(
+            lacks(
+                KeyType::ZSet,
+                &bulk(&["m", "1"]),
+                &bulk(&["m", "5", "n", "2"])
+            ),
+            None
+        );
+        assert!(
+            lacks(
+                KeyType::String,
+                &redis::Value::BulkString(b"x".to_vec()),
+                &redis::Value::BulkString(b"y".to_vec())
+            )
+            .is_some()
+        );
     }
 
     #[test]

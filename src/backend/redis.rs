@@ -277,6 +277,28 @@ impl RedisBackend {
         Ok((parse_client_list(&list), id.to_string()))
     }
 
+    /// Which server and database this connection writes to: its `run_id` and the
+    /// database of `CLIENT INFO` (database 0 where that command is missing, before 6.2).
+    pub async fn keyspace_identity(&self) -> Result<(String, u32), BackendError> {
+        let run_id = self
+            .info_sections(Some("server"))
+            .await?
+            .get("server")
+            .and_then(|s| s.get("run_id"))
+            .map(Value::as_text)
+            .unwrap_or_default();
+        let db = match self.query(redis::cmd("CLIENT").arg("INFO")).await {
+            Ok(reply) => to_value(reply)
+                .as_text()
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("db="))
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        Ok((run_id, db))
+    }
+
     /// DBSIZE.
     pub async fn dbsize(&self) -> Result<u64, BackendError> {
         match self.query(&redis::cmd("DBSIZE")).await? {

@@ -401,6 +401,27 @@ impl Validator {
             .label = Some(format!("in `{field}`"));
         }
         let target = self.resolve_target(&action.value, action.span);
+        // A move whose source is its own target (the target left implicit, say).
+        let source = match &action.value {
+            Action::RedisReplicate(p) => Some((&p.source, "replicates")),
+            Action::RedisPromote(p) => Some((&p.source, "promotes against")),
+            Action::RedisCopy(p) if p.rename.is_none() => Some((&p.source, "copies onto")),
+            _ => None,
+        };
+        if let (Some((source, verb)), Some(target)) = (source, &target)
+            && &source.value == target
+            && params.check().is_empty()
+        {
+            self.error(
+                "source-is-target",
+                source.span,
+                format!("`{name}` {verb} itself: `{target}` is both its source and its target"),
+            )
+            .help = Some(match &action.value {
+                Action::RedisCopy(_) => "name another `target:`, or add `rename:` to copy keys under new names on the same server".into(),
+                _ => "name the other server with `target:` (the runbook's only redis target is taken when none is given)".into(),
+            });
+        }
         for other in params.other_targets() {
             self.check_target_ref(other, TargetKind::Redis, name);
         }

@@ -41,6 +41,9 @@ pub struct Counters {
     pub chunked: u64,
     /// Bytes of values moved.
     pub bytes: u64,
+    /// Keys that existed on the target and had the source's content merged in (their
+    /// value before is kept here).
+    pub merged: u64,
 }
 
 impl Counters {
@@ -52,6 +55,7 @@ impl Counters {
         self.vanished += other.vanished;
         self.chunked += other.chunked;
         self.bytes += other.bytes;
+        self.merged += other.merged;
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -62,6 +66,7 @@ impl Counters {
             self.vanished,
             self.chunked,
             self.bytes,
+            self.merged,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
@@ -75,6 +80,7 @@ impl Counters {
             vanished: take_u64(input)?,
             chunked: take_u64(input)?,
             bytes: take_u64(input)?,
+            merged: take_u64(input)?,
         })
     }
 }

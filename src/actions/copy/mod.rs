@@ -121,6 +121,9 @@ pub struct CopyPlan {
     pub batch: usize,
     /// Keys above this many bytes are copied in chunks (`None`: never).
     pub chunk_above: Option<u64>,
+    /// Source and target are the same keyspace (found out at the start of the copy): a
+    /// key the rename leaves unchanged would be written onto itself.
+    pub same_keyspace: bool,
 }
 
 impl CopyPlan {
@@ -152,11 +155,12 @@ impl CopyProgress {
     pub fn line(&self) -> String {
         let seconds = self.elapsed.as_secs_f64().max(0.001);
         let c = &self.counters;
-        let done = c.copied + c.skipped + c.replaced + c.vanished;
+        let done = c.copied + c.skipped + c.replaced + c.merged + c.vanished;
         let of = self.total.map(|t| format!(" of ~{t}")).unwrap_or_default();
         format!(
-            "{done}{of} keys ({} copied, {} skipped), {:.1} MB, {:.0} keys/s, {:.1} MB/s",
+            "{done}{of} keys ({} copied, {} merged, {} skipped), {:.1} MB, {:.0} keys/s, {:.1} MB/s",
             c.copied + c.replaced,
+            c.merged,
             c.skipped,
             c.bytes as f64 / 1e6,
             self.copied_here as f64 / seconds,
@@ -175,6 +179,7 @@ pub fn counters_value(counters: &Counters, elapsed: Duration, copied_here: u64) 
             ("replaced", counters.replaced),
             ("skipped", counters.skipped),
             ("vanished", counters.vanished),
+            ("merged", counters.merged),
             ("chunked", counters.chunked),
             ("bytes", counters.bytes),
         ]
@@ -261,6 +266,12 @@ pub async fn copy(
     let started = Instant::now();
     let (Some(first_source), Some(first_target)) = (sources.first(), targets.first()) else {
         return Err(BackendError::Config("a copy needs connections".into()));
+    };
+    let same_keyspace =
+        first_source.keyspace_identity().await? == first_target.keyspace_identity().await?;
+    let plan = &CopyPlan {
+        same_keyspace,
+        ..plan.clone()
     };
     let state = LedgerState::read(ledger_path)?;
     if let Some(done) = state.finished {
@@ -446,6 +457,14 @@ async fn dump(
     plan: &CopyPlan,
     batch: Scanned,
 ) -> Result<Dumped, BackendError> {
+    if plan.same_keyspace
+        && let Some(key) = batch.keys.iter().find(|k| plan.target_key(k) == **k)
+    {
+        return Err(BackendError::Config(format!(
+            "the copy would write `{}` onto itself: source and target are the same server and database, and the rename leaves this key's name unchanged (a `regex` must match the whole key)",
+            display_key(key)
+        )));
+    }
     let mut vanished = 0;
     let mut large = Vec::new();
     let small: Vec<Vec<u8>> = match plan.chunk_above {
@@ -541,6 +560,108 @@ enum Existing {
     Skip,
     /// Overwrite it, keeping its value in the ledger.
     Replace,
+    /// Merge the source's content into it, keeping its value in the ledger.
+    Merge,
+}
+
+/// Merges KEYS[2] (a temporary copy of the source key) into KEYS[1] and deletes KEYS[2]:
+/// union of members and fields, the target's value winning where both have one; list
+/// elements the target lacks appended in the source's order; a string or stream kept.
+/// Returns `merged`, `kept` or `created` (the target vanished meanwhile), or an error
+/// when the types differ.
+const MERGE_SCRIPT: &str = r#"
+local target, source = KEYS[1], KEYS[2]
+local tt = redis.call('TYPE', target).ok
+local st = redis.call('TYPE', source).ok
+if st == 'none' then return 'kept' end
+if tt == 'none' then
+  redis.call('RENAME', source, target)
+  return 'created'
+end
+if tt ~= st then
+  redis.call('DEL', source)
+  return redis.error_reply('WRONGTYPE the target is a ' .. tt .. ', the source a ' .. st)
+end
+local function each_chunk(items, step, size, f)
+  local i = 1
+  while i <= #items do
+    local chunk = {}
+    for j = i, math.min(i + size * step - 1, #items) do chunk[#chunk + 1] = items[j] end
+    f(chunk)
+    i = i + size * step
+  end
+end
+if st == 'set' then
+  each_chunk(redis.call('SMEMBERS', source), 1, 500, function(c) redis.call('SADD', target, unpack(c)) end)
+elseif st == 'hash' then
+  local pairs = redis.call('HGETALL', source)
+  for i = 1, #pairs, 2 do redis.call('HSETNX', target, pairs[i], pairs[i + 1]) end
+elseif st == 'zset' then
+  local pairs = redis.call('ZRANGE', source, 0, -1, 'WITHSCORES')
+  local swapped = {}
+  for i = 1, #pairs, 2 do
+    swapped[#swapped + 1] = pairs[i + 1]
+    swapped[#swapped + 1] = pairs[i]
+  end
+  each_chunk(swapped, 2, 250, function(c) redis.call('ZADD', target, 'NX', unpack(c)) end)
+elseif st == 'list' then
+  local present = {}
+  for _, v in ipairs(redis.call('LRANGE', target, 0, -1)) do present[v] = true end
+  local missing = {}
+  for _, v in ipairs(redis.call('LRANGE', source, 0, -1)) do
+    if not present[v] then missing[#missing + 1] = v end
+  end
+  each_chunk(missing, 1, 500, function(c) redis.call('RPUSH', target, unpack(c)) end)
+else
+  redis.call('DEL', source)
+  return 'kept'
+end
+redis.call('DEL', source)
+return 'merged'
+"#;
+
+/// Merges `temporary` (holding the source's value) into `target_key`; counts it.
+async fn merge_into(
+    target: &RedisBackend,
+    target_key: &[u8],
+    temporary: &[u8],
+    counters: &mut Counters,
+) -> Result<bool, BackendError> {
+    let reply = target
+        .raw(
+            redis::cmd("EVAL")
+                .arg(MERGE_SCRIPT)
+                .arg(2)
+                .arg(target_key)
+                .arg(temporary),
+        )
+        .await
+        .map_err(|e| {
+            BackendError::Command(format!(
+                "cannot merge into `{}`: {e}",
+                display_key(target_key)
+            ))
+        })?;
+    if let redis::Value::ServerError(e) = &reply {
+        return Err(BackendError::Command(format!(
+            "cannot merge into `{}`: {e}",
+            display_key(target_key)
+        )));
+    }
+    match reply_text(&reply).as_str() {
+        "created" => {
+            counters.copied += 1;
+            Ok(true)
+        }
+        "merged" => {
+            counters.merged += 1;
+            Ok(false)
+        }
+        _ => {
+            counters.skipped += 1;
+            Ok(false)
+        }
+    }
 }
 
 /// Decides about `target_key`, which exists on the target.
@@ -564,6 +685,7 @@ async fn existing(
     match shared.plan.existing {
         ExistingKeys::Skip => Ok(Existing::Skip),
         ExistingKeys::Replace => Ok(Existing::Replace),
+        ExistingKeys::Merge => Ok(Existing::Merge),
         ExistingKeys::Fail => Err(BackendError::Command(format!(
             "`{}` already exists on the target (existing: fail)",
             display_key(target_key)
@@ -665,6 +787,7 @@ async fn restore(
         target.pipeline(pipe).await?
     };
     let mut to_replace = Vec::new();
+    let mut to_merge = Vec::new();
     for (&i, reply) in sent.iter().zip(replies) {
         let item = &batch.items[i];
         match reply {
@@ -677,6 +800,7 @@ async fn restore(
                     }
                     Existing::Skip => counters.skipped += 1,
                     Existing::Replace => to_replace.push(i),
+                    Existing::Merge => to_merge.push(i),
                 }
             }
             redis::Value::ServerError(e) => {
@@ -716,6 +840,25 @@ async fn restore(
             counters.replaced += 1;
             counters.bytes += item.payload.len() as u64;
         }
+    }
+    for &i in &to_merge {
+        let item = &batch.items[i];
+        back_up(shared, target, &item.target_key).await?;
+        let temporary = format!("{}{}:m{i}", shared.temporary_prefix, batch.seq).into_bytes();
+        shared.ledger(|l| l.temporary(&temporary))?;
+        target
+            .raw(
+                redis::cmd("RESTORE")
+                    .arg(&temporary)
+                    .arg(0)
+                    .arg(&item.payload)
+                    .arg("REPLACE"),
+            )
+            .await?;
+        if merge_into(target, &item.target_key, &temporary, &mut counters).await? {
+            created[i] = true;
+        }
+        counters.bytes += item.payload.len() as u64;
     }
     let offset = batch.items.len();
     for (j, (key, target_key)) in batch.large.iter().enumerate() {
@@ -797,6 +940,13 @@ async fn copy_large(
                     .await?;
                 counters.replaced += 1;
                 false
+            }
+            Ok(Existing::Merge) => {
+                back_up(shared, target, target_key).await?;
+                counters.chunked += 1;
+                counters.bytes += bytes;
+                // The target keeps its own TTL.
+                return merge_into(target, target_key, temporary, counters).await;
             }
             Err(e) => {
                 target.raw(redis::cmd("UNLINK").arg(temporary)).await?;

@@ -42,6 +42,7 @@ pub async fn perform(act: &Act<'_>, p: &CopyParams) -> Result<Value, ActionError
             Some(size) => Some(size.0),
             None => Some(super::DEFAULT_CHUNK_ABOVE),
         },
+        same_keyspace: false,
     };
     let connections = p
         .connections

@@ -679,6 +679,11 @@ pub enum ExistingKeys {
     Replace,
     /// Stop the copy.
     Fail,
+    /// Merge the source's content into it: a set, hash or sorted set gets the members
+    /// or fields it lacks (the target's value wins for a field or score both have); a
+    /// list gets the source's elements it lacks, appended in order; a string or stream
+    /// keeps the target's value. Its value before is kept for the rollback.
+    Merge,
 }
 
 /// `redis.copy`: copy keys from source to target (SCAN, pipelined DUMP/RESTORE).
@@ -808,6 +813,12 @@ pub struct VerifyParams {
     /// How values are compared.
     #[serde(default)]
     pub digest: DigestMode,
+    /// The target holds at least the source's content (after a copy with `existing:
+    /// merge`): every member, field (with its value), element or sorted-set member of a
+    /// source key is in its target key; strings and streams are compared whole, TTLs not
+    /// at all (the target keeps its own).
+    #[serde(default)]
+    pub contains: bool,
 }
 
 impl ActionParams for VerifyParams {
