@@ -473,6 +473,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         triggers: Vec::new(),
         preflight: Vec::new(),
         baselines: Default::default(),
+        rollback_phase: None,
         completed_count: 0,
     }
 }
@@ -692,9 +693,11 @@ async fn forward(shared: &Arc<Shared>, options: &RunOptions) -> RunOutcome {
         PhaseEnd::Done => RunOutcome::Succeeded,
         PhaseEnd::Stop(outcome) => outcome,
         PhaseEnd::Rollback(reason) => {
+            let scope = super::rollback::scope_of(shared);
             shared.journal.update(|j| {
                 j.status = RunStatus::RollingBack;
                 j.reason = reason.clone();
+                j.rollback_phase = scope;
             });
             shared.persist();
             super::rollback::roll_back(shared, reason).await

@@ -308,6 +308,10 @@ pub struct Journal {
     /// Triggers that fired (or would have, in shadow mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerRecord>,
+    /// The phase a rollback is limited to (`rollback_scope: phase`); none: the whole run.
+    /// Kept so that an interrupted rollback continues with the same scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_phase: Option<String>,
     /// Rate baselines measured before a step (`baseline_before`), by trigger: kept so that
     /// a resumed run compares with the rate of normal operation, not of the cutover.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -472,6 +476,7 @@ mod tests {
             triggers: vec![],
             preflight: vec![],
             baselines: BTreeMap::new(),
+            rollback_phase: None,
             completed_count: 0,
         }
     }

@@ -13,6 +13,7 @@ use super::journal::{RollbackRecord, StepRecord, StepStatus};
 use super::step::{self, StepEnd};
 use crate::runbook::action::Effect;
 use crate::runbook::model::{Step, StepRollback};
+use crate::runbook::spec::RollbackScope;
 
 fn record(shared: &Shared, step: &str, operation: String, status: &str, detail: String) {
     let record = RollbackRecord {
@@ -75,7 +76,23 @@ async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str, owner: Opt
     ok
 }
 
-/// Rolls the run back. `reason` says why (a trigger, a failed step, a no-go).
+/// The phase a rollback starting now is limited to: the phase the run is in (the last
+/// one with a step that started), when it says `rollback_scope: phase`.
+pub fn scope_of(shared: &Shared) -> Option<String> {
+    let current = shared.runbook.phases.iter().rev().find(|phase| {
+        phase.steps.iter().any(|s| {
+            shared.journal.read(|j| {
+                j.steps
+                    .get(&s.id)
+                    .is_some_and(|r| !matches!(r.status, StepStatus::Pending | StepStatus::Skipped))
+            })
+        })
+    })?;
+    (current.rollback_scope == RollbackScope::Phase).then(|| current.id.clone())
+}
+
+/// Rolls the run back: everything it did, or only the phase the journal names
+/// (`rollback_phase`). `reason` says why (a trigger, a failed step, a no-go).
 pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
     // The interruption that may have caused the rollback must not cut it short.
     let shared = Arc::new(shared.with_cancel(CancellationToken::new()));
@@ -84,13 +101,21 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
         j.reason = shared.redactor.redact(&reason);
     });
     shared.persist();
+    let scope = shared.journal.read(|j| j.rollback_phase.clone());
     shared.emit(RunEvent::RollbackStarted {
-        reason: shared.redactor.redact(&reason),
+        reason: shared.redactor.redact(&match &scope {
+            Some(phase) => format!("{reason} (undoing phase `{phase}` only)"),
+            None => reason.clone(),
+        }),
     });
 
     let mut not_undone: Vec<String> = Vec::new();
     let phases = shared.runbook.phases.clone();
-    for phase in phases.iter().rev() {
+    for phase in phases
+        .iter()
+        .rev()
+        .filter(|p| scope.as_ref().is_none_or(|s| *s == p.id))
+    {
         // Steps that acted, most recent first: those still running or failed mid-way
         // (no completion number) before the completed ones.
         let mut acted: Vec<(u64, jiff::Timestamp, &Step)> = phase
@@ -198,10 +223,19 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
             not_undone.push(format!("phase `{}` (its rollback steps failed)", phase.id));
         }
     }
-    let rollback_steps = shared.runbook.rollback.clone();
-    if !run_steps(&shared, &rollback_steps, "rollback", None).await {
-        not_undone.push("the runbook's rollback steps".into());
+    // The runbook's own rollback steps verify a whole-run rollback.
+    if scope.is_none() {
+        let rollback_steps = shared.runbook.rollback.clone();
+        if !run_steps(&shared, &rollback_steps, "rollback", None).await {
+            not_undone.push("the runbook's rollback steps".into());
+        }
     }
+    let reason = match &scope {
+        Some(phase) => {
+            format!("{reason} (phase `{phase}` rolled back; the phases before it stay in effect)")
+        }
+        None => reason,
+    };
     if not_undone.is_empty() {
         RunOutcome::RolledBack { reason }
     } else {

@@ -405,6 +405,50 @@ async fn failure_under_rollback_undoes_completed_changes_in_reverse_order() {
     assert_eq!(h.journal.read(|j| j.status), RunStatus::RolledBack);
 }
 
+/// Seed 004's phases each have their own rollback: a failure in `copy` undoes the copy,
+/// not the dual-write phase before it; the runbook's whole-run rollback steps do not run.
+/// By hand, `rollback` undoes everything.
+#[tokio::test]
+async fn a_phase_scoped_rollback_undoes_only_its_phase() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: dual-write\n    rollback_scope: phase\n    on_failure: rollback\n    steps:\n      - { id: flag-on, redis.config_set: { parameter: maxmemory, value: 1gb } }\n  - id: copy\n    rollback_scope: phase\n    on_failure: rollback\n    steps:\n      - { id: copied, redis.config_set: { parameter: maxmemory, value: 2gb } }\n      - { id: boom, tcp: { address: \"h:1\" } }\ntargets:\n  r: { redis: { url: \"redis://h\" } }\nrollback:\n  - { id: verify, tcp: { address: \"h:2\" } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "boom",
+        vec![Err(ActionError::from(BackendError::Unreachable(
+            "down".into(),
+        )))],
+    )]);
+    let outcome = h
+        .run(
+            &rb,
+            runner.clone(),
+            ScriptedOperator::new(vec![]),
+            RunOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, RunOutcome::RolledBack { reason } if reason.contains("phase `copy` rolled back")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        runner.calls(),
+        [
+            "perform flag-on",
+            "perform copied",
+            "perform boom",
+            "undo copied"
+        ]
+    );
+    assert_eq!(h.status("flag-on"), StepStatus::Succeeded);
+    assert_eq!(h.status("copied"), StepStatus::Compensated);
+    assert_eq!(
+        h.journal.read(|j| j.rollback_phase.clone()).as_deref(),
+        Some("copy")
+    );
+}
+
 #[tokio::test]
 async fn a_failing_undo_is_a_failed_rollback() {
     let rb = runbook(

@@ -506,7 +506,21 @@ fn plan_rollback(runbook: &Runbook) -> PlanRollback {
             }
         }
     }
-    when.push("`redis-move rollback RUN` is run by hand".to_owned());
+    let scoped: Vec<&str> = runbook
+        .phases
+        .iter()
+        .filter(|p| p.rollback_scope == crate::runbook::spec::RollbackScope::Phase)
+        .map(|p| p.id.as_str())
+        .collect();
+    if !scoped.is_empty() {
+        when.push(format!(
+            "(a rollback that starts in phase {} undoes that phase only: rollback_scope: phase)",
+            scoped.join(", ")
+        ));
+    }
+    when.push(
+        "`redis-move rollback RUN` is run by hand (it undoes everything the run did)".to_owned(),
+    );
     let mut undo = Vec::new();
     for phase in runbook.phases.iter().rev() {
         for step in phase.steps.iter().rev() {

@@ -285,6 +285,8 @@ pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit 
     }
     if rollback_only {
         journal.status = RunStatus::RollingBack;
+        // Asked by hand: everything the run did, whatever the phase's scope.
+        journal.rollback_phase = None;
         if journal.reason.is_empty() || !journal.reason.starts_with("rolled back by hand") {
             journal.reason = format!("rolled back by hand by {}", journal::operator());
         }

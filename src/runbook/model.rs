@@ -87,6 +87,8 @@ pub struct Phase {
     pub rollback: Vec<Step>,
     /// Targets that must answer before the phase starts.
     pub rollback_targets: Vec<String>,
+    /// What a rollback that starts in this phase undoes.
+    pub rollback_scope: crate::runbook::spec::RollbackScope,
     /// Where it is declared.
     pub span: Span,
 }

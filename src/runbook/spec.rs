@@ -298,6 +298,22 @@ pub struct PhaseSpec {
     /// back to a dead source).
     #[serde(default)]
     pub rollback_targets: Vec<Spanned<String>>,
+    /// What a rollback during this phase undoes: `run` (default: everything the run did,
+    /// newest first) or `phase` (only this phase: the earlier phases stay in effect, as
+    /// in a migration whose phases each have their own rollback).
+    #[serde(default)]
+    pub rollback_scope: RollbackScope,
+}
+
+/// What a rollback undoes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackScope {
+    /// Everything the run did.
+    #[default]
+    Run,
+    /// Only the phase where the rollback started.
+    Phase,
 }
 
 /// How often to try a step again when it fails.

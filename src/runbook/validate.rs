@@ -328,6 +328,7 @@ impl Validator {
                 .iter()
                 .map(|t| t.value.clone())
                 .collect(),
+            rollback_scope: phase.rollback_scope,
             span: spec.span,
         }
     }

@@ -374,5 +374,12 @@ pub fn load_job_keys(con: &mut Connection, jobs: usize) {
         .arg("ocr")
         .ignore();
     pipe.cmd("SADD").arg("workers:active").arg("w1").ignore();
+    // Seed 004: `worker:{id}:jobs` becomes `worker:{id}:steps`.
+    pipe.cmd("SADD")
+        .arg("worker:w1:jobs")
+        .arg(1)
+        .arg(2)
+        .ignore();
+    pipe.cmd("SADD").arg("worker:w2:jobs").arg(5).ignore();
     let () = pipe.query(con).unwrap();
 }

@@ -20,6 +20,13 @@
 //! can tell that every worker consumes from a server).
 
 //!
+//! With `ROLE=keys-app` it is seed 004's service: it submits a job `RATE` times a second
+//! (`HSET <p>:<id>` and `ZADD <p>s:pending`) and marks the previous one running, under
+//! the primary pattern `PRIMARY_KEY_PATTERN` (`job`, default, or `step`) and, with
+//! `ENABLE_DUAL_WRITE_STEPS=true`, under the other one too, in one MULTI; it logs
+//! `wrote <id> <patterns>` for each job a server acknowledged and adds its id to the set
+//! `app:written` in the same MULTI.
+//!
 //! With `ROLE=producer` it is the application instead: it enqueues BullMQ-shaped jobs
 //! (`HSET bull:<q>:<id>` and `RPUSH bull:<q>:wait <id>`, in one MULTI) round-robin over
 //! the queues of `QUEUES` (comma-separated names), `RATE` a second, to the first server
@@ -33,6 +40,9 @@ use std::time::{Duration, Instant};
 fn main() {
     if std::env::var("ROLE").is_ok_and(|r| r == "producer") {
         produce();
+    }
+    if std::env::var("ROLE").is_ok_and(|r| r == "keys-app") {
+        keys_app();
     }
     let name = std::env::var("WORKER_NAME").unwrap_or_else(|_| "worker".into());
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -214,6 +224,78 @@ fn ioredis_error(e: &redis::RedisError) -> String {
         _ if refused => format!("ReplyError: {text}"),
         Some(code) => format!("ReplyError: {code} {}", e.detail().unwrap_or_default()),
         None => format!("Error: connect ECONNREFUSED ({e})"),
+    }
+}
+
+fn keys_app() -> ! {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let primary = std::env::var("PRIMARY_KEY_PATTERN").unwrap_or_else(|_| "job".into());
+    let dual = std::env::var("ENABLE_DUAL_WRITE_STEPS").is_ok_and(|v| v == "true");
+    let rate: f64 = std::env::var("RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50.0);
+    let mut patterns = vec![primary.clone()];
+    if dual {
+        patterns.push(if primary == "step" { "job" } else { "step" }.to_owned());
+    }
+    let pace = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    // Unique across restarts (a recreate starts the process again).
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    println!("keys-app started: writes {}", patterns.join("+"));
+    let mut connection: Option<redis::Connection> = None;
+    let mut previous: Option<String> = None;
+    let mut seq = 0u64;
+    loop {
+        let started = Instant::now();
+        if connection.is_none() {
+            connection = redis::Client::open(url.as_str())
+                .ok()
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)).ok());
+        }
+        if let Some(con) = connection.as_mut() {
+            seq += 1;
+            let id = format!("app-{run}-{seq}");
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for p in &patterns {
+                pipe.cmd("HSET")
+                    .arg(format!("{p}:{id}"))
+                    .arg("type")
+                    .arg("ocr")
+                    .arg("state")
+                    .arg("queued")
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg(format!("{p}s:pending"))
+                    .arg(seq)
+                    .arg(&id)
+                    .ignore();
+                if let Some(previous) = &previous {
+                    pipe.cmd("HSET")
+                        .arg(format!("{p}:{previous}"))
+                        .arg("state")
+                        .arg("running")
+                        .ignore();
+                }
+            }
+            // What the test checks against: every job a server acknowledged.
+            pipe.cmd("SADD").arg("app:written").arg(&id).ignore();
+            match pipe.query::<()>(con) {
+                Ok(()) => {
+                    println!("wrote {id} {}", patterns.join("+"));
+                    previous = Some(id);
+                }
+                Err(e) => {
+                    eprintln!("{}", ioredis_error(&e));
+                    connection = None;
+                }
+            }
+        }
+        std::thread::sleep(pace.saturating_sub(started.elapsed()));
     }
 }
 
