@@ -79,3 +79,22 @@ fn upstash_redis_runs_in_its_sandbox_over_tls_with_rest_ping_and_health() {
         "{requests:?}"
     );
 }
+
+/// Render's Internal URL only resolves inside Render: the run stops at the first check,
+/// with the hint, before anything changes.
+#[test]
+fn render_redis_refuses_the_internal_url() {
+    let state = tempfile::tempdir().unwrap();
+    let output = redis_move(state.path())
+        .arg("runbooks/render-redis.yaml")
+        .args(["--vars-file", "runbooks/vars/render-redis.sandbox.yaml"])
+        .env("RENDER_REDIS_URL", "redis://red-cabc123xyz:6379")
+        .env("API_TOKEN", "Api-Token-31")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FAILED external-url"), "{stderr}");
+    assert!(stderr.contains("use the External URL"), "{stderr}");
+    assert!(!stderr.contains("start ping"), "{stderr}");
+}

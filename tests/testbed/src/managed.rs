@@ -25,23 +25,47 @@ pub const UPSTASH_HTTPS_PORT: u16 = 16393;
 /// Where the test CA is written (`redis_ca`, `http_ca`).
 pub const CA_DIR: &str = "/tmp/redis-move-sandbox-managed";
 
-/// The Render stand-in: its Redis and the backend API.
+/// The Render stand-in: its Redis, the backend API, and the backend's connection.
 pub struct Render {
     /// Redis, with [`PASSWORD`].
     pub redis: RedisServer,
     /// `POST /api/messages/send`.
     pub api: HttpStub,
+    /// The backend's connection to Redis (named as BullMQ names it), with its four
+    /// queues created: what the runbook's client and queue checks look for.
+    pub backend: redis::Connection,
 }
+
+/// The queues the koinonia-sms backend creates.
+pub const RENDER_QUEUES: [&str; 4] = ["sms", "mms", "mail", "analytics"];
 
 /// Starts the Render stand-in.
 pub fn render() -> Render {
+    let redis = RedisServer::start_at(RENDER_REDIS_PORT, Some(PASSWORD), &[]);
+    let mut backend = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("the Render stand-in answers");
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("bull:koinonia-sms")
+        .query(&mut backend)
+        .expect("CLIENT SETNAME");
+    for queue in RENDER_QUEUES {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("bull:{queue}:meta"))
+            .arg("opts.maxLenEvents")
+            .arg(10000)
+            .query(&mut backend)
+            .expect("HSET");
+    }
     Render {
-        redis: RedisServer::start_at(RENDER_REDIS_PORT, Some(PASSWORD), &[]),
+        redis,
         api: HttpStub::start_at(
             RENDER_API_PORT,
             vec![Route::new("/api/messages/send", 202, r#"{"queued":true}"#)],
             None,
         ),
+        backend,
     }
 }
 
