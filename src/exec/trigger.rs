@@ -117,6 +117,7 @@ fn ratio_test(expect: &Expect) -> Option<(crate::runbook::units::CompareOp, f64)
         Expect::Compare {
             op,
             operand: Operand::Known(Quantity::Ratio(r)),
+            ..
         } => Some((*op, *r)),
         _ => None,
     }

@@ -92,13 +92,25 @@ impl de::Error for DeError {
     }
 
     fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
-        DeError::new(
-            "invalid-value",
-            format!(
+        let expected = expected.to_string();
+        let range = match expected.as_str() {
+            "u8" => Some(u64::from(u8::MAX)),
+            "u16" => Some(u64::from(u16::MAX)),
+            "u32" => Some(u64::from(u32::MAX)),
+            "u64" | "usize" => Some(u64::MAX),
+            _ => None,
+        };
+        let message = match range {
+            Some(max) => format!(
+                "{} is out of range: expected a whole number from 0 to {max}",
+                describe(&unexpected)
+            ),
+            None => format!(
                 "invalid value {}: expected {expected}",
                 describe(&unexpected)
             ),
-        )
+        };
+        DeError::new("invalid-value", message)
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {

@@ -72,6 +72,9 @@ pub enum Expect {
         op: CompareOp,
         /// What to compare with.
         operand: Operand,
+        /// The operand as the runbook wrote it (`1500us`), shown instead of a rounded
+        /// rendering; empty when it was not written as text.
+        written: String,
     },
     /// `empty` (true) or `not empty` (false).
     Empty(bool),
@@ -201,7 +204,11 @@ impl Expect {
                         "`{trimmed}`: `{op}` needs a number, size, duration or timestamp, not the text `{t}`"
                     ));
                 }
-                Ok(Expect::Compare { op, operand })
+                Ok(Expect::Compare {
+                    op,
+                    operand,
+                    written: rest.trim().to_owned(),
+                })
             }
             None => {
                 let operand = match parse_operand(trimmed) {
@@ -211,6 +218,7 @@ impl Expect {
                 Ok(Expect::Compare {
                     op: CompareOp::Eq,
                     operand,
+                    written: trimmed.to_owned(),
                 })
             }
         }
@@ -270,7 +278,7 @@ impl Expect {
     /// Checks `value`.
     pub fn check(&self, value: &Value, resolver: &dyn OperandResolver) -> CheckOutcome {
         match self {
-            Expect::Compare { op, operand } => check_compare(value, *op, operand, resolver),
+            Expect::Compare { op, operand, .. } => check_compare(value, *op, operand, resolver),
             Expect::Empty(want_empty) => {
                 let empty = match value {
                     Value::Null => true,
@@ -686,7 +694,10 @@ pub fn compare(value: &Value, quantity: &Quantity, op: CompareOp) -> Result<Orde
 impl fmt::Display for Expect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expect::Compare { op, operand } => write!(f, "{op} {operand}"),
+            Expect::Compare { op, written, .. } if !written.is_empty() => {
+                write!(f, "{op} {written}")
+            }
+            Expect::Compare { op, operand, .. } => write!(f, "{op} {operand}"),
             Expect::Empty(true) => f.write_str("empty"),
             Expect::Empty(false) => f.write_str("not empty"),
             Expect::Text {
@@ -730,17 +741,20 @@ impl<'de> Deserialize<'de> for RegexText {
 
 /// Checks a regex's syntax without compiling it (compiling costs far more, and the
 /// patterns of container names and log lines are compiled when the step runs).
+/// Compiles it as the run will ([`compile_regex`], with its size limit), so that a
+/// pattern that cannot compile at run time fails validation.
 pub fn check_regex(text: &str) -> Result<(), String> {
-    regex_syntax::Parser::new()
-        .parse(text)
-        .map(|_| ())
-        .map_err(|e| format!("invalid regex `{text}`: {}", first_line(&e.to_string())))
+    compile_regex(text).map(|_| ())
 }
 
-/// Compiles a runbook regex, with a size limit so that a hostile pattern cannot eat memory.
+/// The compiled size a runbook regex may take (its NFA), so that a hostile pattern
+/// cannot eat memory.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles a runbook regex, with [`REGEX_SIZE_LIMIT`].
 pub fn compile_regex(text: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(text)
-        .size_limit(1 << 20)
+        .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| format!("invalid regex `{text}`: {}", first_line(&e.to_string())))
 }
@@ -776,6 +790,7 @@ impl<'de> Visitor<'de> for ExpectVisitor {
         Ok(Expect::Compare {
             op: CompareOp::Eq,
             operand: Operand::Known(Quantity::Number(n as f64)),
+            written: n.to_string(),
         })
     }
 
@@ -787,6 +802,7 @@ impl<'de> Visitor<'de> for ExpectVisitor {
         Ok(Expect::Compare {
             op: CompareOp::Eq,
             operand: Operand::Known(Quantity::Number(n)),
+            written: n.to_string(),
         })
     }
 
@@ -794,6 +810,7 @@ impl<'de> Visitor<'de> for ExpectVisitor {
         Ok(Expect::Compare {
             op: CompareOp::Eq,
             operand: Operand::Known(Quantity::Text(b.to_string())),
+            written: b.to_string(),
         })
     }
 

@@ -60,6 +60,7 @@ pub fn validate(
     let graphs = v.graphs(&phases);
     let rollback = v.rollback_steps(&spec.rollback, "rollback");
     let triggers = v.triggers(spec, &phases);
+    v.check_names(root);
     v.check_references(root, &phases, &graphs);
     v.check_backups(&phases, &graphs);
 
@@ -997,7 +998,7 @@ impl Validator {
             });
         }
         if let Some(ratio) = &fire.rate {
-            let is_ratio = matches!(ratio, Expect::Compare { operand: super::expect::Operand::Known(Quantity::Ratio(_)), op } if op.is_ordering());
+            let is_ratio = matches!(ratio, Expect::Compare { operand: super::expect::Operand::Known(Quantity::Ratio(_)), op, .. } if op.is_ordering());
             if !is_ratio {
                 self.error(
                     "fire-condition",
@@ -1094,6 +1095,40 @@ impl Validator {
         }
     }
 
+    /// Names that `${...}` references and `target:`/`during:` fields use must be
+    /// referenceable: letters, digits, `-` and `_` (a var `a.b` could never be read).
+    fn check_names(&mut self, root: &Node) {
+        for (section, what) in [("vars", "var"), ("secrets", "secret")] {
+            let Some(entries) = root.get(section).and_then(Node::as_map) else {
+                continue;
+            };
+            for (key, _) in entries {
+                let Some(name) = key.as_str() else { continue };
+                if !is_id(name) {
+                    self.error(
+                        "bad-name",
+                        key.span,
+                        format!("`{name}` is not a valid {what} name: it could not be referenced"),
+                    )
+                    .help = Some("use letters, digits, `-` and `_`".into());
+                }
+            }
+        }
+        for trigger in root.get("triggers").and_then(Node::as_seq).unwrap_or(&[]) {
+            if let Some(id) = trigger.get("id")
+                && let Some(name) = id.as_str()
+                && !is_id(name)
+            {
+                self.error(
+                    "bad-id",
+                    id.span,
+                    format!("`{name}` is not a valid trigger id"),
+                )
+                .help = Some("use letters, digits, `-` and `_`".into());
+            }
+        }
+    }
+
     /// `redis.delete` names its backup step: it must exist and run before the delete.
     fn check_backups(&mut self, phases: &[Phase], graphs: &[PhaseGraph]) {
         for (phase_index, phase) in phases.iter().enumerate() {
@@ -1114,6 +1149,22 @@ impl Validator {
                 let before = backup_phase < phase_index
                     || (backup_phase == phase_index
                         && graphs[phase_index].runs_before(backup_index, step_index));
+                let backup_step = &phases[backup_phase].steps[backup_index];
+                if let Some(problem) = backup_covers(backup_step, step, p) {
+                    match problem {
+                        Coverage::Wrong(message) => {
+                            self.error("backup-not-covering", backup.span, message).help = Some(
+                                "name a `redis.snapshot` of the server the keys are deleted from, or a `redis.copy` of them from it".into(),
+                            );
+                        }
+                        Coverage::Unknown(message) => {
+                            self.diagnostics.push(
+                                Diagnostic::warning("backup-unverified", backup.span, message)
+                                    .with_help("a `redis.snapshot` (verified) or a `redis.copy` can be checked; `force: true` says a delete needs no backup"),
+                            );
+                        }
+                    }
+                }
                 if !before {
                     let d = self.error(
                         "backup-not-before",
@@ -1307,7 +1358,7 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
         return;
     }
     match expect {
-        Expect::Compare { op, operand } => {
+        Expect::Compare { op, operand, .. } => {
             let super::expect::Operand::Known(q) = operand else {
                 return;
             };
@@ -1415,5 +1466,63 @@ fn check_shape_into(expect: &Expect, shape: Shape, problems: &mut Vec<String>) {
             .iter()
             .for_each(|e| check_shape_into(e, shape, problems)),
         Expect::Text { .. } | Expect::Matches { .. } => {}
+    }
+}
+
+/// Why a delete's backup step does not cover it.
+enum Coverage {
+    /// It backs up something else.
+    Wrong(String),
+    /// It cannot be told (not a snapshot or a copy).
+    Unknown(String),
+}
+
+/// Whether `backup` (a step) backs up what `delete` deletes: a snapshot of the same
+/// server, or a copy from that server whose pattern takes every key the delete matches.
+fn backup_covers(
+    backup: &Step,
+    delete: &Step,
+    params: &crate::runbook::action::DeleteParams,
+) -> Option<Coverage> {
+    use crate::runbook::action::Action;
+    let deleted_from = delete.target.as_deref()?;
+    match &backup.action {
+        Action::RedisSnapshot(_) => match backup.target.as_deref() {
+            Some(server) if server != deleted_from => Some(Coverage::Wrong(format!(
+                "`{}` is a snapshot of `{server}`, but `{}` deletes from `{deleted_from}`",
+                backup.id, delete.id
+            ))),
+            _ => None,
+        },
+        Action::RedisCopy(copy) => {
+            if copy.source.value != deleted_from {
+                return Some(Coverage::Wrong(format!(
+                    "`{}` copies from `{}`, but `{}` deletes from `{deleted_from}`: the copy does not hold these keys",
+                    backup.id, copy.source.value, delete.id
+                )));
+            }
+            let copied = copy
+                .pattern
+                .as_ref()
+                .map_or(Some("*"), |t| t.as_literal())?;
+            let deleted = params.pattern.as_literal()?;
+            let covered = copied == "*"
+                || copied == deleted
+                || copied.strip_suffix('*').is_some_and(|prefix| {
+                    !prefix.contains(['*', '?', '[']) && deleted.starts_with(prefix)
+                });
+            (!covered).then(|| {
+                Coverage::Wrong(format!(
+                    "`{}` copies `{copied}`, which does not take every key `{}` deletes (`{deleted}`)",
+                    backup.id, delete.id
+                ))
+            })
+        }
+        other => Some(Coverage::Unknown(format!(
+            "`{}` (`{}`) is not a snapshot or a copy: nothing shows that it backed up what `{}` deletes",
+            backup.id,
+            other.name(),
+            delete.id
+        ))),
     }
 }

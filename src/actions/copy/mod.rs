@@ -80,7 +80,9 @@ impl KeyRename {
                 replace: Some(replace),
                 ..
             }) => Some(KeyRename::Regex {
-                regex: regex::bytes::Regex::new(&format!("^(?:{regex})$"))
+                regex: regex::bytes::RegexBuilder::new(&format!("^(?:{regex})$"))
+                    .size_limit(crate::runbook::expect::REGEX_SIZE_LIMIT)
+                    .build()
                     .map_err(|e| BackendError::Config(format!("rename regex: {e}")))?,
                 replace: replace.as_bytes().to_vec(),
             }),

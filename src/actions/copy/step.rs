@@ -44,9 +44,9 @@ pub async fn perform(act: &Act<'_>, p: &CopyParams) -> Result<Value, ActionError
         },
         same_keyspace: false,
     };
-    let connections = p
-        .connections
-        .map_or(super::DEFAULT_CONNECTIONS, |c| c.clamp(1, 64) as usize);
+    let connections = p.connections.map_or(super::DEFAULT_CONNECTIONS, |c| {
+        c.clamp(1, crate::runbook::action::MAX_COPY_CONNECTIONS) as usize
+    });
     let sources = act
         .connections
         .redis_pool(&p.source.value, r, connections)

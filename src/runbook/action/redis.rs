@@ -686,6 +686,9 @@ pub enum ExistingKeys {
     Merge,
 }
 
+/// The most connections a copy opens to each side.
+pub const MAX_COPY_CONNECTIONS: u32 = 64;
+
 /// `redis.copy`: copy keys from source to target (SCAN, pipelined DUMP/RESTORE).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -762,6 +765,19 @@ impl ActionParams for CopyParams {
     }
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = self.rename.as_ref().map(Rename::check).unwrap_or_default();
+        if self.batch == Some(0) {
+            problems.push(("batch", "`batch` must be at least 1 key".into()));
+        }
+        if let Some(n) = self.connections
+            && !(1..=MAX_COPY_CONNECTIONS).contains(&n)
+        {
+            problems.push((
+                "connections",
+                format!(
+                    "`connections` must be from 1 to {MAX_COPY_CONNECTIONS} (per side), not {n}"
+                ),
+            ));
+        }
         let same_server = self
             .target
             .as_ref()
@@ -857,7 +873,14 @@ impl ActionParams for VerifyParams {
         out
     }
     fn check(&self) -> Vec<(&'static str, String)> {
-        self.rename.as_ref().map(Rename::check).unwrap_or_default()
+        let mut problems = self.rename.as_ref().map(Rename::check).unwrap_or_default();
+        if self.sample == Some(0) {
+            problems.push((
+                "sample",
+                "`sample: 0` checks no key; leave it out to check every key".into(),
+            ));
+        }
+        problems
     }
 }
 
@@ -960,11 +983,17 @@ impl ActionParams for DeleteParams {
         out
     }
     fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
         if self.backup.is_none() && !self.force {
-            vec![("backup", "`redis.delete` needs `backup: STEP` (an earlier step that backed these keys up) or `force: true`".into())]
-        } else {
-            Vec::new()
+            problems.push(("backup", "`redis.delete` needs `backup: STEP` (an earlier step that backed these keys up) or `force: true`".into()));
         }
+        if self.rate == Some(0) {
+            problems.push((
+                "rate",
+                "`rate: 0` deletes nothing, ever; leave it out for no limit".into(),
+            ));
+        }
+        problems
     }
 }
 
