@@ -302,7 +302,7 @@ fn plan_check_runs_the_probes_live_and_never_shows_the_secret() {
         std::fs::write(
             &runbook,
             format!(
-                "version: 1\nname: check\nsecrets:\n  pw: {{ env: CHECK_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: p\n    steps:\n      - {{ id: ping, redis.ping: {{}}, expect: \"< 600ms\" }}\n      - {{ id: depth, redis.queues: {{}}, expect: {{ total: {{ wait: \"== {expect_wait}\" }} }} }}\n      - {{ id: flag, redis.command: {{ args: [SET, flag, on] }}, rollback: none }}\n",
+                "version: 1\nname: check\nsecrets:\n  pw: {{ env: CHECK_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: p\n    steps:\n      - {{ id: ping, redis.ping: {{}}, expect: \"< 600ms\" }}\n      - {{ id: depth, redis.queues: {{}}, expect: {{ total: {{ waiting: \"== {expect_wait}\" }} }} }}\n      - {{ id: flag, redis.command: {{ args: [SET, flag, on] }}, rollback: none }}\n",
                 server.port
             ),
         )
