@@ -317,6 +317,20 @@ impl Validator {
         }
         let rollback =
             self.rollback_steps(&phase.rollback, &format!("{}.rollback", phase.id.value));
+        for target in &phase.rollback_targets {
+            if !self.targets.contains_key(&target.value) {
+                let mut known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let d = unknown_name(
+                    "unknown-target",
+                    target.span,
+                    "target",
+                    &target.value,
+                    &known,
+                );
+                self.diagnostics.push(d);
+            }
+        }
         Phase {
             id: phase.id.value.clone(),
             title: phase.title.clone(),
