@@ -411,3 +411,27 @@ fn a_mutating_selection_that_resolves_to_every_container_is_refused_at_run_time(
             "refused: the selection would take every container of the engine (`name` resolved to ``)",
         ));
 }
+
+/// A vars file naming a var the runbook does not declare: the error points into the
+/// vars file, at the name.
+#[test]
+fn an_unknown_var_in_a_vars_file_points_into_the_vars_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("prod.yaml");
+    std::fs::write(&vars, "workers: \"^w\"\nworkerz: 3\n").unwrap();
+    let assert = redis_move()
+        .args(["validate", "runbooks/vps01-to-vps.yaml", "--vars-file"])
+        .arg(&vars)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(&format!("{}:2:1]", vars.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `workers`?"), "{stderr}");
+    assert!(
+        stderr.contains("validated 1 runbook: 1 invalid"),
+        "{stderr}"
+    );
+}

@@ -239,6 +239,7 @@ pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit 
             name: name.clone(),
             value: value.clone(),
             origin: VarOrigin::CommandLine,
+            at: None,
         })
         .collect();
     match overrides(&args.vars, style) {

@@ -147,6 +147,7 @@ pub fn report(args: ReportArgs, style: HumanStyle) -> Exit {
             name: name.clone(),
             value: value.clone(),
             origin: crate::runbook::VarOrigin::CommandLine,
+            at: None,
         })
         .collect();
     let runbook = match load_one(&file, &overrides, style) {

@@ -171,6 +171,7 @@ fn read_overrides(args: &VarArgs) -> Result<Vec<VarOverride>, Vec<FileDiagnostic
         name: name.clone(),
         value: value.clone(),
         origin: VarOrigin::CommandLine,
+        at: None,
     }));
     if problems.is_empty() {
         Ok(out)
@@ -210,6 +211,7 @@ fn read_vars_file(path: &Path) -> Result<Vec<VarOverride>, FileDiagnostics> {
                         name: name.to_owned(),
                         value: value.scalar_text().unwrap_or_default(),
                         origin: origin.clone(),
+                        at: Some((source.clone(), key.span)),
                     }),
                     _ => problems.push(Diagnostic::error(
                         "bad-vars-file",
@@ -250,15 +252,11 @@ fn load_one(path: &Path, overrides: &[VarOverride], style: HumanStyle) -> Result
         eprintln!("error: cannot read `{}`: {e}", path.display());
         Exit::Usage
     })?;
-    print_diagnostics(
-        std::slice::from_ref(&loaded.diagnostics),
-        DiagnosticFormat::Human,
-        style,
-    );
+    print_diagnostics(&loaded.all_diagnostics(), DiagnosticFormat::Human, style);
     match loaded.runbook {
         Some(runbook) => Ok(runbook),
         None => {
-            let errors = loaded.diagnostics.error_count();
+            let errors = loaded.error_count();
             eprintln!(
                 "error: `{}` is not a valid runbook ({errors} error{})",
                 path.display(),
@@ -393,22 +391,32 @@ fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
             }
         }
     }
-    let files: Vec<FileDiagnostics> = results.into_iter().map(|l| l.diagnostics).collect();
+    // A runbook is invalid with its own problems or those of the vars files it was
+    // loaded with.
+    let invalid = results
+        .iter()
+        .filter(|l| {
+            l.all_diagnostics()
+                .iter()
+                .any(|f| f.error_count() > 0 || (args.deny_warnings && f.warning_count() > 0))
+        })
+        .count();
+    let validated = results.len();
+    let files: Vec<FileDiagnostics> = results
+        .into_iter()
+        .flat_map(|l| l.all_diagnostics())
+        .collect();
     print_diagnostics(&files, args.format, style);
     let errors: usize = files.iter().map(FileDiagnostics::error_count).sum();
     let warnings: usize = files.iter().map(FileDiagnostics::warning_count).sum();
-    let invalid = files
-        .iter()
-        .filter(|f| f.error_count() > 0 || (args.deny_warnings && f.warning_count() > 0))
-        .count();
     if args.format == DiagnosticFormat::Human {
         for line in &summaries {
             eprintln!("{line}");
         }
         eprintln!(
             "validated {} runbook{}: {} invalid, {errors} error{}, {warnings} warning{}",
-            files.len(),
-            if files.len() == 1 { "" } else { "s" },
+            validated,
+            if validated == 1 { "" } else { "s" },
             invalid,
             if errors == 1 { "" } else { "s" },
             if warnings == 1 { "" } else { "s" },

@@ -90,7 +90,7 @@ impl Diagnostic {
 }
 
 /// The diagnostics found in one file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FileDiagnostics {
     /// The file they point into.
     pub file: Arc<SourceFile>,

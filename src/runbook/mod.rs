@@ -34,8 +34,30 @@ pub use vars::{VarOrigin, VarOverride};
 pub struct Loaded {
     /// The runbook, when it has no errors (it may have warnings).
     pub runbook: Option<Runbook>,
-    /// Every problem found.
+    /// Every problem found in the runbook.
     pub diagnostics: FileDiagnostics,
+    /// Problems found in other files it was loaded with (a vars file naming a var the
+    /// runbook does not declare), pointing into those files.
+    pub elsewhere: Vec<FileDiagnostics>,
+}
+
+impl Loaded {
+    /// Every file's problems: the runbook's first.
+    pub fn all_diagnostics(&self) -> Vec<FileDiagnostics> {
+        std::iter::once(self.diagnostics.clone())
+            .chain(self.elsewhere.iter().cloned())
+            .collect()
+    }
+
+    /// Errors in every file.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.error_count()
+            + self
+                .elsewhere
+                .iter()
+                .map(FileDiagnostics::error_count)
+                .sum::<usize>()
+    }
 }
 
 /// Reads and validates the runbook at `path` with the given var overrides.
@@ -48,6 +70,7 @@ pub fn load(path: &Path, overrides: &[VarOverride]) -> std::io::Result<Loaded> {
         return Ok(Loaded {
             runbook: None,
             diagnostics: FileDiagnostics::new(source, vec![problem]),
+            elsewhere: Vec::new(),
         });
     }
     Ok(load_source(source, overrides))
@@ -55,16 +78,32 @@ pub fn load(path: &Path, overrides: &[VarOverride]) -> std::io::Result<Loaded> {
 
 /// Validates a runbook already in memory.
 pub fn load_source(source: Arc<SourceFile>, overrides: &[VarOverride]) -> Loaded {
-    let (runbook, diagnostics) = check(&source, overrides);
+    let mut elsewhere: Vec<vars::Elsewhere> = Vec::new();
+    let (runbook, diagnostics) = check(&source, overrides, &mut elsewhere);
+    // One group per other file, in the order first seen.
+    let mut groups: Vec<(Arc<SourceFile>, Vec<Diagnostic>)> = Vec::new();
+    for (file, d) in elsewhere {
+        match groups.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &file)) {
+            Some((_, list)) => list.push(d),
+            None => groups.push((file, vec![d])),
+        }
+    }
+    let elsewhere: Vec<FileDiagnostics> = groups
+        .into_iter()
+        .map(|(file, list)| FileDiagnostics::new(file, list))
+        .collect();
+    let has_errors = elsewhere.iter().any(|f| f.error_count() > 0);
     Loaded {
-        runbook,
+        runbook: runbook.filter(|_| !has_errors),
         diagnostics: FileDiagnostics::new(source, diagnostics),
+        elsewhere,
     }
 }
 
 fn check(
     source: &Arc<SourceFile>,
     overrides: &[VarOverride],
+    elsewhere: &mut Vec<vars::Elsewhere>,
 ) -> (Option<Runbook>, Vec<Diagnostic>) {
     let mut root = match yaml::parse(source) {
         Ok(root) => root,
@@ -86,7 +125,8 @@ fn check(
         );
         return (None, vec![d]);
     }
-    let (vars, mut diagnostics) = vars::apply(&mut root, overrides);
+    let (vars, mut diagnostics, misplaced) = vars::apply(&mut root, overrides);
+    elsewhere.extend(misplaced);
     let (spec, errors) = de::from_node::<spec::RunbookSpec>(&root);
     diagnostics.extend(errors.into_iter().map(de::DeError::into_diagnostic));
     let Some(spec) = spec.or_else(|| partial_spec(&root)) else {

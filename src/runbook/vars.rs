@@ -35,7 +35,12 @@ pub struct VarOverride {
     pub value: String,
     /// Where it came from.
     pub origin: VarOrigin,
+    /// Where it is written, for a vars file: problems with it point there.
+    pub at: Option<(std::sync::Arc<super::SourceFile>, Span)>,
 }
+
+/// A problem found in another file than the runbook (a vars file).
+pub type Elsewhere = (std::sync::Arc<super::SourceFile>, Diagnostic);
 
 /// A var after resolution: its text with other vars substituted.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,8 +58,13 @@ pub struct ResolvedVar {
 pub fn apply(
     root: &mut Node,
     overrides: &[VarOverride],
-) -> (IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
+) -> (
+    IndexMap<String, ResolvedVar>,
+    Vec<Diagnostic>,
+    Vec<Elsewhere>,
+) {
     let mut diagnostics = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut raw: IndexMap<String, (String, VarOrigin, Span)> = IndexMap::new();
     if let Some(vars) = root.get("vars").and_then(Node::as_map) {
         for (key, value) in vars {
@@ -80,7 +90,7 @@ pub fn apply(
                 };
                 let mut d = Diagnostic::error(
                     "unknown-var",
-                    Span::UNKNOWN,
+                    o.at.as_ref().map_or(Span::UNKNOWN, |(_, span)| *span),
                     format!(
                         "{source} sets `{}`, but the runbook declares no such var",
                         o.name
@@ -90,7 +100,10 @@ pub fn apply(
                     Some(best) => d.with_help(format!("did you mean `{best}`?")),
                     None => d.with_help("an override must name a var declared under `vars:`; a typo here would silently leave the runbook's value in place"),
                 };
-                diagnostics.push(d);
+                match &o.at {
+                    Some((file, _)) => elsewhere.push((file.clone(), d)),
+                    None => diagnostics.push(d),
+                }
             }
         }
     }
@@ -110,7 +123,7 @@ pub fn apply(
             }
         }
     }
-    (resolved, diagnostics)
+    (resolved, diagnostics, elsewhere)
 }
 
 /// Vars resolved so far, those that cannot be (reported once), and the chain being
@@ -315,7 +328,7 @@ mod tests {
         overrides: &[VarOverride],
     ) -> (Node, IndexMap<String, ResolvedVar>, Vec<Diagnostic>) {
         let mut node = yaml::parse(&SourceFile::new("t.yaml", text)).unwrap();
-        let (vars, diagnostics) = apply(&mut node, overrides);
+        let (vars, diagnostics, _) = apply(&mut node, overrides);
         (node, vars, diagnostics)
     }
 
@@ -344,11 +357,13 @@ mod tests {
                 name: "watch".into(),
                 value: "5s".into(),
                 origin: VarOrigin::CommandLine,
+                at: None,
             },
             VarOverride {
                 name: "wacth".into(),
                 value: "1s".into(),
                 origin: VarOrigin::CommandLine,
+                at: None,
             },
         ];
         let (node, _, d) = run("vars:\n  watch: 30min\nw: ${vars.watch}\n", &overrides);
