@@ -129,6 +129,15 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
         .config_get(&p.parameter)
         .await?
         .as_text();
+    // A password (or a value equal to a secret) is kept out of the journal, so that
+    // the rollback can put the true value back.
+    let previous = super::vault::keep_if_secret(
+        act.ctx.run_dir,
+        act.ctx.redactor,
+        &format!("{}/{}", act.step.id, p.parameter),
+        &previous,
+        super::vault::sensitive_parameter(&p.parameter),
+    )?;
     Ok(Some(Captured::ConfigValue {
         parameter: p.parameter.clone(),
         previous,
@@ -163,13 +172,14 @@ pub async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
     else {
         return Err(BackendError::Unexpected("the previous value was not captured".into()).into());
     };
+    let previous = super::vault::reveal(act.ctx.run_dir, previous)?;
+    if previous == crate::redact::MASK {
+        return Err(ActionError::config(format!(
+            "the value of `{parameter}` before was not kept (a journal written before redis-move kept such values): set it back by hand"
+        )));
+    }
     let redis = act.target_redis().await?;
     Ok(redis
-        .command(&[
-            "CONFIG".into(),
-            "SET".into(),
-            parameter.clone(),
-            previous.clone(),
-        ])
+        .command(&["CONFIG".into(), "SET".into(), parameter.clone(), previous])
         .await?)
 }

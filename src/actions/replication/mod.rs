@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::act::Act;
 use super::captured::Captured;
 use super::runner::ActionError;
+use crate::actions::vault;
 use crate::backend::BackendError;
 use crate::backend::redis::RedisBackend;
 use crate::runbook::action::{Action, PromoteParams, ReplicateParams};
@@ -29,8 +30,8 @@ const TARGET_SETTINGS: &[&str] = &["repl-diskless-load", "masterauth", "masterus
 /// replication, and the fence of [`switch`].
 const PROMOTE_SETTINGS: &[&str] = &["masterauth", "masteruser", "min-replicas-to-write"];
 
-/// Reads `names` from `redis` (the ones it knows). A password that is set is recorded as
-/// `****`: the journal never holds it, and its rollback leaves it as it is.
+/// Reads `names` from `redis` (the ones it knows), as they are: a step that journals
+/// them keeps the passwords in the vault ([`crate::actions::vault`]).
 pub async fn read_settings(
     redis: &RedisBackend,
     names: &[&str],
@@ -38,11 +39,6 @@ pub async fn read_settings(
     let mut out = Vec::new();
     for name in names {
         if let Ok(value) = redis.config_text(name).await {
-            let value = if *name == "masterauth" && !value.is_empty() {
-                crate::redact::MASK.to_owned()
-            } else {
-                value
-            };
             out.push(((*name).to_owned(), value));
         }
     }
@@ -77,7 +73,18 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
         }
         _ => return Ok(None),
     };
-    Ok(Some(Captured::Replication { source, target }))
+    let keep = |side: &str, settings| {
+        vault::keep_settings(
+            act.ctx.run_dir,
+            act.ctx.redactor,
+            &format!("{}/{side}", act.step.id),
+            settings,
+        )
+    };
+    Ok(Some(Captured::Replication {
+        source: keep("source", source)?,
+        target: keep("target", target)?,
+    }))
 }
 
 /// Runs `redis.replicate` as a step.
@@ -92,7 +99,10 @@ pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Val
         })?,
     };
     let (source_settings, target_settings) = match act.captured {
-        Some(Captured::Replication { source, target }) => (source.clone(), target.clone()),
+        Some(Captured::Replication { source, target }) => (
+            vault::reveal_settings(act.ctx.run_dir, source)?,
+            vault::reveal_settings(act.ctx.run_dir, target)?,
+        ),
         _ => capture_settings(&source, &target).await?,
     };
     let timeout = p.timeout.map_or(Duration::from_secs(3600), |t| t.0);
@@ -149,8 +159,8 @@ pub async fn rollback_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Va
     let note = undo_replicate(
         source_backend.as_ref(),
         target_backend.as_ref(),
-        source,
-        target,
+        &vault::reveal_settings(act.ctx.run_dir, source)?,
+        &vault::reveal_settings(act.ctx.run_dir, target)?,
     )
     .await?;
     Ok(Value::Text(note))
@@ -169,7 +179,9 @@ pub async fn rollback_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value,
         None => source.address.clone(),
     };
     let settings = match act.captured {
-        Some(Captured::Replication { source, .. }) => source.clone(),
+        Some(Captured::Replication { source, .. }) => {
+            vault::reveal_settings(act.ctx.run_dir, source)?
+        }
         _ => Vec::new(),
     };
     let timeout = p.timeout.map_or(Duration::from_secs(60), |t| t.0);

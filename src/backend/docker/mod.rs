@@ -573,7 +573,7 @@ pub fn container_value(c: bollard::models::ContainerInspectResponse, redactor: &
                 .and_then(|c| c.env.clone())
                 .unwrap_or_default()
                 .iter()
-                .map(|e| Value::Text(redactor.redact(e)))
+                .map(|e| Value::Text(redact_env(e, redactor)))
                 .collect(),
         ),
     );
