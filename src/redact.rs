@@ -4,7 +4,8 @@
 //! ([`Redactor`]), and passwords written into URLs (`redis://:pw@host`) are masked even
 //! when they were not declared as secrets ([`mask_url_passwords`]).
 
-use std::sync::LazyLock;
+use std::io::Write;
+use std::sync::{LazyLock, RwLock};
 
 use regex::Regex;
 
@@ -93,8 +94,68 @@ impl Redactor {
     }
 }
 
+/// Every secret this process has learnt of, for the sinks that write output
+/// (stdout, stderr, logs of every crate, reports, plan files).
+static SINK: LazyLock<RwLock<Redactor>> = LazyLock::new(|| RwLock::new(Redactor::default()));
+
+/// Teaches the output sinks `redactor`'s secrets (they keep those they knew).
+pub fn remember(redactor: &Redactor) {
+    let mut sink = SINK.write().unwrap_or_else(|p| p.into_inner());
+    for secret in &redactor.secrets {
+        sink.add(secret);
+    }
+}
+
+/// `text` with every secret the process knows, and every URL password, masked: what
+/// every byte redis-move writes passes through.
+pub fn at_sink(text: &str) -> String {
+    SINK.read().unwrap_or_else(|p| p.into_inner()).redact(text)
+}
+
+/// A writer for log records (ours and third-party crates'): each record is redacted
+/// as a whole, then written to stderr.
+#[derive(Default)]
+pub struct RedactingStderr {
+    buffer: Vec<u8>,
+}
+
+impl Write for RedactingStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let text = at_sink(&String::from_utf8_lossy(&self.buffer));
+        self.buffer.clear();
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(text.as_bytes())?;
+        stderr.flush()
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_sink_masks_what_any_redactor_of_the_process_learnt() {
+        let mut learnt = super::Redactor::default();
+        learnt.add("Sink-Canary-9191");
+        super::remember(&learnt);
+        assert_eq!(
+            super::at_sink("token Sink-Canary-9191 and redis://:pw@h:1"),
+            "token **** and redis://:****@h:1"
+        );
+    }
+
     #[test]
     fn literal_url_passwords_are_masked_anywhere_once_known() {
         let mut redactor = super::Redactor::default();

@@ -117,6 +117,12 @@ impl Secrets {
                 }
             }
         }
+        // A var holding a URL with a literal password: masked wherever a title, a
+        // question or a value interpolates it, not only in the vars listing.
+        for var in runbook.vars.values() {
+            redactor.add_url_passwords(&var.value.source());
+        }
+        crate::redact::remember(&redactor);
         redactor
     }
 

@@ -485,13 +485,14 @@ pub fn write_reports(
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let md = dir.join("report.md");
-    std::fs::write(&md, markdown::render(report))?;
+    let sink = crate::redact::at_sink;
+    std::fs::write(&md, sink(&markdown::render(report)))?;
     std::fs::write(
         dir.join("report.json"),
-        serde_json::to_vec_pretty(report).unwrap_or_default(),
+        sink(&serde_json::to_string_pretty(report).unwrap_or_default()),
     )?;
     if let Some(path) = junit_file {
-        std::fs::write(path, junit::render(report))?;
+        std::fs::write(path, sink(&junit::render(report)))?;
     }
     Ok(md)
 }

@@ -105,17 +105,29 @@ pub fn main() -> ExitCode {
     exit.into()
 }
 
+/// Crates whose debug and trace records carry request and response bodies (container
+/// definitions with their environment, command arguments): capped at `info` whatever
+/// the verbosity or `RUST_LOG` asks.
+const BODY_LOGGING_CRATES: &[&str] = &["bollard", "hyper", "hyper_util", "h2", "reqwest", "rustls"];
+
 fn init_logging(verbose: u8) {
+    // `-v`/`-vv` make redis-move itself verbose; other crates stay at warn/info.
     let default = match verbose {
         0 => "warn",
-        1 => "debug",
-        _ => "trace",
+        1 => "warn,redis_move=debug",
+        _ => "info,redis_move=trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for krate in BODY_LOGGING_CRATES {
+        if let Ok(directive) = format!("{krate}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    // Every record, ours and theirs, is redacted before it reaches stderr.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::RedactingStderr::default)
         .try_init();
 }
 
@@ -134,6 +146,7 @@ fn human_style(choice: ColorChoice) -> HumanStyle {
 }
 
 fn print_out(text: &str) -> Exit {
+    let text = &crate::redact::at_sink(text);
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -254,7 +267,12 @@ fn load_one(path: &Path, overrides: &[VarOverride], style: HumanStyle) -> Result
     })?;
     print_diagnostics(&loaded.all_diagnostics(), DiagnosticFormat::Human, style);
     match loaded.runbook {
-        Some(runbook) => Ok(runbook),
+        Some(runbook) => {
+            // What the runbook itself reveals (URL passwords in its targets and vars) is
+            // known to the output sinks before anything is printed.
+            let _ = crate::actions::resolve::Secrets::default().redactor_for(&runbook);
+            Ok(runbook)
+        }
         None => {
             let errors = loaded.error_count();
             eprintln!(
@@ -291,7 +309,10 @@ fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
         runtime.block_on(crate::exec::preflight::check(&runbook, &mut plan));
     }
     if let Some(out) = &args.out
-        && let Err(e) = write_atomically(out, plan::render_json(&plan).as_bytes())
+        && let Err(e) = write_atomically(
+            out,
+            crate::redact::at_sink(&plan::render_json(&plan)).as_bytes(),
+        )
     {
         eprintln!("error: cannot write `{}`: {e}", out.display());
         return Exit::Usage;
