@@ -73,7 +73,7 @@ pub enum Command {
     /// Continue a failed, interrupted or stopped run from its first unfinished step.
     Resume(ResumeArgs),
     /// Roll back a run by hand (finished, failed or interrupted).
-    Rollback(RunRef),
+    Rollback(RollbackArgs),
     /// Show the state of a run.
     Status(StatusArgs),
     /// Write a run's report again (report.md, report.json, and JUnit with --junit).
@@ -258,6 +258,18 @@ pub struct RunRef {
     /// Execution options.
     #[command(flatten)]
     pub exec: ExecArgs,
+}
+
+/// `rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Which run.
+    #[command(flatten)]
+    pub target: RunRef,
+    /// Var overrides, as `run` took them (needed again only for values the journal
+    /// does not keep: a password written literally in a `--var`).
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `resume` arguments.

@@ -18,13 +18,19 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Replaces the password of every `scheme://user:password@host` in `text` with `****`.
+/// A reference (`${secrets.pw}`) is not a password and stays: it is how the journal
+/// keeps a var that needs a secret, so that a resume gets it from the environment.
 pub fn mask_url_passwords(text: &str) -> String {
     if !text.contains("://") {
         return text.to_owned();
     }
     URL_PASSWORD
         .replace_all(text, |caps: &regex::Captures<'_>| {
-            format!("{}{MASK}@", &caps["head"])
+            if caps["password"].starts_with("${") {
+                caps[0].to_owned()
+            } else {
+                format!("{}{MASK}@", &caps["head"])
+            }
         })
         .into_owned()
 }

@@ -383,3 +383,120 @@ phases:
     assert!(leaks.is_empty(), "leaked: {leaks:#?}");
     assert!(names.len() >= 20, "too little was searched: {names:?}");
 }
+
+/// Vars from a vars file that interpolate a secret are journaled as written (the
+/// reference, not the filled-in value): a resume and a rollback from fresh processes
+/// need only the secret in the environment. A password written literally in a var is
+/// not journaled: it must be given again, and `--vars-file` does it as well as `--var`,
+/// for `resume` and for `rollback`.
+#[test]
+fn resume_and_rollback_from_fresh_processes_take_vars_as_run_did() {
+    let password = "Resume-Pw-8383";
+    let server = RedisServer::start_with(Some(password), &[]);
+    let runbook = r#"version: 1
+name: fresh
+vars:
+  url: "redis://127.0.0.1:1"
+secrets:
+  pw: { env: FRESH_PW }
+targets:
+  r: { redis: { url: "${vars.url}" } }
+phases:
+  - id: check
+    steps:
+      - { id: ping, redis.ping: { target: r } }
+  - id: go
+    gate: { question: "Go?" }
+  - id: change
+    steps:
+      - { id: memory, redis.config_set: { target: r, parameter: maxmemory, value: 1gb } }
+      - { id: fails, tcp: { address: "127.0.0.1:1" }, timeout: 1s }
+"#;
+    let ws = Workspace::new(runbook).with_env("FRESH_PW", password);
+    std::fs::write(
+        ws.path().join("vars.yaml"),
+        format!(
+            "url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\"\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let stopped = ws
+        .cmd(&[
+            "run",
+            "runbook.yaml",
+            "--vars-file",
+            "vars.yaml",
+            "--no-input",
+            "--no-progress",
+        ])
+        .assert()
+        .code(4);
+    let _ = stopped;
+    let journal = std::fs::read_to_string(ws.run_dir().unwrap().join("journal.json")).unwrap();
+    assert!(
+        journal.contains("${secrets.pw}"),
+        "the reference is journaled: {journal}"
+    );
+    assert!(!journal.contains(password));
+    // A fresh process, with only the secret in its environment.
+    ws.cmd(&["resume", "--approve", "go", "--yes", "--no-progress"])
+        .assert()
+        .code(1);
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "maxmemory"]).lines().nth(1),
+        Some("1073741824")
+    );
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "maxmemory"]).lines().nth(1),
+        Some("0")
+    );
+
+    // The password written literally: not journaled, so given again.
+    let literal = format!("url=redis://:{password}@127.0.0.1:{}", server.port);
+    let ws = Workspace::new(runbook).with_env("FRESH_PW", password);
+    std::fs::write(
+        ws.path().join("vars.yaml"),
+        format!("url: \"redis://:{password}@127.0.0.1:{}\"\n", server.port),
+    )
+    .unwrap();
+    ws.cmd(&[
+        "run",
+        "runbook.yaml",
+        "--var",
+        &literal,
+        "--no-input",
+        "--no-progress",
+    ])
+    .assert()
+    .code(4);
+    let journal = std::fs::read_to_string(ws.run_dir().unwrap().join("journal.json")).unwrap();
+    assert!(!journal.contains(password), "{journal}");
+    let refused = ws
+        .cmd(&["resume", "--approve", "go", "--yes", "--no-progress"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+    assert!(stderr.contains("give it again"), "{stderr}");
+    ws.cmd(&[
+        "resume",
+        "--approve",
+        "go",
+        "--yes",
+        "--no-progress",
+        "--vars-file",
+        "vars.yaml",
+    ])
+    .assert()
+    .code(1);
+    ws.cmd(&["rollback", "--yes", "--no-progress", "--var", &literal])
+        .assert()
+        .code(3);
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "maxmemory"]).lines().nth(1),
+        Some("0")
+    );
+}

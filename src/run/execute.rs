@@ -242,25 +242,25 @@ pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit 
             at: None,
         })
         .collect();
-    match overrides(&args.vars, style) {
-        Ok(extra) => list.extend(extra),
+    let given = match overrides(&args.vars, style) {
+        Ok(extra) => extra,
         Err(exit) => return exit,
-    }
+    };
+    // A value the journal masked (a password written literally) must be given again,
+    // with `--var` or in a `--vars-file`, as `run` took it.
     let masked: Vec<&str> = journal
         .overrides
         .iter()
-        .filter(|(_, v)| v.contains("****"))
+        .filter(|(_, v)| v.contains(crate::redact::MASK))
         .map(|(n, _)| n.as_str())
         .collect();
-    if let Some(name) = masked
-        .iter()
-        .find(|n| !args.vars.vars.iter().any(|(given, _)| given == *n))
-    {
+    if let Some(name) = masked.iter().find(|n| !given.iter().any(|o| o.name == **n)) {
         eprintln!(
-            "error: the run's `--var {name}` held a password the journal does not keep; give it again with `--var {name}=...`"
+            "error: the run's var `{name}` held a password the journal does not keep; give it again with `--var {name}=...` or the same `--vars-file`"
         );
         return Exit::Usage;
     }
+    list.extend(given);
     let file = target.runbook.clone().unwrap_or_else(|| {
         PathBuf::from(if journal.source.is_empty() {
             &journal.path

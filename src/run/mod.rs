@@ -87,12 +87,12 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Resume(args) => execute::resume(args, style, false),
-        Command::Rollback(target) => execute::resume(
+        Command::Rollback(args) => execute::resume(
             crate::cli::ResumeArgs {
-                target,
+                target: args.target,
                 force: true,
                 rerun_interrupted: false,
-                vars: VarArgs::default(),
+                vars: args.vars,
             },
             style,
             true,
