@@ -12,10 +12,15 @@ use regex::Regex;
 /// What a secret is replaced with.
 pub const MASK: &str = "****";
 
+// The password runs to the last `@` before the host: a literal password may hold `@`.
 static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s/]+)@")
+    Regex::new(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^\s/]+)@")
         .expect("valid regex")
 });
+
+/// Secrets shorter than this are masked only where they stand alone (not inside a
+/// word): masking a one-letter password everywhere would garble every line.
+const SHORT_SECRET: usize = 4;
 
 /// Replaces the password of every `scheme://user:password@host` in `text` with `****`.
 /// A reference (`${secrets.pw}`) is not a password and stays: it is how the journal
@@ -33,6 +38,26 @@ pub fn mask_url_passwords(text: &str) -> String {
             }
         })
         .into_owned()
+}
+
+/// `text` with `secret` masked where it is not part of a longer word.
+fn replace_standalone(text: &str, secret: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + secret.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(word) || after.is_some_and(word) {
+            out.push_str(secret);
+        } else {
+            out.push_str(MASK);
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `%XX` sequences decoded (invalid ones kept as they are).
@@ -90,13 +115,36 @@ impl Redactor {
 
     /// `text` with every known secret and every URL password masked.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut out = mask_url_passwords(text);
         for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), MASK);
+            if !out.contains(secret.as_str()) {
+                continue;
             }
+            out = if secret.chars().count() < SHORT_SECRET {
+                replace_standalone(&out, secret)
+            } else {
+                out.replace(secret.as_str(), MASK)
+            };
         }
-        mask_url_passwords(&out)
+        out
+    }
+
+    /// A JSON document with every string value (never a key, a number or a literal)
+    /// redacted: masking the text would rename fields whose names contain a secret
+    /// and break the document.
+    pub fn redact_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match value {
+            J::String(s) => J::String(self.redact(s)),
+            J::Array(items) => J::Array(items.iter().map(|v| self.redact_json(v)).collect()),
+            J::Object(fields) => J::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.redact_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 }
 
@@ -116,6 +164,27 @@ pub fn remember(redactor: &Redactor) {
 /// every byte redis-move writes passes through.
 pub fn at_sink(text: &str) -> String {
     SINK.read().unwrap_or_else(|p| p.into_inner()).redact(text)
+}
+
+/// [`at_sink`] for a JSON document: string values only, the structure kept.
+pub fn at_sink_json(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => {
+            let redacted = SINK
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .redact_json(&value);
+            if redacted == value {
+                return text.to_owned();
+            }
+            let mut out = serde_json::to_string_pretty(&redacted).unwrap_or_default();
+            if text.ends_with('\n') {
+                out.push('\n');
+            }
+            out
+        }
+        Err(_) => at_sink(text),
+    }
 }
 
 /// A writer for log records (ours and third-party crates'): each record is redacted
@@ -159,6 +228,31 @@ mod tests {
         assert_eq!(
             super::at_sink("token Sink-Canary-9191 and redis://:pw@h:1"),
             "token **** and redis://:****@h:1"
+        );
+    }
+
+    #[test]
+    fn a_password_with_an_at_sign_is_masked_whole_and_short_ones_only_alone() {
+        assert_eq!(
+            super::mask_url_passwords("redis://:p@ss@127.0.0.1:7803/0"),
+            "redis://:****@127.0.0.1:7803/0"
+        );
+        let mut redactor = super::Redactor::default();
+        redactor.add_url_passwords("redis://:p@ss@127.0.0.1:7803");
+        assert_eq!(redactor.redact("expect p@ss here"), "expect **** here");
+        let mut short = super::Redactor::default();
+        short.add("p");
+        short.add("true");
+        assert_eq!(
+            short.redact("expect http://x p and p."),
+            "expect http://x **** and ****."
+        );
+        // A JSON document keeps its keys and literals.
+        let json: serde_json::Value =
+            serde_json::from_str(r#"{"path": "p", "ok": true, "note": "is true"}"#).unwrap();
+        assert_eq!(
+            short.redact_json(&json).to_string(),
+            r#"{"path":"****","ok":true,"note":"is ****"}"#
         );
     }
 

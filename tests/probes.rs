@@ -561,6 +561,8 @@ async fn redis_queues_read_older_bullmq_layouts() {
     server.cli(&["RPUSH", "bull:old:wait", "7", "0:1700000000000"]);
     server.cli(&["SET", "bull:held:id", "3"]);
     server.cli(&["RPUSH", "bull:held:paused", "1", "2", "3"]);
+    // Not a queue, though its name has a queue's shape: flagged, not fatal.
+    server.cli(&["SET", "bull:cfg:wait", "x"]);
     let rb = redis_runbook(&server.url(), "      - { id: q, redis.queues: {} }\n");
     let value = run_step(&rb, "q").await.unwrap();
     let queues = value.field("queues").unwrap();
@@ -571,6 +573,17 @@ async fn redis_queues_read_older_bullmq_layouts() {
     assert_eq!(held.field("waiting"), Some(&Value::Number(3.0)));
     assert_eq!(held.field("paused"), Some(&Value::Bool(true)));
     assert_eq!(held.field("depth"), Some(&Value::Number(3.0)));
+    let cfg = queues.field("cfg").unwrap();
+    assert!(
+        cfg.field("error")
+            .unwrap()
+            .as_text()
+            .contains("not a BullMQ queue")
+    );
+    assert_eq!(
+        value.field("total").unwrap().field("waiting"),
+        Some(&Value::Number(4.0))
+    );
 }
 
 /// Writes refused for memory show in `errorstats.OOM` and `stats.rejected_calls`: the

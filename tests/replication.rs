@@ -521,3 +521,28 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// One server under two target names: `redis.replicate` refuses before `REPLICAOF`,
+/// which would leave the server a replica of itself refusing every write.
+#[test]
+fn replicating_a_server_onto_itself_under_another_name_is_refused() {
+    let server = redis_move_testbed::RedisServer::start();
+    let ws = redis_move_testbed::Workspace::new(&format!(
+        r#"version: 1
+name: self-replica
+targets:
+  a: {{ redis: {{ url: "redis://127.0.0.1:{p}" }} }}
+  b: {{ redis: {{ url: "redis://localhost:{p}/0" }} }}
+phases:
+  - id: sync
+    steps:
+      - {{ id: replicate, redis.replicate: {{ target: b, source: a, source_address: "127.0.0.1:{p}", timeout: 10s }} }}
+"#,
+        p = server.port
+    ));
+    let out = ws.run().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("are the same server"), "{stderr}");
+    let role = server.cli(&["ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
+}

@@ -392,13 +392,12 @@ fn lacks(key_type: KeyType, mine: &redis::Value, theirs: &redis::Value) -> Optio
             let present: std::collections::HashSet<&Vec<u8>> = b.iter().collect();
             a.iter().find(|m| !present.contains(m)).cloned()
         }
+        // A merge keeps the target's value where both have one: the field must be
+        // there, its value may differ.
         KeyType::Hash => {
-            let present: std::collections::HashMap<&Vec<u8>, &Vec<u8>> = b
-                .chunks(2)
-                .filter_map(|p| Some((p.first()?, p.get(1)?)))
-                .collect();
+            let present: std::collections::HashSet<&Vec<u8>> = b.chunks(2).map(|p| &p[0]).collect();
             a.chunks(2)
-                .find(|p| present.get(&p[0]) != p.get(1).as_ref())
+                .find(|p| !present.contains(&p[0]))
                 .map(|p| p[0].clone())
         }
         KeyType::ZSet => {
@@ -407,10 +406,8 @@ fn lacks(key_type: KeyType, mine: &redis::Value, theirs: &redis::Value) -> Optio
                 .find(|p| !present.contains(&p[0]))
                 .map(|p| p[0].clone())
         }
-        KeyType::String | KeyType::Stream => {
-            return (canonical_digest(key_type, mine) != canonical_digest(key_type, theirs))
-                .then(|| "value differs".to_owned());
-        }
+        // A merge keeps the target's string or stream: it exists, with the same type.
+        KeyType::String | KeyType::Stream => None,
     };
     first_missing.map(|m| format!("lacks `{}` of the source", display_key(&m)))
 }
@@ -547,7 +544,7 @@ mod tests {
                 .unwrap()
                 .contains("`d`")
         );
-        // A hash field must be there with the source's value.
+        // A hash field must be there; the merge may have kept the target's value.
         assert_eq!(
             lacks(
                 KeyType::Hash,
@@ -556,7 +553,11 @@ mod tests {
             ),
             None
         );
-        assert!(lacks(KeyType::Hash, &bulk(&["f", "1"]), &bulk(&["f", "2"])).is_some());
+        assert_eq!(
+            lacks(KeyType::Hash, &bulk(&["f", "1"]), &bulk(&["f", "2"])),
+            None
+        );
+        assert!(lacks(KeyType::Hash, &bulk(&["f", "1"]), &bulk(&["g", "2"])).is_some());
         assert_eq!(
             lacks(
                 KeyType::ZSet,
@@ -565,13 +566,13 @@ mod tests {
             ),
             None
         );
-        assert!(
+        assert_eq!(
             lacks(
                 KeyType::String,
                 &redis::Value::BulkString(b"x".to_vec()),
                 &redis::Value::BulkString(b"y".to_vec())
-            )
-            .is_some()
+            ),
+            None
         );
     }
 

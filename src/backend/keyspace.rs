@@ -87,6 +87,95 @@ pub fn read_command(key_type: KeyType, key: &[u8]) -> redis::Cmd {
     }
 }
 
+/// Whether `text` matches the Redis glob `pattern` (`*`, `?`, `[abc]`, `[a-z]`, `[^a]`,
+/// `\x`), as SCAN MATCH does.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0usize, 0usize);
+    let (mut star, mut resume) = (None::<usize>, 0usize);
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some(p);
+                    resume = t;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, text[t]) {
+                        if matched {
+                            p = next;
+                            t += 1;
+                            continue;
+                        }
+                    } else if text[t] == b'[' {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
+                }
+                c if c != b'\\' && c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some(s) => {
+                p = s + 1;
+                resume += 1;
+                t = resume;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// A `[...]` class at `pattern[start]`: whether `c` is in it, and where the pattern goes on.
+fn class_match(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pattern.len() && (first || pattern[i] != b']') {
+        first = false;
+        let mut low = pattern[i];
+        if low == b'\\' && i + 1 < pattern.len() {
+            i += 1;
+            low = pattern[i];
+        }
+        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
+            let high = pattern[i + 2];
+            if (low.min(high)..=low.max(high)).contains(&c) {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if low == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+    (i < pattern.len()).then_some((matched != negate, i + 1))
+}
+
 /// A digest of a value read with [`read_command`] that does not depend on how the
 /// server stores it: hash fields and set members are sorted first, scores compared as
 /// numbers. `None` when the reply is not a value of that type (the key vanished).
@@ -719,6 +808,30 @@ fn field_of(reply: &redis::Value, name: &str) -> Option<redis::Value> {
             .find(|(k, _)| reply_text(k) == name)
             .map(|(_, v)| v.clone()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_as_scan_does() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("*", "anything"));
+        assert!(m("job:*", "job:1"));
+        assert!(!m("job:*", "jobs:1"));
+        assert!(m("worker:*:jobs", "worker:w1:jobs"));
+        assert!(!m("worker:*:jobs", "worker:w1:steps"));
+        assert!(m("job?*", "job:*"));
+        assert!(m("h[ae]llo", "hallo"));
+        assert!(!m("h[^e]llo", "hello"));
+        assert!(m("h[a-c]llo", "hbllo"));
+        assert!(m("a\\*b", "a*b"));
+        assert!(!m("a\\*b", "axb"));
+        assert!(m("*:jobs", "worker:*:jobs"));
+        assert!(m("", ""));
+        assert!(!m("", "x"));
     }
 }
 

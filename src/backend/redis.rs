@@ -525,10 +525,21 @@ impl RedisBackend {
             }
             pipe.cmd("HGET").arg(key("meta")).arg("paused");
             let mut connection = self.connection.clone();
-            let replies: Vec<redis::Value> = pipe
-                .query_async(&mut connection)
-                .await
-                .map_err(redis_error)?;
+            let replies: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
+                Ok(replies) => replies,
+                // A key of the queue's shape that is not BullMQ's (`bull:cfg:wait` holding
+                // a string): that queue is flagged, the others are counted.
+                Err(e) if e.to_string().contains("WRONGTYPE") => {
+                    let mut queue = BTreeMap::new();
+                    queue.insert(
+                        "error".to_owned(),
+                        Value::Text(format!("not a BullMQ queue: {e}")),
+                    );
+                    per_queue.insert(name, Value::Object(queue));
+                    continue;
+                }
+                Err(e) => return Err(redis_error(e)),
+            };
             let replies: Vec<Value> = replies.into_iter().map(to_value).collect();
             let count = |i: usize| match &replies[i] {
                 Value::Number(n) => *n,

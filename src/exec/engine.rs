@@ -172,8 +172,12 @@ impl JournalHandle {
             }
             (guard.0.clone(), guard.1)
         };
-        let text = serde_json::to_string_pretty(&snapshot).unwrap_or_default();
-        let masked = format!("{}\n", self.redactor.redact(&text));
+        // String values are masked, never the document's structure (a secret such as
+        // `true` or `p` would otherwise rename fields and break the journal).
+        let value = serde_json::to_value(&snapshot).unwrap_or_default();
+        let text =
+            serde_json::to_string_pretty(&self.redactor.redact_json(&value)).unwrap_or_default();
+        let masked = format!("{text}\n");
         match write_bytes(&self.path, masked.as_bytes()) {
             Ok(()) => {
                 *written = version;

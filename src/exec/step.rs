@@ -49,7 +49,10 @@ pub async fn execute(shared: Arc<Shared>, step: Step) -> StepEnd {
     });
     let end = match &step.action {
         Action::Gate(_) | Action::Manual(_) => decide(&shared, &step).await,
-        _ => act(&shared, &step).await,
+        _ => match unprotected(&shared, &step) {
+            Some(reason) => StepEnd::Failed(reason),
+            None => act(&shared, &step).await,
+        },
     };
     let (status, detail) = match &end {
         StepEnd::Done(status) => (
@@ -223,6 +226,32 @@ pub fn context<'a>(shared: &'a Shared, values: &'a HashMap<String, Value>) -> Ru
         progress: &shared.events,
         cancel: &shared.cancel,
         run_dir: shared.journal.directory(),
+    }
+}
+
+/// Why a delete must not run: its `backup:` step did not succeed in this run (it
+/// failed under `on_failure: continue`, was skipped, or never ran).
+fn unprotected(shared: &Shared, step: &Step) -> Option<String> {
+    let Action::RedisDelete(p) = &step.action else {
+        return None;
+    };
+    let backup = p.backup.as_ref()?;
+    let status = shared
+        .journal
+        .read(|j| j.steps.get(&backup.value).map(|r| r.status));
+    match status {
+        Some(StepStatus::Succeeded | StepStatus::Recovered) => None,
+        other => Some(format!(
+            "refusing to delete: its backup step `{}` {}; nothing was deleted",
+            backup.value,
+            match other {
+                Some(StepStatus::Failed) => "failed".to_owned(),
+                Some(StepStatus::Skipped) =>
+                    "was skipped (it backed nothing up in this run)".to_owned(),
+                Some(StepStatus::Pending) | None => "has not run".to_owned(),
+                Some(s) => format!("is {s:?}").to_lowercase(),
+            }
+        )),
     }
 }
 

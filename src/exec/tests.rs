@@ -449,6 +449,32 @@ async fn a_phase_scoped_rollback_undoes_only_its_phase() {
     );
 }
 
+/// A delete whose backup step failed (the phase goes on after failures) is refused.
+#[tokio::test]
+async fn a_delete_whose_backup_failed_does_not_run() {
+    let rb = runbook(
+        "version: 1\nname: t\nphases:\n  - id: cleanup\n    on_failure: continue\n    steps:\n      - { id: backup, redis.snapshot: { to: backups } }\n      - { id: delete, redis.delete: { match: \"job:*\", backup: backup }, rollback: none }\ntargets:\n  r: { redis: { url: \"redis://h\" } }\n",
+    );
+    let h = Harness::new(&rb);
+    let runner = FakeRunner::with(&[(
+        "backup",
+        vec![Err(ActionError::from(BackendError::Command(
+            "disk full".into(),
+        )))],
+    )]);
+    h.run(
+        &rb,
+        runner.clone(),
+        ScriptedOperator::new(vec![]),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(runner.calls(), ["perform backup"], "the delete never ran");
+    assert_eq!(h.status("delete"), StepStatus::Failed);
+    let detail = h.journal.read(|j| j.steps["delete"].detail.clone());
+    assert!(detail.contains("backup step `backup` failed"), "{detail}");
+}
+
 #[tokio::test]
 async fn a_failing_undo_is_a_failed_rollback() {
     let rb = runbook(

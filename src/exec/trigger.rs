@@ -314,7 +314,9 @@ impl State {
                     return Verdict::Quiet;
                 };
                 let seconds = now.duration_since(at).as_secs_f64();
-                if seconds < (window.as_secs_f64() / 2.0).min(0.5) {
+                // The current rate needs half a baseline window of samples: a burst over
+                // a second or two is not a rate.
+                if seconds < window.as_secs_f64() / 2.0 {
                     return Verdict::Quiet;
                 }
                 let rate = (current - earlier) / seconds;

@@ -489,7 +489,7 @@ pub fn write_reports(
     std::fs::write(&md, sink(&markdown::render(report)))?;
     std::fs::write(
         dir.join("report.json"),
-        sink(&serde_json::to_string_pretty(report).unwrap_or_default()),
+        crate::redact::at_sink_json(&serde_json::to_string_pretty(report).unwrap_or_default()),
     )?;
     if let Some(path) = junit_file {
         std::fs::write(path, sink(&junit::render(report)))?;

@@ -66,7 +66,8 @@ pub fn main() -> ExitCode {
                 Err(exit) => exit,
             }
         }
-        Command::Schema => print_out(&runbook::schema::schema_json()),
+        // The format's own description: no runbook, nothing to redact.
+        Command::Schema => print_verbatim(&runbook::schema::schema_json()),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "redis-move", &mut std::io::stdout());
@@ -145,8 +146,18 @@ fn human_style(choice: ColorChoice) -> HumanStyle {
     }
 }
 
+/// Writes `text` to stdout through the redacting sink (a JSON document keeps its
+/// structure).
 fn print_out(text: &str) -> Exit {
-    let text = &crate::redact::at_sink(text);
+    print_verbatim(&if text.trim_start().starts_with(['{', '[']) {
+        crate::redact::at_sink_json(text)
+    } else {
+        crate::redact::at_sink(text)
+    })
+}
+
+/// Writes `text` to stdout as it is.
+fn print_verbatim(text: &str) -> Exit {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -311,7 +322,7 @@ fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
     if let Some(out) = &args.out
         && let Err(e) = write_atomically(
             out,
-            crate::redact::at_sink(&plan::render_json(&plan)).as_bytes(),
+            crate::redact::at_sink_json(&plan::render_json(&plan)).as_bytes(),
         )
     {
         eprintln!("error: cannot write `{}`: {e}", out.display());
@@ -319,7 +330,7 @@ fn plan_command(args: &PlanArgs, style: HumanStyle) -> Exit {
     }
     let printed = match args.format {
         PlanFormat::Text => print_out(&plan::render_text(&plan)),
-        PlanFormat::Json => print_out(&plan::render_json(&plan)),
+        PlanFormat::Json => print_out(&crate::redact::at_sink_json(&plan::render_json(&plan))),
     };
     match plan.summary.live {
         Some([_, failed, errors, _]) if failed + errors > 0 => Exit::Failed,

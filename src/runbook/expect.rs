@@ -576,16 +576,19 @@ fn arithmetic(text: &str) -> Option<Result<Quantity, String>> {
             signs.push(*op);
         }
     }
-    let (mut total, size) = sums[0];
+    // A plain number next to a size is a number of bytes (as step values of memory
+    // fields are): `${steps.mem.value} + 512mb`.
+    let (mut total, mut size) = sums[0];
     for (sign, term) in signs.iter().zip(sums.iter().skip(1)) {
-        if term.1 != size {
-            return Some(Err(format!("`{text}` adds a size and a plain number")));
-        }
+        size |= term.1;
         total = if *sign == '+' {
             total + term.0
         } else {
             total - term.0
         };
+    }
+    if !total.is_finite() {
+        return Some(Err(format!("`{text}` is not a finite number")));
     }
     Some(Ok(if size {
         Quantity::Size(total)
@@ -928,7 +931,11 @@ mod arithmetic_tests {
             Quantity::Size(1.5 * 1024.0 * 1024.0 * 1024.0)
         );
         assert_eq!(n("2 * 1kb"), Quantity::Size(2048.0));
-        assert!(arithmetic("1gb + 5").unwrap().is_err());
+        assert_eq!(n("1gb + 5"), Quantity::Size(1024.0 * 1024.0 * 1024.0 + 5.0));
+        assert_eq!(
+            n("2035328 + 512mb"),
+            Quantity::Size(2035328.0 + 512.0 * 1024.0 * 1024.0)
+        );
         assert!(arithmetic("1gb * 1gb").unwrap().is_err());
         // Not arithmetic: left to the usual parsing.
         assert!(arithmetic("PONG").is_none());

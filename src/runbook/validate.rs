@@ -317,6 +317,17 @@ impl Validator {
         }
         let rollback =
             self.rollback_steps(&phase.rollback, &format!("{}.rollback", phase.id.value));
+        if phase.gate.is_some() && phase.rollback_scope == super::spec::RollbackScope::Phase {
+            self.error(
+                "scope-on-gate",
+                phase.id.span,
+                format!(
+                    "gate phase `{}` has `rollback_scope: phase`, but a gate changes nothing: its no-go would undo nothing",
+                    phase.id.value
+                ),
+            )
+            .help = Some("leave `rollback_scope` out of the gate phase; a no-go then rolls back the run".into());
+        }
         for target in &phase.rollback_targets {
             if !self.targets.contains_key(&target.value) {
                 let mut known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
@@ -422,6 +433,7 @@ impl Validator {
             Action::RedisReplicate(p) => Some((&p.source, "replicates")),
             Action::RedisPromote(p) => Some((&p.source, "promotes against")),
             Action::RedisCopy(p) if p.rename.is_none() => Some((&p.source, "copies onto")),
+            Action::RedisVerify(p) if p.rename.is_none() => Some((&p.source, "compares with")),
             _ => None,
         };
         if let (Some((source, verb)), Some(target)) = (source, &target)
@@ -435,6 +447,7 @@ impl Validator {
             )
             .help = Some(match &action.value {
                 Action::RedisCopy(_) => "name another `target:`, or add `rename:` to copy keys under new names on the same server".into(),
+                Action::RedisVerify(_) => "a server always equals itself: name the copy's `target:`, or the `rename:` the copy applied".into(),
                 _ => "name the other server with `target:` (the runbook's only redis target is taken when none is given)".into(),
             });
         }
@@ -1501,9 +1514,13 @@ fn backup_covers(
     use crate::runbook::action::Action;
     let deleted_from = delete.target.as_deref()?;
     match &backup.action {
-        Action::RedisSnapshot(_) => match backup.target.as_deref() {
+        Action::RedisSnapshot(snapshot) => match backup.target.as_deref() {
             Some(server) if server != deleted_from => Some(Coverage::Wrong(format!(
                 "`{}` is a snapshot of `{server}`, but `{}` deletes from `{deleted_from}`",
+                backup.id, delete.id
+            ))),
+            _ if !snapshot.verify => Some(Coverage::Unknown(format!(
+                "`{}` is a snapshot taken with `verify: false`: nothing shows it holds what `{}` deletes",
                 backup.id, delete.id
             ))),
             _ => None,
@@ -1515,20 +1532,33 @@ fn backup_covers(
                     backup.id, copy.source.value, delete.id
                 )));
             }
+            if let Some(only) = copy.key_type
+                && params.key_type != Some(only)
+            {
+                return Some(Coverage::Wrong(format!(
+                    "`{}` copies only keys of type `{only}`, but `{}` deletes keys of every type it matches",
+                    backup.id, delete.id
+                )));
+            }
             let copied = copy
                 .pattern
                 .as_ref()
                 .map_or(Some("*"), |t| t.as_literal())?;
             let deleted = params.pattern.as_literal()?;
-            let covered = copied == "*"
-                || copied == deleted
-                || copied.strip_suffix('*').is_some_and(|prefix| {
-                    !prefix.contains(['*', '?', '[']) && deleted.starts_with(prefix)
-                });
-            (!covered).then(|| {
-                Coverage::Wrong(format!(
+            // Every key the delete's glob matches has the glob's own shape: the copy's
+            // glob must match that shape.
+            if !crate::backend::keyspace::glob_match(copied.as_bytes(), deleted.as_bytes()) {
+                return Some(Coverage::Wrong(format!(
                     "`{}` copies `{copied}`, which does not take every key `{}` deletes (`{deleted}`)",
                     backup.id, delete.id
+                )));
+            }
+            (copy.existing != crate::runbook::action::ExistingKeys::Replace).then(|| {
+                Coverage::Unknown(format!(
+                    "`{}` leaves keys that already existed on its target as they were (`existing: {}`): the copy may not hold the values `{}` deletes",
+                    backup.id,
+                    format!("{:?}", copy.existing).to_lowercase(),
+                    delete.id
                 ))
             })
         }

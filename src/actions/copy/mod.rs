@@ -275,6 +275,9 @@ pub async fn copy(
         same_keyspace,
         ..plan.clone()
     };
+    if same_keyspace {
+        onto_itself(first_source, plan).await?;
+    }
     let state = LedgerState::read(ledger_path)?;
     if let Some(done) = state.finished {
         return Ok(counters_value(&done, started.elapsed(), 0));
@@ -450,6 +453,39 @@ async fn scan(
         if cursor == 0 {
             return Ok(true);
         }
+    }
+}
+
+/// On one server, every key's new name is checked before anything is written: a name the
+/// rename leaves as it is would be written onto itself, and a new name the pattern also
+/// matches would be read back and copied again.
+async fn onto_itself(source: &RedisBackend, plan: &CopyPlan) -> Result<(), BackendError> {
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = source
+            .scan_page(cursor, &plan.pattern, plan.key_type.as_deref(), 1000)
+            .await?;
+        for key in keys {
+            let target = plan.target_key(&key);
+            if target == key {
+                return Err(BackendError::Config(format!(
+                    "the copy would write `{}` onto itself: source and target are the same server and database, and the rename leaves this key's name unchanged (a `regex` must match the whole key); nothing was written",
+                    display_key(&key)
+                )));
+            }
+            if crate::backend::keyspace::glob_match(plan.pattern.as_bytes(), &target) {
+                return Err(BackendError::Config(format!(
+                    "the copy would read back its own copies: `{}` becomes `{}`, which `{}` matches too (same server); narrow `match:`; nothing was written",
+                    display_key(&key),
+                    display_key(&target),
+                    plan.pattern
+                )));
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

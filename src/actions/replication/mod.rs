@@ -87,9 +87,23 @@ pub async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
     }))
 }
 
+/// Refuses a source and a target that are one server under two names (its `run_id`):
+/// `REPLICAOF` itself would leave it a replica refusing every write.
+async fn distinct_servers(source: &RedisBackend, target: &RedisBackend) -> Result<(), ActionError> {
+    let (mine, theirs) = tokio::try_join!(source.keyspace_identity(), target.keyspace_identity())?;
+    if !mine.0.is_empty() && mine.0 == theirs.0 {
+        return Err(ActionError::config(format!(
+            "the source and the target are the same server (run_id {}): nothing was changed",
+            mine.0
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `redis.replicate` as a step.
 pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Value, ActionError> {
     let (source, target) = act.pair(&p.source.value).await?;
+    distinct_servers(&source, &target).await?;
     let address = match act.resolver().resolve_opt(p.source_address.as_ref())? {
         Some(address) => address,
         None => source.address.clone().ok_or_else(|| {
@@ -122,6 +136,7 @@ pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Val
 /// Runs `redis.promote` as a step: a drained switch (see [`switch`]).
 pub async fn perform_promote(act: &Act<'_>, p: &PromoteParams) -> Result<Value, ActionError> {
     let (source, target) = act.pair(&p.source.value).await?;
+    distinct_servers(&source, &target).await?;
     let reverse = match (
         p.reverse,
         act.resolver().resolve_opt(p.target_address.as_ref())?,

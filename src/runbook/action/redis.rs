@@ -830,9 +830,9 @@ pub struct VerifyParams {
     #[serde(default)]
     pub digest: DigestMode,
     /// The target holds at least the source's content (after a copy with `existing:
-    /// merge`): every member, field (with its value), element or sorted-set member of a
-    /// source key is in its target key; strings and streams are compared whole, TTLs not
-    /// at all (the target keeps its own).
+    /// merge`): every member, field, element or sorted-set member of a source key is in
+    /// its target key (values and scores may differ where the merge kept the target's);
+    /// strings and streams need only exist with the same type; TTLs are not compared.
     #[serde(default)]
     pub contains: bool,
 }
