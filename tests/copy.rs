@@ -269,11 +269,22 @@ phases:
     assert_eq!(created["state"], "done");
     assert_eq!(counter(&ws, "merged"), 4.0);
     assert_eq!(counter(&ws, "created"), 1.0);
-    // Rollback: the merged keys as they were, the created one gone.
+    // Rollback: what the merge added is taken out, the created key deleted; what was
+    // written since (dual-write goes on) stays.
+    let _: () = con.sadd("step:1:tags", "written-after").unwrap();
+    let _: () = con.hset("step:1", "f9", "after").unwrap();
     ws.cmd(&["rollback", "--yes", "--no-progress"])
         .assert()
         .code(3);
-    // (step:1's TTL is put back from its PTTL: allow the milliseconds in between.)
+    let removed: i64 = con.srem("step:1:tags", "written-after").unwrap();
+    assert_eq!(removed, 1, "a member added after the merge stays");
+    let kept: Option<String> = con.hget("step:1", "f9").unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some("after"),
+        "a write made after the merge stays"
+    );
+    let _: () = con.hdel("step:1", "f9").unwrap();
     assert_same(&before, &snapshot(&mut con, "step*"), <[u8]>::to_vec, 1000);
 }
 

@@ -18,6 +18,7 @@ use crate::backend::BackendError;
 const INTENT: u8 = b'I';
 const CREATED: u8 = b'C';
 const REPLACED: u8 = b'R';
+const MERGED: u8 = b'M';
 const TEMPORARY: u8 = b'T';
 const CHECKPOINT: u8 = b'K';
 const FINISHED: u8 = b'E';
@@ -122,6 +123,13 @@ pub enum Change {
     },
     /// The copy overwrote this key.
     Replaced(Replaced),
+    /// The copy merged this source key into an existing key (its value before kept).
+    Merged {
+        /// The target key as it was.
+        before: Replaced,
+        /// The source key merged in.
+        source_key: Vec<u8>,
+    },
     /// A temporary key of a chunked copy.
     Temporary(Vec<u8>),
 }
@@ -215,6 +223,20 @@ impl LedgerState {
                         payload: old,
                         ttl_ms,
                     }));
+                }
+                MERGED => {
+                    let key = take_bytes(&mut payload).ok_or_else(malformed)?;
+                    let ttl_ms = take_u64(&mut payload).ok_or_else(malformed)?;
+                    let old = take_bytes(&mut payload).ok_or_else(malformed)?;
+                    let source_key = take_bytes(&mut payload).ok_or_else(malformed)?;
+                    state.changes.push(Change::Merged {
+                        before: Replaced {
+                            key,
+                            payload: old,
+                            ttl_ms,
+                        },
+                        source_key,
+                    });
                 }
                 TEMPORARY => {
                     let key = take_bytes(&mut payload).ok_or_else(malformed)?;
@@ -361,6 +383,18 @@ impl LedgerWriter {
         payload.extend_from_slice(&replaced.ttl_ms.to_le_bytes());
         put_bytes(&mut payload, &replaced.payload);
         self.record(REPLACED, &payload)?;
+        self.sync()
+    }
+
+    /// `source_key` is about to be merged into `before.key` (synced before it is).
+    pub fn merged(&mut self, before: &Replaced, source_key: &[u8]) -> Result<(), BackendError> {
+        let mut payload =
+            Vec::with_capacity(24 + before.key.len() + before.payload.len() + source_key.len());
+        put_bytes(&mut payload, &before.key);
+        payload.extend_from_slice(&before.ttl_ms.to_le_bytes());
+        put_bytes(&mut payload, &before.payload);
+        put_bytes(&mut payload, source_key);
+        self.record(MERGED, &payload)?;
         self.sync()
     }
 

@@ -754,6 +754,67 @@ pub async fn same_value(
     Ok(a.is_some() && a == b)
 }
 
+/// Keeps `target_key`'s current value in the ledger before `source_key` is merged into
+/// it: the rollback removes what the merge added, and nothing written since.
+async fn back_up_merge(
+    shared: &Shared<'_>,
+    target: &RedisBackend,
+    target_key: &[u8],
+    source_key: &[u8],
+) -> Result<(), BackendError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("PTTL").arg(target_key).cmd("DUMP").arg(target_key);
+    let replies = target.pipeline(pipe).await?;
+    if let [ttl, redis::Value::BulkString(payload)] = replies.as_slice() {
+        let ttl_ms = reply_int(ttl)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        shared.ledger(|l| {
+            l.merged(
+                &Replaced {
+                    key: target_key.to_vec(),
+                    payload: payload.clone(),
+                    ttl_ms,
+                },
+                source_key,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes from KEYS[1] what merging KEYS[3] (the source's value) into KEYS[2] (the
+/// value before) added: members, fields and list elements the source has and the value
+/// before did not. What was written since, and the TTL, stay. Deletes KEYS[2], KEYS[3].
+const UNMERGE_SCRIPT: &str = r#"
+local target, before, source = KEYS[1], KEYS[2], KEYS[3]
+local tt = redis.call('TYPE', target).ok
+local removed = 0
+if tt == 'set' then
+  for _, m in ipairs(redis.call('SMEMBERS', source)) do
+    if redis.call('SISMEMBER', before, m) == 0 then removed = removed + redis.call('SREM', target, m) end
+  end
+elseif tt == 'hash' then
+  for _, f in ipairs(redis.call('HKEYS', source)) do
+    if redis.call('HEXISTS', before, f) == 0 then removed = removed + redis.call('HDEL', target, f) end
+  end
+elseif tt == 'zset' then
+  for _, m in ipairs(redis.call('ZRANGE', source, 0, -1)) do
+    if not redis.call('ZSCORE', before, m) then removed = removed + redis.call('ZREM', target, m) end
+  end
+elseif tt == 'list' then
+  local had = {}
+  if redis.call('EXISTS', before) == 1 then
+    for _, v in ipairs(redis.call('LRANGE', before, 0, -1)) do had[v] = true end
+  end
+  for _, v in ipairs(redis.call('LRANGE', source, 0, -1)) do
+    if not had[v] then removed = removed + redis.call('LREM', target, -1, v) end
+  end
+end
+redis.call('DEL', before, source)
+return removed
+"#;
+
 /// Overwrites `target_key` on `target` with `payload` after keeping its current value
 /// in the ledger.
 async fn back_up(
@@ -881,7 +942,7 @@ async fn restore(
     }
     for &i in &to_merge {
         let item = &batch.items[i];
-        back_up(shared, target, &item.target_key).await?;
+        back_up_merge(shared, target, &item.target_key, &item.key).await?;
         let temporary = format!("{}{}:m{i}", shared.temporary_prefix, batch.seq).into_bytes();
         shared.ledger(|l| l.temporary(&temporary))?;
         target
@@ -980,7 +1041,7 @@ async fn copy_large(
                 false
             }
             Ok(Existing::Merge) => {
-                back_up(shared, target, target_key).await?;
+                back_up_merge(shared, target, target_key, key).await?;
                 counters.chunked += 1;
                 counters.bytes += bytes;
                 // The target keeps its own TTL.
@@ -1000,6 +1061,54 @@ async fn copy_large(
     counters.chunked += 1;
     counters.bytes += bytes;
     Ok(created)
+}
+
+/// Takes out of `before.key` what merging `source_key` added (see [`UNMERGE_SCRIPT`]);
+/// `false` (the key left as it is) when the source key cannot be read any more.
+async fn unmerge(
+    target: &RedisBackend,
+    source: Option<&RedisBackend>,
+    before: &Replaced,
+    source_key: &[u8],
+) -> Result<bool, BackendError> {
+    let Some(source) = source else {
+        return Ok(false);
+    };
+    let redis::Value::BulkString(source_value) =
+        source.raw(redis::cmd("DUMP").arg(source_key)).await?
+    else {
+        return Ok(false);
+    };
+    let stamp = jiff::Timestamp::now().as_nanosecond();
+    let (before_key, source_copy) = (
+        format!("redis-move:tmp:unmerge:{stamp}:before").into_bytes(),
+        format!("redis-move:tmp:unmerge:{stamp}:source").into_bytes(),
+    );
+    for (key, payload) in [
+        (&before_key, &before.payload),
+        (&source_copy, &source_value),
+    ] {
+        target
+            .raw(
+                redis::cmd("RESTORE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(payload)
+                    .arg("REPLACE"),
+            )
+            .await?;
+    }
+    target
+        .raw(
+            redis::cmd("EVAL")
+                .arg(UNMERGE_SCRIPT)
+                .arg(3)
+                .arg(&before.key)
+                .arg(&before_key)
+                .arg(&source_copy),
+        )
+        .await?;
+    Ok(true)
 }
 
 /// Undoes a copy from its ledger, newest change first: deletes the keys it created,
@@ -1046,6 +1155,14 @@ pub async fn undo(
                 if ours {
                     pending.push(key);
                 } else if exists {
+                    left += 1;
+                }
+            }
+            Change::Merged { before, source_key } => {
+                deleted += unlink(target, &mut pending).await?;
+                if unmerge(target, source, &before, &source_key).await? {
+                    restored += 1;
+                } else {
                     left += 1;
                 }
             }

@@ -730,7 +730,9 @@ impl ActionParams for CopyParams {
         Effect::Mutating
     }
     fn inverse(&self) -> Inverse {
-        Inverse::Builtin("delete exactly the keys this copy created")
+        Inverse::Builtin(
+            "delete exactly the keys this copy created, put back those it replaced, take out what it merged",
+        )
     }
     fn shape(&self) -> Shape {
         Shape::Object(&[
