@@ -22,9 +22,6 @@ use crate::runbook::spec::{DataPolicy, FireAction, TriggerMode};
 use crate::runbook::units::{Quantity, format_duration, format_number};
 use crate::value::Value;
 
-/// A baseline rate below this (per second) counts as this, so that a flat queue does
-/// not make any growth look infinitely faster.
-const MIN_BASELINE_PER_SECOND: f64 = 1.0 / 60.0;
 /// Samples kept for the journal.
 const KEPT_SAMPLES: usize = 12;
 
@@ -242,7 +239,11 @@ impl State {
                     Verdict::Quiet
                 }
             }
-            FireCondition::Rate { ratio, baseline } => {
+            FireCondition::Rate {
+                ratio,
+                baseline,
+                floor,
+            } => {
                 let Sample::Value { value, .. } = &sample else {
                     return Verdict::Quiet;
                 };
@@ -320,7 +321,7 @@ impl State {
                     return Verdict::Quiet;
                 }
                 let rate = (current - earlier) / seconds;
-                let times = rate / base.max(MIN_BASELINE_PER_SECOND);
+                let times = rate / base.max(*floor);
                 match ratio_test(ratio) {
                     Some((op, r))
                         if op.holds(times.partial_cmp(&r).unwrap_or(std::cmp::Ordering::Less)) =>

@@ -577,7 +577,9 @@ fn describe_condition(trigger: &Trigger) -> String {
         FireCondition::Increase { by, within } => {
             format!("increase {by} within {}", format_duration(*within))
         }
-        FireCondition::Rate { ratio, baseline } => match baseline {
+        FireCondition::Rate {
+            ratio, baseline, ..
+        } => match baseline {
             Baseline::Recorded(t) => format!("growth rate {ratio} the baseline {}", t.display()),
             Baseline::Measured(d) => format!(
                 "growth rate {ratio} the rate measured in the first {}",

@@ -205,6 +205,8 @@ pub enum FireCondition {
         ratio: Expect,
         /// What "normal" is.
         baseline: Baseline,
+        /// A baseline below this (per second) counts as this.
+        floor: f64,
     },
     /// This many failing probes in a row.
     Consecutive(u32),

@@ -681,6 +681,10 @@ pub struct FireSpec {
     /// before the change), sampling the probe from the start of the run.
     #[serde(default)]
     pub baseline_before: Option<Spanned<String>>,
+    /// A baseline below this rate (units per second) counts as this rate (default: one a
+    /// minute), so that small noise on a flat value is not "10x faster than normal".
+    #[serde(default)]
+    pub baseline_floor: Option<f64>,
     /// With `baseline_before`: measure with this read-only action instead of the probe
     /// (before the cutover the traffic is on the old server; `field` applies to both).
     #[serde(default)]

@@ -101,6 +101,9 @@ struct Validator {
     step_phase: HashMap<String, (usize, usize)>,
 }
 
+/// A rate trigger's baseline below this (per second) counts as this: one a minute.
+pub const DEFAULT_BASELINE_FLOOR: f64 = 1.0 / 60.0;
+
 fn is_id(text: &str) -> bool {
     let mut chars = text.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
@@ -933,7 +936,8 @@ impl Validator {
         }
         if (fire.baseline.is_some()
             || fire.baseline_window.is_some()
-            || fire.baseline_before.is_some())
+            || fire.baseline_before.is_some()
+            || fire.baseline_floor.is_some())
             && fire.rate.is_none()
         {
             self.error(
@@ -1048,9 +1052,22 @@ impl Validator {
                     return None;
                 }
             };
+            let floor = match fire.baseline_floor {
+                Some(f) if !(f.is_finite() && f > 0.0) => {
+                    self.error(
+                        "fire-condition",
+                        span,
+                        format!("`baseline_floor: {f}` must be a rate above 0 (per second)"),
+                    );
+                    return None;
+                }
+                Some(f) => f,
+                None => DEFAULT_BASELINE_FLOOR,
+            };
             return Some(FireCondition::Rate {
                 ratio: ratio.clone(),
                 baseline,
+                floor,
             });
         }
         match fire.consecutive {

@@ -203,6 +203,12 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
                     }
                 }
                 Ok(None) => {}
+                // A refusal (READONLY on a replica, OOM) keeps the connection, as
+                // ioredis does: the worker stays connected and retries.
+                Err(e) if e.code().is_some() => {
+                    eprintln!("[{name}] {}", ioredis_error(&e));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 Err(e) => {
                     eprintln!("[{name}] {}", ioredis_error(&e));
                     break;
