@@ -18,6 +18,14 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
+// A password passed as a query parameter of a URL (`?password=...`, `&pass=...`).
+static QUERY_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?P<head>[?&](?:password|passwd|pass|pwd|auth|token|secret)=)(?P<password>[^&\s#]+)",
+    )
+    .expect("valid regex")
+});
+
 /// Secrets shorter than this are masked only where they stand alone (not inside a
 /// word): masking a one-letter password everywhere would garble every line.
 const SHORT_SECRET: usize = 4;
@@ -29,6 +37,15 @@ pub fn mask_url_passwords(text: &str) -> String {
     if !text.contains("://") {
         return text.to_owned();
     }
+    let text = &QUERY_PASSWORD
+        .replace_all(text, |caps: &regex::Captures<'_>| {
+            if caps["password"].starts_with("${") {
+                caps[0].to_owned()
+            } else {
+                format!("{}{MASK}", &caps["head"])
+            }
+        })
+        .into_owned();
     URL_PASSWORD
         .replace_all(text, |caps: &regex::Captures<'_>| {
             if caps["password"].starts_with("${") {
@@ -103,6 +120,7 @@ impl Redactor {
     pub fn add_url_passwords(&mut self, text: &str) {
         let found: Vec<String> = URL_PASSWORD
             .captures_iter(text)
+            .chain(QUERY_PASSWORD.captures_iter(text))
             .map(|caps| caps["password"].to_owned())
             .filter(|p| !p.contains("${"))
             .collect();
@@ -229,6 +247,17 @@ mod tests {
             super::at_sink("token Sink-Canary-9191 and redis://:pw@h:1"),
             "token **** and redis://:****@h:1"
         );
+    }
+
+    #[test]
+    fn a_password_in_a_query_parameter_is_masked() {
+        assert_eq!(
+            super::mask_url_passwords("redis://127.0.0.1:7804/?password=Qp-77&db=1"),
+            "redis://127.0.0.1:7804/?password=****&db=1"
+        );
+        let mut redactor = super::Redactor::default();
+        redactor.add_url_passwords("rediss://h:1/?password=Qp-77");
+        assert_eq!(redactor.redact("AUTH Qp-77"), "AUTH ****");
     }
 
     #[test]

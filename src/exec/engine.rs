@@ -515,11 +515,13 @@ pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
     });
     let outcome = if rolling_back {
         let reason = shared.journal.read(|j| j.reason.clone());
-        super::rollback::roll_back(
-            &shared,
-            format!("continuing the interrupted rollback ({reason})"),
-        )
-        .await
+        // `redis-move rollback` sets this reason; otherwise an interrupted rollback goes on.
+        let reason = if reason.starts_with("rolled back by hand") {
+            reason
+        } else {
+            format!("continuing the interrupted rollback ({reason})")
+        };
+        super::rollback::roll_back(&shared, reason).await
     } else {
         if let Some(from) = &options.from_step {
             skip_before(&shared, from);
