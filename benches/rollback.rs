@@ -51,12 +51,13 @@ fn main() {
                 std::process::exit(1);
             }
             println!(
-                "run {run}/{runs}: detected in {:.2} s, all {workers} workers back on the source {:.2} s later; {} jobs acknowledged ({} while the target was down), {} writes refused, {} lost",
+                "run {run}/{runs}: detected in {:.2} s, all {workers} workers back on the source {:.2} s later; {} jobs acknowledged and confirmed on a replica ({} while the target was down), {} writes refused, {} unconfirmed, {} lost",
                 s.detection.as_secs_f64(),
                 s.rollback.as_secs_f64(),
                 s.acknowledged,
                 s.in_flight,
                 s.rejected,
+                s.unconfirmed,
                 s.lost
             );
             if run == 1 {

@@ -476,8 +476,8 @@ async fn target_killed_after_a_replicated_cutover_loses_no_job() {
     );
     assert!(scenario.acknowledged > 100, "the producer kept producing");
     eprintln!(
-        "acknowledged {}, in flight {}, refused {}",
-        scenario.acknowledged, scenario.in_flight, scenario.rejected
+        "acknowledged {}, in flight {}, refused {}, unconfirmed {}",
+        scenario.acknowledged, scenario.in_flight, scenario.rejected, scenario.unconfirmed
     );
     let journal = scenario.workspace.journal().unwrap();
     for step in ["switch", "promote", "stop-workers", "start-workers"] {

@@ -25,6 +25,7 @@ pub struct Producer {
     running: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Acked>>>,
     rejected: Arc<AtomicU64>,
+    unconfirmed: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -32,11 +33,32 @@ impl Producer {
     /// Pushes ids `<prefix><n>` onto the list `key` of the first of `urls` that takes
     /// writes, at most `rate` a second (`None`: as fast as acknowledgements come).
     pub fn start(urls: Vec<String>, key: &str, prefix: &str, rate: Option<u32>) -> Producer {
+        Producer::start_with(urls, key, prefix, rate, false)
+    }
+
+    /// [`Producer::start`]; with `confirmed`, a write counts as acknowledged only once a
+    /// replica has it too (`WAIT 1 500`), as an application that must survive the loss
+    /// of its primary writes: Redis replicates asynchronously, so a primary killed
+    /// outright can take its last acknowledged writes with it whatever redis-move does.
+    /// The others are counted as unconfirmed.
+    pub fn start_with(
+        urls: Vec<String>,
+        key: &str,
+        prefix: &str,
+        rate: Option<u32>,
+        confirmed: bool,
+    ) -> Producer {
         let running = Arc::new(AtomicBool::new(true));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let rejected = Arc::new(AtomicU64::new(0));
+        let unconfirmed = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (running, acked, rejected) = (running.clone(), acked.clone(), rejected.clone());
+            let (running, acked, rejected, unconfirmed) = (
+                running.clone(),
+                acked.clone(),
+                rejected.clone(),
+                unconfirmed.clone(),
+            );
             let (key, prefix) = (key.to_owned(), prefix.to_owned());
             std::thread::spawn(move || {
                 let pace = rate.map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
@@ -66,11 +88,33 @@ impl Producer {
                     let id = format!("{prefix}{seq}");
                     let pushed: redis::RedisResult<i64> =
                         redis::cmd("RPUSH").arg(&key).arg(&id).query(connection);
+                    // Confirmed by a replica when the server has one (a lone primary's
+                    // acknowledgement is all there is).
+                    let replicas: redis::RedisResult<i64> = match (&pushed, confirmed) {
+                        (Ok(_), true) => {
+                            let role: redis::RedisResult<Vec<redis::Value>> =
+                                redis::cmd("ROLE").query(connection);
+                            let has_replicas = role.as_ref().is_ok_and(|r| {
+                                matches!(r.get(2), Some(redis::Value::Array(list)) if !list.is_empty())
+                            });
+                            if has_replicas {
+                                redis::cmd("WAIT").arg(1).arg(500).query(connection)
+                            } else {
+                                Ok(1)
+                            }
+                        }
+                        _ => Ok(1),
+                    };
                     match pushed {
-                        Ok(_) => acked.lock().unwrap().push(Acked {
-                            id,
-                            at: Instant::now(),
-                        }),
+                        Ok(_) if replicas.as_ref().is_ok_and(|n| *n >= 1) => {
+                            acked.lock().unwrap().push(Acked {
+                                id,
+                                at: Instant::now(),
+                            })
+                        }
+                        Ok(_) => {
+                            unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) => {
                             let text = e.to_string().to_uppercase();
                             if !(text.contains("READONLY") || text.contains("NOREPLICAS")) {
@@ -92,8 +136,14 @@ impl Producer {
             running,
             acked,
             rejected,
+            unconfirmed,
             thread: Some(thread),
         }
+    }
+
+    /// Writes a server took that no replica confirmed (with `confirmed`).
+    pub fn unconfirmed(&self) -> u64 {
+        self.unconfirmed.load(Ordering::Relaxed)
     }
 
     /// The writes acknowledged so far.

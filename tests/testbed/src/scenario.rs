@@ -38,6 +38,9 @@ pub struct RollbackScenario {
     pub acknowledged: usize,
     /// Writes refused (READONLY, NOREPLICAS, no connection) in all.
     pub rejected: u64,
+    /// Writes the primary took that no replica confirmed before the answer (the
+    /// asynchronous window a primary killed outright can lose): not counted as acknowledged.
+    pub unconfirmed: u64,
     /// The run's exit code.
     pub exit_code: i32,
     /// Its stderr.
@@ -123,11 +126,14 @@ fn all_back(node: &RedisNode, workers: &[String], since: i64) -> bool {
 pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> RollbackScenario {
     let topology = Topology::start_with_queue(docker, workers, QUEUE).await;
     let (source, target) = (topology.source.clone(), topology.target.clone());
-    let mut producer = Producer::start(
+    // The application confirms its writes on a replica (WAIT): the target is killed
+    // outright, and Redis replicates asynchronously.
+    let mut producer = Producer::start_with(
         vec![source.host_url(), target.host_url()],
         "bull:jobs:wait",
         "job-",
         Some(200),
+        true,
     );
     producer.wait_for_more(50, Duration::from_secs(30));
     Workspace::wait_for(
@@ -184,6 +190,7 @@ pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> 
     producer.wait_for_more(50, Duration::from_secs(60));
     let acked = producer.stop();
     let rejected = producer.rejected();
+    let unconfirmed = producer.unconfirmed();
     let journal = workspace.journal().unwrap_or_default();
     let fired_at: Option<jiff::Timestamp> = journal["triggers"]
         .as_array()
@@ -207,6 +214,7 @@ pub async fn target_killed_during_the_watch(docker: &Docker, workers: usize) -> 
         in_flight,
         acknowledged: acked.len(),
         rejected,
+        unconfirmed,
         exit_code,
         stderr,
         workspace,
