@@ -797,7 +797,8 @@ pub fn info_field(
         let errors = sections.get("errorstats");
         return Some(
             errors
-                .and_then(|e| e.get(&format!("errorstat_{field}")))
+                // Error kinds are upper case (`OOM`, `WRONGTYPE`): `errorstats.oom` too.
+                .and_then(|e| e.get(&format!("errorstat_{}", field.to_ascii_uppercase())))
                 .and_then(|v| v.field("count").cloned())
                 .unwrap_or(Value::Number(0.0)),
         );
@@ -882,6 +883,10 @@ mod tests {
         assert_eq!(
             info_field(&sections, Some("errorstats"), "READONLY"),
             Some(Value::Number(0.0))
+        );
+        assert_eq!(
+            info_field(&sections, Some("errorstats"), "oom"),
+            Some(Value::Number(3.0))
         );
         assert_eq!(
             info_field(&sections, Some("stats"), "rejected_calls"),

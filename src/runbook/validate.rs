@@ -946,6 +946,20 @@ impl Validator {
                 "`baseline`, `baseline_window` and `baseline_before` belong to `rate`",
             );
         }
+        if fire.baseline_window.is_some_and(|w| w.0.is_zero()) {
+            self.error(
+                "fire-condition",
+                span,
+                "`baseline_window` must be longer than 0s (the stretch the baseline rate is measured over)",
+            );
+        }
+        if fire.within.is_some_and(|w| w.0.is_zero()) {
+            self.error(
+                "fire-condition",
+                span,
+                "`within` must be longer than 0s (the sliding window of `increase`)",
+            );
+        }
         if let Some(step) = &fire.baseline_before {
             if !self.step_phase.contains_key(&step.value) {
                 let mut known: Vec<&str> = self.step_phase.keys().map(String::as_str).collect();
