@@ -983,7 +983,17 @@ impl Validator {
             );
         }
         let shape = match &fire.field {
-            Some(path) => field_shape(shape, path),
+            Some(path) => {
+                if let Some(problem) = missing_field(shape, path) {
+                    self.error(
+                        "expect-mismatch",
+                        span,
+                        format!("`field: {path}`: {problem}"),
+                    );
+                    return None;
+                }
+                field_shape(shape, path)
+            }
             None => shape,
         };
         if let Some(when) = &fire.when {
@@ -1321,6 +1331,32 @@ impl Validator {
 }
 
 /// The shape of a dotted field of a value of `shape` (`Any` when unknown).
+/// Why `path` names no field of values of `shape` (`None`: it does, or cannot be told).
+fn missing_field(shape: Shape, path: &str) -> Option<String> {
+    let mut current = shape;
+    for part in path.split('.') {
+        match current {
+            Shape::Object(fields) => match fields.iter().find(|(f, _)| *f == part) {
+                Some((_, next)) => current = *next,
+                None => {
+                    let names: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+                    return Some(match did_you_mean(part, names.iter().copied()) {
+                        Some(best) => {
+                            format!("the value has no field `{part}`; did you mean `{best}`?")
+                        }
+                        None => format!(
+                            "the value has no field `{part}`; fields: {}",
+                            backticked(&names)
+                        ),
+                    });
+                }
+            },
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn field_shape(shape: Shape, path: &str) -> Shape {
     path.split('.').fold(shape, |current, part| match current {
         Shape::Object(fields) => fields
