@@ -22,13 +22,8 @@ fn write(dir: &Path, runbook: &str) {
 
 fn journal(dir: &Path, name: &str) -> serde_json::Value {
     let runs = dir.join(".redis-move").join(name).join("runs");
-    let mut ids: Vec<_> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    ids.sort();
-    serde_json::from_str(
-        &std::fs::read_to_string(ids.last().unwrap().join("journal.json")).unwrap(),
+    redis_move_testbed::workspace::read_journal(
+        &redis_move_testbed::workspace::latest_run(&runs).unwrap(),
     )
     .unwrap()
 }

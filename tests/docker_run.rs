@@ -188,7 +188,7 @@ phases:
         .unwrap()
         .unwrap()
         .path();
-    let journal = std::fs::read_to_string(run.join("journal.json")).unwrap();
+    let journal = redis_move_testbed::workspace::journal_text(&run);
     assert!(
         !journal.contains("Docker-Pw-31"),
         "the secret is in the journal"

@@ -51,7 +51,7 @@ impl Run {
             .map(|e| e.unwrap().path())
             .collect();
         ids.sort();
-        serde_json::from_str(&std::fs::read_to_string(ids.last()?.join("journal.json")).ok()?).ok()
+        redis_move_testbed::workspace::read_journal(ids.last()?)
     }
 
     fn wait_for_step(&self, step: &str, status: &str) {

@@ -39,13 +39,9 @@ fn write_runbook(dir: &Path, old: u16, new: u16, body: &str) {
 }
 
 fn journal(dir: &Path) -> Option<serde_json::Value> {
-    let runs = dir.join(".redis-move/repl/runs");
-    let mut ids: Vec<_> = std::fs::read_dir(runs)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .collect();
-    ids.sort();
-    serde_json::from_str(&std::fs::read_to_string(ids.last()?.join("journal.json")).ok()?).ok()
+    redis_move_testbed::workspace::read_journal(&redis_move_testbed::workspace::latest_run(
+        &dir.join(".redis-move/repl/runs"),
+    )?)
 }
 
 fn wait_gate(dir: &Path, gate: &str) -> String {

@@ -2,7 +2,7 @@
 //! Docker Engine for the Docker steps): gates, resume, lock, interruption, rollback,
 //! reports, and secrets kept out of everything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -40,13 +40,10 @@ impl Workspace {
             .join(".redis-move")
             .join(self.name())
             .join("runs");
-        let mut ids: Vec<PathBuf> = std::fs::read_dir(&runs)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        ids.sort();
-        let text = std::fs::read_to_string(ids.last().unwrap().join("journal.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        redis_move_testbed::workspace::read_journal(
+            &redis_move_testbed::workspace::latest_run(&runs).unwrap(),
+        )
+        .unwrap()
     }
 
     fn name(&self) -> String {

@@ -109,14 +109,8 @@ fn assert_back_on_the_old_redis() {
 }
 
 fn journal(state: &Path) -> serde_json::Value {
-    let runs = state.join("runs");
-    let mut ids: Vec<_> = std::fs::read_dir(runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    ids.sort();
-    serde_json::from_str(
-        &std::fs::read_to_string(ids.last().unwrap().join("journal.json")).unwrap(),
+    redis_move_testbed::workspace::read_journal(
+        &redis_move_testbed::workspace::latest_run(&state.join("runs")).unwrap(),
     )
     .unwrap()
 }
@@ -214,7 +208,7 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     assert!(report.contains("Sign-off"), "{report}");
     for text in [
         report.as_str(),
-        &std::fs::read_to_string(run_dir.join("journal.json")).unwrap(),
+        &redis_move_testbed::workspace::journal_text(&run_dir),
         &stderr,
     ] {
         assert!(!text.contains(PASSWORD), "the password leaked");

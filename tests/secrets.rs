@@ -36,7 +36,7 @@ phases:
     };
     assert!(auth(new) && !auth(old), "the step changed the password");
     let run_dir = ws.run_dir().unwrap();
-    let journal = std::fs::read_to_string(run_dir.join("journal.json")).unwrap();
+    let journal = redis_move_testbed::workspace::journal_text(&run_dir);
     assert!(
         !journal.contains(old) && !journal.contains(new),
         "{journal}"
@@ -433,7 +433,7 @@ phases:
         .assert()
         .code(4);
     let _ = stopped;
-    let journal = std::fs::read_to_string(ws.run_dir().unwrap().join("journal.json")).unwrap();
+    let journal = redis_move_testbed::workspace::journal_text(&ws.run_dir().unwrap());
     assert!(
         journal.contains("${secrets.pw}"),
         "the reference is journaled: {journal}"
@@ -473,7 +473,7 @@ phases:
     ])
     .assert()
     .code(4);
-    let journal = std::fs::read_to_string(ws.run_dir().unwrap().join("journal.json")).unwrap();
+    let journal = redis_move_testbed::workspace::journal_text(&ws.run_dir().unwrap());
     assert!(!journal.contains(password), "{journal}");
     let refused = ws
         .cmd(&["resume", "--approve", "go", "--yes", "--no-progress"])

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{EventSender, RunEvent};
 use super::journal::{
-    GateDecision, GateRecord, Journal, JournalError, RunStatus, StepRecord, StepStatus, write_bytes,
+    GateDecision, GateRecord, Journal, JournalError, JournalWriter, RunStatus, StepRecord,
+    StepStatus,
 };
 use super::operator::{Answer, DecisionRequest, Operator, Question};
 use super::step::{self, StepEnd};
@@ -106,9 +107,9 @@ pub struct JournalHandle {
     path: PathBuf,
     /// The journal and its version (bumped by every change).
     journal: Mutex<(Journal, u64)>,
-    /// Held while writing: the last version written. Writes are serialized, so an older
-    /// snapshot can never overwrite a newer one.
-    written: Mutex<u64>,
+    /// Held while writing: the writer and the last version written. Writes are
+    /// serialized, so an older state can never overwrite a newer one.
+    writer: Mutex<(JournalWriter, u64)>,
     error: Mutex<Option<String>>,
     redactor: Redactor,
 }
@@ -129,9 +130,9 @@ impl JournalHandle {
     /// state directory, whatever a step captured.
     pub fn with_redactor(path: PathBuf, journal: Journal, redactor: Redactor) -> Self {
         JournalHandle {
+            writer: Mutex::new((JournalWriter::new(path.clone()), 0)),
             path,
             journal: Mutex::new((journal, 1)),
-            written: Mutex::new(0),
             error: Mutex::new(None),
             redactor,
         }
@@ -162,25 +163,25 @@ impl JournalHandle {
         f(&self.lock().0)
     }
 
-    /// Writes it now (atomically, fsynced) if it changed since the last write.
+    /// Writes it now (fsynced: a line of changes appended to the log, or a snapshot) if
+    /// it changed since the last write.
     pub fn persist(&self) -> Result<(), JournalError> {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let (snapshot, version) = {
-            let guard = self.lock();
-            if guard.1 <= *written {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (pending, version) = {
+            let mut guard = self.lock();
+            if guard.1 <= writer.1 {
                 return Ok(());
             }
-            (guard.0.clone(), guard.1)
+            // String values are masked, never the document's structure (a secret such
+            // as `true` or `p` would otherwise rename fields and break the journal).
+            let pending = writer
+                .0
+                .prepare(&mut guard.0, |value| self.redactor.redact_json(value));
+            (pending, guard.1)
         };
-        // String values are masked, never the document's structure (a secret such as
-        // `true` or `p` would otherwise rename fields and break the journal).
-        let value = serde_json::to_value(&snapshot).unwrap_or_default();
-        let text =
-            serde_json::to_string_pretty(&self.redactor.redact_json(&value)).unwrap_or_default();
-        let masked = format!("{text}\n");
-        match write_bytes(&self.path, masked.as_bytes()) {
+        match writer.0.write(pending) {
             Ok(()) => {
-                *written = version;
+                writer.1 = version;
                 Ok(())
             }
             Err(e) => {
@@ -193,6 +194,21 @@ impl JournalHandle {
     /// The last write error, if the journal cannot be written.
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The values steps recorded, shared with the step tasks (see
+/// [`Shared::recorded_values`]).
+#[derive(Clone)]
+pub struct RecordedValues(Arc<Mutex<HashMap<String, Value>>>);
+
+impl crate::actions::resolve::StepValues for RecordedValues {
+    fn value(&self, id: &str) -> Option<Value> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 }
 
@@ -294,12 +310,11 @@ impl Shared {
         self.redactor.redact(&template.display())
     }
 
-    /// The values recorded so far.
-    pub fn values_snapshot(&self) -> HashMap<String, Value> {
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The values recorded so far, read as they are when a template is resolved (a
+    /// step only refers to steps it runs after). Cheap: no copy of the values, so that
+    /// a step costs the same at the end of a long run as at its start.
+    pub fn recorded_values(&self) -> RecordedValues {
+        RecordedValues(self.values.clone())
     }
 
     /// Records a step's value (kept in memory as is, journaled with secrets masked).
@@ -471,7 +486,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         started_at: now,
         updated_at: now,
         finished_at: None,
-        steps,
+        steps: steps.into(),
         gates: Vec::new(),
         rollback: Vec::new(),
         triggers: Vec::new(),
@@ -479,6 +494,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         baselines: Default::default(),
         rollback_phase: None,
         completed_count: 0,
+        generation: 0,
     }
 }
 
@@ -548,7 +564,7 @@ async fn discard_captures(shared: &Arc<Shared>) {
                 .map(|c| (step.clone(), c))
         })
         .collect();
-    let values = shared.values_snapshot();
+    let values = shared.recorded_values();
     let ctx = step::context(shared, &values);
     for (step, captured) in steps {
         if let Err(e) = shared.runner.discard(&step, &captured, &ctx).await {
@@ -646,7 +662,7 @@ async fn preflight(shared: &Arc<Shared>) -> Option<RunOutcome> {
             .cloned()
             .collect()
     });
-    let values = shared.values_snapshot();
+    let values = shared.recorded_values();
     let ctx = step::context(shared, &values);
     let found = shared.runner.preflight(&steps, &ctx).await;
     let mut failed = None;
@@ -772,7 +788,7 @@ async fn check_rollback_targets(
     shared: &Arc<Shared>,
     phase: &crate::runbook::model::Phase,
 ) -> Option<PhaseEnd> {
-    let values = shared.values_snapshot();
+    let values = shared.recorded_values();
     let ctx = step::context(shared, &values);
     let mut down = Vec::new();
     for target in &phase.rollback_targets {

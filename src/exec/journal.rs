@@ -1,12 +1,21 @@
-//! The run journal: one JSON file per run, rewritten atomically (temp file, fsync,
-//! rename) so that a failed, interrupted or killed run can be resumed from exactly
-//! where it stopped, and rolled back from what it captured.
+//! The run journal, kept so that a failed, interrupted or killed run can be resumed from
+//! exactly where it stopped, and rolled back from what it captured.
+//!
+//! On disk it is a snapshot, `journal.json` (written atomically: temp file, fsync,
+//! rename), and a log beside it, `journal.log`, to which each write appends one JSON line
+//! with only what changed since the previous one (the step records touched, the run's
+//! own fields, new rollback and pre-flight records), fsynced. A write therefore costs
+//! the same at the 10,000th step as at the first. The log is folded into a new snapshot
+//! when it has grown as large as the snapshot, and when the run stops (so a finished
+//! run's `journal.json` is complete on its own). [`read`] applies the log to the
+//! snapshot; a torn last line (a crash during the append) is ignored: the engine had
+//! not gone on before it was fsynced.
 //!
 //! Writes are coalesced for read-only progress, but a change that matters after a crash
 //! (a mutating step about to act, its captured before-state, a gate decision, the end of
 //! the run) is written and fsynced before the run goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -298,7 +307,7 @@ pub struct Journal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<jiff::Timestamp>,
     /// Per step, by id.
-    pub steps: BTreeMap<String, StepRecord>,
+    pub steps: StepMap,
     /// Gate decisions, in order.
     #[serde(default)]
     pub gates: Vec<GateRecord>,
@@ -323,6 +332,78 @@ pub struct Journal {
     /// Counter for `completed_seq`.
     #[serde(default)]
     pub completed_count: u64,
+    /// Which snapshot this is: lines of `journal.log` written after another snapshot are
+    /// not applied to it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The step records of a journal, by step id. Reading goes through `Deref`; every
+/// mutable access marks the record changed, so that the next write appends only the
+/// records that changed.
+#[derive(Clone, Debug, Default)]
+pub struct StepMap {
+    records: BTreeMap<String, StepRecord>,
+    changed: BTreeSet<String>,
+}
+
+impl StepMap {
+    /// The record of `id`, to change (marked changed).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut StepRecord> {
+        let record = self.records.get_mut(id)?;
+        self.changed.insert(id.to_owned());
+        Some(record)
+    }
+
+    /// Adds or replaces the record of `id` (marked changed).
+    pub fn insert(&mut self, id: String, record: StepRecord) {
+        self.changed.insert(id.clone());
+        self.records.insert(id, record);
+    }
+
+    /// The ids changed since the last call, forgetting them.
+    fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+}
+
+impl std::ops::Deref for StepMap {
+    type Target = BTreeMap<String, StepRecord>;
+    fn deref(&self) -> &Self::Target {
+        &self.records
+    }
+}
+
+impl PartialEq for StepMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records
+    }
+}
+
+impl From<BTreeMap<String, StepRecord>> for StepMap {
+    fn from(records: BTreeMap<String, StepRecord>) -> Self {
+        let changed = records.keys().cloned().collect();
+        StepMap { records, changed }
+    }
+}
+
+impl Serialize for StepMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.records.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(StepMap {
+            records: BTreeMap::deserialize(deserializer)?,
+            changed: BTreeSet::new(),
+        })
+    }
 }
 
 impl Journal {
@@ -391,16 +472,51 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Reads a journal.
+/// The log of changes written after the snapshot `journal`.
+pub fn log_path(journal: &Path) -> PathBuf {
+    journal.with_extension("log")
+}
+
+/// The fields of a journal that a log line carries as additions (`{from, add}`), not
+/// whole: they only grow, and a long rollback would otherwise rewrite them every step.
+const APPENDED: [&str; 2] = ["rollback", "preflight"];
+
+/// Reads a journal: its snapshot with the lines of its log applied.
 pub fn read(path: &Path) -> Result<Journal, JournalError> {
+    let corrupt = |path: &Path, message: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let journal: Journal = serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| corrupt(path, e.to_string()))?;
+    let generation = value
+        .get("generation")
+        .and_then(|g| g.as_u64())
+        .unwrap_or(0);
+    let log = log_path(path);
+    match std::fs::read_to_string(&log) {
+        Ok(lines) => {
+            for (number, line) in lines.split_inclusive('\n').enumerate() {
+                if !line.ends_with('\n') {
+                    break; // torn by a crash before its fsync: the run had not gone on
+                }
+                let change: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| corrupt(&log, format!("line {}: {e}", number + 1)))?;
+                if change.get("g").and_then(|g| g.as_u64()) == Some(generation) {
+                    apply_change(&mut value, change)
+                        .map_err(|e| corrupt(&log, format!("line {}: {e}", number + 1)))?;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(JournalError::Io { path: log, source }),
+    }
+    let journal: Journal =
+        serde_json::from_value(value).map_err(|e| corrupt(path, e.to_string()))?;
     if journal.format != JOURNAL_FORMAT {
         return Err(JournalError::Corrupt {
             path: path.to_path_buf(),
@@ -411,6 +527,224 @@ pub fn read(path: &Path) -> Result<Journal, JournalError> {
         });
     }
     Ok(journal)
+}
+
+/// Applies one line of the log to the journal as JSON.
+fn apply_change(journal: &mut serde_json::Value, change: serde_json::Value) -> Result<(), String> {
+    let serde_json::Value::Object(mut change) = change else {
+        return Err("not an object".into());
+    };
+    let serde_json::Value::Object(fields) = journal else {
+        return Err("the snapshot is not an object".into());
+    };
+    if let Some(serde_json::Value::Object(header)) = change.remove("header") {
+        // The run's own fields are written whole: an emptied one is absent, not stale.
+        fields.retain(|k, _| k == "steps" || k == "generation" || APPENDED.contains(&k.as_str()));
+        fields.extend(header);
+    }
+    if let Some(serde_json::Value::Object(steps)) = change.remove("steps") {
+        let records = fields
+            .entry("steps")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        let serde_json::Value::Object(records) = records else {
+            return Err("`steps` is not an object".into());
+        };
+        records.extend(steps);
+    }
+    for name in APPENDED {
+        let Some(added) = change.remove(name) else {
+            continue;
+        };
+        let from = added.get("from").and_then(|f| f.as_u64()).unwrap_or(0) as usize;
+        let Some(serde_json::Value::Array(add)) = added.get("add").cloned() else {
+            return Err(format!("`{name}` without `add`"));
+        };
+        let list = fields
+            .entry(name)
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        let serde_json::Value::Array(list) = list else {
+            return Err(format!("`{name}` is not a list"));
+        };
+        list.truncate(from);
+        list.extend(add);
+    }
+    Ok(())
+}
+
+/// Writes a journal as a snapshot plus a log of changes (see the module documentation).
+/// The caller serializes writes and passes the journal under its lock to
+/// [`JournalWriter::prepare`], then writes outside it.
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    /// The open log; `None` until the first snapshot (and after a failed write), which
+    /// makes the next write a snapshot.
+    log: Option<std::fs::File>,
+    generation: u64,
+    /// The run's own fields as last written.
+    header: String,
+    appended: [usize; 2],
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// Bytes ready to be written by [`JournalWriter::write`].
+#[derive(Debug)]
+pub enum PendingWrite {
+    /// A whole new snapshot (the log is emptied after it).
+    Snapshot(Vec<u8>),
+    /// One line for the log.
+    Append(Vec<u8>),
+}
+
+/// The log is folded into a snapshot once it is larger than this and than the snapshot.
+const MIN_LOG_BEFORE_SNAPSHOT: u64 = 256 * 1024;
+
+impl JournalWriter {
+    /// A writer for the journal at `path`; its first write is a snapshot.
+    pub fn new(path: PathBuf) -> Self {
+        JournalWriter {
+            path,
+            log: None,
+            generation: 0,
+            header: String::new(),
+            appended: [0, 0],
+            log_bytes: 0,
+            snapshot_bytes: 0,
+        }
+    }
+
+    /// What to write for `journal`, masked by `mask`: a log line with what changed, or
+    /// a snapshot when one is due (first write, a large log, a run that stopped).
+    pub fn prepare(
+        &mut self,
+        journal: &mut Journal,
+        mask: impl Fn(&serde_json::Value) -> serde_json::Value,
+    ) -> PendingWrite {
+        let stopped = !matches!(journal.status, RunStatus::Running | RunStatus::RollingBack);
+        let due = self.log.is_none()
+            || stopped
+            || self.log_bytes > self.snapshot_bytes.max(MIN_LOG_BEFORE_SNAPSHOT);
+        let changed = journal.steps.take_changed();
+        if due {
+            self.generation = self.generation.max(journal.generation) + 1;
+            journal.generation = self.generation;
+            let value = serde_json::to_value(&*journal).unwrap_or_default();
+            let mut bytes = serde_json::to_vec_pretty(&mask(&value)).unwrap_or_default();
+            bytes.push(b'\n');
+            self.header = header_of(journal).to_string();
+            self.appended = [journal.rollback.len(), journal.preflight.len()];
+            return PendingWrite::Snapshot(bytes);
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("g".into(), self.generation.into());
+        let header = header_of(journal);
+        let header_text = header.to_string();
+        if header_text != self.header {
+            line.insert("header".into(), header);
+            self.header = header_text;
+        }
+        if !changed.is_empty() {
+            let steps: serde_json::Map<String, serde_json::Value> = changed
+                .into_iter()
+                .filter_map(|id| {
+                    let record = serde_json::to_value(journal.steps.get(&id)?).ok()?;
+                    Some((id, record))
+                })
+                .collect();
+            line.insert("steps".into(), steps.into());
+        }
+        let lists = [
+            serde_json::to_value(&journal.rollback),
+            serde_json::to_value(&journal.preflight),
+        ];
+        for (i, list) in lists.into_iter().enumerate() {
+            let Ok(serde_json::Value::Array(items)) = list else {
+                continue;
+            };
+            if items.len() != self.appended[i] {
+                let from = self.appended[i].min(items.len());
+                let add = items[from..].to_vec();
+                line.insert(
+                    APPENDED[i].into(),
+                    serde_json::json!({ "from": from, "add": add }),
+                );
+                self.appended[i] = items.len();
+            }
+        }
+        let mut bytes =
+            serde_json::to_vec(&mask(&serde_json::Value::Object(line))).unwrap_or_default();
+        bytes.push(b'\n');
+        PendingWrite::Append(bytes)
+    }
+
+    /// Writes what [`JournalWriter::prepare`] gave, fsynced. After a failure the next
+    /// write is a whole snapshot.
+    pub fn write(&mut self, pending: PendingWrite) -> Result<(), JournalError> {
+        let result = self.write_inner(pending);
+        if result.is_err() {
+            self.log = None;
+        }
+        result
+    }
+
+    fn write_inner(&mut self, pending: PendingWrite) -> Result<(), JournalError> {
+        let log_path = log_path(&self.path);
+        let io = |source| JournalError::Io {
+            path: log_path.clone(),
+            source,
+        };
+        match pending {
+            PendingWrite::Snapshot(bytes) => {
+                write_bytes(&self.path, &bytes)?;
+                self.snapshot_bytes = bytes.len() as u64;
+                // Lines left from the previous snapshot are of another generation: a
+                // crash before this truncation leaves them ignored.
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).append(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let log = options.open(&log_path).map_err(io)?;
+                log.set_len(0).map_err(io)?;
+                log.sync_all().map_err(io)?;
+                if let Some(dir) = self.path.parent()
+                    && let Ok(dir) = std::fs::File::open(dir)
+                {
+                    let _ = dir.sync_all();
+                }
+                self.log = Some(log);
+                self.log_bytes = 0;
+            }
+            PendingWrite::Append(bytes) => {
+                let Some(log) = self.log.as_mut() else {
+                    return Err(io(std::io::Error::other("the log is not open")));
+                };
+                log.write_all(&bytes).map_err(io)?;
+                log.sync_data().map_err(io)?;
+                self.log_bytes += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The run's own fields: the journal without its step records and appended lists.
+fn header_of(journal: &mut Journal) -> serde_json::Value {
+    let steps = std::mem::take(&mut journal.steps);
+    let rollback = std::mem::take(&mut journal.rollback);
+    let preflight = std::mem::take(&mut journal.preflight);
+    let mut value = serde_json::to_value(&*journal).unwrap_or_default();
+    journal.steps = steps;
+    journal.rollback = rollback;
+    journal.preflight = preflight;
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.remove("steps");
+        fields.remove("generation");
+        for name in APPENDED {
+            fields.remove(name);
+        }
+    }
+    value
 }
 
 /// `user@host` of this process.
@@ -463,7 +797,7 @@ mod tests {
             started_at: jiff::Timestamp::now(),
             updated_at: jiff::Timestamp::now(),
             finished_at: None,
-            steps,
+            steps: steps.into(),
             gates: vec![GateRecord {
                 gate: "go".into(),
                 decision: GateDecision::Go,
@@ -478,6 +812,7 @@ mod tests {
             baselines: BTreeMap::new(),
             rollback_phase: None,
             completed_count: 0,
+            generation: 0,
         }
     }
 
@@ -502,5 +837,109 @@ mod tests {
         assert!(matches!(read(&path), Err(JournalError::Corrupt { .. })));
         std::fs::write(&path, "{ not json").unwrap();
         assert!(matches!(read(&path), Err(JournalError::Corrupt { .. })));
+    }
+
+    /// Writes `journal` through `writer` with no masking.
+    fn write(writer: &mut JournalWriter, journal: &mut Journal) -> usize {
+        let pending = writer.prepare(journal, |v| v.clone());
+        let size = match &pending {
+            PendingWrite::Snapshot(b) | PendingWrite::Append(b) => b.len(),
+        };
+        writer.write(pending).unwrap();
+        size
+    }
+
+    #[test]
+    fn changes_are_appended_and_read_back_onto_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        let mut journal = sample();
+        journal.reason = "stopped at a gate".into();
+        let mut writer = JournalWriter::new(path.clone());
+        write(&mut writer, &mut journal);
+        // A field emptied (skipped when serialized), a step changed, a step added, a
+        // rollback record, a trigger changed in place.
+        journal.reason.clear();
+        journal.steps.get_mut("switch").unwrap().attempts = 3;
+        journal.complete("switch", StepStatus::Succeeded);
+        journal
+            .steps
+            .insert("undo".into(), StepRecord::pending("rollback"));
+        journal.rollback.push(RollbackRecord {
+            step: "switch".into(),
+            operation: "op".into(),
+            status: "done".into(),
+            detail: String::new(),
+            at: jiff::Timestamp::now(),
+        });
+        write(&mut writer, &mut journal);
+        journal.gates[0].who = "changed@vm".into();
+        write(&mut writer, &mut journal);
+        assert!(std::fs::metadata(log_path(&path)).unwrap().len() > 0);
+        let mut expected = journal.clone();
+        expected.generation = 1;
+        assert_eq!(read(&path).unwrap(), expected);
+        assert_eq!(read(&path).unwrap().reason, "");
+
+        // A run that stops folds the log into the snapshot.
+        journal.status = RunStatus::Failed;
+        assert!(matches!(
+            writer.prepare(&mut journal, |v| v.clone()),
+            PendingWrite::Snapshot(_)
+        ));
+    }
+
+    #[test]
+    fn a_write_costs_the_same_at_every_size_of_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sizes = Vec::new();
+        for steps in [10, 10_000] {
+            let path = dir.path().join(format!("{steps}/journal.json"));
+            let mut journal = sample();
+            for i in 0..steps {
+                journal
+                    .steps
+                    .insert(format!("s{i:05}"), StepRecord::pending("p"));
+            }
+            let mut writer = JournalWriter::new(path.clone());
+            write(&mut writer, &mut journal);
+            journal.steps.get_mut("s00007").unwrap().status = StepStatus::Running;
+            sizes.push(write(&mut writer, &mut journal));
+            assert_eq!(
+                read(&path).unwrap().steps["s00007"].status,
+                StepStatus::Running
+            );
+        }
+        assert_eq!(sizes[0], sizes[1], "a line holds only what changed");
+    }
+
+    #[test]
+    fn a_torn_last_line_and_lines_of_an_older_snapshot_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        let mut journal = sample();
+        let mut writer = JournalWriter::new(path.clone());
+        write(&mut writer, &mut journal);
+        journal.steps.get_mut("switch").unwrap().attempts = 5;
+        write(&mut writer, &mut journal);
+        let line = std::fs::read_to_string(log_path(&path)).unwrap();
+        // A crash in the middle of the next append.
+        let torn = format!("{line}{}", &line[..line.len() / 2]);
+        std::fs::write(log_path(&path), &torn).unwrap();
+        assert_eq!(read(&path).unwrap().steps["switch"].attempts, 5);
+        // A crash after the next snapshot but before the log was emptied.
+        journal.steps.get_mut("switch").unwrap().attempts = 1;
+        let mut snapshot = journal.clone();
+        snapshot.generation = 2;
+        write_atomically(&path, &snapshot).unwrap();
+        std::fs::write(log_path(&path), &line).unwrap();
+        assert_eq!(read(&path).unwrap().steps["switch"].attempts, 1);
+        // A complete line that is not JSON is corruption, named by its line.
+        std::fs::write(log_path(&path), "{\"g\": 2, \n").unwrap();
+        let error = read(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("journal.log") && error.contains("line 1"),
+            "{error}"
+        );
     }
 }

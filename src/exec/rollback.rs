@@ -42,11 +42,11 @@ async fn run_steps(shared: &Arc<Shared>, steps: &[Step], phase: &str, owner: Opt
     let mut ok = true;
     for rollback_step in steps {
         let done = shared.journal.update(|j| {
-            let record = j
-                .steps
-                .entry(rollback_step.id.clone())
-                .or_insert_with(|| StepRecord::pending(phase));
-            record.status.is_done()
+            if !j.steps.contains_key(&rollback_step.id) {
+                j.steps
+                    .insert(rollback_step.id.clone(), StepRecord::pending(phase));
+            }
+            j.steps[&rollback_step.id].status.is_done()
         });
         if done {
             continue;
@@ -177,7 +177,7 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
                     let captured = shared
                         .journal
                         .read(|j| j.steps.get(&step.id).and_then(|r| r.captured.clone()));
-                    let values = shared.values_snapshot();
+                    let values = shared.recorded_values();
                     let ctx = step::context(&shared, &values);
                     match shared.runner.undo(step, captured.as_ref(), &ctx).await {
                         Ok(_) => {

@@ -1,11 +1,10 @@
 //! One step, start to end: gate or manual decision, `skip_if`, capture before acting,
 //! attempts with `retry`, polling with `until`, checks, the value it records.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::engine::Shared;
+use super::engine::{RecordedValues, Shared};
 use super::event::RunEvent;
 use super::journal::{CheckRecord, GateDecision, GateRecord, StepStatus};
 use super::operator::{Answer, DecisionRequest, Question};
@@ -214,8 +213,8 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
     }
 }
 
-/// Builds the context of one action from the shared state and a snapshot of values.
-pub fn context<'a>(shared: &'a Shared, values: &'a HashMap<String, Value>) -> RunContext<'a> {
+/// Builds the context of one action from the shared state and the recorded values.
+pub fn context<'a>(shared: &'a Shared, values: &'a RecordedValues) -> RunContext<'a> {
     RunContext {
         resolver: Resolver {
             secrets: &shared.secrets,
@@ -256,7 +255,7 @@ fn unprotected(shared: &Shared, step: &Step) -> Option<String> {
 }
 
 async fn act(shared: &Shared, step: &Step) -> StepEnd {
-    let values = shared.values_snapshot();
+    let values = shared.recorded_values();
     let ctx = context(shared, &values);
     let mutating = step.action.params().effect() == Effect::Mutating;
 

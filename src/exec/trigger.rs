@@ -444,7 +444,7 @@ async fn probe(shared: &Shared, trigger: &Trigger) -> Sample {
 
 /// Takes one sample with `action` (the trigger's probe, or its baseline probe).
 async fn probe_with(shared: &Shared, trigger: &Trigger, action: &Step) -> Sample {
-    let values = shared.values_snapshot();
+    let values = shared.recorded_values();
     let never = CancellationToken::new();
     let ctx = RunContext {
         resolver: Resolver {
@@ -668,7 +668,7 @@ async fn watch_one(
                 break;
             }
             let sample = probe(&shared, &trigger).await;
-            let values = shared.values_snapshot();
+            let values = shared.recorded_values();
             let resolver = Resolver {
                 secrets: &shared.secrets,
                 steps: &values,

@@ -273,17 +273,27 @@ impl SourceCode for FileSource {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        let contents = self
-            .0
-            .text
-            .read_span(span, context_lines_before, context_lines_after)?;
+        // miette reads a `[u8]` from its start to find the lines: on the lines around
+        // the span only, so that a runbook with thousands of warnings renders them in
+        // linear time.
+        let (window, first_line) = self.0.lines_around(
+            span.offset(),
+            span.len(),
+            context_lines_before,
+            context_lines_after,
+        );
+        let local = SourceSpan::new((span.offset() - window.start).into(), span.len());
+        let text = &self.0.text.as_bytes()[window.clone()];
+        let contents = text.read_span(&local, context_lines_before, context_lines_after)?;
+        let found = contents.span();
         Ok(Box::new(MietteSpanContents::new_named(
             self.0.name(),
             contents.data(),
-            *contents.span(),
-            contents.line(),
+            SourceSpan::new((found.offset() + window.start).into(), found.len()),
+            contents.line() + first_line,
             contents.column(),
-            contents.line_count(),
+            // Counted by miette from the start of what it read: the window.
+            contents.line_count() + first_line,
         )))
     }
 }

@@ -118,6 +118,33 @@ impl SourceFile {
         }
     }
 
+    /// The byte range of the lines around `offset..offset+len`: `before` lines before
+    /// the first, `after` after the last, whole lines. Returns the range and the 0-based
+    /// number of its first line.
+    pub fn lines_around(
+        &self,
+        offset: usize,
+        len: usize,
+        before: usize,
+        after: usize,
+    ) -> (std::ops::Range<usize>, usize) {
+        let line_of = |offset: usize| match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let offset = offset.min(self.text.len());
+        let end = (offset + len).min(self.text.len());
+        let first = line_of(offset).saturating_sub(before);
+        let last = line_of(end.saturating_sub(usize::from(len > 0)).max(offset)) + after + 1;
+        let start = self.line_starts[first];
+        let stop = self
+            .line_starts
+            .get(last)
+            .copied()
+            .unwrap_or(self.text.len());
+        (start..stop, first)
+    }
+
     /// The text of the span.
     pub fn slice(&self, span: Span) -> &str {
         self.text

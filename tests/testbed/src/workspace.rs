@@ -70,19 +70,12 @@ impl Workspace {
     pub fn run_dir(&self) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.path().join("runbook.yaml")).ok()?;
         let name = text.lines().find_map(|l| l.strip_prefix("name: "))?.trim();
-        let runs = self.path().join(".redis-move").join(name).join("runs");
-        let mut ids: Vec<PathBuf> = std::fs::read_dir(runs)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        ids.sort();
-        ids.pop()
+        latest_run(&self.path().join(".redis-move").join(name).join("runs"))
     }
 
     /// The journal of the latest run, if one exists and reads.
     pub fn journal(&self) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.run_dir()?.join("journal.json")).ok()?;
-        serde_json::from_str(&text).ok()
+        read_journal(&self.run_dir()?)
     }
 
     /// A number in the journaled value of `step` (`field` of its object).
@@ -115,4 +108,43 @@ impl Workspace {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The latest run directory under `runs` (a state directory's `runs/`).
+pub fn latest_run(runs: &Path) -> Option<PathBuf> {
+    let mut ids: Vec<PathBuf> = std::fs::read_dir(runs)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    ids.sort();
+    ids.pop()
+}
+
+/// The journal of the run in `run_dir` as redis-move reads it: its snapshot
+/// (`journal.json`) with the log of later changes (`journal.log`) applied, through
+/// `redis-move status --format json`. `None` when there is none yet or it does not read.
+pub fn read_journal(run_dir: &Path) -> Option<serde_json::Value> {
+    let run_id = run_dir.file_name()?.to_str()?;
+    let state_dir = run_dir.parent()?.parent()?;
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+        .args(["status", run_id, "--format", "json", "--state-dir"])
+        .arg(state_dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+/// Everything the journal of the run in `run_dir` holds on disk, as text (snapshot and
+/// log): to search for what must not be there.
+pub fn journal_text(run_dir: &Path) -> String {
+    ["journal.json", "journal.log"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(run_dir.join(name)).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
