@@ -1,30 +1,33 @@
 """Baseline: the per-key migration of seed 004 (TYPE, then HGETALL and HSET of each hash
-key, one round trip each, no pipelining), on the first LIMIT keys SCAN returns.
+key, DUMP and RESTORE of anything else; one round trip each, no pipelining), with
+redis-py and hiredis, on the first LIMIT keys SCAN returns.
 
 usage: copy_per_key.py SOURCE_PORT TARGET_PORT LIMIT  -> prints the keys copied
 """
 import sys
 
-from resp import Connection
+import redis
 
-source = Connection("127.0.0.1", int(sys.argv[1]))
-target = Connection("127.0.0.1", int(sys.argv[2]))
+source = redis.Redis(port=int(sys.argv[1]))
+target = redis.Redis(port=int(sys.argv[2]))
 limit = int(sys.argv[3])
-cursor, copied = b"0", 0
+cursor, copied = 0, 0
 while copied < limit:
-    cursor, keys = source.call("SCAN", cursor, "COUNT", "1000")
+    cursor, keys = source.scan(cursor, count=1000)
     for key in keys:
         if copied >= limit:
             break
-        kind = source.call("TYPE", key)
-        if kind == "hash":
-            fields = source.call("HGETALL", key)
-            target.call("HSET", key, *fields)
+        kind = source.type(key)
+        ttl = source.pttl(key)
+        if kind == b"hash":
+            target.hset(key, mapping=source.hgetall(key))
+            if ttl > 0:
+                target.pexpire(key, ttl)
         else:
-            payload = source.call("DUMP", key)
+            payload = source.dump(key)
             if payload is not None:
-                target.call("RESTORE", key, "0", payload, "REPLACE")
+                target.restore(key, max(ttl, 0), payload, replace=True)
         copied += 1
-    if cursor == b"0":
+    if cursor == 0:
         break
 print(copied)

@@ -1,31 +1,70 @@
-"""Baseline: a pipelined copy as one would script it by hand. SCAN COUNT 1000, then one
-pipeline of PTTL + DUMP for the batch, then one pipeline of RESTORE; sequential.
+"""Baseline: a copy as a Python user would write it with redis-py and hiredis (Debian's
+python3-redis and python3-hiredis), set up as fairly as redis-move: one process SCANs the
+source (COUNT 1000) and hands batches to WORKERS processes, each with its own source and
+target connection, that read a batch with one pipeline of PTTL + DUMP and write it with
+one pipeline of RESTORE (as many connections and batches in flight as redis-move's
+defaults).
 
-usage: copy_pipelined.py SOURCE_PORT TARGET_PORT  -> prints the keys copied
+usage: copy_pipelined.py SOURCE_PORT TARGET_PORT WORKERS  -> prints the keys copied
 """
+import multiprocessing
 import sys
 
-from resp import Connection, RespError
+import redis
+from redis.utils import HIREDIS_AVAILABLE
 
-source = Connection("127.0.0.1", int(sys.argv[1]))
-target = Connection("127.0.0.1", int(sys.argv[2]))
-cursor, copied = b"0", 0
-while True:
-    cursor, keys = source.call("SCAN", cursor, "COUNT", "1000")
-    if keys:
-        source.send([c for k in keys for c in (("PTTL", k), ("DUMP", k))])
-        replies = source.replies(2 * len(keys))
-        restores = []
+
+def worker(source_port, target_port, batches, results):
+    source = redis.Redis(port=source_port)
+    target = redis.Redis(port=target_port)
+    copied = 0
+    while True:
+        keys = batches.get()
+        if keys is None:
+            break
+        read = source.pipeline(transaction=False)
+        for key in keys:
+            read.pttl(key)
+            read.dump(key)
+        replies = read.execute()
+        write = target.pipeline(transaction=False)
         for i, key in enumerate(keys):
             ttl, payload = replies[2 * i], replies[2 * i + 1]
             if payload is None or ttl == -2:
-                continue
-            restores.append(("RESTORE", key, str(max(ttl, 0)), payload, "REPLACE"))
-        target.send(restores)
-        for reply in target.replies(len(restores)):
-            if isinstance(reply, RespError):
-                sys.exit("RESTORE failed: %s" % reply)
-        copied += len(restores)
-    if cursor == b"0":
-        break
-print(copied)
+                continue  # vanished meanwhile
+            write.restore(key, max(ttl, 0), payload, replace=True)
+            copied += 1
+        write.execute()
+    results.put(copied)
+
+
+def main():
+    if not HIREDIS_AVAILABLE:
+        sys.exit("copy_pipelined.py: hiredis is not available to redis-py")
+    source_port, target_port, workers = (int(a) for a in sys.argv[1:4])
+    batches = multiprocessing.Queue(maxsize=2 * workers)
+    results = multiprocessing.Queue()
+    processes = [
+        multiprocessing.Process(target=worker, args=(source_port, target_port, batches, results))
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    source = redis.Redis(port=source_port)
+    cursor = 0
+    while True:
+        cursor, keys = source.scan(cursor, count=1000)
+        if keys:
+            batches.put(keys)
+        if cursor == 0:
+            break
+    for _ in processes:
+        batches.put(None)
+    copied = sum(results.get() for _ in processes)
+    for p in processes:
+        p.join()
+    print(copied)
+
+
+if __name__ == "__main__":
+    main()

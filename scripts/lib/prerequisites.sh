@@ -41,3 +41,13 @@ need_docker() {
   fi
   echo "$(basename "$0"): WARNING: no Docker Engine: the Docker tests will be SKIPPED" >&2
 }
+
+# Debian's redis-py and hiredis for /usr/bin/python3 (the Python baselines of the
+# benchmarks are written as a Python user would, with those).
+need_python_redis() {
+  if ! /usr/bin/python3 -c 'import redis, hiredis' >/dev/null 2>&1; then
+    say "installing python3-redis and python3-hiredis (Debian packages)"
+    $sudo_cmd apt-get install -y python3-redis python3-hiredis >/dev/null 2>&1 ||
+      { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y python3-redis python3-hiredis >/dev/null; }
+  fi
+}
