@@ -1,17 +1,28 @@
 //! `scripts/bench-cutover` (`cargo bench --bench cutover`): the workers' downtime during
-//! the cutover, redis-move against the seed's own way, on the 14 sandbox workers in the
-//! same run. Downtime: the first worker stopped -> all 14 running with the new REDIS_URL
-//! and consuming from the new Redis (each queue's completed count grows there).
+//! the cutover, redis-move against the ways its users do it by hand, on the 14 sandbox
+//! workers in the same run. Downtime, as the README defines it: the first worker stopped
+//! (the Docker Engine's first `kill` event for a worker, read from `docker events`) ->
+//! all 14 running with the new REDIS_URL and consuming from the new Redis (each queue's
+//! completed count grows there).
 //!   - redis-move: `docker.recreate` of `^fiskai-worker-` with the new REDIS_URL (stops
-//!     in parallel with a grace period, keeps every other setting, starts);
-//!   - compose: `docker-compose down`, then `up -d` with the new REDIS_URL (seed 001).
+//!     in parallel with a grace period, keeps every other setting and the original for a
+//!     rollback, starts);
+//!   - docker-cli: a hand-written script, as an operator would write it: `docker stop`
+//!     of the 14 (the CLI stops them in parallel), `docker rm`, then 14 `docker run -d` in
+//!     parallel with the new REDIS_URL;
+//!   - compose: `docker-compose down`, then `up -d` with the new REDIS_URL (seed 001);
+//!   - the floor: the same operations straight through the Engine API, in parallel, in
+//!     this process (inspect, stop, remove, create, start): what any tool must pay.
 //!
 //! Median of 5 each (`BENCH_RUNS`). Ends with the line
-//! `cutover: redis-move A s, compose B s, ratio R` (target R <= 0.7).
+//! `cutover: redis-move A s, compose B s, docker-cli C s, ratio R`, R against the fastest
+//! peer (target R <= 0.7 against compose, <= 1 against the script).
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_move_testbed::sandbox::{self, Options, WORKERS};
 use redis_move_testbed::topology::docker_cli;
@@ -25,6 +36,76 @@ fn completed(con: &mut redis::Connection) -> Vec<u64> {
         pipe.cmd("ZCARD").arg(format!("bull:{w}:completed"));
     }
     pipe.query(con).unwrap_or_else(|_| vec![0; WORKERS.len()])
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The Docker Engine's `kill` events for workers (nanoseconds since the epoch), read
+/// from `docker events` in the background.
+struct Kills(Arc<Mutex<Vec<i64>>>, std::process::Child);
+
+impl Kills {
+    fn watch() -> Kills {
+        let mut child = Command::new("docker")
+            .args([
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=kill",
+                "--format",
+                "{{.TimeNano}} {{.Actor.Attributes.name}}",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("its output");
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((time, name)) = line.split_once(' ')
+                    && name.starts_with("fiskai-worker-")
+                    && let Ok(time) = time.parse::<i64>()
+                {
+                    record.lock().unwrap().push(time);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300)); // subscribed before anything acts
+        Kills(seen, child)
+    }
+
+    /// The first worker stopped since `since`.
+    fn first_since(&self, since: i64) -> i64 {
+        let seen = self.0.lock().unwrap();
+        *seen
+            .iter()
+            .filter(|t| **t >= since)
+            .min()
+            .expect("no worker was stopped: the Engine sent no kill event")
+    }
+}
+
+impl Drop for Kills {
+    fn drop(&mut self) {
+        let _ = self.1.kill();
+    }
+}
+
+/// Runs one cutover (`act`), and returns the downtime in seconds: the first worker's
+/// `kill` event -> every queue's completed count on the target past what it was.
+fn downtime(kills: &Kills, target: &mut redis::Connection, act: impl FnOnce()) -> f64 {
+    let baseline = completed(target);
+    let started = now_ns();
+    act();
+    all_consuming(target, &baseline);
+    let consuming = now_ns();
+    (consuming - kills.first_since(started)) as f64 / 1e9
 }
 
 /// Waits until every queue's completed count on the target passed `baseline`.
@@ -149,15 +230,50 @@ fn main() {
     let forward = switch_runbook(work.path(), "forward", &new);
     let back = switch_runbook(work.path(), "back", old);
 
+    let kills = Kills::watch();
     let mut ours = Vec::new();
     for run in 1..=runs {
-        let baseline = completed(&mut target);
-        let start = Instant::now();
-        redis_move(&forward, &work.path().join(format!("state-f{run}")));
-        all_consuming(&mut target, &baseline);
-        ours.push(start.elapsed().as_secs_f64());
+        let state = work.path().join(format!("state-f{run}"));
+        ours.push(downtime(&kills, &mut target, || {
+            redis_move(&forward, &state)
+        }));
         println!("redis-move {run}/{runs}: {:.2} s", ours.last().unwrap());
         redis_move(&back, &work.path().join(format!("state-b{run}")));
+    }
+
+    // A hand-written docker CLI script, on the same workers.
+    let script = work.path().join("cutover.sh");
+    std::fs::write(&script, cli_script()).unwrap();
+    let by_hand = |url: &str| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(url)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "the docker CLI script: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut cli = Vec::new();
+    for run in 1..=runs {
+        cli.push(downtime(&kills, &mut target, || by_hand(&new)));
+        println!("docker-cli {run}/{runs}: {:.2} s", cli.last().unwrap());
+        by_hand(old);
+    }
+
+    // The floor: the same operations through the Engine API, nothing else.
+    let mut floor = Vec::new();
+    for run in 1..=runs {
+        floor.push(downtime(&kills, &mut target, || {
+            runtime.block_on(engine_api_cutover(&engine, &new));
+        }));
+        println!(
+            "Engine API floor {run}/{runs}: {:.2} s",
+            floor.last().unwrap()
+        );
+        runtime.block_on(engine_api_cutover(&engine, old));
     }
 
     // The seed's way: the same 14 workers as a compose project.
@@ -183,21 +299,108 @@ fn main() {
     let mut theirs = Vec::new();
     compose(work.path(), old, &["up", "-d"]);
     for run in 1..=runs {
-        let baseline = completed(&mut target);
-        let start = Instant::now();
-        compose(work.path(), old, &["down"]);
-        compose(work.path(), &new, &["up", "-d"]);
-        all_consuming(&mut target, &baseline);
-        theirs.push(start.elapsed().as_secs_f64());
+        theirs.push(downtime(&kills, &mut target, || {
+            compose(work.path(), old, &["down"]);
+            compose(work.path(), &new, &["up", "-d"]);
+        }));
         println!("compose {run}/{runs}: {:.2} s", theirs.last().unwrap());
         compose(work.path(), &new, &["down"]);
         compose(work.path(), old, &["up", "-d"]);
     }
     compose(work.path(), old, &["down"]);
     sandbox::down();
-    let (a, b) = (median(ours), median(theirs));
+    let (a, b, c, f) = (median(ours), median(theirs), median(cli), median(floor));
     println!(
-        "cutover: redis-move {a:.2} s, compose {b:.2} s, ratio {:.2}",
-        a / b
+        "floor: the Engine API alone {f:.2} s; redis-move spends {:.2} s more",
+        a - f
     );
+    println!(
+        "cutover: redis-move {a:.2} s, compose {b:.2} s, docker-cli {c:.2} s, ratio {:.2}",
+        a / b.min(c)
+    );
+}
+
+/// The cutover an operator would script by hand with the docker CLI: `$1` is the new
+/// REDIS_URL.
+fn cli_script() -> String {
+    let names: Vec<String> = WORKERS.iter().map(|w| sandbox::worker_name(w)).collect();
+    let mut script = format!(
+        "#!/usr/bin/env bash\nset -euo pipefail\nurl=$1\ndocker stop -t 10 {names} >/dev/null\ndocker rm {names} >/dev/null\n",
+        names = names.join(" ")
+    );
+    for (w, name) in WORKERS.iter().zip(&names) {
+        script.push_str(&format!(
+            "docker run -d --init --name {name} --label {label} --label app=fiskai-worker --network {network} --restart unless-stopped -e REDIS_URL=\"$url\" -e QUEUE=bull:{w} -e WORKER_NAME={name} -e JOB_MS=20 {image} /usr/local/bin/worker >/dev/null &\n",
+            label = sandbox::LABEL,
+            network = sandbox::NETWORK,
+            image = sandbox::WORKER_IMAGE,
+        ));
+    }
+    script.push_str("wait\n");
+    script
+}
+
+/// The same cutover straight through the Engine API, every operation in parallel:
+/// inspect, stop (10 s grace), remove, create with the new REDIS_URL, start.
+async fn engine_api_cutover(engine: &bollard::Docker, url: &str) {
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+        StartContainerOptions, StopContainerOptionsBuilder,
+    };
+    use futures_util::future::join_all;
+    let names: Vec<String> = WORKERS.iter().map(|w| sandbox::worker_name(w)).collect();
+    let inspected = join_all(
+        names
+            .iter()
+            .map(|n| engine.inspect_container(n, None::<InspectContainerOptions>)),
+    )
+    .await;
+    let stop = StopContainerOptionsBuilder::default().t(10).build();
+    join_all(
+        names
+            .iter()
+            .map(|n| engine.stop_container(n, Some(stop.clone()))),
+    )
+    .await;
+    let remove = RemoveContainerOptionsBuilder::default().build();
+    join_all(
+        names
+            .iter()
+            .map(|n| engine.remove_container(n, Some(remove.clone()))),
+    )
+    .await;
+    let created = join_all(names.iter().zip(inspected).map(|(name, found)| {
+        let found = found.expect("inspect a worker");
+        let mut body: bollard::models::ContainerCreateBody = serde_json::from_value(
+            serde_json::to_value(found.config.expect("its config")).unwrap(),
+        )
+        .unwrap();
+        body.host_config = found.host_config;
+        body.env = body.env.map(|env| {
+            env.into_iter()
+                .map(|e| {
+                    if e.starts_with("REDIS_URL=") {
+                        format!("REDIS_URL={url}")
+                    } else {
+                        e
+                    }
+                })
+                .collect()
+        });
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        engine.create_container(Some(options), body)
+    }))
+    .await;
+    for c in created {
+        c.expect("create a worker");
+    }
+    for started in join_all(
+        names
+            .iter()
+            .map(|n| engine.start_container(n, None::<StartContainerOptions>)),
+    )
+    .await
+    {
+        started.expect("start a worker");
+    }
 }

@@ -78,6 +78,9 @@ fn main() {
         cursor = next;
     }
     drop(batches);
-    let copied: usize = workers.into_iter().map(|w| w.join().expect("a worker")).sum();
+    let copied: usize = workers
+        .into_iter()
+        .map(|w| w.join().expect("a worker"))
+        .sum();
     println!("{copied}");
 }
