@@ -51,6 +51,46 @@ fn every_type_is_copied_identically_small_and_in_chunks() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Calls of `command` (`memory|usage`) the server counted (INFO commandstats).
+fn calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sizes_are_checked_key_by_key_only_when_a_key_could_be_above_the_limit() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_every_type(&mut src, "t:");
+    let before = snapshot(&mut src, "*");
+    // The whole source uses less than 1 GB: no key can be larger, nothing to check.
+    let ws = Workspace::new(&runbook("below", &source, &target, "chunk_above: 1gb"));
+    ws.run().success();
+    assert_same(
+        &before,
+        &snapshot(&mut connect(&target.url()), "*"),
+        <[u8]>::to_vec,
+        1000,
+    );
+    assert_eq!(calls(&mut src, "memory|usage"), 0);
+    assert_eq!(counter(&ws, "chunked"), 0.0);
+    // Above the source's memory, every key is checked.
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut connect(&target.url()))
+        .unwrap();
+    let ws = Workspace::new(&runbook("above", &source, &target, "chunk_above: 64kb"));
+    ws.run().success();
+    assert_eq!(
+        calls(&mut src, "memory|usage"),
+        dataset::EVERY_TYPE_KEYS as u64
+    );
+    assert_eq!(counter(&ws, "chunked"), 5.0);
+}
+
 #[test]
 fn an_empty_source_copies_nothing() {
     let source = RedisServer::start();

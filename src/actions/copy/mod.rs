@@ -271,8 +271,19 @@ pub async fn copy(
     };
     let same_keyspace =
         first_source.keyspace_identity().await? == first_target.keyspace_identity().await?;
+    // No key can be larger than all the memory the source uses: below the limit, sizes
+    // need not be checked key by key (that check costs the single-threaded source about
+    // a fifth of the copy).
+    let chunk_above = match plan.chunk_above {
+        Some(limit) => match first_source.info(Some("memory"), "used_memory").await {
+            Ok(Value::Number(used)) if used >= 0.0 && (used as u64) <= limit => None,
+            _ => Some(limit),
+        },
+        None => None,
+    };
     let plan = &CopyPlan {
         same_keyspace,
+        chunk_above,
         ..plan.clone()
     };
     if same_keyspace {
