@@ -15,6 +15,16 @@ need_redis_server() {
   fi
 }
 
+# OpenSSH's server, for the tests and the sandbox that reach a host over SSH (each starts
+# its own sshd on a loopback port; the system's sshd is not used).
+need_sshd() {
+  if [[ ! -x /usr/sbin/sshd ]] && ! command -v sshd >/dev/null 2>&1; then
+    say "installing openssh-server (Debian package)"
+    $sudo_cmd apt-get install -y openssh-server >/dev/null 2>&1 ||
+      { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y openssh-server >/dev/null; }
+  fi
+}
+
 # Python packages some tests run against: the BullMQ library itself (its own view of
 # queue counts is compared with redis.queues). Pinned, from PyPI.
 need_python_packages() {

@@ -9,8 +9,10 @@ use tokio::sync::Mutex;
 
 use super::resolve::Resolver;
 use super::runner::ActionError;
-use crate::backend::docker::{DockerBackend, DockerEndpoint, DockerTlsFiles};
+use crate::backend::BackendError;
+use crate::backend::docker::{DockerBackend, DockerEndpoint, DockerTlsFiles, SshOptions};
 use crate::backend::redis::{self, RedisBackend, RedisEndpoint, TlsMaterial};
+use crate::backend::ssh::{SshSession, SshSessions};
 use crate::runbook::action::TargetKind;
 use crate::runbook::model::{Runbook, Target};
 use crate::runbook::spec::{DockerTargetSpec, RedisTargetSpec, TargetSpec};
@@ -22,6 +24,7 @@ pub struct Connections {
     base_dir: PathBuf,
     redis: Mutex<HashMap<String, RedisBackend>>,
     docker: Mutex<HashMap<Option<String>, DockerBackend>>,
+    ssh: SshSessions,
 }
 
 impl Connections {
@@ -41,6 +44,7 @@ impl Connections {
                 .unwrap_or_default(),
             redis: Mutex::new(HashMap::new()),
             docker: Mutex::new(HashMap::new()),
+            ssh: SshSessions::default(),
         }
     }
 
@@ -72,8 +76,8 @@ impl Connections {
         if let Some(existing) = self.redis.lock().await.get(target) {
             return Ok(existing.clone());
         }
-        let endpoint = self.redis_endpoint(self.redis_spec(target)?, resolver)?;
-        let backend = RedisBackend::connect(&endpoint).await?;
+        let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
+        let backend = connect_redis(&endpoint, tunnel.as_deref()).await?;
         self.redis
             .lock()
             .await
@@ -90,9 +94,9 @@ impl Connections {
         count: usize,
     ) -> Result<Vec<RedisBackend>, ActionError> {
         let mut pool = vec![self.redis(target, resolver).await?];
-        let endpoint = self.redis_endpoint(self.redis_spec(target)?, resolver)?;
+        let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
         for _ in 1..count.max(1) {
-            pool.push(RedisBackend::connect(&endpoint).await?);
+            pool.push(connect_redis(&endpoint, tunnel.as_deref()).await?);
         }
         Ok(pool)
     }
@@ -115,13 +119,46 @@ impl Connections {
         Ok(Some((docker, resolver.resolve(&container.name)?)))
     }
 
-    /// What the backend needs to reach the Redis target `target`.
-    pub fn endpoint_of(
+    /// What the backend needs to reach the Redis target `target` (through its SSH host's
+    /// forward, when it names one).
+    pub async fn endpoint_of(
         &self,
         target: &str,
         resolver: &Resolver<'_>,
     ) -> Result<RedisEndpoint, ActionError> {
-        self.redis_endpoint(self.redis_spec(target)?, resolver)
+        Ok(self.routed_endpoint(target, resolver).await?.0)
+    }
+
+    /// The endpoint of Redis target `target` as redis-move dials it: with `via:` an SSH
+    /// host, the URL points at a loopback port forwarded through that host's connection
+    /// (returned too, for its error messages).
+    async fn routed_endpoint(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+    ) -> Result<(RedisEndpoint, Option<std::sync::Arc<SshSession>>), ActionError> {
+        let spec = self.redis_spec(target)?;
+        let mut endpoint = self.redis_endpoint(spec, resolver)?;
+        let Some(via) = &spec.via else {
+            return Ok((endpoint, None));
+        };
+        let docker = match self.targets.get(&via.value).map(|t| &t.spec) {
+            Some(TargetSpec::Docker(docker)) => self.docker_endpoint(docker, resolver)?,
+            _ => {
+                return Err(ActionError::config(format!(
+                    "`via: {}` of `{target}` is not a docker target",
+                    via.value
+                )));
+            }
+        };
+        let Some(destination) = docker.ssh_destination()? else {
+            // The host of the local engine: its addresses are this machine's.
+            return Ok((endpoint, None));
+        };
+        let session = self.ssh.get(&destination).await?;
+        let port = session.forward(&endpoint.tcp_address()?).await?;
+        endpoint.redirect_to_loopback(port, &session.destination().url())?;
+        Ok((endpoint, Some(session)))
     }
 
     /// What the backend needs to reach the Redis target of `spec`.
@@ -157,6 +194,7 @@ impl Connections {
             insecure: spec.tls.as_ref().is_some_and(|t| t.insecure),
             timeout: spec.timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
             connect_timeout: spec.connect_timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
+            through: None,
         })
     }
 
@@ -181,7 +219,7 @@ impl Connections {
             },
             None => DockerEndpoint::default(),
         };
-        let backend = DockerBackend::connect(&endpoint).await?;
+        let backend = DockerBackend::connect(&endpoint, &self.ssh).await?;
         self.docker.lock().await.insert(key, backend.clone());
         Ok(backend)
     }
@@ -199,12 +237,50 @@ impl Connections {
             }),
             None => None,
         };
+        let file = |template: Option<&Template>| -> Result<Option<PathBuf>, ActionError> {
+            Ok(resolver
+                .resolve_opt(template)?
+                .map(|path| self.base_dir.join(path)))
+        };
+        let ssh = match &spec.ssh {
+            Some(ssh) => SshOptions {
+                identity: file(ssh.identity.as_ref())?,
+                known_hosts: file(ssh.known_hosts.as_ref())?,
+                connect_timeout: ssh.connect_timeout.map(|t| t.0),
+            },
+            None => SshOptions::default(),
+        };
         Ok(DockerEndpoint {
             host: resolver.resolve_opt(spec.host.as_ref().map(|h| &h.value))?,
+            context: spec.context.as_ref().map(|c| c.value.clone()),
             tls,
+            ssh,
             timeout: spec
                 .timeout
                 .map_or(crate::backend::docker::DEFAULT_TIMEOUT, |t| t.0),
         })
+    }
+}
+
+/// Connects to a Redis endpoint; through an SSH tunnel, a failure says what ssh said of it
+/// (the server refused, the name did not resolve on the host).
+async fn connect_redis(
+    endpoint: &RedisEndpoint,
+    tunnel: Option<&SshSession>,
+) -> Result<RedisBackend, ActionError> {
+    match RedisBackend::connect(endpoint).await {
+        Ok(backend) => Ok(backend),
+        Err(e) => {
+            let Some(session) = tunnel else {
+                return Err(e.into());
+            };
+            let through = session.destination().url();
+            let said = session
+                .last_forward_error()
+                .map_or(String::new(), |line| format!("; ssh said: {line}"));
+            Err(ActionError::Backend(BackendError::Unreachable(format!(
+                "{e} (through {through}{said})"
+            ))))
+        }
     }
 }

@@ -47,7 +47,7 @@ pub async fn perform(act: &Act<'_>, p: &SnapshotParams) -> Result<Value, ActionE
     let partial = dir.join(format!(".{}-{stamp}.rdb.partial", act.step.id));
     let taken = match p.method {
         SnapshotMethod::Replication => {
-            let endpoint = act.connections.endpoint_of(target, r)?;
+            let endpoint = act.connections.endpoint_of(target, r).await?;
             let progress = |bytes: u64, total: Option<u64>| {
                 act.progress(
                     match total {

@@ -8,6 +8,7 @@ pub mod net;
 pub mod rdb;
 pub mod redis;
 pub mod shell;
+pub mod ssh;
 
 /// Why an operation could not be done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

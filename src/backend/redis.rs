@@ -93,6 +93,9 @@ pub struct RedisEndpoint {
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The SSH host the URL's address is seen from, when redis-move reaches the server
+    /// through a forward (then the URL points at the local end of the forward).
+    pub through: Option<String>,
 }
 
 /// PEM contents for a TLS connection.
@@ -115,6 +118,47 @@ impl RedisEndpoint {
             connect_timeout: DEFAULT_TIMEOUT,
             ..Default::default()
         }
+    }
+}
+
+impl RedisEndpoint {
+    /// `host:port` of the URL (port 6379 when it gives none).
+    pub fn tcp_address(&self) -> Result<String, BackendError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
+        match url.host() {
+            Some(host) if !url.scheme().contains("unix") => Ok(match host {
+                url::Host::Ipv6(ip) => format!("[{ip}]:{}", url.port().unwrap_or(6379)),
+                host => format!("{host}:{}", url.port().unwrap_or(6379)),
+            }),
+            _ => Err(BackendError::Config(
+                "a Redis unix socket cannot be reached through an SSH host; give its TCP address"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Points the URL at `127.0.0.1:port`, the local end of a forward through SSH host
+    /// `through` (credentials and db unchanged). TLS through a forward would check the
+    /// server's certificate against `127.0.0.1`, so it is refused unless `insecure`.
+    pub fn redirect_to_loopback(&mut self, port: u16, through: &str) -> Result<(), BackendError> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
+        if (url.scheme() == "rediss" || url.scheme() == "valkeys") && !self.insecure {
+            return Err(BackendError::Config(format!(
+                "TLS through the SSH host {through} cannot check the server's name (redis-move dials 127.0.0.1); \
+                 the SSH connection already encrypts the path: use redis://, or set `tls: {{ insecure: true }}`"
+            )));
+        }
+        url.set_host(Some("127.0.0.1"))
+            .and_then(|()| {
+                url.set_port(Some(port))
+                    .map_err(|()| url::ParseError::InvalidPort)
+            })
+            .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
+        self.url = url.to_string();
+        self.through = Some(through.to_owned());
+        Ok(())
     }
 }
 
@@ -149,6 +193,9 @@ impl RedisBackend {
         let db = settings.db();
         info = info.set_redis_settings(settings);
         let address = match info.addr() {
+            // Through a forward, the address dialed is a local port: never an address a
+            // server could replicate from.
+            _ if endpoint.through.is_some() => None,
             redis::ConnectionAddr::Tcp(host, port)
             | redis::ConnectionAddr::TcpTls { host, port, .. } => Some(format!("{host}:{port}")),
             _ => None,

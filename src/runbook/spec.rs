@@ -125,10 +125,19 @@ pub enum TargetSpec {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct DockerTargetSpec {
-    /// `unix:///var/run/docker.sock`, `tcp://host:2376`; default: `DOCKER_HOST`, else the
-    /// local socket.
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host[:port]`;
+    /// default: `DOCKER_HOST`, else the Docker context (`context`, `DOCKER_CONTEXT`, the
+    /// CLI's current one), else the local socket.
     #[serde(default)]
     pub host: Option<Spanned<Template>>,
+    /// A Docker context (as `docker context ls` lists them) to take the host and TLS
+    /// files from, when `host` is not given.
+    #[serde(default)]
+    pub context: Option<Spanned<String>>,
+    /// Key, known hosts and connect timeout of an `ssh://` host (default: ssh's own,
+    /// `~/.ssh/config` and the agent included; the host key is always checked).
+    #[serde(default)]
+    pub ssh: Option<DockerSsh>,
     /// Client certificates for `tcp://` with TLS (default: `DOCKER_CERT_PATH` when
     /// `DOCKER_TLS_VERIFY` is set).
     #[serde(default)]
@@ -136,6 +145,22 @@ pub struct DockerTargetSpec {
     /// Timeout of one API request (default 120s).
     #[serde(default)]
     pub timeout: Option<RunbookDuration>,
+}
+
+/// SSH settings of a Docker target.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct DockerSsh {
+    /// Private key file to offer (a key with a passphrase must be in the ssh-agent
+    /// instead: redis-move never asks for one).
+    #[serde(default)]
+    pub identity: Option<Template>,
+    /// known_hosts file holding the host's key (default: `~/.ssh/known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<Template>,
+    /// Time limit of opening the connection (default 15s).
+    #[serde(default)]
+    pub connect_timeout: Option<RunbookDuration>,
 }
 
 /// TLS files of a Docker endpoint.
@@ -180,6 +205,12 @@ pub struct RedisTargetSpec {
     /// host's memory (Engine info) and the free disk of its data directory.
     #[serde(default)]
     pub container: Option<RedisContainer>,
+    /// A Docker target whose host this Redis is reached from: the URL's address is as
+    /// that host sees it (`redis://127.0.0.1:6379` on the VPS). When the Docker target is
+    /// an `ssh://` host, redis-move forwards its connections through that SSH
+    /// connection; when it is the local engine, it dials the address directly.
+    #[serde(default)]
+    pub via: Option<Spanned<String>>,
 }
 
 /// Where a Redis target runs: a container of a Docker target.

@@ -185,14 +185,29 @@ impl Validator {
                     if let Some(host) = &docker.host
                         && let Some(problem) = check_scheme(
                             &host.value,
-                            &[
-                                "unix://", "tcp://", "http://", "https://", "npipe://", "ssh://",
-                            ],
+                            &["unix://", "tcp://", "http://", "https://", "ssh://"],
                         )
                     {
                         self.error("bad-url", host.span, format!("Docker host {problem}"))
-                            .help =
-                            Some("write `unix:///var/run/docker.sock` or `tcp://host:2376`".into());
+                            .help = Some(
+                            "write `unix:///var/run/docker.sock`, `tcp://host:2376` or `ssh://user@host`"
+                                .into(),
+                        );
+                    } else if let Some(host) = docker.host.as_ref()
+                        && let Some(url) = host.value.as_literal()
+                        && url.starts_with("ssh://")
+                        && let Err(e) = crate::backend::ssh::SshDestination::parse(url)
+                    {
+                        self.error("bad-url", host.span, e.to_string()).help =
+                            Some("write `ssh://user@host` or `ssh://user@host:2222`".into());
+                    }
+                    if let (Some(host), Some(context)) = (&docker.host, &docker.context) {
+                        let d = self.error(
+                            "conflicting-fields",
+                            context.span,
+                            "a Docker target gives either `host` or `context`, not both",
+                        );
+                        d.related.push((host.span, "host given here".into()));
                     }
                     TargetKind::Docker
                 }
@@ -231,6 +246,11 @@ impl Validator {
                 && let Some(docker) = redis.container.as_ref().and_then(|c| c.docker.as_ref())
             {
                 self.check_target_ref(docker, TargetKind::Docker, "container");
+            }
+            if let Some(TargetSpec::Redis(redis)) = target.get().map(|t| &t.value)
+                && let Some(via) = &redis.via
+            {
+                self.check_target_ref(via, TargetKind::Docker, "via");
             }
         }
         targets

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -15,6 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use regex::Regex;
 
 use crate::backend::BackendError;
+use crate::backend::ssh::{SshDestination, SshSession, SshSessions};
 use crate::redact::Redactor;
 use crate::value::Value;
 
@@ -29,6 +31,8 @@ pub struct DockerBackend {
     docker: Docker,
     /// Where it points, for messages.
     pub endpoint: String,
+    /// The SSH connection it goes through, kept open as long as the client lives.
+    _ssh: Option<Arc<SshSession>>,
 }
 
 /// Which containers an action is about.
@@ -42,17 +46,46 @@ pub struct Selection {
     pub state: Option<String>,
 }
 
-/// Where and how to reach one Docker Engine, every value resolved. A `None` host or TLS
-/// falls back to Docker's own environment (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
-/// `DOCKER_CERT_PATH`), then the local socket.
+/// Where and how to reach one Docker Engine, every value resolved. A `None` host falls
+/// back to Docker's own environment (`DOCKER_HOST`, then the Docker context named by
+/// `context`, `DOCKER_CONTEXT` or the CLI's current context), then the local socket; a
+/// `None` TLS to `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH` (or the context's certificates).
 #[derive(Clone, Debug)]
 pub struct DockerEndpoint {
-    /// `unix:///var/run/docker.sock`, `tcp://host:2376`.
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`.
     pub host: Option<String>,
+    /// A Docker context to take the host from when `host` is `None`.
+    pub context: Option<String>,
     /// Client key, certificate and CA for TLS over TCP.
     pub tls: Option<DockerTlsFiles>,
+    /// Key, known hosts and connect timeout for `ssh://`.
+    pub ssh: SshOptions,
     /// Time limit of one API request.
     pub timeout: Duration,
+}
+
+/// The SSH settings of a Docker target (each `None`: ssh's own default).
+#[derive(Clone, Debug, Default)]
+pub struct SshOptions {
+    /// Private key to offer.
+    pub identity: Option<PathBuf>,
+    /// known_hosts file to check the host key against.
+    pub known_hosts: Option<PathBuf>,
+    /// Time limit of opening the connection.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl SshOptions {
+    /// The destination of `url` with these settings.
+    pub fn destination(&self, url: &str) -> Result<SshDestination, BackendError> {
+        let mut destination = SshDestination::parse(url)?;
+        destination.identity = self.identity.clone();
+        destination.known_hosts = self.known_hosts.clone();
+        if let Some(limit) = self.connect_timeout {
+            destination.connect_timeout = limit;
+        }
+        Ok(destination)
+    }
 }
 
 /// The files of a TLS connection to a Docker Engine.
@@ -66,71 +99,206 @@ pub struct DockerTlsFiles {
     pub ca: PathBuf,
 }
 
+impl DockerTlsFiles {
+    /// `key.pem`, `cert.pem` and `ca.pem` of `dir` (Docker's layout).
+    pub fn in_dir(dir: &Path) -> Self {
+        DockerTlsFiles {
+            key: dir.join("key.pem"),
+            cert: dir.join("cert.pem"),
+            ca: dir.join("ca.pem"),
+        }
+    }
+}
+
 impl Default for DockerEndpoint {
     fn default() -> Self {
         DockerEndpoint {
             host: None,
+            context: None,
             tls: None,
+            ssh: SshOptions::default(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
 }
 
+/// How redis-move talks to one engine: the one place the transport is chosen.
+#[derive(Clone, Debug, PartialEq)]
+enum Transport {
+    /// A local unix socket.
+    Unix(String),
+    /// Plain HTTP over TCP.
+    Tcp(String),
+    /// HTTPS with a client certificate (mutual TLS).
+    TcpTls(String, PathBuf, PathBuf, PathBuf),
+    /// The engine of an SSH host, through `docker system dial-stdio` there.
+    Ssh(String),
+}
+
+/// The Docker CLI's configuration directory (`DOCKER_CONFIG`, else `~/.docker`).
+fn docker_config_dir() -> Option<PathBuf> {
+    match std::env::var("DOCKER_CONFIG") {
+        Ok(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var("HOME")
+            .ok()
+            .map(|h| PathBuf::from(h).join(".docker")),
+    }
+}
+
+/// The host (and TLS files, when the context keeps any) of Docker context `name`, as the
+/// Docker CLI stores it (`contexts/meta/<sha256 of the name>/meta.json`).
+fn context_endpoint(name: &str) -> Result<(String, Option<DockerTlsFiles>), BackendError> {
+    use sha2::Digest;
+    let config = docker_config_dir().ok_or_else(|| {
+        BackendError::Config(format!(
+            "Docker context `{name}`: no Docker config directory (HOME is not set)"
+        ))
+    })?;
+    let id = format!("{:x}", sha2::Sha256::digest(name.as_bytes()));
+    let meta = config.join("contexts/meta").join(&id).join("meta.json");
+    let text = std::fs::read_to_string(&meta).map_err(|e| {
+        BackendError::Config(format!(
+            "Docker context `{name}` is not defined (`{}`: {e}); `docker context ls` lists the contexts",
+            meta.display()
+        ))
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        BackendError::Config(format!(
+            "Docker context `{name}`: `{}`: {e}",
+            meta.display()
+        ))
+    })?;
+    let host = json
+        .pointer("/Endpoints/docker/Host")
+        .and_then(|h| h.as_str())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| BackendError::Config(format!("Docker context `{name}` has no Docker host")))?
+        .to_owned();
+    let tls_dir = config.join("contexts/tls").join(&id).join("docker");
+    let tls = DockerTlsFiles::in_dir(&tls_dir);
+    let tls = tls.cert.exists().then_some(tls);
+    Ok((host, tls))
+}
+
+/// The context the Docker CLI would use: `DOCKER_CONTEXT`, else the config's
+/// `currentContext`; `None` for the built-in `default`.
+fn current_context() -> Option<String> {
+    let name = match std::env::var("DOCKER_CONTEXT") {
+        Ok(name) if !name.is_empty() => name,
+        _ => {
+            let config = docker_config_dir()?.join("config.json");
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(config).ok()?).ok()?;
+            json.get("currentContext")?.as_str()?.to_owned()
+        }
+    };
+    (name != "default" && !name.is_empty()).then_some(name)
+}
+
+impl DockerEndpoint {
+    /// The SSH host of this engine when it is reached over SSH; `None` for the local
+    /// engine (whose host is this machine). A TCP engine is a remote host that
+    /// redis-move cannot forward through.
+    pub fn ssh_destination(&self) -> Result<Option<SshDestination>, BackendError> {
+        match self.transport()? {
+            Transport::Ssh(url) => self.ssh.destination(&url).map(Some),
+            Transport::Unix(_) => Ok(None),
+            Transport::Tcp(url) | Transport::TcpTls(url, ..) => Err(BackendError::Config(format!(
+                "Redis cannot be reached through the Docker host {url}: redis-move forwards connections only through an ssh:// host"
+            ))),
+        }
+    }
+
+    /// Chooses the transport: the target's host, else `DOCKER_HOST`, else a Docker
+    /// context, else the local socket; TLS files from the target, the environment or the
+    /// context.
+    fn transport(&self) -> Result<Transport, BackendError> {
+        let env_tls = || {
+            std::env::var("DOCKER_TLS_VERIFY")
+                .is_ok_and(|v| !v.is_empty() && v != "0")
+                .then(|| {
+                    let dir = std::env::var("DOCKER_CERT_PATH")
+                        .ok()
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .or_else(docker_config_dir)
+                        .unwrap_or_default();
+                    DockerTlsFiles::in_dir(&dir)
+                })
+        };
+        let (host, tls) = match (&self.host, &self.context) {
+            (Some(host), _) => (host.clone(), self.tls.clone().or_else(env_tls)),
+            (None, Some(context)) => {
+                let (host, tls) = context_endpoint(context)?;
+                (host, self.tls.clone().or(tls))
+            }
+            (None, None) => match std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+                Some(host) => (host, self.tls.clone().or_else(env_tls)),
+                None => match current_context() {
+                    Some(context) => {
+                        let (host, tls) = context_endpoint(&context)?;
+                        (host, self.tls.clone().or(tls))
+                    }
+                    None => ("unix:///var/run/docker.sock".to_owned(), None),
+                },
+            },
+        };
+        if host.starts_with("unix://") {
+            Ok(Transport::Unix(host))
+        } else if host.starts_with("ssh://") {
+            Ok(Transport::Ssh(host))
+        } else if host.starts_with("tcp://")
+            || host.starts_with("http://")
+            || host.starts_with("https://")
+        {
+            Ok(match tls {
+                Some(files) => Transport::TcpTls(host, files.key, files.cert, files.ca),
+                None => Transport::Tcp(host),
+            })
+        } else {
+            Err(BackendError::Config(format!(
+                "Docker host `{host}` is not supported (use unix://, tcp:// or ssh://)"
+            )))
+        }
+    }
+}
+
 impl DockerBackend {
-    /// Connects to `endpoint` (Docker's environment defaults where it says nothing).
-    pub async fn connect(endpoint: &DockerEndpoint) -> Result<Self, BackendError> {
-        let timeout = endpoint.timeout;
-        let host = match &endpoint.host {
-            Some(host) => Some(host.clone()),
-            None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
-        };
-        let tls_files: Option<(PathBuf, PathBuf, PathBuf)> = match &endpoint.tls {
-            Some(tls) => Some((tls.key.clone(), tls.cert.clone(), tls.ca.clone())),
-            None if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0") => {
-                let dir = std::env::var("DOCKER_CERT_PATH")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| {
-                        std::env::var("HOME")
-                            .map(|h| PathBuf::from(h).join(".docker"))
-                            .unwrap_or_default()
-                    });
-                Some((
-                    dir.join("key.pem"),
-                    dir.join("cert.pem"),
-                    dir.join("ca.pem"),
-                ))
-            }
-            None => None,
-        };
-        let secs = timeout.as_secs().max(1);
+    /// Connects to `endpoint` (Docker's environment defaults where it says nothing); an
+    /// `ssh://` host goes through its connection in `sessions` (opened when needed).
+    pub async fn connect(
+        endpoint: &DockerEndpoint,
+        sessions: &SshSessions,
+    ) -> Result<Self, BackendError> {
+        let secs = endpoint.timeout.as_secs().max(1);
         let version = bollard::API_DEFAULT_VERSION;
-        let (docker, endpoint) = match host.as_deref() {
-            None => (
-                Docker::connect_with_unix("/var/run/docker.sock", secs, version),
-                "unix:///var/run/docker.sock".to_owned(),
-            ),
-            Some(h) if h.starts_with("unix://") => {
-                (Docker::connect_with_unix(h, secs, version), h.to_owned())
-            }
-            Some(h)
-                if h.starts_with("tcp://")
-                    || h.starts_with("http://")
-                    || h.starts_with("https://") =>
-            {
-                match &tls_files {
-                    Some((key, cert, ca)) => (
-                        Docker::connect_with_ssl(h, key, cert, ca, secs, version),
-                        format!("{h} (TLS)"),
-                    ),
-                    None => (Docker::connect_with_http(h, secs, version), h.to_owned()),
+        let mut ssh = None;
+        let (docker, endpoint_text) = match endpoint.transport()? {
+            Transport::Unix(h) => (Docker::connect_with_unix(&h, secs, version), h),
+            Transport::Tcp(h) => (Docker::connect_with_http(&h, secs, version), h),
+            Transport::TcpTls(h, key, cert, ca) => {
+                for file in [&key, &cert, &ca] {
+                    if !file.exists() {
+                        return Err(BackendError::Config(format!(
+                            "Docker endpoint {h}: TLS file `{}` does not exist",
+                            file.display()
+                        )));
+                    }
                 }
+                (
+                    Docker::connect_with_ssl(&h, &key, &cert, &ca, secs, version),
+                    format!("{h} (TLS)"),
+                )
             }
-            Some(h) => {
-                return Err(BackendError::Config(format!(
-                    "Docker host `{h}` is not supported by this build (use unix:// or tcp://; for ssh, forward the socket with `ssh -L`)"
-                )));
+            Transport::Ssh(h) => {
+                let session = sessions.get(&endpoint.ssh.destination(&h)?).await?;
+                let socket = session.docker_socket(endpoint.timeout).await?;
+                let socket = format!("unix://{}", socket.display());
+                ssh = Some(session);
+                (Docker::connect_with_unix(&socket, secs, version), h)
             }
         };
+        let endpoint = endpoint_text;
         let docker =
             docker.map_err(|e| BackendError::Config(format!("Docker endpoint {endpoint}: {e}")))?;
         // Negotiation talks to the engine; an unreachable engine is reported by the first
@@ -139,10 +307,14 @@ impl DockerBackend {
             Ok(negotiated) => negotiated,
             Err(_) => docker,
         };
-        Ok(DockerBackend { docker, endpoint })
+        Ok(DockerBackend {
+            docker,
+            endpoint,
+            _ssh: ssh,
+        })
     }
 
-    /// The bollard client (for the executor's mutating operations).
+    /// The bollard client (for the executor's mutating operations). client (for the executor's mutating operations).
     pub fn client(&self) -> &Docker {
         &self.docker
     }

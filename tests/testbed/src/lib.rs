@@ -14,6 +14,7 @@ pub mod python;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;
+pub mod ssh;
 pub mod tls;
 pub mod topology;
 pub mod workspace;

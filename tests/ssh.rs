@@ -1,0 +1,233 @@
+//! Hosts reached over SSH, against a real sshd on a loopback port: Docker actions on an
+//! `ssh://` engine, a Redis reached through that host (`via:`), and each way the SSH
+//! connection can fail, with its own message and exit code and no secret in any output.
+
+use redis_move_testbed::ssh::{SshServer, SshServerOptions};
+use redis_move_testbed::workspace::{journal_text, latest_run};
+use redis_move_testbed::{ContainerGuard, Workspace, docker, free_port, unique_name};
+
+/// The ssh processes redis-move started for `ssh` (their control directories name
+/// them, their options the server's files) that are still alive.
+fn leftover_ssh_processes(ssh: &SshServer) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-f", "redis-move-ssh-"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&ssh.dir().display().to_string()))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn docker_target(ssh: &SshServer, key: &std::path::Path, known_hosts: &std::path::Path) -> String {
+    format!(
+        "{{ docker: {{ host: \"{url}\", ssh: {{ identity: \"{key}\", known_hosts: \"{known}\", connect_timeout: 10s }} }} }}",
+        url = ssh.url(),
+        key = key.display(),
+        known = known_hosts.display(),
+    )
+}
+
+#[tokio::test]
+async fn docker_actions_and_a_redis_behind_the_host_over_ssh() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    let image = docker::redis_image(&engine).await.reference;
+    let redis = unique_name("ssh-redis");
+    let _guard = ContainerGuard::new([redis.clone()]);
+    let port = free_port();
+    let runbook = format!(
+        r#"version: 1
+name: over-ssh
+secrets:
+  pw: {{ env: SSH_TEST_PW }}
+targets:
+  vps: {target}
+  vps-redis:
+    redis:
+      url: "redis://:${{secrets.pw}}@127.0.0.1:{port}"
+      via: vps
+phases:
+  - id: provision
+    steps:
+      - id: start-redis
+        docker.run:
+          target: vps
+          image: "{image}"
+          name: "{redis}"
+          cmd: [/usr/bin/redis-server, --requirepass, "${{secrets.pw}}", --save, ""]
+          ports: ["127.0.0.1:{port}:6379"]
+          healthcheck: {{ test: [/usr/bin/redis-cli, -a, "${{secrets.pw}}", ping], interval: 1s, retries: 30 }}
+          pull: never
+        rollback: none
+      - id: healthy
+        docker.wait_healthy: {{ target: vps, name: "^{redis}$", timeout: 30s }}
+  - id: use
+    steps:
+      - id: write
+        redis.command: {{ target: vps-redis, args: [SET, moved, through-ssh] }}
+        rollback: none
+      - id: read-back
+        docker.exec: {{ target: vps, container: "{redis}", cmd: [/usr/bin/redis-cli, -a, "${{secrets.pw}}", --no-auth-warning, GET, moved] }}
+        expect: {{ exit_code: 0, stdout: {{ contains: through-ssh }} }}
+        rollback: none
+      - id: listed
+        docker.containers: {{ target: vps, name: "^{redis}$" }}
+        expect: {{ count: "== 1" }}
+      - id: keys
+        redis.dbsize: {{ target: vps-redis }}
+        expect: "== 1"
+"#,
+        target = docker_target(&ssh, &ssh.key, &ssh.known_hosts),
+    );
+    let workspace = Workspace::new(&runbook).with_env("SSH_TEST_PW", "Ssh-Secret-Pw-4411");
+    let assert = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes", "-vv"])
+        .assert();
+    let output = assert.get_output();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{all}\n--- sshd:\n{}",
+        ssh.log()
+    );
+    // The container is on the engine behind the SSH host, with the key written through
+    // the forward.
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &redis,
+            "/usr/bin/redis-cli",
+            "-a",
+            "Ssh-Secret-Pw-4411",
+            "--no-auth-warning",
+            "GET",
+            "moved",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-ssh");
+    // The Redis connections went through the SSH host: sshd opened channels to the
+    // address as the host sees it.
+    let log = ssh.log();
+    assert!(
+        log.contains(&format!("127.0.0.1 port {port}")) && log.contains("direct-tcpip"),
+        "no forwarded channel to port {port} in sshd's log:\n{log}"
+    );
+    // Docker went through commands on the host (`docker version`, then `docker system
+    // dial-stdio` for each API connection).
+    assert!(
+        log.matches("Starting session: command").count() >= 3,
+        "no commands ran on the host:\n{log}"
+    );
+    // One SSH login for the whole run: Docker and Redis share the connection.
+    let logins = log.matches("Accepted publickey").count();
+    assert_eq!(logins, 1, "{log}");
+    let run_dir = latest_run(&workspace.path().join(".redis-move/over-ssh/runs")).expect("a run");
+    for (what, text) in [("output", all.clone()), ("journal", journal_text(&run_dir))] {
+        assert!(
+            !text.contains("Ssh-Secret-Pw-4411"),
+            "the password is in the {what}"
+        );
+    }
+    assert!(
+        leftover_ssh_processes(&ssh).is_empty(),
+        "ssh processes outlived the run: {:?}",
+        leftover_ssh_processes(&ssh)
+    );
+}
+
+/// One step on the SSH engine, with `target` as its Docker target; the exit code and
+/// everything printed.
+fn run_one_docker_step(target: &str) -> (Option<i32>, String) {
+    let runbook = format!(
+        r#"version: 1
+name: ssh-failure
+targets:
+  vps: {target}
+phases:
+  - id: look
+    steps:
+      - id: list
+        docker.containers: {{ target: vps }}
+"#
+    );
+    let workspace = Workspace::new(&runbook);
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn each_ssh_failure_says_what_failed() {
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    let closed = format!(
+        "{{ docker: {{ host: \"ssh://{}@127.0.0.1:{}\", ssh: {{ identity: \"{}\", known_hosts: \"{}\" }} }} }}",
+        ssh.user,
+        free_port(),
+        ssh.key.display(),
+        ssh.known_hosts.display()
+    );
+    let cases = [
+        (
+            "changed host key",
+            docker_target(&ssh, &ssh.key, &ssh.wrong_known_hosts),
+            "SSH host key mismatch",
+        ),
+        (
+            "unknown host key",
+            docker_target(&ssh, &ssh.key, &ssh.empty_known_hosts),
+            "is not in",
+        ),
+        (
+            "key not authorized",
+            docker_target(&ssh, &ssh.unknown_key, &ssh.known_hosts),
+            "SSH authentication refused",
+        ),
+        (
+            "no docker on the host",
+            docker_target(&ssh, &ssh.key_without_docker, &ssh.known_hosts),
+            "no `docker` command on",
+        ),
+        ("nothing listening", closed, "Connection refused"),
+    ];
+    for (case, target, expected) in cases {
+        let (code, output) = run_one_docker_step(&target);
+        eprintln!("--- {case}:\n{output}");
+        assert_eq!(code, Some(1), "{case}: {output}");
+        assert!(
+            output.contains(expected),
+            "{case}: wanted `{expected}` in:\n{output}"
+        );
+        assert!(!output.contains("panicked"), "{case}: {output}");
+    }
+    assert!(
+        leftover_ssh_processes(&ssh).is_empty(),
+        "ssh processes outlived the runs: {:?}",
+        leftover_ssh_processes(&ssh)
+    );
+}
