@@ -807,7 +807,21 @@ pub fn docker_error(endpoint: &str, e: bollard::errors::Error) -> BackendError {
         Error::RequestTimeoutError => BackendError::Timeout(format!(
             "Docker engine at {endpoint} did not answer in time"
         )),
-        other => BackendError::Unreachable(format!("Docker engine at {endpoint}: {other}")),
+        other => {
+            // The causes say what happened (a refused certificate, a closed connection);
+            // the error itself often says only that the request failed.
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(&other);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                source = cause.source();
+            }
+            BackendError::Unreachable(format!("Docker engine at {endpoint}: {message}"))
+        }
     }
 }
 

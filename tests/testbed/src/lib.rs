@@ -7,6 +7,7 @@
 
 pub mod dataset;
 pub mod docker;
+pub mod engine;
 pub mod http;
 pub mod managed;
 pub mod producer;

@@ -1,8 +1,13 @@
-//! Hosts reached over SSH, against a real sshd on a loopback port: Docker actions on an
-//! `ssh://` engine, a Redis reached through that host (`via:`), and each way the SSH
-//! connection can fail, with its own message and exit code and no secret in any output.
+//! Remote hosts for real: Docker actions on an `ssh://` engine through a real sshd on a
+//! loopback port, a Redis reached through that host (`via:`), each way the SSH
+//! connection can fail (its own message and exit code, no secret in any output); and a
+//! second Docker Engine listening on TCP with mutual TLS, reached with the target's
+//! certificates, with Docker's environment, and through a Docker context, and refused
+//! with a client certificate of another CA.
 
+use redis_move_testbed::engine::{EngineSpec, SecondEngine};
 use redis_move_testbed::ssh::{SshServer, SshServerOptions};
+use redis_move_testbed::tls::make_mutual_tls;
 use redis_move_testbed::workspace::{journal_text, latest_run};
 use redis_move_testbed::{ContainerGuard, Workspace, docker, free_port, unique_name};
 
@@ -229,5 +234,174 @@ async fn each_ssh_failure_says_what_failed() {
         leftover_ssh_processes(&ssh).is_empty(),
         "ssh processes outlived the runs: {:?}",
         leftover_ssh_processes(&ssh)
+    );
+}
+
+/// Runs a runbook listing volumes named `volume` on Docker target `target`, with extra
+/// environment; the exit code and everything printed.
+fn list_volume(target: &str, volume: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let runbook = format!(
+        r#"version: 1
+name: tls-engine
+targets:
+  engine: {target}
+phases:
+  - id: look
+    steps:
+      - id: proof
+        docker.volumes: {{ target: engine, name: "^{volume}$" }}
+        expect: {{ count: "== 1" }}
+"#
+    );
+    let workspace = Workspace::new(&runbook);
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env_remove("DOCKER_CONTEXT")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_docker_engine_over_tcp_with_mutual_tls() {
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    if let Some(why) = redis_move_testbed::engine::unavailable() {
+        if std::env::var("REDIS_MOVE_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+            panic!("REDIS_MOVE_REQUIRE_DOCKER=1 but no second engine can run: {why}");
+        }
+        eprintln!("\n!!!! SKIPPED: this test needs a second dockerd ({why}) !!!!\n");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("rmtest-tls-engine-")
+        .tempdir()
+        .unwrap();
+    let tls = make_mutual_tls(&dir.path().join("certs"));
+    let port = free_port();
+    let spec = EngineSpec {
+        dir: dir.path().join("engine"),
+        bridge: format!("rmtls{}", std::process::id() % 100_000),
+        bridge_address: "10.213.240.1/24".into(),
+        tcp: Some(format!("127.0.0.1:{port}")),
+        tls: Some((
+            tls.server.join("ca.pem"),
+            tls.server.join("cert.pem"),
+            tls.server.join("key.pem"),
+        )),
+    };
+    let engine = SecondEngine::start(&spec).expect("a second engine");
+    struct Stop(Option<SecondEngine>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(engine) = self.0.take() {
+                engine.stop();
+            }
+        }
+    }
+    let engine = Stop(Some(engine));
+    // Something only this engine has.
+    let volume = unique_name("tls-proof");
+    engine
+        .0
+        .as_ref()
+        .unwrap()
+        .docker(&["volume", "create", &volume])
+        .unwrap();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let with_certs = |party: &std::path::Path| {
+        format!(
+            "{{ docker: {{ host: \"{host}\", tls: {{ ca: \"{d}/ca.pem\", cert: \"{d}/cert.pem\", key: \"{d}/key.pem\" }} }} }}",
+            d = party.display()
+        )
+    };
+    // The target's own certificates.
+    let (code, output) = list_volume(&with_certs(&tls.client), &volume, &[]);
+    assert_eq!(code, Some(0), "{output}");
+    // Docker's environment: DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
+    let client_dir = tls.client.display().to_string();
+    let (code, output) = list_volume(
+        &format!("{{ docker: {{ host: \"{host}\" }} }}"),
+        &volume,
+        &[
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", &client_dir),
+        ],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    // A Docker context, as the Docker CLI itself stores it.
+    let config = dir.path().join("docker-config");
+    let out = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", &config)
+        .args([
+            "context",
+            "create",
+            "tls-vps",
+            "--docker",
+            &format!(
+                "host={host},ca={d}/ca.pem,cert={d}/cert.pem,key={d}/key.pem",
+                d = tls.client.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config_text = config.display().to_string();
+    let (code, output) = list_volume(
+        "{ docker: { context: tls-vps } }",
+        &volume,
+        &[("DOCKER_CONFIG", &config_text)],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    // ...and as the CLI's current context, when the target names nothing.
+    let out = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", &config)
+        .args(["context", "use", "tls-vps"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, output) = list_volume(
+        "{ docker: {} }",
+        &volume,
+        &[("DOCKER_CONFIG", &config_text)],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    // A client certificate of another CA is refused by the engine.
+    let (code, output) = list_volume(&with_certs(&tls.stranger), &volume, &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains(&host) && output.contains("BadCertificate"),
+        "{output}"
+    );
+    // Plain HTTP to the TLS port is refused too.
+    let (code, output) = list_volume(
+        &format!("{{ docker: {{ host: \"{host}\" }} }}"),
+        &volume,
+        &[],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("HTTP request to an HTTPS server"),
+        "{output}"
     );
 }
