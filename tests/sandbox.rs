@@ -1,5 +1,6 @@
-//! `runbooks/vps01-to-vps.yaml` end to end in the sandbox (the VPS-01 side of seeds
-//! 000/001 on the local Docker Engine, with an application enqueueing jobs throughout):
+//! `runbooks/vps01-to-vps.yaml` end to end in the sandbox (the two hosts of seeds 000/001:
+//! VPS-01 on the local Docker Engine, VPS on a second engine reached over SSH, with an
+//! application enqueueing jobs throughout):
 //! the happy path moves every job, and every job the application saw acknowledged is on
 //! the new Redis; a fault that the cutover exposes rolls back with every job on the
 //! source; a planted `/src` bind mount stops the run in the portability phase before
@@ -93,7 +94,7 @@ fn finish(child: std::process::Child) -> (Option<i32>, String) {
 
 /// The new Redis, from the host.
 fn new_redis() -> redis::Connection {
-    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", sandbox::TARGET_PORT);
+    let url = format!("redis://:{PASSWORD}@{}", sandbox::TARGET_ADDRESS);
     redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .expect("the new Redis answers")
@@ -167,7 +168,7 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     // Every job is on the new Redis: waiting, active or done; those the application
     // enqueued during the run too (every one a server acknowledged).
-    let target_url = format!("redis://:{PASSWORD}@127.0.0.1:{}", sandbox::TARGET_PORT);
+    let target_url = format!("redis://:{PASSWORD}@{}", sandbox::TARGET_ADDRESS);
     let (acked, rejected) = sandbox::stop_app();
     assert!(acked.len() > 100, "the application kept enqueueing");
     assert_eq!(
@@ -177,8 +178,23 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     );
     assert_jobs_accounted_for(sandbox::job_count(&target_url), jobs, acked.len(), rejected);
     for url in worker_urls() {
-        assert!(url.contains("@fiskai-redis-vps:6379"), "{url}");
+        assert!(
+            url.contains(&format!("@{}", sandbox::TARGET_ADDRESS)),
+            "{url}"
+        );
     }
+    // The new Redis runs on the VPS host's engine, which redis-move reached only over
+    // SSH, and not on VPS-01's.
+    assert!(
+        sandbox::vps_docker(&["ps", "--format", "{{.Names}}"])
+            .lines()
+            .any(|n| n == "fiskai-redis-vps")
+    );
+    assert!(
+        !docker_cli(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .any(|n| n == "fiskai-redis-vps")
+    );
     // The cleanup removed the old Redis and kept its volume.
     assert!(
         !docker_cli(&["ps", "-a", "--format", "{{.Names}}"])
@@ -263,9 +279,9 @@ async fn a_fault_the_cutover_exposes_rolls_back_with_every_job_on_the_source() {
     assert_jobs_accounted_for(sandbox::job_count(&source_url), jobs, acked.len(), rejected);
     // The park -> rename -> restore of the workers left no stale endpoint behind.
     assert_eq!(sandbox::stale_endpoints(), Vec::<String>::new());
-    // The new Redis is gone.
+    // The new Redis is gone from the VPS host.
     assert!(
-        !docker_cli(&["ps", "-a", "--format", "{{.Names}}"])
+        !sandbox::vps_docker(&["ps", "-a", "--format", "{{.Names}}"])
             .lines()
             .any(|n| n == "fiskai-redis-vps")
     );

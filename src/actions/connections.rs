@@ -237,9 +237,11 @@ impl Connections {
             }),
             None => None,
         };
+        // An empty file name is ssh's own default (a vars file that names no key).
         let file = |template: Option<&Template>| -> Result<Option<PathBuf>, ActionError> {
             Ok(resolver
                 .resolve_opt(template)?
+                .filter(|path| !path.is_empty())
                 .map(|path| self.base_dir.join(path)))
         };
         let ssh = match &spec.ssh {

@@ -1,13 +1,19 @@
-//! The local sandbox: the VPS-01 side of seeds 000/001 on one Docker Engine, to rehearse
+//! The local sandbox: the two hosts of seeds 000/001 on this machine, to rehearse
 //! `runbooks/vps01-to-vps.yaml` (with `runbooks/vars/vps01-to-vps.sandbox.yaml`) before the
-//! real cutover, and to test it end to end.
+//! real cutover, and to test it end to end. VPS-01 is the local Docker Engine; VPS is a
+//! second engine ([`crate::engine`]) that redis-move reaches only over SSH, through a
+//! sandbox sshd on `127.0.0.1:16322` whose sessions use that engine. Each host has its
+//! own `fiskai-sandbox` network; a host's containers reach the other host's published
+//! ports at their network's gateway (this machine), as two VPSs reach each other's
+//! published ports at their addresses.
 //!
 //! `up` builds its images locally (nothing is pulled), starts `fiskai-redis` (AOF on,
 //! `maxmemory 2gb`, `allkeys-lru` as in seed 001) filled with BullMQ-shaped queues, and
 //! 14 `fiskai-worker-<name>` containers consuming them, and `fiskai-app`, the
 //! application: a producer that keeps enqueueing jobs through the cutover and the
 //! rollback, writing to whichever of the two Redis takes writes, and logging each job a
-//! server acknowledged. The VPS side is empty: the runbook provisions `fiskai-redis-vps`.
+//! server acknowledged. The VPS side is empty: the runbook provisions `fiskai-redis-vps`
+//! there.
 //! Everything the sandbox or the runbook creates carries the label
 //! `redis-move-sandbox=true`; `down` removes exactly that (and the sandbox's network,
 //! volumes and image tags).
@@ -19,12 +25,26 @@ use bollard::Docker;
 
 use crate::dataset;
 use crate::docker::redis_image;
+use crate::engine::{EngineSpec, SecondEngine};
+use crate::ssh::{SshServer, SshServerOptions};
 use crate::topology::{docker_cli, worker_image};
 
 /// The label on everything the sandbox (and the runbook in the sandbox) creates.
 pub const LABEL: &str = "redis-move-sandbox=true";
-/// The sandbox's network (VPS-01 and VPS share one engine here).
+/// The sandbox's network (one on each host).
 pub const NETWORK: &str = "fiskai-sandbox";
+/// The network's subnet on VPS-01 (the local engine), and its gateway: where VPS-01's
+/// containers reach the VPS's published ports.
+pub const VPS01_SUBNET: (&str, &str) = ("10.213.250.0/24", "10.213.250.1");
+/// The network's subnet on VPS (the second engine), and its gateway: where the VPS's
+/// containers reach VPS-01's published ports.
+pub const VPS_SUBNET: (&str, &str) = ("10.213.251.0/24", "10.213.251.1");
+/// Where the sandbox keeps what it starts (the VPS engine, sshd, keys).
+pub const STATE_DIR: &str = "/tmp/fiskai-sandbox";
+/// The port of the sandbox's sshd on 127.0.0.1 (the VPS host's SSH).
+pub const SSH_PORT: u16 = 16322;
+/// The bridge of the VPS engine's default network, and its address.
+const VPS_BRIDGE: (&str, &str) = ("fiskai-vps0", "10.213.252.1/24");
 /// The source Redis container.
 pub const SOURCE: &str = "fiskai-redis";
 /// The application's container: the producer.
@@ -33,8 +53,10 @@ pub const APP: &str = "fiskai-app";
 pub const FORGOTTEN: &str = "fiskai-reporter";
 /// The port of the source on 127.0.0.1.
 pub const SOURCE_PORT: u16 = 16379;
-/// The port the runbook publishes the new Redis on (127.0.0.1).
+/// The port the runbook publishes the new Redis on, at VPS-01's gateway address.
 pub const TARGET_PORT: u16 = 16380;
+/// Where the new Redis is reached (from VPS-01's containers, the VPS host and here).
+pub const TARGET_ADDRESS: &str = "10.213.250.1:16380";
 /// The tag of the Redis image the runbook runs (`vars.redis_image`).
 pub const REDIS_IMAGE: &str = "fiskai-sandbox/redis:7";
 /// The tag of the worker image (`fiskai-worker`, as the pre-flight looks for it).
@@ -117,6 +139,77 @@ fn docker_quiet(args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+fn vps_engine_dir() -> std::path::PathBuf {
+    std::path::Path::new(STATE_DIR).join("vps-engine")
+}
+
+fn ssh_dir() -> std::path::PathBuf {
+    std::path::Path::new(STATE_DIR).join("ssh")
+}
+
+/// The VPS host's engine, when it runs.
+pub fn vps_engine() -> Option<SecondEngine> {
+    SecondEngine::attach(&vps_engine_dir(), VPS_BRIDGE.0)
+}
+
+/// `docker` on the VPS host's engine (the sandbox must be up); its output.
+pub fn vps_docker(args: &[&str]) -> String {
+    vps_engine()
+        .expect("the sandbox's VPS engine runs")
+        .docker(args)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Why the two-host sandbox cannot run here, if it cannot (a second engine needs root
+/// and dockerd; the VPS host's SSH needs sshd).
+pub fn unavailable() -> Option<String> {
+    crate::engine::unavailable().or_else(|| {
+        (!std::path::Path::new("/usr/sbin/sshd").exists())
+            .then(|| "sshd is not installed (openssh-server)".to_owned())
+    })
+}
+
+/// Starts the VPS host: its engine (with the sandbox's images and network) and its sshd.
+async fn vps_up() -> SecondEngine {
+    let engine = SecondEngine::start(&EngineSpec {
+        dir: vps_engine_dir(),
+        bridge: VPS_BRIDGE.0.into(),
+        bridge_address: VPS_BRIDGE.1.into(),
+        tcp: None,
+        tls: None,
+    })
+    .unwrap_or_else(|e| panic!("the VPS engine: {e}"));
+    let client = engine.client();
+    let redis = redis_image(&client).await;
+    engine
+        .docker(&["tag", &redis.reference, REDIS_IMAGE])
+        .unwrap_or_else(|e| panic!("{e}"));
+    if engine.docker(&["network", "inspect", NETWORK]).is_err() {
+        engine
+            .docker(&[
+                "network",
+                "create",
+                "--label",
+                LABEL,
+                "--subnet",
+                VPS_SUBNET.0,
+                "--gateway",
+                VPS_SUBNET.1,
+                NETWORK,
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The VPS host's SSH: its sessions use the VPS engine. Detached, like the engine.
+    let _ssh = SshServer::start(SshServerOptions {
+        docker_host: Some(engine.host.clone()),
+        dir: Some(ssh_dir()),
+        port: Some(SSH_PORT),
+        detached: true,
+    })
+    .expect("sshd");
+    engine
+}
+
 /// The container name of worker `name`.
 pub fn worker_name(name: &str) -> String {
     format!("fiskai-worker-{name}")
@@ -125,18 +218,33 @@ pub fn worker_name(name: &str) -> String {
 /// Starts the sandbox (after removing a previous one).
 pub async fn up(docker: &Docker, options: &Options) {
     down();
+    if let Some(why) = unavailable() {
+        panic!("the sandbox's VPS host cannot run here: {why}");
+    }
+    // The VPS side first: VPS-01's Redis publishes on the gateway of its network.
+    let _vps = vps_up().await;
     let redis = redis_image(docker).await;
     let worker = worker_image(docker).await;
     docker_cli(&["tag", &redis.reference, REDIS_IMAGE]);
     docker_cli(&["tag", &worker.reference, WORKER_IMAGE]);
     // Its own network when one is left (`down` could not remove it): reused.
     if !docker_quiet(&["network", "inspect", NETWORK]) {
-        docker_cli(&["network", "create", "--label", LABEL, NETWORK]);
+        docker_cli(&[
+            "network",
+            "create",
+            "--label",
+            LABEL,
+            "--subnet",
+            VPS01_SUBNET.0,
+            "--gateway",
+            VPS01_SUBNET.1,
+            NETWORK,
+        ]);
     }
-    for volume in VOLUMES {
-        docker_cli(&["volume", "create", "--label", LABEL, volume]);
-    }
+    docker_cli(&["volume", "create", "--label", LABEL, VOLUMES[0]]);
     let publish = format!("127.0.0.1:{SOURCE_PORT}:6379");
+    // Where the VPS's containers reach VPS-01's Redis (replication, both ways).
+    let publish_to_vps = format!("{}:{SOURCE_PORT}:6379", VPS_SUBNET.1);
     let data = format!("{}:/data", VOLUMES[0]);
     docker_cli(&[
         "run",
@@ -149,6 +257,8 @@ pub async fn up(docker: &Docker, options: &Options) {
         NETWORK,
         "-p",
         &publish,
+        "-p",
+        &publish_to_vps,
         "-v",
         &data,
         "--restart",
@@ -234,11 +344,11 @@ pub async fn up(docker: &Docker, options: &Options) {
         }
         if options.module_error_after_cutover && i == 2 {
             args.push("-e".into());
-            args.push("FAIL_MODULE_WHEN_URL=fiskai-redis-vps".into());
+            args.push(format!("FAIL_MODULE_WHEN_URL={TARGET_ADDRESS}"));
         }
         if options.wrong_password_after_cutover && i == 4 {
             args.push("-e".into());
-            args.push("BAD_PASSWORD_WHEN_URL=fiskai-redis-vps".into());
+            args.push(format!("BAD_PASSWORD_WHEN_URL={TARGET_ADDRESS}"));
         }
         args.push(WORKER_IMAGE.into());
         args.push("/usr/local/bin/worker".into());
@@ -268,8 +378,8 @@ pub async fn up(docker: &Docker, options: &Options) {
     }
     if options.produce > 0 {
         let new = match &options.password {
-            Some(pw) => format!("redis://:{pw}@fiskai-redis-vps:6379"),
-            None => "redis://fiskai-redis-vps:6379".to_owned(),
+            Some(pw) => format!("redis://:{pw}@{TARGET_ADDRESS}"),
+            None => format!("redis://{TARGET_ADDRESS}"),
         };
         docker_cli(&[
             "run",
@@ -302,8 +412,8 @@ pub fn primary_url() -> Option<(&'static str, String)> {
         .ok()
         .filter(|p| !p.is_empty())
     {
-        Some(pw) => format!("redis://:{pw}@127.0.0.1:{TARGET_PORT}"),
-        None => format!("redis://127.0.0.1:{TARGET_PORT}"),
+        Some(pw) => format!("redis://:{pw}@{TARGET_ADDRESS}"),
+        None => format!("redis://{TARGET_ADDRESS}"),
     };
     let old = format!("redis://127.0.0.1:{SOURCE_PORT}");
     [("fiskai-redis-vps", new), (SOURCE, old)]
@@ -364,8 +474,22 @@ pub fn missing_jobs(url: &str, acked: &[(String, String)]) -> Vec<String> {
 }
 
 /// Removes every container labelled [`LABEL`], the network, the volumes and the image
-/// tags of the sandbox; nothing else. Safe to run when nothing is there.
+/// tags of the sandbox on the local engine, stops the VPS host (its engine with all it
+/// holds, its bridge, its sshd) and removes their files; nothing else. Safe to run when
+/// nothing is there.
 pub fn down() {
+    crate::ssh::stop_detached(&ssh_dir());
+    let _ = std::fs::remove_dir_all(ssh_dir());
+    match vps_engine() {
+        Some(engine) => engine.stop(),
+        None => {
+            // Not running: what a crash may have left (bridge, files).
+            let _ = Command::new("ip")
+                .args(["link", "delete", VPS_BRIDGE.0])
+                .output();
+            let _ = std::fs::remove_dir_all(vps_engine_dir());
+        }
+    }
     let ids = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
         .output()
@@ -417,9 +541,18 @@ pub fn stale_endpoints() -> Vec<String> {
         .collect()
 }
 
-/// The sandbox's containers with their state, one per line.
+/// The sandbox's containers with their state, one per line (the VPS host's after
+/// VPS-01's).
 pub fn status() -> String {
-    Command::new("docker")
+    let vps = vps_engine()
+        .and_then(|e| {
+            e.docker(&["ps", "-a", "--format", "{{.Names}}\t{{.Status}}"])
+                .ok()
+        })
+        .map_or("VPS engine: not running\n".to_owned(), |list| {
+            format!("VPS engine ({}):\n{list}\n", vps_engine_dir().display())
+        });
+    let vps01 = Command::new("docker")
         .args([
             "ps",
             "-a",
@@ -430,7 +563,8 @@ pub fn status() -> String {
         ])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    format!("VPS-01 engine (local):\n{vps01}{vps}")
 }
 
 /// Every job of the 14 queues, wherever it is (wait, active, completed, failed,

@@ -30,16 +30,32 @@ pub struct SshServer {
     pub wrong_known_hosts: PathBuf,
     /// known_hosts that does not name this server.
     pub empty_known_hosts: PathBuf,
-    dir: tempfile::TempDir,
-    child: Child,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
-/// What the sessions of the server see.
+/// Where and how the server runs, and what its sessions see.
 #[derive(Clone, Debug, Default)]
 pub struct SshServerOptions {
     /// `DOCKER_HOST` of the sessions (default: the host's own).
     pub docker_host: Option<String>,
+    /// Its directory (default: a temporary one, removed with the server).
+    pub dir: Option<PathBuf>,
+    /// Its port (default: a free one).
+    pub port: Option<u16>,
+    /// Runs as a daemon that outlives this process (the sandbox); stopped with
+    /// [`stop_detached`]. Otherwise it stops when the server is dropped.
+    pub detached: bool,
+}
+
+/// Stops the detached server whose directory is `dir` (nothing when none runs).
+pub fn stop_detached(dir: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(dir.join("sshd.pid")) {
+        let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+    }
+    let _ = std::fs::remove_file(dir.join("sshd.pid"));
 }
 
 fn sshd_binary() -> Option<PathBuf> {
@@ -78,11 +94,22 @@ impl SshServer {
         };
         // sshd wants its privilege-separation directory even when it never uses it.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let dir = tempfile::Builder::new()
-            .prefix("rmtest-sshd-")
-            .tempdir()
-            .expect("sshd dir");
-        let path = |name: &str| dir.path().join(name);
+        let (dir, temp) = match &options.dir {
+            Some(dir) => {
+                stop_detached(dir);
+                let _ = std::fs::remove_dir_all(dir);
+                std::fs::create_dir_all(dir).expect("sshd dir");
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("rmtest-sshd-")
+                    .tempdir()
+                    .expect("sshd dir");
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let path = |name: &str| dir.join(name);
         keygen(&path("host_key"), "rmtest host");
         keygen(&path("other_host_key"), "rmtest other host");
         keygen(&path("id_client"), "rmtest client");
@@ -100,7 +127,7 @@ impl SshServer {
             ),
         )
         .unwrap();
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let host_entry = format!("[127.0.0.1]:{port}");
         let key_type_and_body = |key: &str| {
             let public = public(&path(key));
@@ -144,25 +171,44 @@ impl SshServer {
             ),
         )
         .unwrap();
-        let mut child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(path("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sshd");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
+        let mut child = None;
+        if options.detached {
+            // sshd listens before it detaches: once this returns, it accepts.
+            let status = Command::new(sshd)
+                .arg("-f")
+                .arg(path("sshd_config"))
+                .arg("-E")
+                .arg(path("sshd.log"))
+                .stdin(Stdio::null())
+                .status()
+                .expect("start sshd");
+            assert!(
+                status.success(),
+                "sshd failed ({status}): {}",
+                std::fs::read_to_string(path("sshd.log")).unwrap_or_default()
+            );
+        } else {
+            let mut running = Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(path("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sshd");
+            let stderr = running.stderr.take().unwrap();
+            let kept = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    kept.lock().unwrap().push(line);
+                }
+            });
+            child = Some(running);
+        }
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
                 panic!("sshd exited ({status}): {}", log.lock().unwrap().join("\n"));
             }
             assert!(
@@ -181,6 +227,7 @@ impl SshServer {
             wrong_known_hosts: path("wrong_known_hosts"),
             empty_known_hosts: path("empty_known_hosts"),
             dir,
+            _temp: temp,
             child,
             log,
         })
@@ -193,7 +240,7 @@ impl SshServer {
 
     /// The server's directory (keys, config, known_hosts).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// What sshd has logged so far (DEBUG1: channel opens name their targets).
@@ -204,8 +251,10 @@ impl SshServer {
 
 impl Drop for SshServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
