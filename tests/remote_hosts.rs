@@ -405,3 +405,156 @@ async fn a_docker_engine_over_tcp_with_mutual_tls() {
         "{output}"
     );
 }
+
+/// A user of this machine who may log in over SSH but is not in the `docker` group
+/// (created once, when the tests run as root; `None` otherwise).
+fn user_without_docker() -> Option<&'static str> {
+    const NAME: &str = "rmtest-nodocker";
+    let exists = |name: &str| {
+        std::process::Command::new("id")
+            .arg(name)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if exists(NAME) {
+        return Some(NAME);
+    }
+    // `*`: no password, and not a locked account (sshd refuses those without PAM).
+    let created = std::process::Command::new("useradd")
+        .args(["-M", "-d", "/nonexistent", "-s", "/bin/sh", "-p", "*", NAME])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (created || exists(NAME)).then_some(NAME)
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_use_the_hosts_docker_socket_is_told_so() {
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    let Some(user) = user_without_docker() else {
+        if std::env::var("REDIS_MOVE_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+            panic!(
+                "REDIS_MOVE_REQUIRE_DOCKER=1 but no user without docker could be made (needs root)"
+            );
+        }
+        eprintln!("\n!!!! SKIPPED: this test makes a user without docker, which needs root !!!!\n");
+        return;
+    };
+    let target = format!(
+        "{{ docker: {{ host: \"ssh://{user}@127.0.0.1:{}\", ssh: {{ identity: \"{}\", known_hosts: \"{}\" }} }} }}",
+        ssh.port,
+        ssh.key.display(),
+        ssh.known_hosts.display()
+    );
+    let (code, output) = run_one_docker_step(&target);
+    assert_eq!(code, Some(1), "{output}\n--- sshd:\n{}", ssh.log());
+    assert!(
+        output.contains("permission denied on the Docker socket")
+            && output.contains(&format!("for {user}")),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_a_passphrase_works_from_the_agent_and_its_passphrase_is_nowhere() {
+    use redis_move_testbed::ssh::KEY_PASSPHRASE;
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    // Without an agent, the encrypted key cannot be used (nothing is ever asked).
+    let named = docker_target(&ssh, &ssh.encrypted_key, &ssh.known_hosts);
+    let runbook_with = |target: &str| {
+        format!(
+            "version: 1\nname: agent\ntargets:\n  vps: {target}\nphases:\n  - id: look\n    steps:\n      - id: list\n        docker.containers: {{ target: vps }}\n"
+        )
+    };
+    let workspace = Workspace::new(&runbook_with(&named));
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("authentication refused") && text.contains("agent"),
+        "{text}"
+    );
+    // In an agent (loaded the way an operator does, with the passphrase typed once), it
+    // works without naming any key.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = agent_dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let started = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no agent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let askpass = agent_dir.path().join("askpass.sh");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{KEY_PASSPHRASE}'\n")).unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&askpass)
+        .status()
+        .unwrap();
+    let added = std::process::Command::new("ssh-add")
+        .arg(&ssh.encrypted_key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let from_agent = format!(
+        "{{ docker: {{ host: \"{}\", ssh: {{ known_hosts: \"{}\" }} }} }}",
+        ssh.url(),
+        ssh.known_hosts.display()
+    );
+    let workspace = Workspace::new(&runbook_with(&from_agent));
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes", "-vv"])
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let text = format!(
+        "{}{}{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let run_dir = latest_run(&workspace.path().join(".redis-move/agent/runs")).expect("a run");
+    for (what, text) in [("output", text), ("journal", journal_text(&run_dir))] {
+        assert!(
+            !text.contains(KEY_PASSPHRASE),
+            "the passphrase is in the {what}"
+        );
+    }
+}

@@ -211,7 +211,9 @@ impl SecondEngine {
             .expect("a client of the second engine")
     }
 
-    /// Removes its containers, stops it, and removes its bridge and directory.
+    /// Removes its containers and networks, stops it, and removes its bridge and
+    /// directory. (An engine keeps its networks' bridges when it stops, for its next
+    /// start: with its data root gone they would be orphans holding the subnet.)
     pub fn stop(self) {
         if let Ok(ids) = self.docker(&["ps", "-aq"]) {
             let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -219,6 +221,11 @@ impl SecondEngine {
                 let mut args = vec!["rm", "-f"];
                 args.extend(&ids);
                 let _ = self.docker(&args);
+            }
+        }
+        if let Ok(ids) = self.docker(&["network", "ls", "-q", "--filter", "type=custom"]) {
+            for id in ids.split_whitespace() {
+                let _ = self.docker(&["network", "rm", id]);
             }
         }
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("docker.pid")) {
@@ -237,5 +244,22 @@ impl SecondEngine {
         ip(&["link", "set", &self.bridge, "down"]);
         ip(&["link", "delete", &self.bridge]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Deletes the bridges left by an engine that stopped without removing its networks
+/// (a crash, a kill): every `br-*` interface holding `gateway` (an address of a subnet
+/// that only those networks use).
+pub fn delete_orphan_bridges(gateway: &str) {
+    let Ok(out) = Command::new("ip").args(["-br", "addr"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.split_whitespace();
+        let Some(name) = fields.next() else { continue };
+        let holds = fields.any(|f| f.split('/').next() == Some(gateway));
+        if name.starts_with("br-") && holds {
+            ip(&["link", "delete", name]);
+        }
     }
 }

@@ -490,6 +490,7 @@ pub fn down() {
             let _ = std::fs::remove_dir_all(vps_engine_dir());
         }
     }
+    crate::engine::delete_orphan_bridges(VPS_SUBNET.1);
     let ids = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
         .output()

@@ -24,6 +24,8 @@ pub struct SshServer {
     pub key_without_docker: PathBuf,
     /// Key that the server does not accept.
     pub unknown_key: PathBuf,
+    /// Key that may log in, encrypted with [`KEY_PASSPHRASE`] (usable from an agent).
+    pub encrypted_key: PathBuf,
     /// known_hosts naming this server's key.
     pub known_hosts: PathBuf,
     /// known_hosts naming another key for this server (what a changed host looks like).
@@ -35,6 +37,10 @@ pub struct SshServer {
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
 }
+
+/// The passphrase of [`SshServer::encrypted_key`]: it must never appear in anything
+/// redis-move writes.
+pub const KEY_PASSPHRASE: &str = "Key-Passphrase-9981";
 
 /// Where and how the server runs, and what its sessions see.
 #[derive(Clone, Debug, Default)]
@@ -66,8 +72,12 @@ fn sshd_binary() -> Option<PathBuf> {
 }
 
 fn keygen(path: &Path, comment: &str) {
+    keygen_with(path, comment, "");
+}
+
+fn keygen_with(path: &Path, comment: &str, passphrase: &str) {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen");
@@ -115,15 +125,17 @@ impl SshServer {
         keygen(&path("id_client"), "rmtest client");
         keygen(&path("id_nodocker"), "rmtest client without docker");
         keygen(&path("id_unknown"), "rmtest stranger");
+        keygen_with(&path("id_encrypted"), "rmtest encrypted", KEY_PASSPHRASE);
         let docker_env = options.docker_host.as_ref().map_or(String::new(), |h| {
             format!("environment=\"DOCKER_HOST={h}\" ")
         });
         std::fs::write(
             path("authorized_keys"),
             format!(
-                "{docker_env}{}\nenvironment=\"PATH=/nonexistent\" {}\n",
+                "{docker_env}{}\nenvironment=\"PATH=/nonexistent\" {}\n{docker_env}{}\n",
                 public(&path("id_client")),
-                public(&path("id_nodocker"))
+                public(&path("id_nodocker")),
+                public(&path("id_encrypted"))
             ),
         )
         .unwrap();
@@ -223,6 +235,7 @@ impl SshServer {
             key: path("id_client"),
             key_without_docker: path("id_nodocker"),
             unknown_key: path("id_unknown"),
+            encrypted_key: path("id_encrypted"),
             known_hosts: path("known_hosts"),
             wrong_known_hosts: path("wrong_known_hosts"),
             empty_known_hosts: path("empty_known_hosts"),

@@ -66,11 +66,13 @@ fn main() {
                 sandbox::up(&docker, &options).await;
             });
             println!(
-                "sandbox up: {} (127.0.0.1:{}) with {} jobs, 14 workers on network {}",
+                "sandbox up: VPS-01 (this engine): {} (127.0.0.1:{}) with {} jobs, 14 workers on network {}\n\
+                 VPS (second engine, over ssh://root@127.0.0.1:{}): empty, the runbook provisions it",
                 sandbox::SOURCE,
                 sandbox::SOURCE_PORT,
                 options.jobs,
-                sandbox::NETWORK
+                sandbox::NETWORK,
+                sandbox::SSH_PORT,
             );
             print!("{}", sandbox::status());
         }
