@@ -558,3 +558,97 @@ async fn a_key_with_a_passphrase_works_from_the_agent_and_its_passphrase_is_nowh
         );
     }
 }
+
+#[tokio::test]
+async fn a_lost_ssh_connection_is_opened_again_for_the_next_step() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    let image = docker::redis_image(&engine).await.reference;
+    let redis = unique_name("ssh-lost-redis");
+    let _guard = ContainerGuard::new([redis.clone()]);
+    let port = free_port();
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &redis,
+            "-p",
+            &format!("127.0.0.1:{port}:6379"),
+            &image,
+            "/usr/bin/redis-server",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The master connection is the ssh process with `-M` and this server's key file
+    // (`[-]M`: the pattern does not match the shell that runs pkill).
+    let kill_master = format!("pkill -f -- '[-]M -T -S .*{}'", ssh.dir().display());
+    let runbook = format!(
+        r#"version: 1
+name: lost-ssh
+targets:
+  vps: {target}
+  vps-redis: {{ redis: {{ url: "redis://127.0.0.1:{port}", via: vps }} }}
+phases:
+  - id: before
+    steps:
+      - id: list-before
+        docker.containers: {{ target: vps, name: "^{redis}$" }}
+        expect: {{ count: "== 1" }}
+      - id: ping-before
+        redis.ping: {{ target: vps-redis }}
+        retry: {{ attempts: 20, interval: 500ms }}
+  - id: cut
+    steps:
+      - id: lose-the-connection
+        shell: {{ script: "{kill_master}", read_only: true }}
+  - id: after
+    steps:
+      - id: list-after
+        docker.containers: {{ target: vps, name: "^{redis}$" }}
+        expect: {{ count: "== 1" }}
+      - id: ping-after
+        redis.ping: {{ target: vps-redis }}
+        retry: {{ attempts: 3, interval: 1s }}
+"#,
+        target = docker_target(&ssh, &ssh.key, &ssh.known_hosts),
+    );
+    let workspace = Workspace::new(&runbook);
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{all}\n--- sshd:\n{}",
+        ssh.log()
+    );
+    // Two logins: the first connection, and the one that replaced it.
+    assert_eq!(
+        ssh.log().matches("Accepted publickey").count(),
+        2,
+        "{}",
+        ssh.log()
+    );
+    assert!(all.contains("opening it again"), "{all}");
+    assert!(leftover_ssh_processes(&ssh).is_empty());
+}

@@ -77,7 +77,7 @@ impl Connections {
             return Ok(existing.clone());
         }
         let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
-        let backend = connect_redis(&endpoint, tunnel.as_deref()).await?;
+        let backend = connect_redis(&endpoint, tunnel.as_ref()).await?;
         self.redis
             .lock()
             .await
@@ -96,7 +96,7 @@ impl Connections {
         let mut pool = vec![self.redis(target, resolver).await?];
         let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
         for _ in 1..count.max(1) {
-            pool.push(connect_redis(&endpoint, tunnel.as_deref()).await?);
+            pool.push(connect_redis(&endpoint, tunnel.as_ref()).await?);
         }
         Ok(pool)
     }
@@ -136,7 +136,7 @@ impl Connections {
         &self,
         target: &str,
         resolver: &Resolver<'_>,
-    ) -> Result<(RedisEndpoint, Option<std::sync::Arc<SshSession>>), ActionError> {
+    ) -> Result<(RedisEndpoint, Option<Tunnel>), ActionError> {
         let spec = self.redis_spec(target)?;
         let mut endpoint = self.redis_endpoint(spec, resolver)?;
         let Some(via) = &spec.via else {
@@ -156,9 +156,10 @@ impl Connections {
             return Ok((endpoint, None));
         };
         let session = self.ssh.get(&destination).await?;
-        let port = session.forward(&endpoint.tcp_address()?).await?;
+        let address = endpoint.tcp_address()?;
+        let port = session.forward(&address).await?;
         endpoint.redirect_to_loopback(port, &session.destination().url())?;
-        Ok((endpoint, Some(session)))
+        Ok((endpoint, Some(Tunnel { session, address })))
     }
 
     /// What the backend needs to reach the Redis target of `spec`.
@@ -264,25 +265,40 @@ impl Connections {
     }
 }
 
-/// Connects to a Redis endpoint; through an SSH tunnel, a failure says what ssh said of it
-/// (the server refused, the name did not resolve on the host).
+/// A Redis reached through an SSH host: the connection, and the address as the host
+/// sees it.
+struct Tunnel {
+    session: std::sync::Arc<SshSession>,
+    address: String,
+}
+
+/// Connects to a Redis endpoint; through an SSH tunnel, a failure says what the host
+/// could not reach, and what ssh said of it.
 async fn connect_redis(
     endpoint: &RedisEndpoint,
-    tunnel: Option<&SshSession>,
+    tunnel: Option<&Tunnel>,
 ) -> Result<RedisBackend, ActionError> {
+    let mark = tunnel.map_or(0, |t| t.session.forward_error_mark());
     match RedisBackend::connect(endpoint).await {
         Ok(backend) => Ok(backend),
         Err(e) => {
-            let Some(session) = tunnel else {
+            let Some(Tunnel { session, address }) = tunnel else {
                 return Err(e.into());
             };
             let through = session.destination().url();
-            let said = session
-                .last_forward_error()
-                .map_or(String::new(), |line| format!("; ssh said: {line}"));
-            Err(ActionError::Backend(BackendError::Unreachable(format!(
-                "{e} (through {through}{said})"
-            ))))
+            let message = match session.forward_error_since(mark) {
+                Some(said) => format!(
+                    "{through} could not open a connection to {address} (nothing listens there, or the host cannot reach it): ssh said `{said}`"
+                ),
+                None => {
+                    let inner = match e {
+                        BackendError::Unreachable(m) => m,
+                        other => other.to_string(),
+                    };
+                    format!("{address} through {through}: {inner}")
+                }
+            };
+            Err(ActionError::Backend(BackendError::Unreachable(message)))
         }
     }
 }

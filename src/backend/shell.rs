@@ -67,10 +67,15 @@ pub async fn run(
     match tokio::time::timeout(timeout, work).await {
         Ok((status, out, err)) => {
             let status = status.map_err(|e| BackendError::Command(e.to_string()))?;
+            let mut stderr = String::from_utf8_lossy(&err).into_owned();
+            // Killed, it has no exit code (-1 then): say by what.
+            if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                stderr.push_str(&format!("(killed by signal {signal})\n"));
+            }
             Ok(CommandOutput {
                 exit_code: status.code().map(i64::from).unwrap_or(-1),
                 stdout: String::from_utf8_lossy(&out).into_owned(),
-                stderr: String::from_utf8_lossy(&err).into_owned(),
+                stderr,
             })
         }
         Err(_) => Err(BackendError::Timeout(format!(

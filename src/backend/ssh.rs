@@ -159,9 +159,9 @@ impl SshDestination {
 pub struct SshSession {
     destination: SshDestination,
     control_dir: tempfile::TempDir,
-    master: Mutex<Option<Child>>,
+    master: tokio::sync::Mutex<Option<Child>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    forward_errors: Arc<Mutex<VecDeque<String>>>,
+    forward_errors: Arc<Mutex<Said>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     docker_socket: tokio::sync::Mutex<Option<PathBuf>>,
     forwards: tokio::sync::Mutex<HashMap<String, u16>>,
@@ -185,7 +185,7 @@ impl Drop for SshSession {
         {
             task.abort();
         }
-        if let Ok(mut master) = self.master.lock()
+        if let Ok(mut master) = self.master.try_lock()
             && let Some(child) = master.as_mut()
         {
             let _ = child.start_kill();
@@ -201,81 +201,45 @@ impl SshSession {
             .prefix("redis-move-ssh-")
             .tempdir()
             .map_err(|e| BackendError::Local(format!("cannot make a control directory: {e}")))?;
-        let control = control_dir.path().join("master");
-        // The master's one session reads our end of a pipe (`cat` on the host): when
-        // redis-move exits, however it exits, the pipe closes, the session ends and the
-        // master with it, so no SSH connection outlives the run.
-        let mut command = Command::new("ssh");
-        command
-            .arg("-M")
-            .arg("-T")
-            .arg("-S")
-            .arg(&control)
-            .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
-            .args(destination.options())
-            .arg("--")
-            .arg(&destination.host)
-            .arg("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut master = command.spawn().map_err(|e| {
-            BackendError::Config(format!(
-                "cannot start `ssh` for {}: {e} (is the OpenSSH client installed?)",
-                destination.url()
-            ))
-        })?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let mut tasks = Vec::new();
-        if let Some(pipe) = master.stderr.take() {
-            tasks.push(keep_lines(pipe, stderr.clone(), destination.url()));
-        }
-        let limit = destination.connect_timeout + Duration::from_secs(5);
-        let started = tokio::time::Instant::now();
-        loop {
-            if control.exists() {
-                break;
-            }
-            if let Some(status) = master
-                .try_wait()
-                .map_err(|e| BackendError::Local(format!("ssh for {}: {e}", destination.url())))?
-            {
-                // Let the reader take the last lines.
-                for task in tasks.drain(..) {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-                }
-                let lines: Vec<String> = stderr
-                    .lock()
-                    .map(|l| l.iter().cloned().collect())
-                    .unwrap_or_default();
-                return Err(classify_connect_failure(
-                    &destination,
-                    &lines,
-                    status.code(),
-                ));
-            }
-            if started.elapsed() > limit {
-                let _ = master.start_kill();
-                return Err(BackendError::Timeout(format!(
-                    "SSH connection to {} was not up within {}",
-                    destination.url(),
-                    crate::runbook::units::format_duration(limit)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let (master, reader) =
+            start_master(&destination, &control_dir.path().join("master"), &stderr).await?;
         tracing::debug!(host = %destination.url(), "SSH connection open");
         Ok(Arc::new(SshSession {
             destination,
             control_dir,
-            master: Mutex::new(Some(master)),
+            master: tokio::sync::Mutex::new(Some(master)),
             stderr,
-            forward_errors: Arc::new(Mutex::new(VecDeque::new())),
-            tasks: Mutex::new(tasks),
+            forward_errors: Arc::new(Mutex::new(Said::default())),
+            tasks: Mutex::new(vec![reader]),
             docker_socket: tokio::sync::Mutex::new(None),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Opens the connection again when it was lost (the host rebooted, the network
+    /// dropped it for longer than the keepalives allow): what goes through it afterwards
+    /// (Docker, forwarded Redis connections) works again without anything else changing.
+    pub async fn ensure_open(&self) -> Result<(), BackendError> {
+        let mut master = self.master.lock().await;
+        let control = self.control_dir.path().join("master");
+        let alive = match master.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)) && control.exists(),
+            None => false,
+        };
+        if alive {
+            return Ok(());
+        }
+        if let Some(mut old) = master.take() {
+            let _ = old.start_kill();
+            let _ = old.wait().await;
+        }
+        let _ = std::fs::remove_file(&control);
+        tracing::warn!(host = %self.destination.url(), "the SSH connection was lost; opening it again");
+        let (child, reader) = start_master(&self.destination, &control, &self.stderr).await?;
+        *master = Some(child);
+        self.push_task(reader);
+        Ok(())
     }
 
     /// Where it goes.
@@ -299,6 +263,7 @@ impl SshSession {
         args: &[&str],
         limit: Duration,
     ) -> Result<(Option<i32>, String, String), BackendError> {
+        self.ensure_open().await?;
         let mut command = self.ssh().command(&[], args);
         command.stdin(Stdio::null());
         let output = tokio::time::timeout(limit, command.output())
@@ -322,7 +287,7 @@ impl SshSession {
     /// A local socket (private to this process's user) that reaches the Docker Engine of
     /// the host: each connection runs `docker system dial-stdio` there. Checks first
     /// that the host has `docker` and that the login user may use its engine.
-    pub async fn docker_socket(&self, limit: Duration) -> Result<PathBuf, BackendError> {
+    pub async fn docker_socket(self: &Arc<Self>, limit: Duration) -> Result<PathBuf, BackendError> {
         let mut socket = self.docker_socket.lock().await;
         if let Some(path) = socket.as_ref() {
             return Ok(path.clone());
@@ -340,13 +305,9 @@ impl SshSession {
         let listener = UnixListener::bind(&path).map_err(|e| {
             BackendError::Local(format!("cannot listen on `{}`: {e}", path.display()))
         })?;
-        let ssh = self.ssh();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let command = ssh.command(&[], &["docker", "system", "dial-stdio"]);
-                tokio::spawn(relay(stream, command, ssh.errors.clone()));
-            }
-        });
+        let task = tokio::spawn(serve(listener, Arc::downgrade(self), |ssh| {
+            ssh.command(&[], &["docker", "system", "dial-stdio"])
+        }));
         self.push_task(task);
         *socket = Some(path.clone());
         Ok(path)
@@ -354,7 +315,7 @@ impl SshSession {
 
     /// A loopback port whose connections reach `address` (`host:port`, as the SSH host
     /// sees it) through this connection.
-    pub async fn forward(&self, address: &str) -> Result<u16, BackendError> {
+    pub async fn forward(self: &Arc<Self>, address: &str) -> Result<u16, BackendError> {
         let mut forwards = self.forwards.lock().await;
         if let Some(port) = forwards.get(address) {
             return Ok(*port);
@@ -366,29 +327,27 @@ impl SshSession {
             .local_addr()
             .map_err(|e| BackendError::Local(e.to_string()))?
             .port();
-        let ssh = self.ssh();
         let target = address.to_owned();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let command = ssh.command(&["-W", &target], &[]);
-                tokio::spawn(relay(stream, command, ssh.errors.clone()));
-            }
-        });
+        let task = tokio::spawn(serve(listener, Arc::downgrade(self), move |ssh| {
+            ssh.command(&["-W", &target], &[])
+        }));
         self.push_task(task);
         forwards.insert(address.to_owned(), port);
         tracing::debug!(host = %self.destination.url(), %address, port, "forwarding");
         Ok(port)
     }
 
-    /// The last thing ssh said about a forwarded connection it could not open, if any.
-    pub fn last_forward_error(&self) -> Option<String> {
-        self.forward_errors.lock().ok()?.back().cloned()
+    /// A mark of what ssh has said about forwarded connections so far.
+    pub fn forward_error_mark(&self) -> usize {
+        self.forward_errors.lock().map_or(0, |e| e.total)
     }
 
-    /// What ssh said last on the connection itself.
-    pub fn last_error(&self) -> Option<String> {
-        self.stderr.lock().ok()?.back().cloned()
+    /// The last thing ssh said about a forwarded connection since `mark`, if anything.
+    pub fn forward_error_since(&self, mark: usize) -> Option<String> {
+        let errors = self.forward_errors.lock().ok()?;
+        (errors.total > mark)
+            .then(|| errors.lines.back().cloned())
+            .flatten()
     }
 
     fn push_task(&self, task: JoinHandle<()>) {
@@ -398,13 +357,89 @@ impl SshSession {
     }
 }
 
+/// Starts the master connection at `control` and waits until it accepts sessions (or
+/// says why it cannot); its error output is kept in `stderr`.
+async fn start_master(
+    destination: &SshDestination,
+    control: &std::path::Path,
+    stderr: &Arc<Mutex<VecDeque<String>>>,
+) -> Result<(Child, JoinHandle<()>), BackendError> {
+    // The master's one session reads our end of a pipe (`cat` on the host): when
+    // redis-move exits, however it exits, the pipe closes, the session ends and the
+    // master with it, so no SSH connection outlives the run.
+    let mut command = Command::new("ssh");
+    command
+        .arg("-M")
+        .arg("-T")
+        .arg("-S")
+        .arg(control)
+        .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
+        .args(destination.options())
+        .arg("--")
+        .arg(&destination.host)
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut master = command.spawn().map_err(|e| {
+        BackendError::Config(format!(
+            "cannot start `ssh` for {}: {e} (is the OpenSSH client installed?)",
+            destination.url()
+        ))
+    })?;
+    if let Ok(mut lines) = stderr.lock() {
+        lines.clear();
+    }
+    let pipe = master
+        .stderr
+        .take()
+        .ok_or_else(|| BackendError::Local("ssh has no error output".into()))?;
+    let mut reader = keep_lines(pipe, stderr.clone(), destination.url());
+    let limit = destination.connect_timeout + Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    loop {
+        if control.exists() {
+            return Ok((master, reader));
+        }
+        if let Some(status) = master
+            .try_wait()
+            .map_err(|e| BackendError::Local(format!("ssh for {}: {e}", destination.url())))?
+        {
+            // Let the reader take the last lines.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+            let lines: Vec<String> = stderr
+                .lock()
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default();
+            return Err(classify_connect_failure(destination, &lines, status.code()));
+        }
+        if started.elapsed() > limit {
+            let _ = master.start_kill();
+            return Err(BackendError::Timeout(format!(
+                "SSH connection to {} was not up within {}",
+                destination.url(),
+                crate::runbook::units::format_duration(limit)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Starts more ssh processes through an open master (owned, so that tasks can keep it).
 #[derive(Clone)]
 struct SshCommand {
     control: PathBuf,
     options: Vec<String>,
     host: String,
-    errors: Arc<Mutex<VecDeque<String>>>,
+    errors: Arc<Mutex<Said>>,
+}
+
+/// The last lines ssh printed, and how many it printed in all.
+#[derive(Default)]
+pub struct Said {
+    lines: VecDeque<String>,
+    total: usize,
 }
 
 impl SshCommand {
@@ -425,8 +460,54 @@ impl SshCommand {
     }
 }
 
+/// A local listener whose connections are relayed through the session (opened again
+/// first when it was lost), each to a process `command` makes.
+trait Listener {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static;
+    fn accept_one(&self)
+    -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+async fn serve<L, F>(listener: L, session: std::sync::Weak<SshSession>, command: F)
+where
+    L: Listener,
+    F: Fn(&SshCommand) -> Command + Send + Sync + 'static,
+{
+    let command = Arc::new(command);
+    while let Ok(stream) = listener.accept_one().await {
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        let command = command.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session.ensure_open().await {
+                said(&session.forward_errors, e.to_string());
+                return;
+            }
+            let ssh = session.ssh();
+            relay(stream, command(&ssh), ssh.errors.clone()).await;
+        });
+    }
+}
+
 /// Copies bytes both ways between `stream` and a new ssh process, until both sides end.
-async fn relay<S>(stream: S, mut command: Command, errors: Arc<Mutex<VecDeque<String>>>)
+async fn relay<S>(stream: S, mut command: Command, errors: Arc<Mutex<Said>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -437,7 +518,7 @@ where
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            remember(&errors, format!("cannot start ssh: {e}"));
+            said(&errors, format!("cannot start ssh: {e}"));
             return;
         }
     };
@@ -462,12 +543,22 @@ where
             tracing::debug!(%line, "ssh relay");
             // A host's debug output is not a reason for anything.
             if !line.trim().is_empty() && !line.starts_with("debug") {
-                remember(&errors, line);
+                said(&errors, line);
             }
         }
     };
     tokio::join!(upstream, downstream, complaints);
     let _ = child.wait().await;
+}
+
+fn said(errors: &Mutex<Said>, line: String) {
+    if let Ok(mut errors) = errors.lock() {
+        errors.total += 1;
+        if errors.lines.len() == KEPT_LINES {
+            errors.lines.pop_front();
+        }
+        errors.lines.push_back(line);
+    }
 }
 
 fn remember(lines: &Mutex<VecDeque<String>>, line: String) {
@@ -607,6 +698,7 @@ impl SshSessions {
     pub async fn get(&self, destination: &SshDestination) -> Result<Arc<SshSession>, BackendError> {
         let mut open = self.open.lock().await;
         if let Some(session) = open.get(destination) {
+            session.ensure_open().await?;
             return Ok(session.clone());
         }
         let session = SshSession::open(destination.clone()).await?;
