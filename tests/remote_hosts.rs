@@ -197,6 +197,22 @@ async fn each_ssh_failure_says_what_failed() {
         ssh.key.display(),
         ssh.known_hosts.display()
     );
+    // A host that accepts the connection and then says nothing: the connect timeout
+    // ends the wait.
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent_listener.accept() {
+            held.push(stream);
+        }
+    });
+    let silent = format!(
+        "{{ docker: {{ host: \"ssh://{}@127.0.0.1:{silent_port}\", ssh: {{ identity: \"{}\", known_hosts: \"{}\", connect_timeout: 2s }} }} }}",
+        ssh.user,
+        ssh.key.display(),
+        ssh.known_hosts.display()
+    );
     let cases = [
         (
             "changed host key",
@@ -219,6 +235,7 @@ async fn each_ssh_failure_says_what_failed() {
             "no `docker` command on",
         ),
         ("nothing listening", closed, "Connection refused"),
+        ("a host that never answers", silent, "timed out"),
     ];
     for (case, target, expected) in cases {
         let (code, output) = run_one_docker_step(&target);

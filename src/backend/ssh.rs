@@ -75,6 +75,10 @@ impl SshDestination {
         if host.is_empty() || host.starts_with('-') {
             return Err(bad("no host"));
         }
+        let odd = |text: &str| text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if odd(host) || user.as_deref().is_some_and(odd) {
+            return Err(bad("spaces and control characters are not allowed"));
+        }
         if user.as_deref().is_some_and(|u| u.starts_with('-')) {
             return Err(bad("a user cannot start with `-`"));
         }
@@ -131,8 +135,9 @@ impl SshDestination {
             self.connect_timeout.as_secs().max(1)
         ));
         if let Some(file) = &self.known_hosts {
+            // Quoted: ssh reads this option as a list of files separated by spaces.
             args.push("-o".into());
-            args.push(format!("UserKnownHostsFile={}", file.display()));
+            args.push(format!("UserKnownHostsFile=\"{}\"", file.display()));
             args.push("-o".into());
             args.push("GlobalKnownHostsFile=/dev/null".into());
         }
@@ -731,6 +736,9 @@ mod tests {
             "ssh://host/path",
             "ssh://-oProxyCommand=x",
             "ssh://-x@host",
+            "ssh://host name",
+            "ssh://us er@host",
+            "ssh://host\nProxyCommand",
             "tcp://host",
         ] {
             assert!(SshDestination::parse(bad).is_err(), "{bad} was accepted");

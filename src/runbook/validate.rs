@@ -249,8 +249,29 @@ impl Validator {
             }
             if let Some(TargetSpec::Redis(redis)) = target.get().map(|t| &t.value)
                 && let Some(via) = &redis.via
+                && self
+                    .check_target_ref(via, TargetKind::Docker, "via")
+                    .is_some()
+                && let Some(TargetSpec::Docker(docker)) = spec
+                    .targets
+                    .get(&via.value)
+                    .and_then(|t| t.get())
+                    .map(|t| &t.value)
+                && let Some(host) = docker.host.as_ref().and_then(|h| h.value.as_literal())
+                && !host.starts_with("ssh://")
+                && !host.starts_with("unix://")
             {
-                self.check_target_ref(via, TargetKind::Docker, "via");
+                let d = self.error(
+                    "bad-via",
+                    via.span,
+                    format!(
+                        "Redis cannot be reached through `{}`: its Docker host `{host}` is not an ssh:// host, and redis-move forwards only through SSH",
+                        via.value
+                    ),
+                );
+                d.help = Some(
+                    "reach the host over SSH (`host: ssh://user@host`), or drop `via` and give an address redis-move can dial".into(),
+                );
             }
         }
         targets
