@@ -324,11 +324,11 @@ pub fn build(runbook: &Runbook) -> Plan {
 fn endpoint(spec: &TargetSpec) -> String {
     match spec {
         TargetSpec::Docker(docker) => {
-            let host = docker
-                .host
-                .as_ref()
-                .map(|h| h.value.display())
-                .unwrap_or_else(|| "DOCKER_HOST or the local socket".into());
+            let host = match (&docker.host, &docker.context) {
+                (Some(host), _) => host.value.display(),
+                (None, Some(context)) => format!("Docker context `{}`", context.value),
+                (None, None) => "DOCKER_HOST, the Docker CLI's context, or the local socket".into(),
+            };
             if docker.tls.is_some() {
                 format!("{host} (TLS)")
             } else {
@@ -337,6 +337,9 @@ fn endpoint(spec: &TargetSpec) -> String {
         }
         TargetSpec::Redis(redis) => {
             let mut out = redis.url.value.display();
+            if let Some(via) = &redis.via {
+                out.push_str(&format!(" as host `{}` sees it", via.value));
+            }
             let mut extras = Vec::new();
             if redis.password.is_some() {
                 extras.push("password ****".to_owned());
