@@ -87,14 +87,33 @@ phases:
       - id: keys
         redis.dbsize: {{ target: vps-redis }}
         expect: "== 1"
+      # Run with umask 000: the forward's sockets and their directory (this run's, named
+      # by its master ssh) are still this user's alone: they reach the host's engine and
+      # its Redis.
+      - id: private
+        shell:
+          read_only: true
+          script: |
+            d=$(pgrep -af -- '[-]M -T -S' | grep -F '{sshdir}' | head -1 | sed -E 's/.* -S ([^ ]+)\/master .*/\1/')
+            test -d "$d" || exit 3
+            test -z "$(find "$d" -maxdepth 0 -perm /077)" || exit 4
+            test -z "$(find "$d" -name '*.sock' -perm /077)" || exit 5
+            test -n "$(find "$d" -name 'redis-*.sock')" || exit 6
 "#,
         target = docker_target(&ssh, &ssh.key, &ssh.known_hosts),
+        sshdir = ssh.dir().display(),
     );
     let workspace = Workspace::new(&runbook).with_env("SSH_TEST_PW", "Ssh-Secret-Pw-4411");
-    let assert = workspace
-        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes", "-vv"])
-        .assert();
-    let output = assert.get_output();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" run runbook.yaml --no-progress --yes -vv")
+        .arg(assert_cmd::cargo::cargo_bin("redis-move"))
+        .current_dir(workspace.path())
+        .env("SSH_TEST_PW", "Ssh-Secret-Pw-4411")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let output = &output;
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -236,6 +255,15 @@ async fn each_ssh_failure_says_what_failed() {
         ),
         ("nothing listening", closed, "Connection refused"),
         ("a host that never answers", silent, "timed out"),
+        (
+            "a key file that is not there",
+            docker_target(
+                &ssh,
+                std::path::Path::new("/nonexistent/id_key"),
+                &ssh.known_hosts,
+            ),
+            "SSH key `/nonexistent/id_key`",
+        ),
     ];
     for (case, target, expected) in cases {
         let (code, output) = run_one_docker_step(&target);
@@ -668,4 +696,125 @@ phases:
     );
     assert!(all.contains("opening it again"), "{all}");
     assert!(leftover_ssh_processes(&ssh).is_empty());
+}
+
+#[tokio::test]
+async fn a_password_that_breaks_its_url_is_not_shown_in_part() {
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    let Some(ssh) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    // `@` and `/` unescaped: a URL parser reads part of the password as the host.
+    let runbook = format!(
+        r#"version: 1
+name: broken-url
+secrets:
+  pw: {{ env: BROKEN_URL_PW }}
+targets:
+  vps: {target}
+  cache: {{ redis: {{ url: "redis://:${{secrets.pw}}@127.0.0.1:6390", via: vps }} }}
+phases:
+  - id: p
+    steps:
+      - id: ping
+        redis.ping: {{ target: cache }}
+"#,
+        target = docker_target(&ssh, &ssh.key, &ssh.known_hosts),
+    );
+    let workspace = Workspace::new(&runbook).with_env("BROKEN_URL_PW", "abc@TOPSECRET/x");
+    let output = workspace
+        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes", "-vvv"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("must be percent-encoded"), "{text}");
+    let run_dir = latest_run(&workspace.path().join(".redis-move/broken-url/runs")).expect("a run");
+    for (what, text) in [("output", text), ("journal", journal_text(&run_dir))] {
+        assert!(
+            !text.contains("TOPSECRET"),
+            "part of the password is in the {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_host_key_that_changed_while_the_connection_was_down_is_reported_as_such() {
+    let Some(_engine) = docker::engine().await else {
+        return;
+    };
+    let Some(first) = SshServer::start(SshServerOptions::default()) else {
+        return;
+    };
+    let port = first.port;
+    let handshake = tempfile::tempdir().unwrap();
+    let (ready, go) = (handshake.path().join("ready"), handshake.path().join("go"));
+    // Between two Docker steps the run waits (without a clock) while the test replaces
+    // the host: the same address, another host key (what a man-in-the-middle looks like).
+    let runbook = format!(
+        r#"version: 1
+name: changed-host
+targets:
+  vps: {target}
+phases:
+  - id: p
+    steps:
+      - id: before
+        docker.containers: {{ target: vps }}
+      - id: meanwhile
+        shell:
+          read_only: true
+          script: |
+            touch '{ready}'
+            while [ ! -f '{go}' ]; do sleep 0.1; done
+      - id: after
+        docker.containers: {{ target: vps }}
+"#,
+        target = docker_target(&first, &first.key, &first.known_hosts),
+        ready = ready.display(),
+        go = go.display(),
+    );
+    let workspace = Workspace::new(&runbook);
+    let mut child = workspace.spawn(&["run", "runbook.yaml", "--no-progress", "--yes"]);
+    let started = std::time::Instant::now();
+    while !ready.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before its wait step");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no wait step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut first = first;
+    let first_dir = first.dir().display().to_string();
+    first.stop();
+    // The old connection is gone with its server; a new server on the same port.
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "--", &format!("[-]M -T -S .*{first_dir}")])
+        .status();
+    let _second = SshServer::start(SshServerOptions {
+        port: Some(port),
+        ..SshServerOptions::default()
+    })
+    .expect("sshd");
+    std::fs::write(&go, "").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("could not be opened again") && text.contains("SSH host key mismatch"),
+        "{text}"
+    );
 }

@@ -157,8 +157,8 @@ impl Connections {
         };
         let session = self.ssh.get(&destination).await?;
         let address = endpoint.tcp_address()?;
-        let port = session.forward(&address).await?;
-        endpoint.redirect_to_loopback(port, &session.destination().url())?;
+        let socket = session.forward(&address).await?;
+        endpoint.dial_through(socket, &session.destination().url())?;
         Ok((endpoint, Some(Tunnel { session, address })))
     }
 
@@ -196,6 +196,7 @@ impl Connections {
             timeout: spec.timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
             connect_timeout: spec.connect_timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
             through: None,
+            dial: None,
         })
     }
 
@@ -238,12 +239,18 @@ impl Connections {
             }),
             None => None,
         };
-        // An empty file name is ssh's own default (a vars file that names no key).
+        // An empty file name is ssh's own default (a vars file that names no key); `~/`
+        // is the home directory, as in ssh's own settings.
         let file = |template: Option<&Template>| -> Result<Option<PathBuf>, ActionError> {
             Ok(resolver
                 .resolve_opt(template)?
                 .filter(|path| !path.is_empty())
-                .map(|path| self.base_dir.join(path)))
+                .map(
+                    |path| match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+                        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+                        _ => self.base_dir.join(path),
+                    },
+                ))
         };
         let ssh = match &spec.ssh {
             Some(ssh) => SshOptions {
@@ -285,6 +292,9 @@ async fn connect_redis(
             let Some(Tunnel { session, address }) = tunnel else {
                 return Err(e.into());
             };
+            if let Some(why) = session.recent_reopen_failure() {
+                return Err(why.into());
+            }
             let through = session.destination().url();
             let message = match session.forward_error_since(mark) {
                 Some(said) => format!(

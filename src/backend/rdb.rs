@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -121,12 +120,7 @@ pub async fn receive(
     out: &Path,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<RdbFile, BackendError> {
-    let info = endpoint.url.as_str().into_connection_info().map_err(|e| {
-        BackendError::Config(format!(
-            "invalid Redis URL: {}",
-            e.detail().unwrap_or("unrecognised form")
-        ))
-    })?;
+    let info = endpoint.connection_info()?;
     let connect = async {
         let stream: Box<dyn Stream> = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => Box::new(

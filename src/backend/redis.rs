@@ -55,6 +55,11 @@ pub fn parse_client_list(text: &str) -> Vec<Client> {
         .collect()
 }
 
+/// Whether a Redis URL asks for TLS.
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("valkeys://")
+}
+
 /// Default response timeout when the target sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,8 +99,11 @@ pub struct RedisEndpoint {
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// The SSH host the URL's address is seen from, when redis-move reaches the server
-    /// through a forward (then the URL points at the local end of the forward).
+    /// through a forward.
     pub through: Option<String>,
+    /// The local end of that forward (a unix socket private to this user), dialed
+    /// instead of the URL's address.
+    pub dial: Option<std::path::PathBuf>,
 }
 
 /// PEM contents for a TLS connection.
@@ -122,10 +130,17 @@ impl RedisEndpoint {
 }
 
 impl RedisEndpoint {
-    /// `host:port` of the URL (port 6379 when it gives none).
+    /// `host:port` of the URL (port 6379 when it gives none). Nothing of the URL is
+    /// echoed in an error: a password with an unescaped `@` or `/` would show in it.
     pub fn tcp_address(&self) -> Result<String, BackendError> {
         let url = url::Url::parse(&self.url)
             .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
+        let path = url.path().trim_start_matches('/');
+        if !path.is_empty() && path.parse::<u32>().is_err() {
+            return Err(BackendError::Config(
+                "invalid Redis URL: only a db number may follow the host (a password with `@`, `/` or `:` must be percent-encoded)".into(),
+            ));
+        }
         match url.host() {
             Some(host) if !url.scheme().contains("unix") => Ok(match host {
                 url::Host::Ipv6(ip) => format!("[{ip}]:{}", url.port().unwrap_or(6379)),
@@ -138,43 +153,48 @@ impl RedisEndpoint {
         }
     }
 
-    /// Points the URL at `127.0.0.1:port`, the local end of a forward through SSH host
-    /// `through` (credentials and db unchanged). TLS through a forward would check the
-    /// server's certificate against `127.0.0.1`, so it is refused unless `insecure`.
-    pub fn redirect_to_loopback(&mut self, port: u16, through: &str) -> Result<(), BackendError> {
-        let mut url = url::Url::parse(&self.url)
-            .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
-        if (url.scheme() == "rediss" || url.scheme() == "valkeys") && !self.insecure {
+    /// Dials `socket`, the local end of a forward through SSH host `through`, instead of
+    /// the URL's address (credentials and db unchanged). TLS is refused through a
+    /// forward: the SSH connection already encrypts the path, and the server's name
+    /// could not be checked.
+    pub fn dial_through(
+        &mut self,
+        socket: std::path::PathBuf,
+        through: &str,
+    ) -> Result<(), BackendError> {
+        if is_tls_url(&self.url) {
             return Err(BackendError::Config(format!(
-                "TLS through the SSH host {through} cannot check the server's name (redis-move dials 127.0.0.1); \
-                 the SSH connection already encrypts the path: use redis://, or set `tls: {{ insecure: true }}`"
+                "TLS through the SSH host {through} is not supported (the SSH connection already encrypts the path): use redis://"
             )));
         }
-        url.set_host(Some("127.0.0.1"))
-            .and_then(|()| {
-                url.set_port(Some(port))
-                    .map_err(|()| url::ParseError::InvalidPort)
-            })
-            .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
-        self.url = url.to_string();
+        self.dial = Some(socket);
         self.through = Some(through.to_owned());
         Ok(())
+    }
+
+    /// The connection settings of the URL, dialing the forward's socket when there is one.
+    pub fn connection_info(&self) -> Result<redis::ConnectionInfo, BackendError> {
+        let mut url = self.url.clone();
+        if self.insecure && !url.contains('#') {
+            url.push_str("#insecure");
+        }
+        let info = url.as_str().into_connection_info().map_err(|e| {
+            BackendError::Config(format!(
+                "invalid Redis URL: {}",
+                e.detail().unwrap_or("unrecognised form")
+            ))
+        })?;
+        Ok(match &self.dial {
+            Some(socket) => info.set_addr(redis::ConnectionAddr::Unix(socket.clone())),
+            None => info,
+        })
     }
 }
 
 impl RedisBackend {
     /// Connects to `endpoint`.
     pub async fn connect(endpoint: &RedisEndpoint) -> Result<Self, BackendError> {
-        let mut url = endpoint.url.clone();
-        if endpoint.insecure && !url.contains('#') {
-            url.push_str("#insecure");
-        }
-        let mut info = url.as_str().into_connection_info().map_err(|e| {
-            BackendError::Config(format!(
-                "invalid Redis URL: {}",
-                e.detail().unwrap_or("unrecognised form")
-            ))
-        })?;
+        let mut info = endpoint.connection_info()?;
         let mut settings = info.redis_settings().clone();
         if let Some(password) = &endpoint.password {
             settings = settings.set_password(password.clone());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -65,7 +65,17 @@ impl SshDestination {
             let (host, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| bad("an IPv6 address needs a closing `]`"))?;
-            (host, after.strip_prefix(':'))
+            match after {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(after.strip_prefix(':').ok_or_else(|| {
+                        bad("only `:PORT` may follow an IPv6 address in brackets")
+                    })?),
+                ),
+            }
+        } else if host_port.matches(':').count() > 1 {
+            return Err(bad("an IPv6 address goes in brackets: ssh://user@[::1]:22"));
         } else {
             match host_port.rsplit_once(':') {
                 Some((host, port)) => (host, Some(port)),
@@ -84,8 +94,9 @@ impl SshDestination {
         }
         let port = port
             .map(|p| {
-                p.parse::<u16>()
-                    .ok()
+                Some(p)
+                    .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                    .and_then(|p| p.parse::<u16>().ok())
                     .filter(|p| *p > 0)
                     .ok_or_else(|| bad("the port must be a number from 1 to 65535"))
             })
@@ -98,6 +109,35 @@ impl SshDestination {
             known_hosts: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         })
+    }
+
+    /// Checks that the key and known_hosts files it names can be used, so that a typo
+    /// is not reported as a refused key or an unknown host.
+    pub fn check_files(&self) -> Result<(), BackendError> {
+        for (what, file) in [
+            ("SSH key", &self.identity),
+            ("known_hosts file", &self.known_hosts),
+        ] {
+            let Some(file) = file else { continue };
+            match std::fs::metadata(file) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    return Err(BackendError::Config(format!(
+                        "{what} `{}` of {} is not a file",
+                        file.display(),
+                        self.url()
+                    )));
+                }
+                Err(e) => {
+                    return Err(BackendError::Config(format!(
+                        "{what} `{}` of {}: {e}",
+                        file.display(),
+                        self.url()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `ssh://[user@]host[:port]`, for messages.
@@ -137,13 +177,14 @@ impl SshDestination {
         if let Some(file) = &self.known_hosts {
             // Quoted: ssh reads this option as a list of files separated by spaces.
             args.push("-o".into());
-            args.push(format!("UserKnownHostsFile=\"{}\"", file.display()));
+            let quoted = ssh_path(file).replace('\\', "\\\\").replace('"', "\\\"");
+            args.push(format!("UserKnownHostsFile=\"{quoted}\""));
             args.push("-o".into());
             args.push("GlobalKnownHostsFile=/dev/null".into());
         }
         if let Some(key) = &self.identity {
             args.push("-i".into());
-            args.push(key.display().to_string());
+            args.push(ssh_path(key));
             args.push("-o".into());
             args.push("IdentitiesOnly=yes".into());
         }
@@ -169,7 +210,8 @@ pub struct SshSession {
     forward_errors: Arc<Mutex<Said>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     docker_socket: tokio::sync::Mutex<Option<PathBuf>>,
-    forwards: tokio::sync::Mutex<HashMap<String, u16>>,
+    forwards: tokio::sync::Mutex<HashMap<String, PathBuf>>,
+    reopen_failure: Mutex<Option<(std::time::Instant, BackendError)>>,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -202,10 +244,19 @@ impl SshSession {
     /// Opens the connection: authenticates once, checks the host key, and waits until
     /// the connection can carry commands and forwards.
     pub async fn open(destination: SshDestination) -> Result<Arc<Self>, BackendError> {
+        destination.check_files()?;
+        // Under /tmp rather than a long TMPDIR: unix socket paths are limited to about
+        // 100 bytes. Private (0700): its sockets reach the host's engine and servers.
+        let base = if std::path::Path::new("/tmp").is_dir() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
         let control_dir = tempfile::Builder::new()
             .prefix("redis-move-ssh-")
-            .tempdir()
+            .tempdir_in(base)
             .map_err(|e| BackendError::Local(format!("cannot make a control directory: {e}")))?;
+        private(control_dir.path(), 0o700)?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let (master, reader) =
             start_master(&destination, &control_dir.path().join("master"), &stderr).await?;
@@ -219,12 +270,14 @@ impl SshSession {
             tasks: Mutex::new(vec![reader]),
             docker_socket: tokio::sync::Mutex::new(None),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
+            reopen_failure: Mutex::new(None),
         }))
     }
 
     /// Opens the connection again when it was lost (the host rebooted, the network
-    /// dropped it for longer than the keepalives allow): what goes through it afterwards
-    /// (Docker, forwarded Redis connections) works again without anything else changing.
+    /// dropped it for longer than the keepalives allow): new Docker API connections and
+    /// forwarded Redis connections go through the new one (a connection that was open
+    /// when the old one died is gone, and its command fails).
     pub async fn ensure_open(&self) -> Result<(), BackendError> {
         let mut master = self.master.lock().await;
         let control = self.control_dir.path().join("master");
@@ -241,10 +294,31 @@ impl SshSession {
         }
         let _ = std::fs::remove_file(&control);
         tracing::warn!(host = %self.destination.url(), "the SSH connection was lost; opening it again");
-        let (child, reader) = start_master(&self.destination, &control, &self.stderr).await?;
+        let opened = start_master(&self.destination, &control, &self.stderr).await;
+        let failure = opened.as_ref().err().map(|why| {
+            let why = match why {
+                BackendError::Config(m) => BackendError::Config(format!(
+                    "the SSH connection was lost and could not be opened again: {m}"
+                )),
+                other => other.clone(),
+            };
+            (std::time::Instant::now(), why)
+        });
+        if let Ok(mut slot) = self.reopen_failure.lock() {
+            *slot = failure;
+        }
+        let (child, reader) = opened?;
         *master = Some(child);
         self.push_task(reader);
         Ok(())
+    }
+
+    /// Why the connection could not be opened again, if that happened in the last 30
+    /// seconds (what a request that went through it should report).
+    pub fn recent_reopen_failure(&self) -> Option<BackendError> {
+        let slot = self.reopen_failure.lock().ok()?;
+        let (when, why) = slot.as_ref()?;
+        (when.elapsed() < Duration::from_secs(30)).then(|| why.clone())
     }
 
     /// Where it goes.
@@ -310,6 +384,7 @@ impl SshSession {
         let listener = UnixListener::bind(&path).map_err(|e| {
             BackendError::Local(format!("cannot listen on `{}`: {e}", path.display()))
         })?;
+        private(&path, 0o600)?;
         let task = tokio::spawn(serve(listener, Arc::downgrade(self), |ssh| {
             ssh.command(&[], &["docker", "system", "dial-stdio"])
         }));
@@ -318,28 +393,30 @@ impl SshSession {
         Ok(path)
     }
 
-    /// A loopback port whose connections reach `address` (`host:port`, as the SSH host
+    /// A unix socket (in the connection's private directory, so that no other local
+    /// user can use it) whose connections reach `address` (`host:port`, as the SSH host
     /// sees it) through this connection.
-    pub async fn forward(self: &Arc<Self>, address: &str) -> Result<u16, BackendError> {
+    pub async fn forward(self: &Arc<Self>, address: &str) -> Result<PathBuf, BackendError> {
         let mut forwards = self.forwards.lock().await;
-        if let Some(port) = forwards.get(address) {
-            return Ok(*port);
+        if let Some(path) = forwards.get(address) {
+            return Ok(path.clone());
         }
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| BackendError::Local(format!("cannot listen on a loopback port: {e}")))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| BackendError::Local(e.to_string()))?
-            .port();
+        let path = self
+            .control_dir
+            .path()
+            .join(format!("redis-{}.sock", forwards.len()));
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            BackendError::Local(format!("cannot listen on `{}`: {e}", path.display()))
+        })?;
+        private(&path, 0o600)?;
         let target = address.to_owned();
         let task = tokio::spawn(serve(listener, Arc::downgrade(self), move |ssh| {
             ssh.command(&["-W", &target], &[])
         }));
         self.push_task(task);
-        forwards.insert(address.to_owned(), port);
-        tracing::debug!(host = %self.destination.url(), %address, port, "forwarding");
-        Ok(port)
+        forwards.insert(address.to_owned(), path.clone());
+        tracing::debug!(host = %self.destination.url(), %address, "forwarding");
+        Ok(path)
     }
 
     /// A mark of what ssh has said about forwarded connections so far.
@@ -362,6 +439,19 @@ impl SshSession {
     }
 }
 
+/// Sets `path`'s mode (the control directory and its sockets are this user's alone,
+/// whatever the umask).
+fn private(path: &std::path::Path, mode: u32) -> Result<(), BackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| BackendError::Local(format!("cannot restrict `{}`: {e}", path.display())))
+}
+
+/// A path as ssh reads it in an option: `%` is ssh's token character (`%h`, `%%`).
+fn ssh_path(path: &std::path::Path) -> String {
+    path.display().to_string().replace('%', "%%")
+}
+
 /// Starts the master connection at `control` and waits until it accepts sessions (or
 /// says why it cannot); its error output is kept in `stderr`.
 async fn start_master(
@@ -377,7 +467,7 @@ async fn start_master(
         .arg("-M")
         .arg("-T")
         .arg("-S")
-        .arg(control)
+        .arg(ssh_path(control))
         .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
         .args(destination.options())
         .arg("--")
@@ -453,7 +543,7 @@ impl SshCommand {
         let mut command = Command::new("ssh");
         command
             .arg("-S")
-            .arg(&self.control)
+            .arg(ssh_path(&self.control))
             .args(["-o", "ControlMaster=no"])
             .args(&self.options)
             .args(local)
@@ -465,37 +555,14 @@ impl SshCommand {
     }
 }
 
-/// A local listener whose connections are relayed through the session (opened again
-/// first when it was lost), each to a process `command` makes.
-trait Listener {
-    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static;
-    fn accept_one(&self)
-    -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
-}
-
-impl Listener for UnixListener {
-    type Stream = tokio::net::UnixStream;
-    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
-        Ok(self.accept().await?.0)
-    }
-}
-
-impl Listener for TcpListener {
-    type Stream = tokio::net::TcpStream;
-    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
-        let (stream, _) = self.accept().await?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-}
-
-async fn serve<L, F>(listener: L, session: std::sync::Weak<SshSession>, command: F)
+/// Relays each connection of `listener` through the session (opened again first when
+/// it was lost), each to a process `command` makes; ends with the session.
+async fn serve<F>(listener: UnixListener, session: std::sync::Weak<SshSession>, command: F)
 where
-    L: Listener,
     F: Fn(&SshCommand) -> Command + Send + Sync + 'static,
 {
     let command = Arc::new(command);
-    while let Ok(stream) = listener.accept_one().await {
+    while let Ok((stream, _)) = listener.accept().await {
         let Some(session) = session.upgrade() else {
             return;
         };
@@ -629,6 +696,11 @@ fn classify_connect_failure(
              check its fingerprint and add it (ssh-keyscan, or connect once with ssh)"
         ));
     }
+    if all.contains("UNPROTECTED PRIVATE KEY FILE") {
+        return BackendError::Config(format!(
+            "SSH key of {url} is readable by other users, so ssh refuses it: `chmod 600` it"
+        ));
+    }
     if all.contains("Permission denied") {
         return BackendError::Config(format!(
             "SSH authentication refused by {url} ({last}): load the key into ssh-agent, or name it with \
@@ -737,6 +809,9 @@ mod tests {
             "ssh://-oProxyCommand=x",
             "ssh://-x@host",
             "ssh://host name",
+            "ssh://root@::1",
+            "ssh://root@[::1]x",
+            "ssh://root@host:+22",
             "ssh://us er@host",
             "ssh://host\nProxyCommand",
             "tcp://host",

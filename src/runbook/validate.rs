@@ -201,6 +201,29 @@ impl Validator {
                         self.error("bad-url", host.span, e.to_string()).help =
                             Some("write `ssh://user@host` or `ssh://user@host:2222`".into());
                     }
+                    if let Some(context) = &docker.context
+                        && context.value.trim().is_empty()
+                    {
+                        self.error("bad-value", context.span, "`context` is empty")
+                            .help = Some(
+                            "name a Docker context (`docker context ls`), or leave `context` out"
+                                .into(),
+                        );
+                    }
+                    if let Some(ssh) = &docker.ssh
+                        && let Some(host) = docker.host.as_ref()
+                        && let Some(url) = host.value.as_literal()
+                        && !url.starts_with("ssh://")
+                        && [&ssh.identity, &ssh.known_hosts]
+                            .into_iter()
+                            .any(|f| f.as_ref().is_some_and(|t| t.as_literal() != Some("")))
+                    {
+                        self.diagnostics.push(Diagnostic::warning(
+                            "unused-ssh",
+                            host.span,
+                            format!("`ssh:` settings are used only by an ssh:// host, and this one is `{url}`"),
+                        ));
+                    }
                     if let (Some(host), Some(context)) = (&docker.host, &docker.context) {
                         let d = self.error(
                             "conflicting-fields",
@@ -212,6 +235,19 @@ impl Validator {
                     TargetKind::Docker
                 }
                 TargetSpec::Redis(redis) => {
+                    if let Some(via) = &redis.via
+                        && let Some(url) = redis.url.value.as_literal()
+                        && (url.starts_with("unix://")
+                            || url.starts_with("redis+unix://")
+                            || crate::backend::redis::is_tls_url(url))
+                    {
+                        self.error(
+                            "bad-via",
+                            via.span,
+                            "through an SSH host redis-move forwards a TCP address without TLS (the SSH connection encrypts the path)",
+                        )
+                        .help = Some("give the server's `redis://host:port` as the SSH host sees it".into());
+                    }
                     if let Some(problem) = check_scheme(
                         &redis.url.value,
                         &[

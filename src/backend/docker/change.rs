@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{DockerBackend, docker_error};
+use super::DockerBackend;
 use crate::backend::BackendError;
 
 /// The result of a command run in a container: exit code and output.
@@ -95,7 +95,7 @@ impl DockerBackend {
         self.client()
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))
+            .map_err(|e| self.failed(e))
     }
 
     /// Whether a container is running.
@@ -130,7 +130,7 @@ impl DockerBackend {
                         status_code: 304,
                         ..
                     }) => Ok(()),
-                    Err(e) => Err(docker_error(&self.endpoint, e)),
+                    Err(e) => Err(self.failed(e)),
                 }
             }
         }))
@@ -150,7 +150,7 @@ impl DockerBackend {
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 304, ..
                 }) => Ok(()),
-                Err(e) => Err(docker_error(&self.endpoint, e)),
+                Err(e) => Err(self.failed(e)),
             }
         }))
         .await
@@ -175,7 +175,7 @@ impl DockerBackend {
                 self.client()
                     .restart_container(n, Some(options))
                     .await
-                    .map_err(|e| docker_error(&self.endpoint, e))
+                    .map_err(|e| self.failed(e))
             }
         }))
         .await
@@ -197,7 +197,7 @@ impl DockerBackend {
                         status_code: 404,
                         ..
                     }) => Ok(()),
-                    Err(e) => Err(docker_error(&self.endpoint, e)),
+                    Err(e) => Err(self.failed(e)),
                 }
             }
         }))
@@ -215,7 +215,7 @@ impl DockerBackend {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
-            Err(e) => Err(docker_error(&self.endpoint, e)),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
@@ -247,7 +247,7 @@ impl DockerBackend {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(e) => Err(docker_error(&self.endpoint, e)),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
@@ -344,7 +344,7 @@ impl DockerBackend {
                 RenameContainerOptionsBuilder::default().name(to).build(),
             )
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))
+            .map_err(|e| self.failed(e))
     }
 
     /// Puts parked containers back: the replacement is removed and the original, exactly
@@ -444,7 +444,7 @@ impl DockerBackend {
                 body,
             )
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         for (net, settings) in rest {
             self.client()
                 .connect_network(
@@ -455,7 +455,7 @@ impl DockerBackend {
                     },
                 )
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))?;
+                .map_err(|e| self.failed(e))?;
         }
         self.start(&[name.to_owned()]).await
     }
@@ -554,7 +554,7 @@ impl DockerBackend {
                 body,
             )
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         for network in spec.networks.iter().skip(1) {
             self.client()
                 .connect_network(
@@ -565,7 +565,7 @@ impl DockerBackend {
                     },
                 )
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))?;
+                .map_err(|e| self.failed(e))?;
         }
         if !spec.files.is_empty() {
             let archive = files_tar(&spec.files)?;
@@ -576,7 +576,7 @@ impl DockerBackend {
                     bollard::body_full(archive.into()),
                 )
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))?;
+                .map_err(|e| self.failed(e))?;
         }
         self.start(std::slice::from_ref(&spec.name)).await?;
         if !one_off {
@@ -613,7 +613,7 @@ impl DockerBackend {
             .logs(name, Some(options))
             .try_collect()
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         Ok(split_output(chunks))
     }
 
@@ -665,17 +665,17 @@ impl DockerBackend {
             .client()
             .create_exec(container, options)
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         let started = self
             .client()
             .start_exec(&exec.id, None)
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         let chunks = match started {
             bollard::exec::StartExecResults::Attached { output, .. } => output
                 .try_collect::<Vec<_>>()
                 .await
-                .map_err(|e| docker_error(&self.endpoint, e))?,
+                .map_err(|e| self.failed(e))?,
             bollard::exec::StartExecResults::Detached => Vec::new(),
         };
         let (stdout, stderr) = split_output(chunks);
@@ -683,7 +683,7 @@ impl DockerBackend {
             .client()
             .inspect_exec(&exec.id)
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?
+            .map_err(|e| self.failed(e))?
             .exit_code
             .unwrap_or(-1);
         Ok(CommandOutput {

@@ -314,6 +314,20 @@ impl DockerBackend {
         })
     }
 
+    /// What a failed request means: when it went over SSH and the connection was lost
+    /// and could not be opened again, why not (a changed host key, a refused key), not
+    /// the reset connection that hid it.
+    pub fn failed(&self, e: bollard::errors::Error) -> BackendError {
+        match self
+            ._ssh
+            .as_ref()
+            .and_then(|ssh| ssh.recent_reopen_failure())
+        {
+            Some(why) => why,
+            None => docker_error(&self.endpoint, e),
+        }
+    }
+
     /// The bollard client (for the executor's mutating operations). client (for the executor's mutating operations).
     pub fn client(&self) -> &Docker {
         &self.docker
@@ -325,7 +339,7 @@ impl DockerBackend {
             .ping()
             .await
             .map(|_| ())
-            .map_err(|e| docker_error(&self.endpoint, e))
+            .map_err(|e| self.failed(e))
     }
 
     /// Copies the file at `path` inside container `name` to `out` through the Engine's
@@ -347,7 +361,7 @@ impl DockerBackend {
         };
         let mut stream = self.docker.download_from_container(name, Some(options));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| docker_error(&self.endpoint, e))?;
+            let chunk = chunk.map_err(|e| self.failed(e))?;
             file.write_all(&chunk).await.map_err(local)?;
         }
         file.flush().await.map_err(local)?;
@@ -421,17 +435,13 @@ impl DockerBackend {
         self.docker
             .upload_to_container(name, Some(options), bollard::body_try_stream(stream))
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         Ok(format!("{}/{file_name}", dir.trim_end_matches('/')))
     }
 
     /// The engine host's total memory, in bytes (Engine info `MemTotal`).
     pub async fn host_memory(&self) -> Result<f64, BackendError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+        let info = self.docker.info().await.map_err(|e| self.failed(e))?;
         Ok(info.mem_total.unwrap_or(0) as f64)
     }
 
@@ -459,7 +469,7 @@ impl DockerBackend {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         let mut names: Vec<String> = summaries
             .into_iter()
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
@@ -492,7 +502,7 @@ impl DockerBackend {
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 }) => Ok(None),
-                Err(e) => Err(docker_error(&self.endpoint, e)),
+                Err(e) => Err(self.failed(e)),
             }
         }))
         .await?;
@@ -535,7 +545,7 @@ impl DockerBackend {
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 }) => Vec::new(),
-                Err(e) => return Err(docker_error(&self.endpoint, e)),
+                Err(e) => return Err(self.failed(e)),
             };
             Ok(chunks
                 .iter()
@@ -563,7 +573,7 @@ impl DockerBackend {
             .docker
             .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         let mut out = Vec::new();
         for image in images {
             if let Some(re) = name
@@ -590,7 +600,7 @@ impl DockerBackend {
             .docker
             .list_volumes(None::<ListVolumesOptions>)
             .await
-            .map_err(|e| docker_error(&self.endpoint, e))?;
+            .map_err(|e| self.failed(e))?;
         let mut out = Vec::new();
         for volume in response.volumes.unwrap_or_default() {
             if name.is_some_and(|re| !re.is_match(&volume.name)) {

@@ -262,12 +262,20 @@ impl SshServer {
     }
 }
 
-impl Drop for SshServer {
-    fn drop(&mut self) {
+impl SshServer {
+    /// Stops the server and keeps its files (keys, known_hosts), as a host that goes
+    /// down does.
+    pub fn stop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
