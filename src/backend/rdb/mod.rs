@@ -9,6 +9,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+pub mod entries;
+
 use super::BackendError;
 use super::redis::RedisEndpoint;
 
