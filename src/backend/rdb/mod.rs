@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 pub mod entries;
+pub mod replica;
 
 use super::BackendError;
 use super::redis::RedisEndpoint;
@@ -88,7 +89,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 fn command(args: &[&[u8]]) -> Vec<u8> {
@@ -115,13 +116,9 @@ async fn reply_line(reader: &mut BufReader<Box<dyn Stream>>) -> Result<String, B
     Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
 }
 
-/// Receives a point-in-time RDB of the server at `endpoint` into `out`, over the
-/// replication protocol. The server forks as for a replica's full sync.
-pub async fn receive(
-    endpoint: &RedisEndpoint,
-    out: &Path,
-    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
-) -> Result<RdbFile, BackendError> {
+/// A connection to the server of `endpoint`, authenticated, for the replication
+/// protocol (the redis crate's connections cannot carry it).
+async fn open_link(endpoint: &RedisEndpoint) -> Result<Link, BackendError> {
     let info = endpoint.connection_info()?;
     let connect = async {
         let stream: Box<dyn Stream> = match info.addr() {
@@ -172,6 +169,20 @@ pub async fn receive(
             )));
         }
     }
+    Ok(reader)
+}
+
+/// A raw connection to a server, buffered.
+type Link = BufReader<Box<dyn Stream>>;
+
+/// Receives a point-in-time RDB of the server at `endpoint` into `out`, over the
+/// replication protocol. The server forks as for a replica's full sync.
+pub async fn receive(
+    endpoint: &RedisEndpoint,
+    out: &Path,
+    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+) -> Result<RdbFile, BackendError> {
+    let mut reader = open_link(endpoint).await?;
     // Redis 7+: the server streams only the RDB, not the command stream after it.
     write(&mut reader, &command(&[b"REPLCONF", b"rdb-only", b"1"])).await?;
     tokio::time::timeout(endpoint.timeout, reply_line(&mut reader))

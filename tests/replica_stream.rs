@@ -1,0 +1,282 @@
+//! redis-move as a replica of real servers. The keys of an RDB stream (received over the
+//! replication protocol), each written to another real server with RESTORE from its
+//! re-wrapped value bytes: every type and encoding (small and big: listpack, ziplist,
+//! intset, quicklist, skiplist, hash table, LZF strings, streams with consumer groups and
+//! pending entries), several databases, expiries to the millisecond; from Redis 7.0
+//! (RDB 10) and 6.2 (RDB 9). And a `PSYNC` link: the RDB of a full sync, then every
+//! write after it in order, the offset acknowledged as the server sees it, and a partial
+//! resync from a saved id and offset.
+
+use std::io::BufReader;
+
+use redis_move::backend::rdb::entries::RdbReader;
+use redis_move::backend::rdb::receive;
+use redis_move::backend::rdb::replica::{ReplicaLink, SyncStart};
+use redis_move::backend::redis::RedisEndpoint;
+use redis_move_testbed::RedisServer;
+use redis_move_testbed::dataset::{self, load_every_type};
+use redis_move_testbed::redis::{older_redis_server, redis_server_binary};
+
+/// An absolute expiry far away, with milliseconds, that must arrive exactly.
+const EXPIRES_AT_MS: i64 = 4_102_444_800_123;
+
+fn digest(con: &mut redis::Connection) -> String {
+    redis::cmd("DEBUG").arg("DIGEST").query(con).unwrap()
+}
+
+fn load(con: &mut redis::Connection) {
+    load_every_type(con, "t:");
+    // A pending entry and a consumer in the stream's group.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP", "workers", "w1", "COUNT", "3", "STREAMS", "t:stream", ">",
+        ])
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("t:int")
+        .arg("12345")
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg("t:neg").arg("-7").query(con).unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg("t:list:small")
+        .arg(EXPIRES_AT_MS)
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("SELECT").arg(3).query(con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("in-db-3")
+        .arg("three")
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("PEXPIREAT")
+        .arg("in-db-3")
+        .arg(EXPIRES_AT_MS + 1)
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("SELECT").arg(0).query(con).unwrap();
+}
+
+async fn moves_every_key(source: &RedisServer, compare_encodings: bool) {
+    let target = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    let mut from = dataset::connect(&source.url());
+    let mut to = dataset::connect(&target.url());
+    load(&mut from);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.rdb");
+    receive(&RedisEndpoint::new(source.url()), &file, &|_, _| {})
+        .await
+        .expect("the RDB stream");
+    let reader = RdbReader::new(BufReader::new(std::fs::File::open(&file).unwrap())).unwrap();
+    let version = reader.version();
+    let mut restored = 0;
+    let mut db = 0;
+    for entry in reader {
+        let entry = entry.expect("an entry");
+        if entry.db != db {
+            db = entry.db;
+            let _: () = redis::cmd("SELECT").arg(db).query(&mut to).unwrap();
+        }
+        let _: () = redis::cmd("RESTORE")
+            .arg(&entry.key)
+            .arg(entry.expires_at_ms.unwrap_or(0))
+            .arg(entry.dump_payload(version))
+            .arg("ABSTTL")
+            .query(&mut to)
+            .unwrap_or_else(|e| panic!("RESTORE {:?}: {e}", String::from_utf8_lossy(&entry.key)));
+        restored += 1;
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut to).unwrap();
+    let keys: usize = redis::cmd("DBSIZE").query(&mut from).unwrap();
+    assert_eq!(restored, keys + 1, "every key of db 0 and the one of db 3");
+    assert_eq!(digest(&mut from), digest(&mut to), "the datasets differ");
+    // Expiries to the millisecond, in both databases.
+    let at: i64 = redis::cmd("PEXPIRETIME")
+        .arg("t:list:small")
+        .query(&mut to)
+        .unwrap();
+    assert_eq!(at, EXPIRES_AT_MS);
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut to).unwrap();
+    let at: i64 = redis::cmd("PEXPIRETIME")
+        .arg("in-db-3")
+        .query(&mut to)
+        .unwrap();
+    assert_eq!(at, EXPIRES_AT_MS + 1);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut to).unwrap();
+    // The consumer group kept its pending entries and consumer.
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(&["t:stream", "workers"])
+        .query(&mut to)
+        .unwrap();
+    match pending {
+        redis::Value::Array(items) => assert_eq!(items.first(), Some(&redis::Value::Int(3))),
+        other => panic!("XPENDING: {other:?}"),
+    }
+    if compare_encodings {
+        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).unwrap();
+        for key in all {
+            let encoding = |con: &mut redis::Connection| -> String {
+                redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg(&key)
+                    .query(con)
+                    .unwrap()
+            };
+            assert_eq!(
+                encoding(&mut from),
+                encoding(&mut to),
+                "{}",
+                String::from_utf8_lossy(&key)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_key_of_a_redis_7_rdb_restores_from_its_own_bytes() {
+    let _ = redis_server_binary();
+    let source = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    moves_every_key(&source, true).await;
+}
+
+#[tokio::test]
+async fn every_key_of_a_redis_6_2_rdb_restores_into_redis_7() {
+    let source = RedisServer::start_binary(&older_redis_server(), None, &[]);
+    moves_every_key(&source, false).await;
+}
+
+/// The commands of the stream until `last` arrives (PINGs left out).
+async fn commands_until(link: &mut ReplicaLink, last: &[u8]) -> Vec<Vec<String>> {
+    let mut seen = Vec::new();
+    loop {
+        let command = link
+            .next_command(std::time::Duration::from_secs(30))
+            .await
+            .expect("the stream")
+            .expect("a command within 30s");
+        let args: Vec<String> = command
+            .args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args[0].eq_ignore_ascii_case("PING") {
+            continue;
+        }
+        let done = command.args[0].eq_ignore_ascii_case(last);
+        seen.push(args);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// `offset=` of the server's one replica, as its INFO shows it.
+fn replica_offset(con: &mut redis::Connection) -> Option<i64> {
+    let info: String = redis::cmd("INFO").arg("replication").query(con).unwrap();
+    info.lines()
+        .find(|l| l.starts_with("slave0:"))?
+        .split(',')
+        .find_map(|f| f.strip_prefix("offset="))?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn as_a_replica_it_gets_the_rdb_then_every_write_in_order_and_acks_its_offset() {
+    let source = RedisServer::start();
+    let mut con = dataset::connect(&source.url());
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    let endpoint = RedisEndpoint::new(source.url());
+    let (mut link, start) = ReplicaLink::open(&endpoint, None).await.unwrap();
+    assert_eq!(start, SyncStart::Full);
+    let mut keys = Vec::new();
+    link.read_rdb(|entry, _| {
+        keys.push(entry.key);
+        async { Ok(()) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 100);
+    // Writes after the sync: in order, transactions whole.
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("l")
+        .arg("a")
+        .arg("b")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("n")
+        .cmd("INCR")
+        .arg("n")
+        .query(&mut con)
+        .unwrap();
+    let seen = commands_until(&mut link, b"EXEC").await;
+    let names: Vec<String> = seen.iter().map(|c| c[0].to_uppercase()).collect();
+    let writes: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "SELECT")
+        .collect();
+    assert_eq!(
+        writes,
+        ["SET", "RPUSH", "MULTI", "INCR", "INCR", "EXEC"],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[names.iter().position(|n| n == "RPUSH").unwrap()],
+        ["RPUSH", "l", "a", "b"]
+    );
+    // The server sees the offset redis-move acknowledged: its view of the lag is true.
+    link.ack().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replica_offset(&mut con) != Some(link.offset) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw offset {}",
+            link.offset
+        );
+        // A PING of the server may have moved the stream on: read it, acknowledge again.
+        while link
+            .next_command(std::time::Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_some()
+        {}
+        link.ack().await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A link that stops and comes back continues where it stopped (partial resync),
+    // with what was written meanwhile.
+    let (replid, offset) = (link.replid.clone(), link.offset);
+    drop(link);
+    let _: () = redis::cmd("SET")
+        .arg("while-away")
+        .arg("yes")
+        .query(&mut con)
+        .unwrap();
+    let (mut link, start) = ReplicaLink::open(&endpoint, Some((&replid, offset)))
+        .await
+        .unwrap();
+    assert_eq!(start, SyncStart::Partial);
+    let seen = commands_until(&mut link, b"SET").await;
+    assert_eq!(seen.last().unwrap(), &["SET", "while-away", "yes"]);
+    // An id the server does not know: a full sync again.
+    let (_, start) = ReplicaLink::open(&endpoint, Some(("0".repeat(40).as_str(), 1)))
+        .await
+        .unwrap();
+    assert_eq!(start, SyncStart::Full);
+}
