@@ -9,6 +9,7 @@
 
 use std::io::BufReader;
 
+use redis_move::backend::command_keys::{CommandKeys, KeysError};
 use redis_move::backend::rdb::entries::RdbReader;
 use redis_move::backend::rdb::receive;
 use redis_move::backend::rdb::replica::{ReplicaLink, SyncStart};
@@ -279,4 +280,125 @@ async fn as_a_replica_it_gets_the_rdb_then_every_write_in_order_and_acks_its_off
         .await
         .unwrap();
     assert_eq!(start, SyncStart::Full);
+}
+
+fn to_args(text: &str) -> Vec<Vec<u8>> {
+    text.split_whitespace()
+        .map(|a| a.as_bytes().to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_stream_renamed_by_the_servers_key_specs_rebuilds_the_keys_under_new_names() {
+    let source = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    let target = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    let mut con = dataset::connect(&source.url());
+    let mut to = dataset::connect(&target.url());
+    let reply: redis::Value = redis::cmd("COMMAND").query(&mut con).unwrap();
+    let keys = CommandKeys::from_reply(&reply);
+    assert!(keys.len() > 200, "{} commands", keys.len());
+    // The server's own specs, for commands whose keys sit in every kind of place.
+    for (command, expected) in [
+        ("SET a 1", vec![1]),
+        ("MSET a 1 b 2", vec![1, 3]),
+        ("LMOVE a b LEFT RIGHT", vec![1, 2]),
+        ("ZUNIONSTORE d 2 a b WEIGHTS 1 2", vec![1, 3, 4]),
+        ("EVAL return 2 a b x", vec![3, 4]),
+        ("XGROUP CREATE s g $", vec![2]),
+        ("BITOP AND d a b", vec![2, 3, 4]),
+        ("GEORADIUS g 1 2 3 km STORE dest", vec![1, 7]),
+        ("OBJECT ENCODING k", vec![2]),
+    ] {
+        assert_eq!(
+            keys.positions(&to_args(command)).unwrap(),
+            expected,
+            "{command}"
+        );
+    }
+    assert!(matches!(
+        keys.positions(&to_args("MIGRATE h 6379 k 0 5000")),
+        Err(KeysError::Incomplete(_))
+    ));
+    // A live stream, renamed `job:` -> `step:`, applied to another server.
+    let endpoint = RedisEndpoint::new(source.url());
+    let (mut link, _) = ReplicaLink::open(&endpoint, None).await.unwrap();
+    link.read_rdb(|_, _| async { Ok(()) }).await.unwrap();
+    for command in [
+        "SET job:1 a",
+        "MSET job:2 b job:3 c",
+        "RPUSH job:list x y z",
+        "LMOVE job:list job:list2 LEFT RIGHT",
+        "ZADD job:z1 1 m 2 n",
+        "ZADD job:z2 5 n",
+        "ZUNIONSTORE job:union 2 job:z1 job:z2",
+        "XADD job:stream 1-1 f v",
+        "XGROUP CREATE job:stream workers 0",
+        "HSET job:h f1 v1 f2 v2",
+        "PEXPIREAT job:1 4102444800123",
+        "RENAME job:3 job:4",
+        "DEL job:2",
+        "SET other:1 untouched",
+    ] {
+        let _: redis::Value = redis::cmd(command.split_whitespace().next().unwrap())
+            .arg(&command.split_whitespace().skip(1).collect::<Vec<_>>())
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("job:last")
+        .arg("end")
+        .query(&mut con)
+        .unwrap();
+    let rename = |key: &[u8]| {
+        key.strip_prefix(b"job:")
+            .map(|rest| [b"step:".as_slice(), rest].concat())
+    };
+    loop {
+        let command = link
+            .next_command(std::time::Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("a command within 30s");
+        let mut args = command.args;
+        if args[0].eq_ignore_ascii_case(b"PING") {
+            continue;
+        }
+        let last = args.get(1).is_some_and(|k| k == b"job:last");
+        keys.rename(&mut args, rename).unwrap();
+        let mut cmd = redis::cmd(&String::from_utf8_lossy(&args[0]));
+        for arg in &args[1..] {
+            cmd.arg(arg.as_slice());
+        }
+        let _: redis::Value = cmd.query(&mut to).unwrap();
+        if last {
+            break;
+        }
+    }
+    // Every `job:` key of the source is a `step:` key of the target, equal in value and
+    // expiry; nothing else was renamed.
+    let source_keys: Vec<String> = redis::cmd("KEYS").arg("job:*").query(&mut con).unwrap();
+    let target_keys: Vec<String> = redis::cmd("KEYS").arg("step:*").query(&mut to).unwrap();
+    assert_eq!(
+        source_keys.len(),
+        target_keys.len(),
+        "{source_keys:?} {target_keys:?}"
+    );
+    for key in &source_keys {
+        let new = key.replacen("job:", "step:", 1);
+        let digest = |con: &mut redis::Connection, k: &str| -> String {
+            redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(k)
+                .query::<Vec<String>>(con)
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(digest(&mut con, key), digest(&mut to, &new), "{key}");
+        let expiry = |con: &mut redis::Connection, k: &str| -> i64 {
+            redis::cmd("PEXPIRETIME").arg(k).query(con).unwrap()
+        };
+        assert_eq!(expiry(&mut con, key), expiry(&mut to, &new), "{key}");
+    }
+    let other: Option<String> = redis::cmd("GET").arg("other:1").query(&mut to).unwrap();
+    assert_eq!(other.as_deref(), Some("untouched"));
 }
