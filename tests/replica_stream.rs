@@ -340,7 +340,7 @@ async fn the_stream_renamed_by_the_servers_key_specs_rebuilds_the_keys_under_new
         "SET other:1 untouched",
     ] {
         let _: redis::Value = redis::cmd(command.split_whitespace().next().unwrap())
-            .arg(&command.split_whitespace().skip(1).collect::<Vec<_>>())
+            .arg(command.split_whitespace().skip(1).collect::<Vec<_>>())
             .query(&mut con)
             .unwrap();
     }
