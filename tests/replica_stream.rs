@@ -9,10 +9,13 @@
 
 use std::io::BufReader;
 
+use redis_move::actions::copy::KeyRename;
+use redis_move::actions::sync::{Sync, SyncPlan};
 use redis_move::backend::command_keys::{CommandKeys, KeysError};
 use redis_move::backend::rdb::entries::RdbReader;
 use redis_move::backend::rdb::receive;
 use redis_move::backend::rdb::replica::{ReplicaLink, SyncStart};
+use redis_move::backend::redis::RedisBackend;
 use redis_move::backend::redis::RedisEndpoint;
 use redis_move_testbed::RedisServer;
 use redis_move_testbed::dataset::{self, load_every_type};
@@ -198,8 +201,8 @@ async fn as_a_replica_it_gets_the_rdb_then_every_write_in_order_and_acks_its_off
     let (mut link, start) = ReplicaLink::open(&endpoint, None).await.unwrap();
     assert_eq!(start, SyncStart::Full);
     let mut keys = Vec::new();
-    link.read_rdb(|entry, _| {
-        keys.push(entry.key);
+    link.read_rdb(|batch, _| {
+        keys.extend(batch.into_iter().map(|e| e.key));
         async { Ok(()) }
     })
     .await
@@ -401,4 +404,157 @@ async fn the_stream_renamed_by_the_servers_key_specs_rebuilds_the_keys_under_new
     }
     let other: Option<String> = redis::cmd("GET").arg("other:1").query(&mut to).unwrap();
     assert_eq!(other.as_deref(), Some("untouched"));
+}
+
+/// `job:` keys of `from` against `step:` keys of `to`: the same set, each with the same
+/// value digest and expiry.
+fn assert_moved(from: &mut redis::Connection, to: &mut redis::Connection) -> usize {
+    let mut source_keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("job:*").query(from).unwrap();
+    let mut target_keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(to).unwrap();
+    source_keys.sort();
+    target_keys.sort();
+    let renamed = |k: &[u8]| [b"step:".as_slice(), &k[4..]].concat();
+    let mut expected: Vec<Vec<u8>> = source_keys.iter().map(|k| renamed(k)).collect();
+    expected.sort();
+    assert_eq!(target_keys, expected, "the target's keys");
+    for key in &source_keys {
+        let new = renamed(key);
+        let digest = |con: &mut redis::Connection, k: &[u8]| -> String {
+            redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(k)
+                .query::<Vec<String>>(con)
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(
+            digest(from, key),
+            digest(to, &new),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+        let expiry = |con: &mut redis::Connection, k: &[u8]| -> i64 {
+            redis::cmd("PEXPIRETIME").arg(k).query(con).unwrap()
+        };
+        assert_eq!(
+            expiry(from, key),
+            expiry(to, &new),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    source_keys.len()
+}
+
+#[tokio::test]
+async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
+    let source = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    let target = RedisServer::start_with(None, &["--enable-debug-command", "local"]);
+    let mut from = dataset::connect(&source.url());
+    let mut to = dataset::connect(&target.url());
+    load_every_type(&mut from, "job:");
+    load_every_type(&mut from, "other:");
+    // A producer writes throughout: inside the filter and outside it.
+    let url = source.url();
+    let producer = std::thread::spawn(move || {
+        let mut con = dataset::connect(&url);
+        for i in 0..3000 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("job:p:{i}"))
+                .arg(i)
+                .query(&mut con)
+                .unwrap();
+            let _: i64 = redis::cmd("INCR")
+                .arg("job:counter")
+                .query(&mut con)
+                .unwrap();
+            let _: i64 = redis::cmd("RPUSH")
+                .arg("job:log")
+                .arg(i)
+                .query(&mut con)
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("other:p:{i}"))
+                .arg(i)
+                .query(&mut con)
+                .unwrap();
+            if i % 500 == 0 {
+                let _: () = redis::pipe()
+                    .atomic()
+                    .cmd("HSET")
+                    .arg("job:h")
+                    .arg(i)
+                    .arg("x")
+                    .cmd("PEXPIRE")
+                    .arg("job:p:0")
+                    .arg(3_600_000)
+                    .query(&mut con)
+                    .unwrap();
+            }
+        }
+    });
+    let endpoint = RedisEndpoint::new(source.url());
+    let source_backend = RedisBackend::connect(&endpoint).await.unwrap();
+    let target_backend = RedisBackend::connect(&RedisEndpoint::new(target.url()))
+        .await
+        .unwrap();
+    let plan = SyncPlan {
+        pattern: "job:*".into(),
+        rename: Some(KeyRename::Prefix {
+            from: b"job:".to_vec(),
+            to: b"step:".to_vec(),
+        }),
+        db: 0,
+    };
+    let (mut sync, _) = Sync::start(&endpoint, &source_backend, target_backend, plan, None)
+        .await
+        .unwrap();
+    assert!(sync.stats().keys >= 12, "{:?}", sync.stats());
+    while !producer.is_finished() {
+        sync.apply_available(std::time::Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+    producer.join().unwrap();
+    // Drained: nothing of the stream is left unapplied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sync.lag_bytes(&source_backend).await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never caught up"
+        );
+        sync.apply_available(std::time::Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+    let moved = assert_moved(&mut from, &mut to);
+    assert!(moved > 3000, "{moved} keys");
+    // Writes came both ways: in the RDB and through the stream, outside the filter too.
+    let stats = sync.stats().clone();
+    assert!(
+        stats.keys > 0 && stats.commands > 0 && stats.skipped > 0,
+        "{stats:?}"
+    );
+    // A write that mixes moved and unmoved keys cannot be applied to the moved ones alone.
+    let _: () = redis::cmd("MSET")
+        .arg("job:x")
+        .arg(1)
+        .arg("other:y")
+        .arg(2)
+        .query(&mut from)
+        .unwrap();
+    let refused = loop {
+        match sync
+            .apply_available(std::time::Duration::from_secs(30))
+            .await
+        {
+            Ok(0) => panic!("the MSET never came"),
+            Ok(_) => continue,
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        refused.contains("inside and outside") && refused.contains("other:y"),
+        "{refused}"
+    );
 }

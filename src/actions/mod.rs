@@ -24,6 +24,7 @@ pub mod replication;
 pub mod resolve;
 pub mod runner;
 pub mod snapshot;
+pub mod sync;
 pub mod vault;
 pub mod verify;
 

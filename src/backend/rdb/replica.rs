@@ -120,12 +120,13 @@ impl ReplicaLink {
         }
     }
 
-    /// Reads the RDB of a full sync, handing each key to `apply` in order. The RDB is
-    /// parsed on a blocking thread as it arrives; at most 64 keys wait in between, so
+    /// Reads the RDB of a full sync, handing its keys to `apply` in order, in batches of
+    /// those that arrived meanwhile (at most 256, so that they can be pipelined). The RDB
+    /// is parsed on a blocking thread as it arrives; at most 256 keys wait in between, so
     /// memory stays flat whatever the dataset's size. The RDB format version.
     pub async fn read_rdb<F, Fut>(&mut self, mut apply: F) -> Result<u16, BackendError>
     where
-        F: FnMut(RdbEntry, u16) -> Fut,
+        F: FnMut(Vec<RdbEntry>, u16) -> Fut,
         Fut: std::future::Future<Output = Result<(), BackendError>>,
     {
         let Some(len) = self.rdb_len.take() else {
@@ -135,7 +136,7 @@ impl ReplicaLink {
             .link
             .take()
             .ok_or_else(|| unexpected("the link is closed"))?;
-        let (tx, mut rx) = mpsc::channel::<Result<(RdbEntry, u16), String>>(64);
+        let (tx, mut rx) = mpsc::channel::<Result<(RdbEntry, u16), String>>(256);
         let parser = tokio::task::spawn_blocking(move || {
             let mut bridge = tokio_util::io::SyncIoBridge::new(link.take(len));
             let outcome = (|| -> Result<(), String> {
@@ -160,19 +161,28 @@ impl ReplicaLink {
         });
         let mut version = 0;
         let mut failure = None;
-        while let Some(item) = rx.recv().await {
-            match item {
-                Ok((entry, v)) => {
-                    version = v;
-                    if failure.is_none()
-                        && let Err(e) = apply(entry, v).await
-                    {
-                        failure = Some(e);
-                        rx.close();
+        while let Some(first) = rx.recv().await {
+            let mut batch = Vec::new();
+            let mut item = Some(first);
+            while let Some(next) = item.take() {
+                match next {
+                    Ok((entry, v)) => {
+                        version = v;
+                        batch.push(entry);
                     }
+                    Err(e) if failure.is_none() => failure = Some(unexpected(&e)),
+                    Err(_) => {}
                 }
-                Err(e) if failure.is_none() => failure = Some(unexpected(&e)),
-                Err(_) => {}
+                if batch.len() < 256 {
+                    item = rx.try_recv().ok();
+                }
+            }
+            if failure.is_none()
+                && !batch.is_empty()
+                && let Err(e) = apply(batch, version).await
+            {
+                failure = Some(e);
+                rx.close();
             }
         }
         let link = parser
