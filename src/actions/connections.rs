@@ -22,7 +22,9 @@ use crate::runbook::template::Template;
 pub struct Connections {
     targets: HashMap<String, Target>,
     base_dir: PathBuf,
-    redis: Mutex<HashMap<String, RedisBackend>>,
+    /// Each Redis target's connection, with the SSH connection it goes through (and
+    /// that connection's generation when it was made) when it has one.
+    redis: Mutex<HashMap<String, (RedisBackend, Option<(std::sync::Arc<SshSession>, u64)>)>>,
     docker: Mutex<HashMap<Option<String>, DockerBackend>>,
     ssh: SshSessions,
 }
@@ -73,15 +75,30 @@ impl Connections {
         target: &str,
         resolver: &Resolver<'_>,
     ) -> Result<RedisBackend, ActionError> {
-        if let Some(existing) = self.redis.lock().await.get(target) {
-            return Ok(existing.clone());
+        let cached = self.redis.lock().await.get(target).cloned();
+        if let Some((backend, tunnel)) = cached {
+            match tunnel {
+                None => return Ok(backend),
+                // Through SSH: a connection made before the SSH connection was lost
+                // and opened again is dead; make a new one instead of failing once.
+                Some((session, generation)) => {
+                    session.ensure_open().await?;
+                    if session.generation() == generation {
+                        return Ok(backend);
+                    }
+                }
+            }
         }
         let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
         let backend = connect_redis(&endpoint, tunnel.as_ref()).await?;
+        let through = tunnel.map(|t| {
+            let generation = t.session.generation();
+            (t.session, generation)
+        });
         self.redis
             .lock()
             .await
-            .insert(target.to_owned(), backend.clone());
+            .insert(target.to_owned(), (backend.clone(), through));
         Ok(backend)
     }
 

@@ -212,6 +212,7 @@ pub struct SshSession {
     docker_socket: tokio::sync::Mutex<Option<PathBuf>>,
     forwards: tokio::sync::Mutex<HashMap<String, PathBuf>>,
     reopen_failure: Mutex<Option<(std::time::Instant, BackendError)>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -271,6 +272,7 @@ impl SshSession {
             docker_socket: tokio::sync::Mutex::new(None),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             reopen_failure: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -310,7 +312,15 @@ impl SshSession {
         let (child, reader) = opened?;
         *master = Some(child);
         self.push_task(reader);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// How many times the connection was opened again (what went through an older one
+    /// is gone).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why the connection could not be opened again, if that happened in the last 30
