@@ -18,13 +18,17 @@ use crate::runbook::model::{Runbook, Target};
 use crate::runbook::spec::{DockerTargetSpec, RedisTargetSpec, TargetSpec};
 use crate::runbook::template::Template;
 
+/// A Redis target's connection, and the SSH connection it goes through with that
+/// connection's generation when it was made.
+type CachedRedis = (RedisBackend, Option<(std::sync::Arc<SshSession>, u64)>);
+
 /// Lazily opened connections to a runbook's targets.
 pub struct Connections {
     targets: HashMap<String, Target>,
     base_dir: PathBuf,
     /// Each Redis target's connection, with the SSH connection it goes through (and
     /// that connection's generation when it was made) when it has one.
-    redis: Mutex<HashMap<String, (RedisBackend, Option<(std::sync::Arc<SshSession>, u64)>)>>,
+    redis: Mutex<HashMap<String, CachedRedis>>,
     docker: Mutex<HashMap<Option<String>, DockerBackend>>,
     ssh: SshSessions,
 }
