@@ -150,6 +150,7 @@ pub struct DockerTargetSpec {
 /// SSH settings of a Docker target.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
+#[serde(expecting = "SSH settings: `{ identity: FILE, known_hosts: FILE, connect_timeout: 15s }`")]
 pub struct DockerSsh {
     /// Private key file to offer (a key with a passphrase must be in the ssh-agent
     /// instead: redis-move never asks for one).

@@ -49,6 +49,7 @@ pub fn validate(
     let mut v = Validator {
         diagnostics: Vec::new(),
         targets: IndexMap::new(),
+        broken_targets: Default::default(),
         secrets: spec.secrets.keys().cloned().collect(),
         step_spans: HashMap::new(),
         step_shapes: HashMap::new(),
@@ -93,6 +94,9 @@ pub fn validate(
 struct Validator {
     diagnostics: Vec<Diagnostic>,
     targets: IndexMap<String, (TargetKind, Span)>,
+    /// Targets declared but not readable (their own error says why): references to
+    /// them are not reported again as unknown.
+    broken_targets: std::collections::HashSet<String>,
     secrets: Vec<String>,
     /// Phase steps (and gate phases) by id.
     step_spans: HashMap<String, Span>,
@@ -179,7 +183,10 @@ impl Validator {
     fn targets(&mut self, spec: &RunbookSpec) -> IndexMap<String, Target> {
         let mut targets = IndexMap::new();
         for (name, target) in &spec.targets {
-            let Some(target) = target.get() else { continue };
+            let Some(target) = target.get() else {
+                self.broken_targets.insert(name.clone());
+                continue;
+            };
             let kind = match &target.value {
                 TargetSpec::Docker(docker) => {
                     if let Some(host) = &docker.host
@@ -725,6 +732,8 @@ impl Validator {
             .collect();
         match (candidates.len(), kind) {
             (1, _) => Some(candidates[0].clone()),
+            // The one meant may be a target that did not read (its error says why).
+            (0, _) if !self.broken_targets.is_empty() => None,
             (0, TargetKind::Docker) => None,
             (0, TargetKind::Redis) => {
                 self.error("missing-target", span, format!("`{}` needs a redis target, and the runbook declares none", action.name()))
@@ -770,6 +779,7 @@ impl Validator {
                 d.related.push((declared, "declared here".into()));
                 None
             }
+            None if self.broken_targets.contains(&reference.value) => None,
             None => {
                 let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
                 let d = unknown_name(
