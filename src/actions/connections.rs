@@ -318,6 +318,9 @@ async fn connect_redis(
             }
             let through = session.destination().url();
             let message = match session.forward_error_since(mark) {
+                Some(said) if said.contains("administratively prohibited") => format!(
+                    "{through} refuses to forward connections (sshd's AllowTcpForwarding, or no-port-forwarding on the key), so {address} cannot be reached through it: ssh said `{said}`"
+                ),
                 Some(said) => format!(
                     "{through} could not open a connection to {address} (nothing listens there, or the host cannot reach it): ssh said `{said}`"
                 ),

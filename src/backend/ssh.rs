@@ -253,11 +253,18 @@ impl SshSession {
         } else {
             std::env::temp_dir()
         };
+        remove_stale_control_dirs(&base);
         let control_dir = tempfile::Builder::new()
             .prefix("redis-move-ssh-")
             .tempdir_in(base)
             .map_err(|e| BackendError::Local(format!("cannot make a control directory: {e}")))?;
         private(control_dir.path(), 0o700)?;
+        // Whose it is: a later run removes it if this process dies without cleaning up.
+        std::fs::write(
+            control_dir.path().join("pid"),
+            std::process::id().to_string(),
+        )
+        .map_err(|e| BackendError::Local(format!("cannot write in the control directory: {e}")))?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let (master, reader) =
             start_master(&destination, &control_dir.path().join("master"), &stderr).await?;
@@ -447,6 +454,40 @@ impl SshSession {
             tasks.push(task);
         }
     }
+}
+
+/// Removes the control directories that runs killed without a chance to clean up left
+/// in `base`: this user's, whose `pid` file names a process that is gone (a directory of
+/// a run that is alive, or still starting, is left alone).
+fn remove_stale_control_dirs(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = own_uid();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("redis-move-ssh-"));
+        let mine = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let gone = std::fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new("/proc").join(pid.to_string()).exists());
+        if named && mine && gone {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// This process's user id, read off a file it has just made.
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .map_or(u32::MAX, |m| m.uid())
 }
 
 /// Sets `path`'s mode (the control directory and its sockets are this user's alone,
@@ -828,6 +869,28 @@ mod tests {
         ] {
             assert!(SshDestination::parse(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn a_control_directory_whose_run_is_gone_is_removed_and_a_live_one_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let stale = base.path().join("redis-move-ssh-stale");
+        let live = base.path().join("redis-move-ssh-live");
+        let starting = base.path().join("redis-move-ssh-starting");
+        for dir in [&stale, &live, &starting] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        // A run that is gone (a pid no process has), and one alive (this test).
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        let mut child = child;
+        child.wait().unwrap();
+        std::fs::write(stale.join("pid"), dead.to_string()).unwrap();
+        std::fs::write(live.join("pid"), std::process::id().to_string()).unwrap();
+        remove_stale_control_dirs(base.path());
+        assert!(!stale.exists());
+        assert!(live.exists());
+        assert!(starting.exists());
     }
 
     #[test]
