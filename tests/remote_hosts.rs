@@ -11,6 +11,18 @@ use redis_move_testbed::tls::make_mutual_tls;
 use redis_move_testbed::workspace::{journal_text, latest_run};
 use redis_move_testbed::{ContainerGuard, Workspace, docker, free_port, unique_name};
 
+/// A finished command's exit code and everything it printed (stdout, then stderr).
+fn code_and_text(output: &std::process::Output) -> (Option<i32>, String) {
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 /// The ssh processes redis-move started for `ssh` (their control directories name
 /// them, their options the server's files) that are still alive.
 fn leftover_ssh_processes(ssh: &SshServer) -> Vec<String> {
@@ -113,12 +125,7 @@ phases:
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let output = &output;
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, all) = code_and_text(&output);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -191,14 +198,7 @@ phases:
         .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
         .output()
         .unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    code_and_text(&output)
 }
 
 #[tokio::test]
@@ -308,14 +308,7 @@ phases:
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    code_and_text(&output)
 }
 
 #[tokio::test]
@@ -526,11 +519,7 @@ async fn a_key_with_a_passphrase_works_from_the_agent_and_its_passphrase_is_nowh
         .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, text) = code_and_text(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains("authentication refused") && text.contains("agent"),
@@ -589,11 +578,7 @@ async fn a_key_with_a_passphrase_works_from_the_agent_and_its_passphrase_is_nowh
         .unwrap();
     let _ = agent.kill();
     let _ = agent.wait();
-    let text = format!(
-        "{}{}{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = format!("{}{text}", code_and_text(&output).1);
     assert_eq!(output.status.code(), Some(0), "{text}");
     let run_dir = latest_run(&workspace.path().join(".redis-move/agent/runs")).expect("a run");
     for (what, text) in [("output", text), ("journal", journal_text(&run_dir))] {
@@ -677,11 +662,7 @@ phases:
         .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, all) = code_and_text(&output);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -729,11 +710,7 @@ phases:
         .cmd(&["run", "runbook.yaml", "--no-progress", "--yes", "-vvv"])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, text) = code_and_text(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("must be percent-encoded"), "{text}");
     let run_dir = latest_run(&workspace.path().join(".redis-move/broken-url/runs")).expect("a run");
@@ -808,11 +785,7 @@ phases:
     .expect("sshd");
     std::fs::write(&go, "").unwrap();
     let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_, text) = code_and_text(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains("could not be opened again") && text.contains("SSH host key mismatch"),

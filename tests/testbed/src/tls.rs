@@ -17,13 +17,7 @@ pub struct TestCerts {
 
 /// Writes `ca.pem`, `server.pem`, `server.key` into `dir`.
 pub fn make_certs(dir: &Path) -> TestCerts {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "redis-move test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let (ca_params, ca_key, ca_pem) = make_ca("redis-move test CA");
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let server_key = KeyPair::generate().expect("server key");
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
@@ -39,7 +33,7 @@ pub fn make_certs(dir: &Path) -> TestCerts {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     };
-    std::fs::write(&certs.ca, ca_cert.pem()).expect("write CA");
+    std::fs::write(&certs.ca, ca_pem).expect("write CA");
     std::fs::write(&certs.cert, server_cert.pem()).expect("write certificate");
     std::fs::write(&certs.key, server_key.serialize_pem()).expect("write key");
     certs
