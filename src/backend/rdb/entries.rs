@@ -15,6 +15,10 @@ use crc::{CRC_64_REDIS, Crc};
 /// Redis's CRC-64 (Jones polynomial, reflected), as DUMP payloads carry it.
 const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
 
+/// The longest string Redis stores (`proto-max-bulk-len`'s ceiling): a longer length in
+/// a stream is corruption, not a string to allocate.
+const MAX_STRING: u64 = 512 * 1024 * 1024;
+
 /// The newest RDB format this reader knows.
 pub const NEWEST_VERSION: u16 = 11;
 
@@ -172,15 +176,7 @@ impl<R: Read> RdbReader<R> {
     /// A string, read whole (keys and opcode arguments).
     fn string(&mut self) -> Result<Vec<u8>, RdbError> {
         match self.length_or_special()? {
-            Ok(len) => {
-                let mut out = vec![
-                    0u8;
-                    usize::try_from(len)
-                        .map_err(|_| RdbError::Format("a string too long".into()))?
-                ];
-                self.bytes(&mut out)?;
-                Ok(out)
-            }
+            Ok(len) => self.exact(len),
             Err(0) => Ok((self.byte()? as i8).to_string().into_bytes()),
             Err(1) => {
                 let mut b = [0u8; 2];
@@ -195,12 +191,37 @@ impl<R: Read> RdbReader<R> {
             Err(3) => {
                 let compressed = self.length()?;
                 let plain = self.length()?;
-                let mut input = vec![0u8; compressed as usize];
-                self.bytes(&mut input)?;
+                let input = self.exact(compressed)?;
+                // LZF expands at most ~132 times (264 bytes from a 2-byte reference).
+                if plain > MAX_STRING || plain > compressed.saturating_mul(132) + 64 {
+                    return Err(RdbError::Format(format!(
+                        "an LZF string of {compressed} bytes said to expand to {plain}"
+                    )));
+                }
                 lzf_decompress(&input, plain as usize)
             }
             Err(code) => Err(RdbError::Format(format!("unknown string encoding {code}"))),
         }
+    }
+
+    /// `len` bytes, read as they arrive (a corrupt length fails on the data it does not
+    /// find, instead of allocating what it claims).
+    fn exact(&mut self, len: u64) -> Result<Vec<u8>, RdbError> {
+        if len > MAX_STRING {
+            return Err(RdbError::Format(format!(
+                "a string of {len} bytes: longer than Redis allows"
+            )));
+        }
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut left = len;
+        while left > 0 {
+            let take = left.min(buf.len() as u64) as usize;
+            self.bytes(&mut buf[..take])?;
+            out.extend_from_slice(&buf[..take]);
+            left -= take as u64;
+        }
+        Ok(out)
     }
 
     /// Passes over a string without keeping it.
@@ -490,6 +511,31 @@ mod tests {
         let mut reader = RdbReader::new(&b"REDIS0010\x00\x05ab"[..]).unwrap();
         assert!(matches!(reader.next(), Some(Err(_))));
         assert!(reader.next().is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever follows a valid header, the reader ends with keys or an error: it
+        /// never panics, and never allocates what a corrupt length claims.
+        #[test]
+        fn any_bytes_after_a_header_are_read_or_refused(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut rdb = b"REDIS0011".to_vec();
+            rdb.extend(body);
+            if let Ok(reader) = RdbReader::new(&rdb[..]) {
+                for item in reader.take(1000) {
+                    let _ = item;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_length_is_corruption_not_an_allocation() {
+        // A key whose length says 2^62 bytes.
+        let mut rdb = b"REDIS0010\x00\x81".to_vec();
+        rdb.extend((1u64 << 62).to_be_bytes());
+        let mut reader = RdbReader::new(&rdb[..]).unwrap();
+        let error = reader.next().unwrap().unwrap_err().to_string();
+        assert!(error.contains("longer than Redis allows"), "{error}");
     }
 
     #[test]

@@ -305,8 +305,22 @@ async fn read_array(link: &mut Link) -> Result<(Vec<Vec<u8>>, usize), BackendErr
             .ok()
             .and_then(|t| t.trim_end().parse().ok())
             .ok_or_else(|| unexpected("an argument without a length"))?;
-        let mut arg = vec![0u8; len + 2];
-        link.read_exact(&mut arg).await.map_err(io)?;
+        // Read as it arrives: a corrupt length fails on the data it does not find,
+        // instead of allocating what it claims.
+        if len > 512 * 1024 * 1024 {
+            return Err(unexpected("an argument longer than Redis allows"));
+        }
+        let mut arg = Vec::new();
+        (&mut *link)
+            .take(len as u64 + 2)
+            .read_to_end(&mut arg)
+            .await
+            .map_err(io)?;
+        if arg.len() != len + 2 {
+            return Err(BackendError::Unreachable(
+                "the server closed the replication link in the middle of a command".into(),
+            ));
+        }
         used += len + 2;
         arg.truncate(len);
         args.push(arg);
