@@ -8,6 +8,7 @@
 use redis_move_testbed::engine::{EngineSpec, SecondEngine};
 use redis_move_testbed::ssh::{SshServer, SshServerOptions};
 use redis_move_testbed::tls::make_mutual_tls;
+use redis_move_testbed::topology::docker_cli;
 use redis_move_testbed::workspace::{journal_text, latest_run};
 use redis_move_testbed::{ContainerGuard, Workspace, docker, free_port, unique_name};
 
@@ -134,20 +135,17 @@ phases:
     );
     // The container is on the engine behind the SSH host, with the key written through
     // the forward.
-    let out = std::process::Command::new("docker")
-        .args([
-            "exec",
-            &redis,
-            "/usr/bin/redis-cli",
-            "-a",
-            "Ssh-Secret-Pw-4411",
-            "--no-auth-warning",
-            "GET",
-            "moved",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through-ssh");
+    let value = docker_cli(&[
+        "exec",
+        &redis,
+        "/usr/bin/redis-cli",
+        "-a",
+        "Ssh-Secret-Pw-4411",
+        "--no-auth-warning",
+        "GET",
+        "moved",
+    ]);
+    assert_eq!(value, "through-ssh");
     // The Redis connections went through the SSH host: sshd opened channels to the
     // address as the host sees it.
     let log = ssh.log();
@@ -381,26 +379,19 @@ async fn a_docker_engine_over_tcp_with_mutual_tls() {
     assert_eq!(code, Some(0), "{output}");
     // A Docker context, as the Docker CLI itself stores it.
     let config = dir.path().join("docker-config");
-    let out = std::process::Command::new("docker")
-        .env("DOCKER_CONFIG", &config)
-        .args([
-            "context",
-            "create",
-            "tls-vps",
-            "--docker",
-            &format!(
-                "host={host},ca={d}/ca.pem,cert={d}/cert.pem,key={d}/key.pem",
-                d = tls.client.display()
-            ),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let config_text = config.display().to_string();
+    docker_cli(&[
+        "--config",
+        &config_text,
+        "context",
+        "create",
+        "tls-vps",
+        "--docker",
+        &format!(
+            "host={host},ca={d}/ca.pem,cert={d}/cert.pem,key={d}/key.pem",
+            d = tls.client.display()
+        ),
+    ]);
     let (code, output) = list_volume(
         "{ docker: { context: tls-vps } }",
         &volume,
@@ -408,16 +399,7 @@ async fn a_docker_engine_over_tcp_with_mutual_tls() {
     );
     assert_eq!(code, Some(0), "{output}");
     // ...and as the CLI's current context, when the target names nothing.
-    let out = std::process::Command::new("docker")
-        .env("DOCKER_CONFIG", &config)
-        .args(["context", "use", "tls-vps"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_cli(&["--config", &config_text, "context", "use", "tls-vps"]);
     let (code, output) = list_volume(
         "{ docker: {} }",
         &volume,
@@ -601,28 +583,20 @@ async fn a_lost_ssh_connection_is_opened_again_for_the_next_step() {
     let redis = unique_name("ssh-lost-redis");
     let _guard = ContainerGuard::new([redis.clone()]);
     let port = free_port();
-    let out = std::process::Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &redis,
-            "-p",
-            &format!("127.0.0.1:{port}:6379"),
-            &image,
-            "/usr/bin/redis-server",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &redis,
+        "-p",
+        &format!("127.0.0.1:{port}:6379"),
+        &image,
+        "/usr/bin/redis-server",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+    ]);
     // The master connection is the ssh process with `-M` and this server's key file
     // (`[-]M`: the pattern does not match the shell that runs pkill).
     let kill_master = format!("pkill -f -- '[-]M -T -S .*{}'", ssh.dir().display());

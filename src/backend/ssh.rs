@@ -206,7 +206,7 @@ pub struct SshSession {
     destination: SshDestination,
     control_dir: tempfile::TempDir,
     master: tokio::sync::Mutex<Option<Child>>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<Said>>,
     forward_errors: Arc<Mutex<Said>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     docker_socket: tokio::sync::Mutex<Option<PathBuf>>,
@@ -265,7 +265,7 @@ impl SshSession {
             std::process::id().to_string(),
         )
         .map_err(|e| BackendError::Local(format!("cannot write in the control directory: {e}")))?;
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = Arc::new(Mutex::new(Said::default()));
         let (master, reader) =
             start_master(&destination, &control_dir.path().join("master"), &stderr).await?;
         tracing::debug!(host = %destination.url(), "SSH connection open");
@@ -508,7 +508,7 @@ fn ssh_path(path: &std::path::Path) -> String {
 async fn start_master(
     destination: &SshDestination,
     control: &std::path::Path,
-    stderr: &Arc<Mutex<VecDeque<String>>>,
+    stderr: &Arc<Mutex<Said>>,
 ) -> Result<(Child, JoinHandle<()>), BackendError> {
     // The master's one session reads our end of a pipe (`cat` on the host): when
     // redis-move exits, however it exits, the pipe closes, the session ends and the
@@ -534,8 +534,8 @@ async fn start_master(
             destination.url()
         ))
     })?;
-    if let Ok(mut lines) = stderr.lock() {
-        lines.clear();
+    if let Ok(mut said) = stderr.lock() {
+        said.lines.clear();
     }
     let pipe = master
         .stderr
@@ -556,7 +556,7 @@ async fn start_master(
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
             let lines: Vec<String> = stderr
                 .lock()
-                .map(|l| l.iter().cloned().collect())
+                .map(|said| said.lines.iter().cloned().collect())
                 .unwrap_or_default();
             return Err(classify_connect_failure(destination, &lines, status.code()));
         }
@@ -674,6 +674,7 @@ where
     let _ = child.wait().await;
 }
 
+/// Keeps `line` among the last lines ssh printed.
 fn said(errors: &Mutex<Said>, line: String) {
     if let Ok(mut errors) = errors.lock() {
         errors.total += 1;
@@ -684,26 +685,17 @@ fn said(errors: &Mutex<Said>, line: String) {
     }
 }
 
-fn remember(lines: &Mutex<VecDeque<String>>, line: String) {
-    if let Ok(mut lines) = lines.lock() {
-        if lines.len() == KEPT_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-}
-
 /// Keeps the last lines of an ssh process's error output (and traces them).
 fn keep_lines(
     pipe: tokio::process::ChildStderr,
-    lines: Arc<Mutex<VecDeque<String>>>,
+    lines: Arc<Mutex<Said>>,
     host: String,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             tracing::debug!(%host, %line, "ssh");
-            remember(&lines, line);
+            said(&lines, line);
         }
     })
 }

@@ -159,17 +159,25 @@ async fn open_link(endpoint: &RedisEndpoint) -> Result<Link, BackendError> {
             None => command(&[b"AUTH", password.as_bytes()]),
         };
         write(&mut reader, &auth).await?;
-        let answer = tokio::time::timeout(endpoint.timeout, reply_line(&mut reader))
-            .await
-            .map_err(|_| BackendError::Timeout("AUTH got no answer".into()))??;
-        if !answer.starts_with('+') {
-            return Err(BackendError::Command(format!(
-                "authentication refused: {}",
-                answer.trim_start_matches('-')
-            )));
-        }
+        expect_ok(&mut reader, endpoint.timeout, "authentication").await?;
     }
     Ok(reader)
+}
+
+/// Reads the answer to a command just sent, which must be `+...`; else an error saying
+/// `what` was refused, and why.
+async fn expect_ok(link: &mut Link, limit: Duration, what: &str) -> Result<(), BackendError> {
+    let answer = tokio::time::timeout(limit, reply_line(link))
+        .await
+        .map_err(|_| BackendError::Timeout(format!("{what}: the server did not answer")))??;
+    if answer.starts_with('+') {
+        Ok(())
+    } else {
+        Err(BackendError::Command(format!(
+            "{what} refused: {}",
+            answer.trim_start_matches('-')
+        )))
+    }
 }
 
 /// A raw connection to a server, buffered.
@@ -292,7 +300,7 @@ pub async fn receive(
     })
 }
 
-async fn write(reader: &mut BufReader<Box<dyn Stream>>, bytes: &[u8]) -> Result<(), BackendError> {
+async fn write(reader: &mut Link, bytes: &[u8]) -> Result<(), BackendError> {
     reader
         .get_mut()
         .write_all(bytes)

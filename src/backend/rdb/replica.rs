@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use super::entries::{RdbEntry, RdbReader};
-use super::{Link, SILENCE, command, open_link, reply_line};
+use super::{Link, SILENCE, command, expect_ok, open_link, reply_line, write};
 use crate::backend::BackendError;
 use crate::backend::redis::RedisEndpoint;
 
@@ -55,27 +55,17 @@ impl ReplicaLink {
         resume: Option<(&str, i64)>,
     ) -> Result<(ReplicaLink, SyncStart), BackendError> {
         let mut link = open_link(endpoint).await?;
-        link.get_mut()
-            .write_all(&command(&[b"REPLCONF", b"capa", b"psync2"]))
-            .await
-            .map_err(|e| BackendError::Unreachable(format!("sending a command: {e}")))?;
-        let answer = tokio::time::timeout(endpoint.timeout, reply_line(&mut link))
-            .await
-            .map_err(|_| BackendError::Timeout("REPLCONF got no answer".into()))??;
-        if !answer.starts_with('+') {
-            return Err(BackendError::Command(format!(
-                "REPLCONF refused: {}",
-                answer.trim_start_matches('-')
-            )));
-        }
+        write(&mut link, &command(&[b"REPLCONF", b"capa", b"psync2"])).await?;
+        expect_ok(&mut link, endpoint.timeout, "REPLCONF capa").await?;
         let (replid, offset) = match resume {
             Some((id, offset)) => (id.to_owned(), offset.to_string()),
             None => ("?".to_owned(), "-1".to_owned()),
         };
-        link.get_mut()
-            .write_all(&command(&[b"PSYNC", replid.as_bytes(), offset.as_bytes()]))
-            .await
-            .map_err(|e| BackendError::Unreachable(format!("sending PSYNC: {e}")))?;
+        write(
+            &mut link,
+            &command(&[b"PSYNC", replid.as_bytes(), offset.as_bytes()]),
+        )
+        .await?;
         // The server may send newlines while it prepares.
         let answer = loop {
             let line = tokio::time::timeout(SILENCE, reply_line(&mut link))
@@ -257,10 +247,7 @@ impl ReplicaLink {
             .link
             .as_mut()
             .ok_or_else(|| unexpected("the link is closed"))?;
-        link.get_mut()
-            .write_all(&command(&[b"REPLCONF", b"ACK", offset.as_bytes()]))
-            .await
-            .map_err(|e| BackendError::Unreachable(format!("acknowledging the offset: {e}")))
+        write(link, &command(&[b"REPLCONF", b"ACK", offset.as_bytes()])).await
     }
 }
 
