@@ -41,6 +41,21 @@ pub enum Captured {
         /// Its file name.
         ledger: String,
     },
+    /// The ledger and marker of a `redis.sync`, so that a resume continues it and a
+    /// rollback undoes exactly what it wrote.
+    Sync {
+        /// The ledger's file name in the run directory.
+        ledger: String,
+        /// The key on the target holding the replication offset applied.
+        marker: String,
+    },
+    /// The source's fence setting before a `redis.sync_stop` with a pause fenced it.
+    SyncFence {
+        /// The source's target name.
+        source: String,
+        /// `min-replicas-to-write` before.
+        previous: String,
+    },
     /// A configuration value before CONFIG SET.
     ConfigValue {
         /// The parameter.

@@ -190,7 +190,14 @@ pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
         )
         .await
         .is_ok();
-    let psync = knows(redis, "PSYNC").await;
+    // Known, and allowed to this user: a service may keep the command but refuse it
+    // (ACLs), and REPLCONF is refused with it. REPLCONF capa only notes a capability of
+    // this connection.
+    let psync = knows(redis, "PSYNC").await
+        && redis
+            .raw(redis::cmd("REPLCONF").arg("capa").arg("psync2"))
+            .await
+            .is_ok();
     let client = knows(redis, "CLIENT").await;
     Ok(ServerFacts {
         rdb: rdb_version(&flavor, &version),
@@ -381,6 +388,28 @@ pub fn judge(
                 }
             }
         }
+        Action::RedisSync(_) => {
+            findings.push(finding(
+                "the source lets redis-move follow it as a replica (PSYNC)",
+                Some(source.psync),
+                if source.psync {
+                    "PSYNC and REPLCONF are allowed".into()
+                } else {
+                    "the source refuses PSYNC or REPLCONF (a managed service, or an ACL): use `redis.copy` instead, with the writers stopped".into()
+                },
+            ));
+            let ok = reads(target, source);
+            findings.push(finding(
+                "the target reads the source's DUMP payloads",
+                ok,
+                match ok {
+                    Some(false) => format!(
+                        "{formats}: RESTORE will refuse the source's keys; give the target the source's version or newer"
+                    ),
+                    _ => formats.clone(),
+                },
+            ));
+        }
         Action::RedisCopy(_) => {
             let ok = reads(target, source);
             findings.push(finding(
@@ -481,6 +510,7 @@ pub fn source_of(action: &Action) -> Option<&str> {
         Action::RedisReplicate(p) => Some(&p.source.value),
         Action::RedisPromote(p) => Some(&p.source.value),
         Action::RedisCopy(p) => Some(&p.source.value),
+        Action::RedisSync(p) => Some(&p.source.value),
         Action::RedisVerify(p) => Some(&p.source.value),
         _ => None,
     }

@@ -31,6 +31,8 @@ pub struct Connections {
     redis: Mutex<HashMap<String, CachedRedis>>,
     docker: Mutex<HashMap<Option<String>, DockerBackend>>,
     ssh: SshSessions,
+    /// The syncs running in the background of the run.
+    pub syncs: super::sync::background::Syncs,
 }
 
 impl Connections {
@@ -51,6 +53,7 @@ impl Connections {
             redis: Mutex::new(HashMap::new()),
             docker: Mutex::new(HashMap::new()),
             ssh: SshSessions::default(),
+            syncs: Default::default(),
         }
     }
 
@@ -115,11 +118,21 @@ impl Connections {
         count: usize,
     ) -> Result<Vec<RedisBackend>, ActionError> {
         let mut pool = vec![self.redis(target, resolver).await?];
-        let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
         for _ in 1..count.max(1) {
-            pool.push(connect_redis(&endpoint, tunnel.as_ref()).await?);
+            pool.push(self.redis_dedicated(target, resolver).await?);
         }
         Ok(pool)
+    }
+
+    /// A connection to `target` of its own (not the one steps share), for work that
+    /// runs alongside the steps (a sync in the background).
+    pub async fn redis_dedicated(
+        &self,
+        target: &str,
+        resolver: &Resolver<'_>,
+    ) -> Result<RedisBackend, ActionError> {
+        let (endpoint, tunnel) = self.routed_endpoint(target, resolver).await?;
+        connect_redis(&endpoint, tunnel.as_ref()).await
     }
 
     /// The Docker Engine and container a Redis target runs in, when its target says.

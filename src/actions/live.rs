@@ -12,7 +12,7 @@ use super::connections::Connections;
 use super::probe::probe;
 use super::runner::Preflight;
 use super::runner::{ActionError, ActionRunner, RunContext};
-use super::{compat, copy, delete, docker, local, redis, replication, snapshot, verify};
+use super::{compat, copy, delete, docker, local, redis, replication, snapshot, sync, verify};
 use crate::runbook::action::{Action, Effect, TargetKind};
 use crate::runbook::model::Step;
 use crate::value::Value;
@@ -72,6 +72,8 @@ async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
         | Action::DockerRun(_) => docker::capture(act).await,
         Action::RedisReplicate(_) | Action::RedisPromote(_) => replication::capture(act).await,
         Action::RedisCopy(_) => Ok(Some(copy::step::capture(act))),
+        Action::RedisSync(_) => Ok(Some(sync::step::capture(act))),
+        Action::RedisSyncStop(p) => sync::step::capture_stop(act, p).await,
         Action::RedisConfigSet(_) => redis::capture(act).await,
         _ => Ok(None),
     }
@@ -104,6 +106,8 @@ async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         Action::RedisReplicate(p) => replication::perform_replicate(act, p).await,
         Action::RedisPromote(p) => replication::perform_promote(act, p).await,
         Action::RedisCopy(p) => copy::step::perform(act, p).await,
+        Action::RedisSync(p) => sync::step::perform(act, p).await,
+        Action::RedisSyncStop(p) => sync::step::stop(act, p).await,
         Action::RedisVerify(p) => verify::perform(act, p).await,
         Action::RedisDelete(p) => delete::perform(act, p).await,
         Action::RedisSnapshot(p) => snapshot::perform(act, p).await,
@@ -124,6 +128,8 @@ async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
         Action::RedisReplicate(p) => replication::rollback_replicate(act, p).await,
         Action::RedisPromote(p) => replication::rollback_promote(act, p).await,
         Action::RedisCopy(p) => copy::step::undo(act, p).await,
+        Action::RedisSync(p) => sync::step::undo(act, p).await,
+        Action::RedisSyncStop(_) => sync::step::undo_stop(act).await,
         other => Err(ActionError::config(format!(
             "`{}` has no built-in rollback",
             other.name()
@@ -132,6 +138,22 @@ async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
 }
 
 impl ActionRunner for LiveRunner {
+    fn resume<'a>(
+        &'a self,
+        step: &'a Step,
+        captured: Option<&'a Captured>,
+        ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
+        Box::pin(async move {
+            match &step.action {
+                Action::RedisSync(p) if matches!(captured, Some(Captured::Sync { .. })) => {
+                    sync::step::resume(&self.act(step, captured, ctx), p).await
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
     fn discard<'a>(
         &'a self,
         step: &'a Step,

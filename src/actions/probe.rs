@@ -69,6 +69,7 @@ async fn dispatch(
         | Action::RedisQueues(_)
         | Action::RedisClients(_) => redis::probe(action, target, ctx).await,
         Action::RedisVerify(p) => verify::probe(p, target, ctx).await,
+        Action::RedisSyncStatus(p) => super::sync::step::status(p, ctx),
         Action::DockerContainers(_)
         | Action::DockerLogs(_)
         | Action::DockerImages(_)

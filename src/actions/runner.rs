@@ -116,6 +116,17 @@ pub trait ActionRunner: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// On a resume, starts again what a step done earlier left running in the
+    /// background (a sync): what it did, or `None` when it has nothing to resume.
+    fn resume<'a>(
+        &'a self,
+        _step: &'a Step,
+        _captured: Option<&'a Captured>,
+        _ctx: &'a RunContext<'a>,
+    ) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Checks, before anything changes, that the servers of each of `steps` fit it
     /// (versions, permissions, capacity). Steps that need nothing are left out.
     fn preflight<'a>(

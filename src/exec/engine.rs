@@ -422,6 +422,8 @@ pub fn rerun_safe(action: &Action) -> bool {
                 | Action::RedisConfigSet(_)
                 // A copy resumes from its ledger; a delete deletes what is left.
                 | Action::RedisCopy(_)
+                // A sync continues from its marker and ledger.
+                | Action::RedisSync(_)
                 | Action::RedisDelete(_)
                 // Another snapshot replaces the one that was cut short.
                 | Action::RedisSnapshot(_)
@@ -542,6 +544,9 @@ pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
         if let Some(from) = &options.from_step {
             skip_before(&shared, from);
         }
+        if resumed {
+            resume_background(&shared).await;
+        }
         forward(&shared, &options).await
     };
     flusher.abort();
@@ -549,6 +554,41 @@ pub async fn run(shared: Arc<Shared>, options: RunOptions) -> RunOutcome {
         discard_captures(&shared).await;
     }
     finish(&shared, outcome)
+}
+
+/// On a resume, what done steps left running in the background (a sync) starts again;
+/// a failure is reported, and the steps that need it fail with it.
+async fn resume_background(shared: &Arc<Shared>) {
+    let done: Vec<(Step, Option<crate::actions::Captured>)> = shared
+        .runbook
+        .steps()
+        .filter_map(|(_, step)| {
+            shared.journal.read(|j| {
+                let record = j.steps.get(&step.id)?;
+                record
+                    .status
+                    .is_done()
+                    .then(|| (step.clone(), record.captured.clone()))
+            })
+        })
+        .collect();
+    let values = shared.recorded_values();
+    let ctx = step::context(shared, &values);
+    for (step, captured) in done {
+        let message = match shared.runner.resume(&step, captured.as_ref(), &ctx).await {
+            Ok(None) => continue,
+            Ok(Some(line)) => line,
+            Err(e) => format!(
+                "could not be resumed: {}",
+                shared.redactor.redact(&e.to_string())
+            ),
+        };
+        shared.emit(RunEvent::StepProgress {
+            step: step.id.clone(),
+            message,
+            remaining: None,
+        });
+    }
 }
 
 /// After a successful run, what steps kept only for a rollback goes (the parked

@@ -334,12 +334,16 @@ fn limit_of(step: &Step) -> Duration {
         (Action::RedisReplicate(p), None) => {
             p.timeout.map_or(Duration::from_secs(3600), |t| t.0) + Duration::from_secs(60)
         }
+        (Action::RedisSyncStop(p), None) => {
+            p.timeout.map_or(Duration::from_secs(300), |t| t.0) + Duration::from_secs(60)
+        }
         (Action::RedisPromote(p), None) => {
             p.timeout.map_or(Duration::from_secs(300), |t| t.0) + Duration::from_secs(60)
         }
         // Data movement takes as long as the data needs; `timeout:` bounds it.
         (
             Action::RedisCopy(_)
+            | Action::RedisSync(_)
             | Action::RedisVerify(_)
             | Action::RedisDelete(_)
             | Action::RedisSnapshot(_),

@@ -64,6 +64,7 @@ pub fn validate(
     v.check_names(root);
     v.check_references(root, &phases, &graphs);
     v.check_backups(&phases, &graphs);
+    v.check_syncs(&phases, &graphs, &triggers, &rollback);
 
     let secrets = spec
         .secrets
@@ -1280,6 +1281,110 @@ impl Validator {
                     format!("`{name}` is not a valid trigger id"),
                 )
                 .help = Some("use letters, digits, `-` and `_`".into());
+            }
+        }
+    }
+
+    /// `redis.sync_status` and `redis.sync_stop` name a `redis.sync` step that runs
+    /// before them; every sync is stopped by a `redis.sync_stop` after it (a sync left
+    /// running would end with the run, without a drain).
+    fn check_syncs(
+        &mut self,
+        phases: &[Phase],
+        graphs: &[PhaseGraph],
+        triggers: &[Trigger],
+        rollback: &[Step],
+    ) {
+        use crate::runbook::action::Action;
+        let position = |v: &Validator, id: &str| v.step_phase.get(id).copied();
+        let runs_before = |a: (usize, usize), b: (usize, usize)| {
+            a.0 < b.0 || (a.0 == b.0 && graphs[a.0].runs_before(a.1, b.1))
+        };
+        let mut users: Vec<(&Step, Option<(usize, usize)>)> = Vec::new();
+        for (pi, phase) in phases.iter().enumerate() {
+            for (si, step) in phase.steps.iter().enumerate() {
+                users.push((step, Some((pi, si))));
+            }
+        }
+        users.extend(triggers.iter().map(|t| (&t.probe, None)));
+        users.extend(rollback.iter().map(|s| (s, None)));
+        let mut stopped: std::collections::HashSet<String> = Default::default();
+        for (step, at) in users {
+            let (sync, stop) = match &step.action {
+                Action::RedisSyncStatus(p) => (&p.sync, None),
+                Action::RedisSyncStop(p) => (&p.sync, Some(p)),
+                _ => continue,
+            };
+            let Some(sync_at) = position(self, &sync.value) else {
+                let mut known: Vec<&str> = self.step_phase.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let mut d = unknown_name("unknown-step", sync.span, "step", &sync.value, &known);
+                d.message = format!("`sync: {}` names no step", sync.value);
+                self.diagnostics.push(d);
+                continue;
+            };
+            let Action::RedisSync(params) = &phases[sync_at.0].steps[sync_at.1].action else {
+                self.error(
+                    "not-a-sync",
+                    sync.span,
+                    format!("`sync: {}` names a step that is not a `redis.sync`", sync.value),
+                );
+                continue;
+            };
+            if let Some(at) = at
+                && !runs_before(sync_at, at)
+            {
+                self.error(
+                    "sync-not-before",
+                    sync.span,
+                    format!(
+                        "the sync `{}` does not run before `{}`, which reads or stops it",
+                        sync.value, step.id
+                    ),
+                )
+                .help = Some(format!(
+                    "declare `{}` earlier, or add `needs: [{}]` to `{}`",
+                    sync.value, sync.value, step.id
+                ));
+                continue;
+            }
+            if let Some(stop) = stop {
+                if at.is_some() {
+                    stopped.insert(sync.value.clone());
+                }
+                let same = params
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.value == params.source.value);
+                if same && stop.pause.is_some() {
+                    self.error(
+                        "pause-same-server",
+                        sync.span,
+                        format!(
+                            "`{}` syncs a server onto itself: a pause would hold the sync's own writes too",
+                            sync.value
+                        ),
+                    )
+                    .help = Some("stop the writers before `redis.sync_stop` (a `docker.stop`), and leave out `pause`".into());
+                }
+            }
+        }
+        for phase in phases {
+            for step in &phase.steps {
+                if matches!(step.action, Action::RedisSync(_)) && !stopped.contains(&step.id) {
+                    self.error(
+                        "sync-never-stopped",
+                        step.span,
+                        format!(
+                            "the sync `{}` is never stopped: it would end with the run, without applying the source's last writes",
+                            step.id
+                        ),
+                    )
+                    .help = Some(format!(
+                        "add a step `redis.sync_stop: {{ sync: {} }}` where the writers have moved",
+                        step.id
+                    ));
+                }
             }
         }
     }

@@ -45,7 +45,7 @@ pub const PRE_DRAIN_LAG: f64 = 64.0 * 1024.0;
 /// The pause budget when the step gives none.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
 /// `min-replicas-to-write` while fenced: more replicas than any server has.
-const FENCE: &str = "2147483647";
+pub const FENCE: &str = "2147483647";
 /// Settings the switch changes on either server, captured for the rollback.
 pub const FENCE_SETTINGS: &[&str] = &["min-replicas-to-write"];
 

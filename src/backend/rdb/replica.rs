@@ -48,8 +48,8 @@ fn unexpected(what: &str) -> BackendError {
 
 impl ReplicaLink {
     /// Connects to the server of `endpoint` as a replica: continues from `resume`
-    /// (replication id, offset) when the server still has that part of its backlog, else
-    /// starts a full sync.
+    /// (replication id, and the offset of the last byte applied) when the server still
+    /// has the rest in its backlog, else starts a full sync.
     pub async fn open(
         endpoint: &RedisEndpoint,
         resume: Option<(&str, i64)>,
@@ -57,8 +57,9 @@ impl ReplicaLink {
         let mut link = open_link(endpoint).await?;
         write(&mut link, &command(&[b"REPLCONF", b"capa", b"psync2"])).await?;
         expect_ok(&mut link, endpoint.timeout, "REPLCONF capa").await?;
+        // PSYNC names the first byte wanted: the one after the last byte applied.
         let (replid, offset) = match resume {
-            Some((id, offset)) => (id.to_owned(), offset.to_string()),
+            Some((id, offset)) => (id.to_owned(), (offset + 1).to_string()),
             None => ("?".to_owned(), "-1".to_owned()),
         };
         write(

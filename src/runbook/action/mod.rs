@@ -236,6 +236,12 @@ actions! {
     "redis.promote" => RedisPromote(PromoteParams),
     /// Copy keys (filtered, renamed) from source to target.
     "redis.copy" => RedisCopy(CopyParams),
+    /// Follow the source as a replica, applying its keys and writes to the target.
+    "redis.sync" => RedisSync(SyncParams),
+    /// The lag and counters of a running sync.
+    "redis.sync_status" => RedisSyncStatus(SyncStatusParams),
+    /// Drain a running sync and stop it.
+    "redis.sync_stop" => RedisSyncStop(SyncStopParams),
     /// Compare keys of source and target.
     "redis.verify" => RedisVerify(VerifyParams),
     /// BullMQ queue depths.
@@ -270,6 +276,8 @@ impl Action {
             // Before the copy it checks, a verification can only fail: the dry run
             // leaves it to the run.
             Action::RedisVerify(_) => Verification::Simulated,
+            // A sync's state exists only while the run runs it.
+            Action::RedisSyncStatus(_) => Verification::Simulated,
             _ => match self.params().effect() {
                 Effect::ReadOnly => Verification::Verified,
                 _ => Verification::Simulated,

@@ -794,6 +794,242 @@ impl ActionParams for CopyParams {
     }
 }
 
+/// One family of keys a `redis.sync` moves: a glob of their source names and how they
+/// are renamed.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SyncKeys {
+    /// Glob pattern of the keys (their names on the source).
+    #[serde(rename = "match")]
+    pub pattern: Template,
+    /// Rename them on the way.
+    #[serde(default)]
+    pub rename: Option<Rename>,
+}
+
+/// What `redis.sync` does with a key that already exists on the target and is not its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncExisting {
+    /// Stop the sync, naming the key (default).
+    #[default]
+    Fail,
+    /// Overwrite it; its value before is kept for the rollback.
+    Replace,
+}
+
+/// `redis.sync`: follow the source as a replica (PSYNC): its RDB, then its stream of
+/// writes, applied to the target with a key filter and a rename, in the background
+/// until a `redis.sync_stop` drains and stops it.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SyncParams {
+    /// The server followed (never modified).
+    pub source: Spanned<String>,
+    /// Where keys are written (may be the source itself when renaming).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// Glob pattern of the keys (when the sync moves one family of keys).
+    #[serde(default, rename = "match")]
+    pub pattern: Option<Template>,
+    /// Rename them on the way (with `match`).
+    #[serde(default)]
+    pub rename: Option<Rename>,
+    /// Several families of keys, each with its rename (instead of `match`): the first
+    /// whose pattern matches a key takes it.
+    #[serde(default)]
+    pub keys: Vec<SyncKeys>,
+    /// The source database whose keys move (default: the source target's own).
+    #[serde(default)]
+    pub db: Option<u64>,
+    /// A key that already exists on the target.
+    #[serde(default)]
+    pub existing: SyncExisting,
+}
+
+impl SyncParams {
+    /// The families of keys, `match`/`rename` or `keys` (`*` when neither is given).
+    pub fn families(&self) -> Vec<(Option<&Template>, Option<&Rename>)> {
+        if self.keys.is_empty() {
+            vec![(self.pattern.as_ref(), self.rename.as_ref())]
+        } else {
+            self.keys
+                .iter()
+                .map(|k| (Some(&k.pattern), k.rename.as_ref()))
+                .collect()
+        }
+    }
+
+    /// Whether it renames any key.
+    pub fn renames(&self) -> bool {
+        self.families().iter().any(|(_, rename)| rename.is_some())
+    }
+}
+
+impl ActionParams for SyncParams {
+    redis_target!();
+    fn other_targets(&self) -> Vec<&Spanned<String>> {
+        vec![&self.source]
+    }
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::Builtin(
+            "stop the sync, delete exactly the keys it created, put back those it replaced",
+        )
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(SYNC_FIELDS)
+    }
+    fn describe(&self) -> String {
+        let families: Vec<String> = self
+            .families()
+            .iter()
+            .map(|(pattern, rename)| {
+                let pattern = pattern.map(Template::display).unwrap_or_else(|| "*".into());
+                match rename {
+                    Some(rename) => format!("`{pattern}` {}", rename.describe()),
+                    None => format!("`{pattern}`"),
+                }
+            })
+            .collect();
+        format!(
+            "follow `{}` as a replica (PSYNC): its RDB, then its writes, for keys {}, in the background until a redis.sync_stop; existing keys: {}",
+            self.source.value,
+            families.join(", "),
+            format!("{:?}", self.existing).to_lowercase()
+        )
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems: Vec<(&'static str, String)> = self
+            .families()
+            .iter()
+            .filter_map(|(_, rename)| *rename)
+            .flat_map(Rename::check)
+            .collect();
+        if !self.keys.is_empty() && (self.pattern.is_some() || self.rename.is_some()) {
+            problems.push((
+                "keys",
+                "give the keys either as `match` (+ `rename`) or as a `keys:` list, not both".into(),
+            ));
+        }
+        let same_server = self
+            .target
+            .as_ref()
+            .is_some_and(|t| t.value == self.source.value);
+        if same_server && self.families().iter().any(|(_, rename)| rename.is_none()) {
+            problems.push((
+                "rename",
+                "syncing a server onto itself needs a `rename:` for every family of keys".into(),
+            ));
+        }
+        problems
+    }
+}
+
+/// The fields of a sync's value (its step's value and `redis.sync_status`).
+pub const SYNC_FIELDS: &[(&str, Shape)] = &[
+    ("state", Shape::Text),
+    ("start", Shape::Text),
+    ("lag_bytes", Shape::Bytes),
+    ("lag_seconds", Shape::Duration),
+    ("keys", Shape::Number),
+    ("replaced", Shape::Number),
+    ("commands", Shape::Number),
+    ("skipped", Shape::Number),
+    ("offset", Shape::Number),
+    ("error", Shape::Text),
+];
+
+/// `redis.sync_status`: how a running `redis.sync` is doing (lag, keys, commands), for
+/// checks, `until` and triggers.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SyncStatusParams {
+    /// The `redis.sync` step.
+    pub sync: Spanned<String>,
+}
+
+impl ActionParams for SyncStatusParams {
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(SYNC_FIELDS)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "the state of sync `{}` (lag, keys, commands applied)",
+            self.sync.value
+        )
+    }
+}
+
+/// `redis.sync_stop`: drain a running `redis.sync` (every write the source acknowledged
+/// so far applied) and stop it.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SyncStopParams {
+    /// The `redis.sync` step.
+    pub sync: Spanned<String>,
+    /// Hold writers off on the source while the sync catches up (`CLIENT PAUSE WRITE`,
+    /// then a fence: later writes are refused with `NOREPLICAS`), for writers that
+    /// cannot be stopped. Only when source and target are different servers; without
+    /// it, stop the writers first.
+    #[serde(default)]
+    pub pause: Option<RunbookDuration>,
+    /// How long the drain may take (default 5min).
+    #[serde(default)]
+    pub timeout: Option<RunbookDuration>,
+}
+
+impl ActionParams for SyncStopParams {
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        if self.pause.is_some() {
+            Inverse::Builtin("lift the fence on the source")
+        } else {
+            Inverse::NotNeeded
+        }
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(SYNC_FIELDS)
+    }
+    fn describe(&self) -> String {
+        match self.pause {
+            Some(pause) => format!(
+                "pause writes on the source of sync `{}` (up to {pause}), wait until every write is applied, fence the source, stop the sync",
+                self.sync.value
+            ),
+            None => format!(
+                "wait until sync `{}` has applied every write the source has taken (writers must be stopped), then stop it",
+                self.sync.value
+            ),
+        }
+    }
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Some(pause) = self.pause {
+            if pause.0 < std::time::Duration::from_millis(100) {
+                problems.push((
+                    "pause",
+                    format!("`pause: {pause}` leaves no time to drain: give at least 100ms"),
+                ));
+            }
+            if pause.0 > std::time::Duration::from_secs(600) {
+                problems.push((
+                    "pause",
+                    format!("`pause: {pause}` would leave writers waiting that long if redis-move died mid-drain: give at most 10min"),
+                ));
+            }
+        }
+        problems
+    }
+}
+
 /// How `redis.verify` compares values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

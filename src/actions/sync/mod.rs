@@ -1,0 +1,675 @@
+//! Live migration as a replica (`redis.sync`, issue 13): the source's RDB, then its
+//! stream of writes, applied to a target with key filters and renames, the replication
+//! offset acknowledged as it is applied. [`step`] runs it in the background of a
+//! runbook; [`background`] keeps it running between steps.
+//!
+//! - RDB keys are written with `RESTORE ... ABSTTL` from their own bytes, pipelined by
+//!   the batch the stream delivers. A key that already exists on the target and is not
+//!   the sync's own stops the sync (`existing: fail`) or is overwritten with its value
+//!   kept in the ledger (`existing: replace`).
+//! - Stream writes are applied in order with their keys renamed where the source's key
+//!   specs put them; a write whose keys are all outside the filter (or in another db) is
+//!   skipped, one that mixes keys inside and outside is refused, and so are keyless
+//!   writes that would reach beyond the filter (`FLUSHALL`, `FLUSHDB`, `SWAPDB`).
+//! - Each batch of stream writes is applied inside one `MULTI`/`EXEC` together with the
+//!   sync's marker key, which holds the replication id and offset applied: a sync killed
+//!   at any point continues from exactly the write after the last batch applied (a
+//!   partial resync), never applying a write twice nor skipping one. A source
+//!   transaction is never split across batches.
+//! - Every key the sync creates or overwrites is in its ledger (the copy's ledger
+//!   format) before it is written, so that its rollback deletes exactly what it created
+//!   and puts back what it replaced. The sync remembers a 64-bit hash per key it wrote
+//!   (8 bytes a key) to tell its own keys from others'.
+
+pub mod background;
+pub mod step;
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::Duration;
+
+use super::copy::KeyRename;
+use super::copy::ledger::{Change, LedgerState, LedgerWriter, Replaced};
+use crate::backend::BackendError;
+use crate::backend::command_keys::CommandKeys;
+use crate::backend::keyspace::{display_key, glob_match};
+use crate::backend::rdb::entries::RdbEntry;
+use crate::backend::rdb::replica::{ReplicaLink, StreamCommand, SyncStart};
+use crate::backend::redis::{RedisBackend, RedisEndpoint};
+use crate::runbook::action::SyncExisting;
+
+/// Stream writes applied in one `MULTI`/`EXEC` at most.
+const BATCH: usize = 512;
+/// How long a sync waits for the `EXEC` of a source transaction it has begun reading.
+const TRANSACTION_WAIT: Duration = Duration::from_secs(10);
+
+/// One family of keys a sync moves.
+#[derive(Clone, Debug)]
+pub struct SyncRule {
+    /// Glob of the keys (their source names).
+    pub pattern: String,
+    /// Rename on the way.
+    pub rename: Option<KeyRename>,
+}
+
+/// What a sync moves, and how.
+#[derive(Clone, Debug)]
+pub struct SyncPlan {
+    /// The families of keys; the first whose pattern matches a key takes it.
+    pub rules: Vec<SyncRule>,
+    /// The source database whose keys move (the target connection's own db receives).
+    pub db: u64,
+    /// What happens to a key that exists on the target and is not the sync's.
+    pub existing: SyncExisting,
+    /// The key on the target that holds the replication id and offset applied.
+    pub marker: Vec<u8>,
+    /// The target is the source's server and database (the sync sees its own writes
+    /// come back in the stream: a renamed key must not match a pattern again).
+    pub same_keyspace: bool,
+}
+
+impl SyncPlan {
+    /// The target name of source key `key`, or `None` when no rule takes it.
+    pub fn target_key(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| glob_match(r.pattern.as_bytes(), key))?;
+        Some(match &rule.rename {
+            Some(rename) => rename.apply(key),
+            None => key.to_vec(),
+        })
+    }
+
+    fn takes(&self, key: &[u8]) -> bool {
+        self.rules
+            .iter()
+            .any(|r| glob_match(r.pattern.as_bytes(), key))
+    }
+
+    fn patterns(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| format!("`{}`", r.pattern))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// On one server, a renamed key that a pattern takes again would be followed
+    /// forever (each write the sync makes comes back in the stream).
+    fn check_loop(&self, source_key: &[u8], target_key: &[u8]) -> Result<(), BackendError> {
+        if self.same_keyspace && (self.takes(target_key) || target_key == self.marker.as_slice()) {
+            return Err(BackendError::Config(format!(
+                "`{}` is renamed to `{}`, which {} takes again: on one server the sync would follow its own writes; rename into names outside the patterns",
+                display_key(source_key),
+                display_key(target_key),
+                self.patterns()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How far a sync has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Keys written from the RDB (this start's full sync, if it had one).
+    pub keys: u64,
+    /// Keys that existed on the target and were overwritten (kept in the ledger).
+    pub replaced: u64,
+    /// Writes of the stream applied.
+    pub commands: u64,
+    /// Writes of the stream skipped (outside the filter or the db).
+    pub skipped: u64,
+    /// The source's replication id.
+    pub replid: String,
+    /// The replication offset applied up to.
+    pub offset: i64,
+}
+
+/// Where a sync stands on the target: its marker key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The source's replication id.
+    pub replid: String,
+    /// The offset of the last byte of the stream applied.
+    pub offset: i64,
+}
+
+/// Reads the marker of a sync from the target (`None`: none there yet).
+pub async fn applied(target: &RedisBackend, marker: &[u8]) -> Result<Option<Applied>, BackendError> {
+    let reply = target.raw(redis::cmd("GET").arg(marker)).await?;
+    let redis::Value::BulkString(bytes) = reply else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next().and_then(|o| o.parse().ok())) {
+        (Some(replid), Some(offset)) => Ok(Some(Applied {
+            replid: replid.to_owned(),
+            offset,
+        })),
+        _ => Err(BackendError::Unexpected(format!(
+            "the sync marker `{}` holds `{text}`",
+            display_key(marker)
+        ))),
+    }
+}
+
+fn marker_value(replid: &str, offset: i64) -> String {
+    format!("{replid} {offset}")
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The ledger of a sync and the hashes of the keys it holds for the sync.
+struct Ledger {
+    writer: LedgerWriter,
+    seq: u64,
+    ours: HashSet<u64>,
+}
+
+impl Ledger {
+    fn open(path: &Path) -> Result<Ledger, BackendError> {
+        let state = LedgerState::read(path)?;
+        let mut ours = HashSet::new();
+        for change in &state.changes {
+            match change {
+                Change::Created(key) | Change::Temporary(key) => ours.insert(key_hash(key)),
+                Change::Unconfirmed { key, .. } => ours.insert(key_hash(key)),
+                Change::Replaced(r) => ours.insert(key_hash(&r.key)),
+                Change::Merged { before, .. } => ours.insert(key_hash(&before.key)),
+            };
+        }
+        let seq = state.changes.len() as u64 + 1;
+        Ok(Ledger {
+            writer: LedgerWriter::open(path, &state)?,
+            seq,
+            ours,
+        })
+    }
+
+    fn is_ours(&self, key: &[u8]) -> bool {
+        self.ours.contains(&key_hash(key))
+    }
+
+    /// Records that `keys` (target, source) are about to be created (flushed first).
+    fn creating(&mut self, keys: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let pairs: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .map(|(t, s)| (t.as_slice(), s.as_slice()))
+            .collect();
+        self.writer.intent(self.seq, &pairs)?;
+        for (key, _) in keys {
+            self.ours.insert(key_hash(key));
+        }
+        Ok(())
+    }
+
+    /// Records that the keys of the last intent were written.
+    fn created(&mut self, count: usize) -> Result<(), BackendError> {
+        if count == 0 {
+            return Ok(());
+        }
+        self.writer.created(self.seq, &vec![true; count])?;
+        self.writer.flush()
+    }
+
+    /// Keeps `key`'s value before it is overwritten (synced first).
+    async fn replacing(&mut self, target: &RedisBackend, key: &[u8]) -> Result<(), BackendError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
+        let replies = target.pipeline(pipe).await?;
+        if let [redis::Value::BulkString(payload), ttl] = replies.as_slice() {
+            let ttl = match ttl {
+                redis::Value::Int(ms) if *ms > 0 => *ms as u64,
+                _ => 0,
+            };
+            self.writer.replaced(&Replaced {
+                key: key.to_vec(),
+                payload: payload.clone(),
+                ttl_ms: ttl,
+            })?;
+        }
+        self.ours.insert(key_hash(key));
+        Ok(())
+    }
+}
+
+/// A running sync.
+pub struct Sync {
+    link: ReplicaLink,
+    target: RedisBackend,
+    plan: SyncPlan,
+    keys: CommandKeys,
+    ledger: Ledger,
+    current_db: u64,
+    stats: SyncStats,
+}
+
+/// The first server error among `replies`.
+fn refusal(replies: &[redis::Value]) -> Option<String> {
+    replies.iter().find_map(|r| match r {
+        redis::Value::ServerError(e) => Some(format!("{e:?}")),
+        _ => None,
+    })
+}
+
+impl Sync {
+    /// Connects to the source as a replica and, for a full sync, writes every key of its
+    /// RDB that the plan takes. Continues from the target's marker when it has one and
+    /// the source still has the backlog after it. `source` answers `COMMAND` (the key
+    /// specs of its commands); the ledger at `ledger_path` records every key written.
+    pub async fn start(
+        source_endpoint: &RedisEndpoint,
+        source: &RedisBackend,
+        target: RedisBackend,
+        plan: SyncPlan,
+        ledger_path: &Path,
+    ) -> Result<(Sync, SyncStart), BackendError> {
+        let reply = source.raw(&redis::cmd("COMMAND")).await?;
+        let keys = CommandKeys::from_reply(&reply);
+        if keys.is_empty() {
+            return Err(BackendError::Unexpected(
+                "the source's COMMAND gave no key specs (Redis 7 or newer is needed)".into(),
+            ));
+        }
+        let mut ledger = Ledger::open(ledger_path)?;
+        let resume = applied(&target, &plan.marker).await?;
+        let (mut link, start) = ReplicaLink::open(
+            source_endpoint,
+            resume.as_ref().map(|a| (a.replid.as_str(), a.offset)),
+        )
+        .await?;
+        let mut stats = SyncStats::default();
+        if start == SyncStart::Full {
+            let (loaded, replaced) =
+                load_rdb(&mut link, &target, &plan, &mut ledger, ledger_path, resume.is_some())
+                    .await?;
+            stats.keys = loaded;
+            stats.replaced = replaced;
+            target
+                .raw(
+                    redis::cmd("SET")
+                        .arg(&plan.marker)
+                        .arg(marker_value(&link.replid, link.offset)),
+                )
+                .await?;
+        }
+        stats.replid = link.replid.clone();
+        stats.offset = link.offset;
+        Ok((
+            Sync {
+                link,
+                target,
+                plan,
+                keys,
+                ledger,
+                current_db: 0,
+                stats,
+            },
+            start,
+        ))
+    }
+
+    /// How far it has come.
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// Applies the writes that arrive within `wait` of each other (at least one is
+    /// waited for that long), in batches, then acknowledges the offset. How many it
+    /// applied.
+    pub async fn apply_available(&mut self, wait: Duration) -> Result<u64, BackendError> {
+        let mut applied = 0;
+        let mut next = self.link.next_command(wait).await?;
+        while next.is_some() {
+            let mut batch = Vec::new();
+            let mut in_transaction = false;
+            while let Some(command) = next.take() {
+                let name = command.args[0].to_ascii_uppercase();
+                match name.as_slice() {
+                    b"MULTI" => in_transaction = true,
+                    b"EXEC" | b"DISCARD" => in_transaction = false,
+                    _ => {}
+                }
+                batch.push(command);
+                if batch.len() < BATCH || in_transaction {
+                    let wait = if in_transaction {
+                        TRANSACTION_WAIT
+                    } else {
+                        Duration::ZERO
+                    };
+                    next = self.link.next_command(wait).await?;
+                    if next.is_none() && in_transaction {
+                        return Err(BackendError::Unexpected(format!(
+                            "the source began a transaction and sent no EXEC within {}s",
+                            TRANSACTION_WAIT.as_secs()
+                        )));
+                    }
+                }
+            }
+            applied += self.apply_batch(batch).await?;
+            next = self.link.next_command(Duration::ZERO).await?;
+        }
+        self.link.ack().await?;
+        Ok(applied)
+    }
+
+    /// Applies what comes until `offset` of the stream is applied (or `timeout` passes).
+    pub async fn drain_to(&mut self, offset: i64, timeout: Duration) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.stats.offset < offset {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Timeout(format!(
+                    "the sync applied up to offset {} of {offset} within {}s",
+                    self.stats.offset,
+                    timeout.as_secs()
+                )));
+            }
+            self.apply_available(Duration::from_millis(100)).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the marker (the sync is over: a later start is a new sync).
+    pub async fn finish(self) -> Result<SyncStats, BackendError> {
+        self.target
+            .raw(redis::cmd("DEL").arg(&self.plan.marker))
+            .await?;
+        Ok(self.stats)
+    }
+
+    /// Turns the batch into target writes, records new keys in the ledger, and applies
+    /// them with the marker in one transaction. How many writes it applied.
+    async fn apply_batch(&mut self, batch: Vec<StreamCommand>) -> Result<u64, BackendError> {
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        let offset = last.offset;
+        let mut writes: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut touched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for command in batch {
+            if let Some((args, keys)) = self.translate(command.args)? {
+                for (target_key, source_key) in keys {
+                    if !self.ledger.is_ours(&target_key)
+                        && !touched.iter().any(|(t, _)| *t == target_key)
+                    {
+                        touched.push((target_key, source_key));
+                    }
+                }
+                writes.push(args);
+            }
+        }
+        // Keys this batch reaches for the first time: new ones are recorded as created,
+        // existing ones are another's (kept, or the sync stops).
+        let mut new_keys = Vec::new();
+        if !touched.is_empty() {
+            let mut pipe = redis::pipe();
+            for (key, _) in &touched {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            let exists = self.target.pipeline(pipe).await?;
+            for ((key, source_key), exists) in touched.into_iter().zip(exists) {
+                if exists == redis::Value::Int(1) {
+                    self.existing(&key).await?;
+                } else {
+                    new_keys.push((key, source_key));
+                }
+            }
+        }
+        self.ledger.creating(&new_keys)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI");
+        for args in &writes {
+            let mut cmd = redis::cmd(&String::from_utf8_lossy(&args[0]));
+            for arg in &args[1..] {
+                cmd.arg(arg.as_slice());
+            }
+            pipe.add_command(cmd);
+        }
+        pipe.cmd("SET")
+            .arg(&self.plan.marker)
+            .arg(marker_value(&self.link.replid, offset));
+        pipe.cmd("EXEC");
+        let replies = self.target.pipeline(pipe).await?;
+        let exec = replies.last().cloned().unwrap_or(redis::Value::Nil);
+        match exec {
+            redis::Value::Array(results) => {
+                self.ledger.created(new_keys.len())?;
+                if let Some(refused) = refusal(&results) {
+                    return Err(BackendError::Command(format!(
+                        "the target refused a write of the source's stream: {refused}"
+                    )));
+                }
+            }
+            other => {
+                let why = refusal(&replies).unwrap_or_else(|| format!("{other:?}"));
+                return Err(BackendError::Command(format!(
+                    "the target refused a batch of the source's stream (nothing of it applied): {why}"
+                )));
+            }
+        }
+        self.stats.offset = offset;
+        self.stats.commands += writes.len() as u64;
+        Ok(writes.len() as u64)
+    }
+
+    /// A key the sync reaches that exists on the target and is not its own.
+    async fn existing(&mut self, key: &[u8]) -> Result<(), BackendError> {
+        match self.plan.existing {
+            SyncExisting::Fail => Err(taken(key)),
+            SyncExisting::Replace => {
+                self.ledger.replacing(&self.target, key).await?;
+                self.stats.replaced += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The target write for a stream command with its (target, source) keys, or `None`
+    /// when it is skipped.
+    #[allow(clippy::type_complexity)]
+    fn translate(
+        &mut self,
+        mut args: Vec<Vec<u8>>,
+    ) -> Result<Option<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>)>, BackendError> {
+        let name = args[0].to_ascii_uppercase();
+        match name.as_slice() {
+            // Transactions of the source are applied inside the batch's own.
+            b"PING" | b"REPLCONF" | b"MULTI" | b"EXEC" | b"DISCARD" => return Ok(None),
+            b"SELECT" => {
+                self.current_db = args
+                    .get(1)
+                    .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                    .ok_or_else(|| BackendError::Unexpected("SELECT without a db".into()))?;
+                return Ok(None);
+            }
+            b"FLUSHALL" | b"FLUSHDB" | b"SWAPDB" => {
+                return Err(BackendError::Command(format!(
+                    "the source ran {}: redis-move does not apply it to the target (it would reach beyond the keys the sync moves)",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            _ => {}
+        }
+        if self.current_db != self.plan.db {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+        let positions = self
+            .keys
+            .positions(&args)
+            .map_err(|e| BackendError::Command(format!("the source's stream: {e}")))?;
+        let inside = positions
+            .iter()
+            .filter(|&&p| self.plan.takes(&args[p]))
+            .count();
+        if positions.is_empty() || inside == 0 {
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+        if inside < positions.len() {
+            let outside = positions
+                .iter()
+                .find(|&&p| !self.plan.takes(&args[p]))
+                .map(|&p| display_key(&args[p]))
+                .unwrap_or_default();
+            return Err(BackendError::Command(format!(
+                "the source's stream has a {} with keys inside and outside {} ({outside}): it cannot be applied to the moved keys alone",
+                String::from_utf8_lossy(&name),
+                self.plan.patterns()
+            )));
+        }
+        let mut keys = Vec::with_capacity(positions.len());
+        for &p in &positions {
+            let target_key = self.plan.target_key(&args[p]).unwrap_or_default();
+            self.plan.check_loop(&args[p], &target_key)?;
+            let source_key = std::mem::replace(&mut args[p], target_key.clone());
+            keys.push((target_key, source_key));
+        }
+        Ok(Some((args, keys)))
+    }
+}
+
+/// What loading an RDB keeps between batches.
+struct Load<'a> {
+    ledger: &'a mut Ledger,
+    seen: HashSet<u64>,
+    written: u64,
+    replaced: u64,
+}
+
+/// Writes the RDB's keys that the plan takes: (keys written, keys replaced). After an
+/// earlier start (`again`), those of the sync's keys that the new RDB no longer has are
+/// deleted (the source deleted them meanwhile).
+async fn load_rdb(
+    link: &mut ReplicaLink,
+    target: &RedisBackend,
+    plan: &SyncPlan,
+    ledger: &mut Ledger,
+    ledger_path: &Path,
+    again: bool,
+) -> Result<(u64, u64), BackendError> {
+    let load = tokio::sync::Mutex::new(Load {
+        ledger,
+        seen: HashSet::new(),
+        written: 0,
+        replaced: 0,
+    });
+    link.read_rdb(|batch, version| {
+        let mut entries = Vec::new();
+        let mut failure = None;
+        for entry in batch {
+            if entry.db != plan.db {
+                continue;
+            }
+            let Some(name) = plan.target_key(&entry.key) else {
+                continue;
+            };
+            if let Err(e) = plan.check_loop(&entry.key, &name) {
+                failure = Some(e);
+                break;
+            }
+            entries.push((name, entry));
+        }
+        let load = &load;
+        async move {
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let mut load = load.lock().await;
+            let new_keys: Vec<(Vec<u8>, Vec<u8>)> = entries
+                .iter()
+                .filter(|(name, _)| !load.ledger.is_ours(name))
+                .map(|(name, entry)| (name.clone(), entry.key.clone()))
+                .collect();
+            let theirs: HashSet<&[u8]> = new_keys.iter().map(|(k, _)| k.as_slice()).collect();
+            load.ledger.creating(&new_keys)?;
+            let restore = |name: &[u8], entry: &RdbEntry, replace: bool| {
+                let mut cmd = redis::cmd("RESTORE");
+                cmd.arg(name)
+                    .arg(entry.expires_at_ms.unwrap_or(0))
+                    .arg(entry.dump_payload(version))
+                    .arg("ABSTTL");
+                if replace {
+                    cmd.arg("REPLACE");
+                }
+                cmd
+            };
+            let mut pipe = redis::pipe();
+            for (name, entry) in &entries {
+                // The sync's own keys are written over; one it has not written yet
+                // refuses with BUSYKEY when it exists (another's key), handled below.
+                pipe.add_command(restore(name, entry, !theirs.contains(name.as_slice())));
+            }
+            let replies = target.pipeline(pipe).await?;
+            load.ledger.created(new_keys.len())?;
+            for ((name, entry), reply) in entries.iter().zip(&replies) {
+                load.seen.insert(key_hash(name));
+                match reply {
+                    redis::Value::ServerError(e) if e.code() == "BUSYKEY" => match plan.existing {
+                        SyncExisting::Fail => return Err(taken(name)),
+                        SyncExisting::Replace => {
+                            load.ledger.replacing(target, name).await?;
+                            target.raw(&restore(name, entry, true)).await?;
+                            load.replaced += 1;
+                        }
+                    },
+                    redis::Value::ServerError(e) => {
+                        return Err(BackendError::Command(format!(
+                            "the target refused `{}` of the RDB: {e:?}",
+                            display_key(name)
+                        )));
+                    }
+                    _ => {}
+                }
+                load.written += 1;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let load = load.into_inner();
+    if again {
+        load.ledger.writer.flush()?;
+        let stale: Vec<Vec<u8>> = LedgerState::read(ledger_path)?
+            .changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Created(key) | Change::Unconfirmed { key, .. } => Some(key),
+                Change::Replaced(r) => Some(r.key),
+                _ => None,
+            })
+            .filter(|key| !load.seen.contains(&key_hash(key)))
+            .collect();
+        for chunk in stale.chunks(BATCH) {
+            let mut cmd = redis::cmd("UNLINK");
+            for key in chunk {
+                cmd.arg(key);
+            }
+            target.raw(&cmd).await?;
+        }
+    }
+    Ok((load.written, load.replaced))
+}
+
+/// The error for a key of another on the target, with `existing: fail`.
+fn taken(key: &[u8]) -> BackendError {
+    BackendError::Command(format!(
+        "`{}` already exists on the target and is not the sync's (`existing: replace` overwrites it, keeping its value for the rollback)",
+        display_key(key)
+    ))
+}
