@@ -10,13 +10,15 @@
 use std::io::BufReader;
 
 use redis_move::actions::copy::KeyRename;
-use redis_move::actions::sync::{Sync, SyncPlan};
+use redis_move::actions::sync::background::source_offset;
+use redis_move::actions::sync::{Sync, SyncPlan, SyncRule};
 use redis_move::backend::command_keys::{CommandKeys, KeysError};
 use redis_move::backend::rdb::entries::RdbReader;
 use redis_move::backend::rdb::receive;
 use redis_move::backend::rdb::replica::{ReplicaLink, SyncStart};
 use redis_move::backend::redis::RedisBackend;
 use redis_move::backend::redis::RedisEndpoint;
+use redis_move::runbook::action::SyncExisting;
 use redis_move_testbed::RedisServer;
 use redis_move_testbed::dataset::{self, load_every_type};
 use redis_move_testbed::redis::{older_redis_server, redis_server_binary};
@@ -499,16 +501,28 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
         .await
         .unwrap();
     let plan = SyncPlan {
-        pattern: "job:*".into(),
-        rename: Some(KeyRename::Prefix {
-            from: b"job:".to_vec(),
-            to: b"step:".to_vec(),
-        }),
+        rules: vec![SyncRule {
+            pattern: "job:*".into(),
+            rename: Some(KeyRename::Prefix {
+                from: b"job:".to_vec(),
+                to: b"step:".to_vec(),
+            }),
+        }],
         db: 0,
+        existing: SyncExisting::Fail,
+        marker: b"redis-move:sync:test".to_vec(),
+        same_keyspace: false,
     };
-    let (mut sync, _) = Sync::start(&endpoint, &source_backend, target_backend, plan, None)
-        .await
-        .unwrap();
+    let ledger = tempfile::tempdir().unwrap();
+    let (mut sync, _) = Sync::start(
+        &endpoint,
+        &source_backend,
+        target_backend,
+        plan,
+        &ledger.path().join("sync.ledger"),
+    )
+    .await
+    .unwrap();
     assert!(sync.stats().keys >= 12, "{:?}", sync.stats());
     while !producer.is_finished() {
         sync.apply_available(std::time::Duration::from_millis(100))
@@ -518,7 +532,7 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
     producer.join().unwrap();
     // Drained: nothing of the stream is left unapplied.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while sync.lag_bytes(&source_backend).await.unwrap() > 0 {
+    while source_offset(&source_backend).await.unwrap() > sync.stats().offset {
         assert!(
             std::time::Instant::now() < deadline,
             "the sync never caught up"
@@ -527,6 +541,19 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
             .await
             .unwrap();
     }
+    // The sync's marker (replication id and offset applied) is its own, not a moved key.
+    let marker: String = redis::cmd("GET")
+        .arg("redis-move:sync:test")
+        .query(&mut to)
+        .unwrap();
+    assert_eq!(
+        marker,
+        format!("{} {}", sync.stats().replid, sync.stats().offset)
+    );
+    let _: () = redis::cmd("DEL")
+        .arg("redis-move:sync:test")
+        .query(&mut to)
+        .unwrap();
     let moved = assert_moved(&mut from, &mut to);
     assert!(moved > 3000, "{moved} keys");
     // Writes came both ways: in the RDB and through the stream, outside the filter too.

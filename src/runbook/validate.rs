@@ -1327,7 +1327,10 @@ impl Validator {
                 self.error(
                     "not-a-sync",
                     sync.span,
-                    format!("`sync: {}` names a step that is not a `redis.sync`", sync.value),
+                    format!(
+                        "`sync: {}` names a step that is not a `redis.sync`",
+                        sync.value
+                    ),
                 );
                 continue;
             };

@@ -226,9 +226,9 @@ impl Syncs {
             .expect("not poisoned")
             .get(step)
         {
-            Some(why) => BackendError::Command(format!(
-                "sync `{step}` could not be resumed: {why}"
-            )),
+            Some(why) => {
+                BackendError::Command(format!("sync `{step}` could not be resumed: {why}"))
+            }
             None => BackendError::Command(format!(
                 "sync `{step}` is not running in this run (its step did not run, or it was stopped)"
             )),
@@ -310,7 +310,10 @@ async fn follow(
     let mut last_sample = Instant::now() - SAMPLE_EVERY;
     let mut start = start;
     let mut base = SyncStats::default();
-    let publish = |state: SyncState, stats: &SyncStats, start: &SyncStart, samples: &VecDeque<(Instant, i64)>| {
+    let publish = |state: SyncState,
+                   stats: &SyncStats,
+                   start: &SyncStart,
+                   samples: &VecDeque<(Instant, i64)>| {
         let source_offset = samples.back().map_or(stats.offset, |s| s.1);
         let lag = samples
             .iter()
@@ -326,12 +329,22 @@ async fn follow(
     };
     loop {
         if cancel.is_cancelled() {
-            publish(SyncState::Halted, &totals(&base, sync.stats()), &start, &samples);
+            publish(
+                SyncState::Halted,
+                &totals(&base, sync.stats()),
+                &start,
+                &samples,
+            );
             return;
         }
         match orders.try_recv() {
             Ok(Order::Halt { reply }) => {
-                publish(SyncState::Halted, &totals(&base, sync.stats()), &start, &samples);
+                publish(
+                    SyncState::Halted,
+                    &totals(&base, sync.stats()),
+                    &start,
+                    &samples,
+                );
                 let _ = reply.send(());
                 return;
             }
@@ -380,7 +393,12 @@ async fn follow(
         }
         let applied = sync.apply_available(Duration::from_millis(100)).await;
         match applied {
-            Ok(_) => publish(SyncState::Running, &totals(&base, sync.stats()), &start, &samples),
+            Ok(_) => publish(
+                SyncState::Running,
+                &totals(&base, sync.stats()),
+                &start,
+                &samples,
+            ),
             Err(BackendError::Unreachable(why)) => {
                 base = totals(&base, sync.stats());
                 publish(SyncState::Reconnecting, &base, &start, &samples);
@@ -397,7 +415,12 @@ async fn follow(
                 }
             }
             Err(e) => {
-                publish(SyncState::Failed(e.to_string()), &totals(&base, sync.stats()), &start, &samples);
+                publish(
+                    SyncState::Failed(e.to_string()),
+                    &totals(&base, sync.stats()),
+                    &start,
+                    &samples,
+                );
                 tracing::warn!("sync stopped: {e}");
                 return;
             }
@@ -448,5 +471,7 @@ pub async fn source_offset(source: &RedisBackend) -> Result<i64, BackendError> {
         .await?
         .get("master_repl_offset")
         .and_then(|v| v.as_text().parse::<i64>().ok())
-        .ok_or_else(|| BackendError::Unexpected("INFO replication has no master_repl_offset".into()))
+        .ok_or_else(|| {
+            BackendError::Unexpected("INFO replication has no master_repl_offset".into())
+        })
 }

@@ -41,6 +41,8 @@ use crate::runbook::action::SyncExisting;
 
 /// Stream writes applied in one `MULTI`/`EXEC` at most.
 const BATCH: usize = 512;
+/// How long one call applies before it hands back (to report, to take orders).
+pub const ROUND: Duration = Duration::from_millis(200);
 /// How long a sync waits for the `EXEC` of a source transaction it has begun reading.
 const TRANSACTION_WAIT: Duration = Duration::from_secs(10);
 
@@ -138,7 +140,10 @@ pub struct Applied {
 }
 
 /// Reads the marker of a sync from the target (`None`: none there yet).
-pub async fn applied(target: &RedisBackend, marker: &[u8]) -> Result<Option<Applied>, BackendError> {
+pub async fn applied(
+    target: &RedisBackend,
+    marker: &[u8],
+) -> Result<Option<Applied>, BackendError> {
     let reply = target.raw(redis::cmd("GET").arg(marker)).await?;
     let redis::Value::BulkString(bytes) = reply else {
         return Ok(None);
@@ -215,12 +220,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records that the keys of the last intent were written.
-    fn created(&mut self, count: usize) -> Result<(), BackendError> {
-        if count == 0 {
+    /// Records which keys of the last intent were created (`false`: it existed, and is
+    /// recorded as replaced instead).
+    fn created(&mut self, created: &[bool]) -> Result<(), BackendError> {
+        if created.is_empty() {
             return Ok(());
         }
-        self.writer.created(self.seq, &vec![true; count])?;
+        self.writer.created(self.seq, created)?;
         self.writer.flush()
     }
 
@@ -292,9 +298,15 @@ impl Sync {
         .await?;
         let mut stats = SyncStats::default();
         if start == SyncStart::Full {
-            let (loaded, replaced) =
-                load_rdb(&mut link, &target, &plan, &mut ledger, ledger_path, resume.is_some())
-                    .await?;
+            let (loaded, replaced) = load_rdb(
+                &mut link,
+                &target,
+                &plan,
+                &mut ledger,
+                ledger_path,
+                resume.is_some(),
+            )
+            .await?;
             stats.keys = loaded;
             stats.replaced = replaced;
             target
@@ -326,11 +338,11 @@ impl Sync {
         &self.stats
     }
 
-    /// Applies the writes that arrive within `wait` of each other (at least one is
-    /// waited for that long), in batches, then acknowledges the offset. How many it
-    /// applied.
+    /// Applies the writes that have arrived (waiting up to `wait` for the first), in
+    /// batches, for at most [`ROUND`], then acknowledges the offset. How many it applied.
     pub async fn apply_available(&mut self, wait: Duration) -> Result<u64, BackendError> {
         let mut applied = 0;
+        let round = tokio::time::Instant::now();
         let mut next = self.link.next_command(wait).await?;
         while next.is_some() {
             let mut batch = Vec::new();
@@ -359,6 +371,9 @@ impl Sync {
                 }
             }
             applied += self.apply_batch(batch).await?;
+            if round.elapsed() >= ROUND {
+                break;
+            }
             next = self.link.next_command(Duration::ZERO).await?;
         }
         self.link.ack().await?;
@@ -410,6 +425,12 @@ impl Sync {
                 writes.push(args);
             }
         }
+        // Nothing to write: the offset moves in memory only (a marker write would come
+        // back in the stream of a sync on one server, and be followed forever).
+        if writes.is_empty() {
+            self.stats.offset = offset;
+            return Ok(0);
+        }
         // Keys this batch reaches for the first time: new ones are recorded as created,
         // existing ones are another's (kept, or the sync stops).
         let mut new_keys = Vec::new();
@@ -445,7 +466,7 @@ impl Sync {
         let exec = replies.last().cloned().unwrap_or(redis::Value::Nil);
         match exec {
             redis::Value::Array(results) => {
-                self.ledger.created(new_keys.len())?;
+                self.ledger.created(&vec![true; new_keys.len()])?;
                 if let Some(refused) = refusal(&results) {
                     return Err(BackendError::Command(format!(
                         "the target refused a write of the source's stream: {refused}"
@@ -616,7 +637,19 @@ async fn load_rdb(
                 pipe.add_command(restore(name, entry, !theirs.contains(name.as_slice())));
             }
             let replies = target.pipeline(pipe).await?;
-            load.ledger.created(new_keys.len())?;
+            // A new key that refused (BUSYKEY) was not created: it is another's, kept
+            // below as replaced.
+            let busy: HashSet<&[u8]> = entries
+                .iter()
+                .zip(&replies)
+                .filter(|(_, r)| matches!(r, redis::Value::ServerError(e) if e.code() == "BUSYKEY"))
+                .map(|((name, _), _)| name.as_slice())
+                .collect();
+            let created: Vec<bool> = new_keys
+                .iter()
+                .map(|(k, _)| !busy.contains(k.as_slice()))
+                .collect();
+            load.ledger.created(&created)?;
             for ((name, entry), reply) in entries.iter().zip(&replies) {
                 load.seen.insert(key_hash(name));
                 match reply {

@@ -188,7 +188,10 @@ pub fn status(p: &SyncStatusParams, ctx: &ProbeContext<'_>) -> Result<Value, Act
 }
 
 /// What a stop with a pause captures: the source's fence setting.
-pub async fn capture_stop(act: &Act<'_>, p: &SyncStopParams) -> Result<Option<Captured>, ActionError> {
+pub async fn capture_stop(
+    act: &Act<'_>,
+    p: &SyncStopParams,
+) -> Result<Option<Captured>, ActionError> {
     if p.pause.is_none() {
         return Ok(None);
     }
@@ -232,7 +235,10 @@ pub async fn stop(act: &Act<'_>, p: &SyncStopParams) -> Result<Value, ActionErro
             )));
         }
         act.progress(
-            format!("catching up: {} behind", format_size(status.lag_bytes() as f64)),
+            format!(
+                "catching up: {} behind",
+                format_size(status.lag_bytes() as f64)
+            ),
             Some(deadline - tokio::time::Instant::now()),
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -911,7 +911,8 @@ impl ActionParams for SyncParams {
         if !self.keys.is_empty() && (self.pattern.is_some() || self.rename.is_some()) {
             problems.push((
                 "keys",
-                "give the keys either as `match` (+ `rename`) or as a `keys:` list, not both".into(),
+                "give the keys either as `match` (+ `rename`) or as a `keys:` list, not both"
+                    .into(),
             ));
         }
         let same_server = self

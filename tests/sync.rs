@@ -1,0 +1,165 @@
+//! `redis.sync` end to end, as runbook steps against real redis-servers: a producer
+//! writing all through a sync and its paused stop loses no acknowledged write; a run
+//! killed with the sync in the background resumes it with a partial resync and
+//! applies every write exactly once; a rollback deletes what the sync created and puts
+//! back what it replaced, on one server with a rename.
+
+use std::time::Duration;
+
+use redis::Commands;
+use redis_move_testbed::RedisServer;
+use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
+use redis_move_testbed::producer::Producer;
+use redis_move_testbed::workspace::Workspace;
+
+fn listed(con: &mut redis::Connection, key: &str) -> Vec<String> {
+    con.lrange(key, 0, -1).unwrap()
+}
+
+#[test]
+fn a_paused_stop_loses_no_acknowledged_write_of_a_live_producer() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 2000);
+    let _: () = src.set("other:key", "stays home").unwrap();
+    let mut producer = Producer::start(vec![source.url()], "job:queue", "j", None);
+    producer.wait_for_more(200, Duration::from_secs(20));
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-pause",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: close
+        redis.sync_status: { sync: sync }
+        until: { lag_bytes: "< 1MiB", commands: "> 100" }
+        timeout: 60s
+      - id: stop
+        redis.sync_stop: { sync: sync, pause: 3s }
+"#,
+    ));
+    ws.run().success();
+    // The source is fenced: the producer's writes are refused from the stop on.
+    producer.wait_for_more(0, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = producer.stop();
+    assert!(producer.rejected() > 0, "the fence refused no write");
+    let mut dst = connect(&target.url());
+    let moved = listed(&mut dst, "step:queue");
+    let missing: Vec<&str> = acked
+        .iter()
+        .map(|a| a.id.as_str())
+        .filter(|id| !moved.iter().any(|m| m == id))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert_eq!(
+        moved,
+        listed(&mut src, "job:queue"),
+        "in the source's order"
+    );
+    assert_same(
+        &snapshot(&mut src, "job:*"),
+        &snapshot(&mut dst, "step:*"),
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        1000,
+    );
+    assert!(!dst.exists::<_, bool>("other:key").unwrap());
+    let commands = ws.value_number("stop", "commands");
+    assert!(commands >= 200.0, "{commands}");
+    // The marker is gone with the stop.
+    let markers: Vec<String> = dst.keys("redis-move:*").unwrap();
+    assert!(markers.is_empty(), "{markers:?}");
+}
+
+#[test]
+fn a_run_killed_with_its_sync_running_resumes_it_exactly_once() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 1000);
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-resume",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: meanwhile
+        wait: { duration: 4s }
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let mut dst = connect(&target.url());
+    let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    // Writes while the first process follows the source: counters catch a write
+    // applied twice, a list catches one applied twice or lost.
+    Workspace::wait_for("the sync to follow", Duration::from_secs(60), || {
+        dst.exists::<_, bool>("step:1").unwrap_or(false)
+    });
+    for n in 0..300 {
+        let _: () = src.incr("job:counter", 1).unwrap();
+        let _: () = src.rpush("job:log", n).unwrap();
+    }
+    Workspace::wait_for("the writes to arrive", Duration::from_secs(30), || {
+        dst.get::<_, Option<i64>>("step:counter").unwrap_or(None) == Some(300)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Written while no process follows: the source keeps them in its backlog.
+    for n in 300..500 {
+        let _: () = src.incr("job:counter", 1).unwrap();
+        let _: () = src.rpush("job:log", n).unwrap();
+    }
+    let _: () = src.del("job:2").unwrap();
+    let resumed = ws.cmd(&["resume", "--no-progress"]).assert().success();
+    let stderr = String::from_utf8_lossy(&resumed.get_output().stderr).into_owned();
+    assert!(stderr.contains("partial resync"), "{stderr}");
+    assert_eq!(dst.get::<_, i64>("step:counter").unwrap(), 500);
+    let log: Vec<i64> = dst.lrange("step:log", 0, -1).unwrap();
+    assert_eq!(log, (0..500).collect::<Vec<_>>());
+    assert!(!dst.exists::<_, bool>("step:2").unwrap());
+    assert_same(
+        &snapshot(&mut src, "job:*"),
+        &snapshot(&mut dst, "step:*"),
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        1000,
+    );
+}
+
+#[test]
+fn a_rollback_on_one_server_deletes_what_the_sync_created_and_restores_what_it_replaced() {
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    dataset::load_job_keys(&mut con, 500);
+    let _: () = con.set("job:taken", "new value").unwrap();
+    let _: () = con.set("step:taken", "the target's own").unwrap();
+    let _: () = con.set("step:unrelated", "untouched").unwrap();
+    let before = snapshot(&mut con, "*");
+    let ws = Workspace::new(&format!(
+        "version: 1\nname: sync-rollback\ntargets:\n  redis: {{ redis: {{ url: \"{}\" }} }}\nphases:\n  - id: main\n    steps:\n{}",
+        server.url(),
+        r#"      - id: sync
+        redis.sync: { source: redis, target: redis, match: "job:*", rename: { from: "job:", to: "step:" }, existing: replace }
+      - id: writes
+        redis.command: { target: redis, args: [SET, "job:late", "after the RDB"] }
+        rollback: none
+      - id: applied
+        redis.sync_status: { sync: sync }
+        until: { lag_bytes: "== 0", commands: ">= 1" }
+        timeout: 30s
+      - id: broken
+        assert: { value: "1" }
+        expect: "== 2"
+        on_failure: rollback
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#
+    ));
+    let out = ws.run().code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    // Only the step's own write stays (`redis.command` has no inverse).
+    let _: () = con.del("job:late").unwrap();
+    assert_same(&before, &snapshot(&mut con, "*"), <[u8]>::to_vec, 1000);
+}
