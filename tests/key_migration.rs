@@ -14,22 +14,15 @@ fn env_of(container: &str) -> String {
     docker_cli(&["inspect", container, "--format", "{{json .Config.Env}}"])
 }
 
-#[tokio::test]
-async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
-    let Some(engine) = docker::engine().await else {
-        return;
-    };
-    let server = RedisServer::start();
-    let mut con = connect(&server.url());
-    dataset::load_job_keys(&mut con, 3000);
-    let jobs_before = snapshot(&mut con, "job:*");
-    let lists_before = snapshot(&mut con, "jobs:*");
-    let workers_before = snapshot(&mut con, "workers:*");
-    // The API and a worker: seed 004's services, writing jobs all along.
-    let image = worker_image(&engine).await;
+/// The API and a worker: seed 004's services, writing jobs all along (job keys first).
+async fn keys_app(
+    engine: &bollard::Docker,
+    server: &RedisServer,
+) -> ([String; 2], ContainerGuard, String) {
+    let image = worker_image(engine).await;
     let prefix = unique_name("keys");
     let services = [format!("{prefix}-api"), format!("{prefix}-worker")];
-    let _guard = ContainerGuard::new(services.clone());
+    let guard = ContainerGuard::new(services.clone());
     for name in &services {
         docker_cli(&[
             "run",
@@ -49,17 +42,22 @@ async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
             "/usr/local/bin/worker",
         ]);
     }
-    let backups = tempfile::tempdir().unwrap();
+    (services, guard, prefix)
+}
+
+/// Runs `runbook` against `server` and the services named `<prefix>-*`, approving its
+/// gates.
+fn run_runbook(
+    runbook: &str,
+    server: &RedisServer,
+    prefix: &str,
+    backups: &tempfile::TempDir,
+) -> std::process::Output {
     let state = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
-        .args([
-            "run",
-            "runbooks/job-keys-to-step-keys.yaml",
-            "--yes",
-            "--no-progress",
-        ])
+        .args(["run", runbook, "--yes", "--no-progress"])
         .args(["--var", &format!("redis_url={}", server.url())])
         .args(["--var", &format!("services=^{prefix}-(api|worker)$")])
         .args(["--var", "probe_interval=1s"])
@@ -67,21 +65,13 @@ async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
         .arg("--state-dir")
         .arg(state.path())
         .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    // The services went on writing; the old keys stay gone (dual-write is off).
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let old: Vec<String> = con.keys("job*").unwrap();
-    assert!(old.is_empty(), "old keys left or back: {old:?}");
-    // Every job a service ever had acknowledged is under step:* (nothing lost), and in
-    // steps:pending.
+        .unwrap()
+}
+
+/// Ids of the jobs a service had acknowledged that are not under step:* (the key and
+/// its place in steps:pending), and how many were acknowledged.
+fn lost_jobs(con: &mut redis::Connection) -> (Vec<String>, usize) {
     let written: Vec<String> = con.smembers("app:written").unwrap();
-    assert!(
-        written.len() > 100,
-        "the services kept writing: {}",
-        written.len()
-    );
     let mut lost = Vec::new();
     for id in &written {
         let exists: bool = con.exists(format!("step:{id}")).unwrap();
@@ -90,11 +80,42 @@ async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
             lost.push(id.clone());
         }
     }
+    (lost, written.len())
+}
+
+#[tokio::test]
+async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    dataset::load_job_keys(&mut con, 3000);
+    let jobs_before = snapshot(&mut con, "job:*");
+    let lists_before = snapshot(&mut con, "jobs:*");
+    let workers_before = snapshot(&mut con, "workers:*");
+    let (services, _guard, prefix) = keys_app(&engine, &server).await;
+    let backups = tempfile::tempdir().unwrap();
+    let output = run_runbook(
+        "runbooks/job-keys-to-step-keys.yaml",
+        &server,
+        &prefix,
+        &backups,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The services went on writing; the old keys stay gone (dual-write is off).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let old: Vec<String> = con.keys("job*").unwrap();
+    assert!(old.is_empty(), "old keys left or back: {old:?}");
+    // Every job a service ever had acknowledged is under step:* (nothing lost), and in
+    // steps:pending.
+    let (lost, written) = lost_jobs(&mut con);
+    assert!(written > 100, "the services kept writing: {written}");
     assert!(
         lost.is_empty(),
-        "{} of {} jobs lost: {:?}",
+        "{} of {written} jobs lost: {:?}",
         lost.len(),
-        written.len(),
         &lost[..lost.len().min(5)]
     );
     // Every old key is in its new key: the loaded jobs exactly (nobody touched them).
@@ -147,4 +168,55 @@ async fn job_keys_move_to_step_keys_phase_by_phase_under_dual_write_traffic() {
     assert!(stderr.contains("ok backup"), "{stderr}");
     let files: Vec<_> = std::fs::read_dir(backups.path()).unwrap().collect();
     assert!(!files.is_empty(), "no snapshot file");
+}
+
+/// `runbooks/job-keys-sync.yaml`: the same move with `redis.sync` instead of dual-write.
+/// The services write only job keys until the switch; every job they had acknowledged is
+/// under step:* after it, the loaded keys exactly, and the services then write step keys
+/// only.
+#[tokio::test]
+async fn job_keys_follow_as_step_keys_through_a_live_sync_and_a_drained_switch() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let server = RedisServer::start();
+    let mut con = connect(&server.url());
+    dataset::load_job_keys(&mut con, 3000);
+    let jobs_before = snapshot(&mut con, "job:*");
+    let workers_before = snapshot(&mut con, "workers:*");
+    let (services, _guard, prefix) = keys_app(&engine, &server).await;
+    let backups = tempfile::tempdir().unwrap();
+    let output = run_runbook("runbooks/job-keys-sync.yaml", &server, &prefix, &backups);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("ok drain"), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let old: Vec<String> = con.keys("job*").unwrap();
+    assert!(old.is_empty(), "old keys left or back: {old:?}");
+    let (lost, written) = lost_jobs(&mut con);
+    assert!(written > 40, "the services kept writing: {written}");
+    assert!(
+        lost.is_empty(),
+        "{} of {written} jobs lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let mut loaded_steps = snapshot(&mut con, "step:*");
+    loaded_steps.retain(|k, _| !k.starts_with(b"step:app-"));
+    assert_same(
+        &jobs_before,
+        &loaded_steps,
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        2000,
+    );
+    let mut steps_of_w1: Vec<String> = con.smembers("worker:w1:steps").unwrap();
+    steps_of_w1.sort();
+    assert_eq!(steps_of_w1, ["1", "2"]);
+    assert_eq!(snapshot(&mut con, "workers:*"), workers_before);
+    // No marker or ledger key of the sync is left on the server.
+    let markers: Vec<String> = con.keys("redis-move:*").unwrap();
+    assert!(markers.is_empty(), "{markers:?}");
+    for name in &services {
+        assert!(env_of(name).contains("PRIMARY_KEY_PATTERN=step"), "{name}");
+    }
 }
