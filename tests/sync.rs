@@ -163,3 +163,79 @@ fn a_rollback_on_one_server_deletes_what_the_sync_created_and_restores_what_it_r
     let _: () = con.del("job:late").unwrap();
     assert_same(&before, &snapshot(&mut con, "*"), <[u8]>::to_vec, 1000);
 }
+
+#[test]
+fn a_source_restarted_mid_sync_is_followed_again_from_where_it_was() {
+    let mut source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 500);
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-restart",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: meanwhile
+        wait: { duration: 6s }
+      - id: back
+        redis.sync_status: { sync: sync }
+        until: { state: running, lag_bytes: "== 0", commands: ">= 200" }
+        timeout: 60s
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let mut dst = connect(&target.url());
+    let child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    Workspace::wait_for("the sync to follow", Duration::from_secs(60), || {
+        dst.exists::<_, bool>("step:1").unwrap_or(false)
+    });
+    // Writes before, inside a transaction (applied as one), and after a restart.
+    for n in 0..100 {
+        let _: () = src.rpush("job:log", n).unwrap();
+    }
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("INCRBY")
+        .arg("job:counter")
+        .arg(7)
+        .cmd("SET")
+        .arg("other:key")
+        .arg("stays home")
+        .cmd("HSET")
+        .arg("job:tx")
+        .arg("f")
+        .arg("v")
+        .query::<()>(&mut src)
+        .unwrap();
+    source.restart();
+    let mut src = connect(&source.url());
+    for n in 100..200 {
+        let _: () = src.rpush("job:log", n).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The restarted source kept its replication id (in its RDB): a partial resync.
+    let journal = ws.journal().unwrap();
+    assert_eq!(
+        journal["steps"]["back"]["value"]["object"]["start"],
+        serde_json::json!({"text": "partial"}),
+        "{}",
+        journal["steps"]["back"]["value"]
+    );
+    let log: Vec<i64> = dst.lrange("step:log", 0, -1).unwrap();
+    assert_eq!(log, (0..200).collect::<Vec<_>>());
+    assert_eq!(dst.get::<_, i64>("step:counter").unwrap(), 7);
+    assert!(!dst.exists::<_, bool>("other:key").unwrap());
+    assert_same(
+        &snapshot(&mut src, "job:*"),
+        &snapshot(&mut dst, "step:*"),
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        1000,
+    );
+}

@@ -88,6 +88,8 @@ pub struct RedisServer {
     pub password: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
+    /// How it was started, for [`RedisServer::restart`].
+    command: Vec<std::ffi::OsString>,
 }
 
 impl RedisServer {
@@ -150,11 +152,15 @@ impl RedisServer {
                 cmd.arg("--requirepass").arg(pw);
             }
             let child = cmd.spawn().expect("redis-server starts");
+            let command = std::iter::once(cmd.get_program().to_owned())
+                .chain(cmd.get_args().map(|a| a.to_owned()))
+                .collect();
             let mut server = RedisServer {
                 port,
                 password: password.map(str::to_owned),
                 child,
                 _dir: tempfile::tempdir().expect("temp dir"),
+                command,
             };
             if server.wait_ready(Duration::from_secs(10)) {
                 server._dir = dir;
@@ -244,6 +250,8 @@ impl RedisServer {
             password: password.map(str::to_owned),
             child,
             _dir: dir,
+            // Not restartable: only plain servers are.
+            command: Vec::new(),
         }
     }
 
@@ -273,6 +281,8 @@ impl RedisServer {
             password: None,
             child,
             _dir: dir,
+            // Not restartable: only plain servers are.
+            command: Vec::new(),
         }
     }
 
@@ -302,6 +312,29 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         self.try_cli(args)
             .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    /// Restarts the server as an operator would: `SHUTDOWN SAVE`, then the same command
+    /// on the same port and directory (it loads its dataset, and its replication id
+    /// and offset, from the RDB it saved).
+    pub fn restart(&mut self) {
+        let _ = self.try_cli(&["SHUTDOWN", "SAVE"]);
+        let _ = self.child.wait();
+        let (program, args) = self
+            .command
+            .split_first()
+            .expect("only servers started with `start`/`start_with` restart");
+        self.child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts again");
+        assert!(
+            self.wait_ready(Duration::from_secs(10)),
+            "redis-server did not come back on port {}",
+            self.port
+        );
     }
 
     /// Stops the server now (a crash, for tests of unreachable targets).
