@@ -110,3 +110,48 @@ async fn a_target_in_a_container_has_its_hosts_memory_and_free_disk_checked() {
         "{found}"
     );
 }
+
+/// A source that refuses replicas (a managed service's ACL: PSYNC and REPLCONF denied to
+/// the user redis-move has) cannot be synced: `plan --check` says so and points to
+/// `redis.copy`, and the run stops before writing anything.
+#[test]
+fn a_source_that_refuses_replicas_is_named_before_a_sync_and_points_to_the_copy() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    source.cli(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-pass",
+        "~*",
+        "&*",
+        "+@all",
+        "-psync",
+        "-sync",
+        "-replconf",
+    ]);
+    source.cli(&["SET", "job:1", "x"]);
+    let ws = Workspace::new(&format!(
+        "version: 1\nname: compat-sync\ntargets:\n  src: {{ redis: {{ url: \"redis://app:app-pass@127.0.0.1:{}\" }} }}\n  dst: {{ redis: {{ url: \"redis://127.0.0.1:{}\" }} }}\nphases:\n  - id: main\n    steps:\n      - id: sync\n        redis.sync: {{ source: src, target: dst, match: \"job:*\" }}\n      - id: stop\n        redis.sync_stop: {{ sync: sync }}\n",
+        source.port, target.port
+    ));
+    let plan = ws
+        .cmd(&["plan", "runbook.yaml", "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(plan.status.code(), Some(1), "{text}{}", stderr(&plan));
+    assert!(
+        text.contains("refuses PSYNC or REPLCONF") && text.contains("use `redis.copy`"),
+        "{text}"
+    );
+    assert!(!text.contains("app-pass"), "{text}");
+    let out = ws.run().code(1).get_output().clone();
+    let err = stderr(&out);
+    assert!(
+        err.contains("pre-flight") && err.contains("redis.copy"),
+        "{err}"
+    );
+    assert_eq!(target.cli(&["DBSIZE"]).trim(), "0");
+}
