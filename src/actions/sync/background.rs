@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Sync, SyncPlan, SyncStats};
+use super::{Applied, Sync, SyncPlan, SyncStats};
 use crate::backend::BackendError;
 use crate::backend::rdb::replica::SyncStart;
 use crate::backend::redis::{RedisBackend, RedisEndpoint};
@@ -125,14 +125,16 @@ pub struct Starter {
 }
 
 impl Starter {
-    /// Opens the link: continues from the target's marker, or loads the RDB.
-    pub async fn start(&self) -> Result<(Sync, SyncStart), BackendError> {
+    /// Opens the link: continues from `from` (a link of this process that broke) or the
+    /// target's marker, or loads the RDB.
+    pub async fn start(&self, from: Option<Applied>) -> Result<(Sync, SyncStart), BackendError> {
         Sync::start(
             &self.source_endpoint,
             &self.source,
             self.target.clone(),
             self.plan.clone(),
             &self.ledger,
+            from,
         )
         .await
     }
@@ -297,7 +299,16 @@ impl Syncs {
     }
 }
 
-/// The background loop of one sync.
+/// What wakes the background loop.
+enum Wake {
+    Cancelled,
+    Order(Option<Order>),
+    Readable(Result<(), BackendError>),
+    Tick,
+}
+
+/// The background loop of one sync: applies the stream as it comes, samples the
+/// source's offset for the lag, and takes orders (drain, halt) the moment they come.
 async fn follow(
     mut sync: Sync,
     start: SyncStart,
@@ -307,7 +318,7 @@ async fn follow(
     cancel: CancellationToken,
 ) {
     let mut samples: VecDeque<(Instant, i64)> = VecDeque::new();
-    let mut last_sample = Instant::now() - SAMPLE_EVERY;
+    let mut next_sample = Instant::now();
     let mut start = start;
     let mut base = SyncStats::default();
     let publish = |state: SyncState,
@@ -328,17 +339,23 @@ async fn follow(
         });
     };
     loop {
-        if cancel.is_cancelled() {
-            publish(
-                SyncState::Halted,
-                &totals(&base, sync.stats()),
-                &start,
-                &samples,
-            );
-            return;
-        }
-        match orders.try_recv() {
-            Ok(Order::Halt { reply }) => {
+        let wake = tokio::select! {
+            _ = cancel.cancelled() => Wake::Cancelled,
+            order = orders.recv() => Wake::Order(order),
+            ready = sync.readable() => Wake::Readable(ready),
+            _ = tokio::time::sleep_until(next_sample) => Wake::Tick,
+        };
+        let outcome = match wake {
+            Wake::Cancelled | Wake::Order(None) => {
+                publish(
+                    SyncState::Halted,
+                    &totals(&base, sync.stats()),
+                    &start,
+                    &samples,
+                );
+                return;
+            }
+            Wake::Order(Some(Order::Halt { reply })) => {
                 publish(
                     SyncState::Halted,
                     &totals(&base, sync.stats()),
@@ -348,11 +365,11 @@ async fn follow(
                 let _ = reply.send(());
                 return;
             }
-            Ok(Order::Drain {
+            Wake::Order(Some(Order::Drain {
                 offset,
                 timeout,
                 reply,
-            }) => {
+            })) => {
                 let drained = sync.drain_to(offset, timeout).await;
                 let stats = totals(&base, sync.stats());
                 match drained {
@@ -376,24 +393,26 @@ async fn follow(
                 let _ = reply.send(result);
                 return;
             }
-            Err(_) => {}
-        }
-        if last_sample.elapsed() >= SAMPLE_EVERY {
-            last_sample = Instant::now();
-            if let Ok(offset) = source_offset(&starter.source).await {
-                samples.push_back((Instant::now(), offset));
-                // Samples the sync has passed are no longer needed for the lag.
-                while samples.len() > 1 && samples[1].1 <= sync.stats().offset {
-                    samples.pop_front();
+            Wake::Tick => {
+                next_sample = Instant::now() + SAMPLE_EVERY;
+                if let Ok(offset) = source_offset(&starter.source).await {
+                    samples.push_back((Instant::now(), offset));
+                    // Samples the sync has passed are no longer needed for the lag.
+                    while samples.len() > 1 && samples[1].1 <= sync.stats().offset {
+                        samples.pop_front();
+                    }
+                    while samples.len() > 4096 {
+                        samples.pop_front();
+                    }
                 }
-                while samples.len() > 4096 {
-                    samples.pop_front();
-                }
+                // Acknowledged while idle too, as a replica does.
+                sync.ack().await
             }
-        }
-        let applied = sync.apply_available(Duration::from_millis(100)).await;
-        match applied {
-            Ok(_) => publish(
+            Wake::Readable(Ok(())) => sync.apply_available(Duration::ZERO).await.map(|_| ()),
+            Wake::Readable(Err(e)) => Err(e),
+        };
+        match outcome {
+            Ok(()) => publish(
                 SyncState::Running,
                 &totals(&base, sync.stats()),
                 &start,
@@ -402,7 +421,7 @@ async fn follow(
             Err(BackendError::Unreachable(why)) => {
                 base = totals(&base, sync.stats());
                 publish(SyncState::Reconnecting, &base, &start, &samples);
-                match reconnect(&starter, &cancel, &why).await {
+                match reconnect(&starter, &cancel, &why, sync.position()).await {
                     Ok((again, how)) => {
                         sync = again;
                         start = how;
@@ -445,6 +464,7 @@ async fn reconnect(
     starter: &Starter,
     cancel: &CancellationToken,
     why: &str,
+    from: Applied,
 ) -> Result<(Sync, SyncStart), BackendError> {
     let deadline = Instant::now() + RECONNECT_FOR;
     let mut last = why.to_owned();
@@ -453,7 +473,7 @@ async fn reconnect(
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        match starter.start().await {
+        match starter.start(Some(from.clone())).await {
             Ok(started) => return Ok(started),
             Err(e) => last = e.to_string(),
         }

@@ -25,7 +25,7 @@ pub mod background;
 pub mod step;
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::time::Duration;
 
@@ -137,6 +137,9 @@ pub struct Applied {
     pub replid: String,
     /// The offset of the last byte of the stream applied.
     pub offset: i64,
+    /// The database the stream had selected there (a partial resync continues in it:
+    /// the server sends no SELECT).
+    pub db: u64,
 }
 
 /// Reads the marker of a sync from the target (`None`: none there yet).
@@ -150,10 +153,15 @@ pub async fn applied(
     };
     let text = String::from_utf8_lossy(&bytes);
     let mut words = text.split_whitespace();
-    match (words.next(), words.next().and_then(|o| o.parse().ok())) {
-        (Some(replid), Some(offset)) => Ok(Some(Applied {
+    match (
+        words.next(),
+        words.next().and_then(|o| o.parse().ok()),
+        words.next().and_then(|d| d.parse().ok()),
+    ) {
+        (Some(replid), Some(offset), Some(db)) => Ok(Some(Applied {
             replid: replid.to_owned(),
             offset,
+            db,
         })),
         _ => Err(BackendError::Unexpected(format!(
             "the sync marker `{}` holds `{text}`",
@@ -162,27 +170,59 @@ pub async fn applied(
     }
 }
 
-fn marker_value(replid: &str, offset: i64) -> String {
-    format!("{replid} {offset}")
+fn marker_value(replid: &str, offset: i64, db: u64) -> String {
+    format!("{replid} {offset} {db}")
 }
 
+/// A key's hash, keyed at random per process (crafted key names cannot collide on
+/// purpose); the ledger keeps the names, so hashes are never stored.
 fn key_hash(key: &[u8]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(std::hash::RandomState::new).hash_one(key)
+}
+
+/// Hashes a key's hash as itself (it is one already).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A set of key hashes.
+type KeySet = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// A value's DUMP payload as a command argument, written into the command in place.
+struct Payload<'a>(&'a RdbEntry, u16);
+
+impl redis::ToRedisArgs for Payload<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        self.0
+            .write_dump_payload(self.1, &mut out.writer_for_next_arg());
+    }
 }
 
 /// The ledger of a sync and the hashes of the keys it holds for the sync.
 struct Ledger {
     writer: LedgerWriter,
     seq: u64,
-    ours: HashSet<u64>,
+    ours: KeySet,
 }
 
 impl Ledger {
     fn open(path: &Path) -> Result<Ledger, BackendError> {
         let state = LedgerState::read(path)?;
-        let mut ours = HashSet::new();
+        let mut ours = KeySet::default();
         for change in &state.changes {
             match change {
                 Change::Created(key) | Change::Temporary(key) => ours.insert(key_hash(key)),
@@ -203,30 +243,27 @@ impl Ledger {
         self.ours.contains(&key_hash(key))
     }
 
-    /// Records that `keys` (target, source) are about to be created (flushed first).
-    fn creating(&mut self, keys: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackendError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
+    /// Records that `keys` (target, source) are about to be created (flushed first);
+    /// the intent's number, for [`Ledger::created`].
+    fn creating(&mut self, keys: &[(&[u8], &[u8])]) -> Result<u64, BackendError> {
         self.seq += 1;
-        let pairs: Vec<(&[u8], &[u8])> = keys
-            .iter()
-            .map(|(t, s)| (t.as_slice(), s.as_slice()))
-            .collect();
-        self.writer.intent(self.seq, &pairs)?;
+        if keys.is_empty() {
+            return Ok(self.seq);
+        }
+        self.writer.intent(self.seq, keys)?;
         for (key, _) in keys {
             self.ours.insert(key_hash(key));
         }
-        Ok(())
+        Ok(self.seq)
     }
 
-    /// Records which keys of the last intent were created (`false`: it existed, and is
+    /// Records which keys of intent `seq` were created (`false`: it existed, and is
     /// recorded as replaced instead).
-    fn created(&mut self, created: &[bool]) -> Result<(), BackendError> {
+    fn created(&mut self, seq: u64, created: &[bool]) -> Result<(), BackendError> {
         if created.is_empty() {
             return Ok(());
         }
-        self.writer.created(self.seq, created)?;
+        self.writer.created(seq, created)?;
         self.writer.flush()
     }
 
@@ -272,15 +309,17 @@ fn refusal(replies: &[redis::Value]) -> Option<String> {
 
 impl Sync {
     /// Connects to the source as a replica and, for a full sync, writes every key of its
-    /// RDB that the plan takes. Continues from the target's marker when it has one and
-    /// the source still has the backlog after it. `source` answers `COMMAND` (the key
-    /// specs of its commands); the ledger at `ledger_path` records every key written.
+    /// RDB that the plan takes. Continues from `from` (a link of this process that broke)
+    /// or else from the target's marker, when the source still has the backlog after
+    /// it. `source` answers `COMMAND` (the key specs of its commands); the ledger at
+    /// `ledger_path` records every key written.
     pub async fn start(
         source_endpoint: &RedisEndpoint,
         source: &RedisBackend,
         target: RedisBackend,
         plan: SyncPlan,
         ledger_path: &Path,
+        from: Option<Applied>,
     ) -> Result<(Sync, SyncStart), BackendError> {
         let reply = source.raw(&redis::cmd("COMMAND")).await?;
         let keys = CommandKeys::from_reply(&reply);
@@ -290,7 +329,14 @@ impl Sync {
             ));
         }
         let mut ledger = Ledger::open(ledger_path)?;
-        let resume = applied(&target, &plan.marker).await?;
+        // Keys of an earlier start: a full sync now must drop those the source deleted.
+        let again = !ledger.ours.is_empty();
+        // The marker may lag the stream by writes that were all skipped (they move no
+        // marker): a broken link of this process continues from what it read.
+        let resume = match from {
+            Some(from) => Some(from),
+            None => applied(&target, &plan.marker).await?,
+        };
         let (mut link, start) = ReplicaLink::open(
             source_endpoint,
             resume.as_ref().map(|a| (a.replid.as_str(), a.offset)),
@@ -298,23 +344,16 @@ impl Sync {
         .await?;
         let mut stats = SyncStats::default();
         if start == SyncStart::Full {
-            let (loaded, replaced) = load_rdb(
-                &mut link,
-                &target,
-                &plan,
-                &mut ledger,
-                ledger_path,
-                resume.is_some(),
-            )
-            .await?;
+            let (loaded, replaced) =
+                load_rdb(&mut link, &target, &plan, &mut ledger, ledger_path, again).await?;
             stats.keys = loaded;
             stats.replaced = replaced;
             target
-                .raw(
-                    redis::cmd("SET")
-                        .arg(&plan.marker)
-                        .arg(marker_value(&link.replid, link.offset)),
-                )
+                .raw(redis::cmd("SET").arg(&plan.marker).arg(marker_value(
+                    &link.replid,
+                    link.offset,
+                    0,
+                )))
                 .await?;
         }
         stats.replid = link.replid.clone();
@@ -326,11 +365,33 @@ impl Sync {
                 plan,
                 keys,
                 ledger,
-                current_db: 0,
+                current_db: match (&start, &resume) {
+                    (SyncStart::Partial, Some(resume)) => resume.db,
+                    _ => 0,
+                },
                 stats,
             },
             start,
         ))
+    }
+
+    /// Waits until the stream has something to read (cancel-safe: nothing is consumed).
+    pub async fn readable(&mut self) -> Result<(), BackendError> {
+        self.link.readable().await
+    }
+
+    /// Acknowledges the offset applied to the source.
+    pub async fn ack(&mut self) -> Result<(), BackendError> {
+        self.link.ack().await
+    }
+
+    /// Where it stands in the source's stream (everything up to it applied or skipped).
+    pub fn position(&self) -> Applied {
+        Applied {
+            replid: self.link.replid.clone(),
+            offset: self.stats.offset,
+            db: self.current_db,
+        }
     }
 
     /// How far it has come.
@@ -376,6 +437,9 @@ impl Sync {
             }
             next = self.link.next_command(Duration::ZERO).await?;
         }
+        // Everything read is applied or skipped, up to what the link consumed itself
+        // (a GETACK, which a shutting-down server sends): a resume starts after it.
+        self.stats.offset = self.link.offset;
         self.link.ack().await?;
         Ok(applied)
     }
@@ -448,7 +512,11 @@ impl Sync {
                 }
             }
         }
-        self.ledger.creating(&new_keys)?;
+        let pairs: Vec<(&[u8], &[u8])> = new_keys
+            .iter()
+            .map(|(t, s)| (t.as_slice(), s.as_slice()))
+            .collect();
+        let seq = self.ledger.creating(&pairs)?;
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI");
         for args in &writes {
@@ -458,15 +526,17 @@ impl Sync {
             }
             pipe.add_command(cmd);
         }
-        pipe.cmd("SET")
-            .arg(&self.plan.marker)
-            .arg(marker_value(&self.link.replid, offset));
+        pipe.cmd("SET").arg(&self.plan.marker).arg(marker_value(
+            &self.link.replid,
+            offset,
+            self.current_db,
+        ));
         pipe.cmd("EXEC");
         let replies = self.target.pipeline(pipe).await?;
         let exec = replies.last().cloned().unwrap_or(redis::Value::Nil);
         match exec {
             redis::Value::Array(results) => {
-                self.ledger.created(&vec![true; new_keys.len()])?;
+                self.ledger.created(seq, &vec![true; new_keys.len()])?;
                 if let Some(refused) = refusal(&results) {
                     return Err(BackendError::Command(format!(
                         "the target refused a write of the source's stream: {refused}"
@@ -562,17 +632,98 @@ impl Sync {
     }
 }
 
+/// Batches of RDB keys sent to the target before the oldest one's replies are read.
+const IN_FLIGHT: usize = 8;
+
+/// A batch of RDB keys sent to the target, its replies to come.
+struct Sent {
+    seq: u64,
+    entries: Vec<(Vec<u8>, RdbEntry)>,
+    /// Which entries are new keys (in the intent, in order).
+    new: Vec<bool>,
+    replies: tokio::task::JoinHandle<Result<Vec<redis::Value>, BackendError>>,
+}
+
 /// What loading an RDB keeps between batches.
 struct Load<'a> {
     ledger: &'a mut Ledger,
-    seen: HashSet<u64>,
+    /// With `again`: the keys this RDB has.
+    seen: Option<KeySet>,
     written: u64,
     replaced: u64,
+    in_flight: std::collections::VecDeque<Sent>,
 }
 
-/// Writes the RDB's keys that the plan takes: (keys written, keys replaced). After an
-/// earlier start (`again`), those of the sync's keys that the new RDB no longer has are
-/// deleted (the source deleted them meanwhile).
+fn restore(name: &[u8], entry: &RdbEntry, version: u16, replace: bool) -> redis::Cmd {
+    let mut cmd = redis::cmd("RESTORE");
+    cmd.arg(name)
+        .arg(entry.expires_at_ms.unwrap_or(0))
+        .arg(Payload(entry, version))
+        .arg("ABSTTL");
+    if replace {
+        cmd.arg("REPLACE");
+    }
+    cmd
+}
+
+impl Load<'_> {
+    /// Reads the replies of the oldest batch in flight: records what it created, and
+    /// keeps (or refuses) the keys of others it met.
+    async fn settle_oldest(
+        &mut self,
+        target: &RedisBackend,
+        plan: &SyncPlan,
+        version: u16,
+    ) -> Result<(), BackendError> {
+        let Some(sent) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let replies = sent
+            .replies
+            .await
+            .map_err(|e| BackendError::Local(format!("a RESTORE batch stopped: {e}")))??;
+        let busy = |reply: &redis::Value| matches!(reply, redis::Value::ServerError(e) if e.code() == "BUSYKEY");
+        // A new key that refused (BUSYKEY) was not created: it is another's, kept
+        // below as replaced.
+        let created: Vec<bool> = sent
+            .new
+            .iter()
+            .zip(&replies)
+            .filter(|(new, _)| **new)
+            .map(|(_, reply)| !busy(reply))
+            .collect();
+        self.ledger.created(sent.seq, &created)?;
+        for ((name, entry), reply) in sent.entries.iter().zip(&replies) {
+            if let Some(seen) = self.seen.as_mut() {
+                seen.insert(key_hash(name));
+            }
+            match reply {
+                reply if busy(reply) => match plan.existing {
+                    SyncExisting::Fail => return Err(taken(name)),
+                    SyncExisting::Replace => {
+                        self.ledger.replacing(target, name).await?;
+                        target.raw(&restore(name, entry, version, true)).await?;
+                        self.replaced += 1;
+                    }
+                },
+                redis::Value::ServerError(e) => {
+                    return Err(BackendError::Command(format!(
+                        "the target refused `{}` of the RDB: {e:?}",
+                        display_key(name)
+                    )));
+                }
+                _ => {}
+            }
+            self.written += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the RDB's keys that the plan takes: (keys written, keys replaced), with up to
+/// [`IN_FLIGHT`] batches of RESTOREs sent before the oldest one's replies are read.
+/// After an earlier start (`again`), those of the sync's keys that the new RDB no longer
+/// has are deleted (the source deleted them meanwhile).
 async fn load_rdb(
     link: &mut ReplicaLink,
     target: &RedisBackend,
@@ -583,99 +734,82 @@ async fn load_rdb(
 ) -> Result<(u64, u64), BackendError> {
     let load = tokio::sync::Mutex::new(Load {
         ledger,
-        seen: HashSet::new(),
+        seen: again.then(KeySet::default),
         written: 0,
         replaced: 0,
+        in_flight: Default::default(),
     });
-    link.read_rdb(|batch, version| {
-        let mut entries = Vec::new();
-        let mut failure = None;
-        for entry in batch {
-            if entry.db != plan.db {
-                continue;
-            }
-            let Some(name) = plan.target_key(&entry.key) else {
-                continue;
-            };
-            if let Err(e) = plan.check_loop(&entry.key, &name) {
-                failure = Some(e);
-                break;
-            }
-            entries.push((name, entry));
-        }
-        let load = &load;
-        async move {
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            if entries.is_empty() {
-                return Ok(());
-            }
-            let mut load = load.lock().await;
-            let new_keys: Vec<(Vec<u8>, Vec<u8>)> = entries
-                .iter()
-                .filter(|(name, _)| !load.ledger.is_ours(name))
-                .map(|(name, entry)| (name.clone(), entry.key.clone()))
-                .collect();
-            let theirs: HashSet<&[u8]> = new_keys.iter().map(|(k, _)| k.as_slice()).collect();
-            load.ledger.creating(&new_keys)?;
-            let restore = |name: &[u8], entry: &RdbEntry, replace: bool| {
-                let mut cmd = redis::cmd("RESTORE");
-                cmd.arg(name)
-                    .arg(entry.expires_at_ms.unwrap_or(0))
-                    .arg(entry.dump_payload(version))
-                    .arg("ABSTTL");
-                if replace {
-                    cmd.arg("REPLACE");
+    let mut rdb_version = 0;
+    let loaded = link
+        .read_rdb(|batch, version| {
+            rdb_version = version;
+            let mut entries = Vec::new();
+            let mut failure = None;
+            for entry in batch {
+                if entry.db != plan.db {
+                    continue;
                 }
-                cmd
-            };
-            let mut pipe = redis::pipe();
-            for (name, entry) in &entries {
-                // The sync's own keys are written over; one it has not written yet
-                // refuses with BUSYKEY when it exists (another's key), handled below.
-                pipe.add_command(restore(name, entry, !theirs.contains(name.as_slice())));
-            }
-            let replies = target.pipeline(pipe).await?;
-            // A new key that refused (BUSYKEY) was not created: it is another's, kept
-            // below as replaced.
-            let busy: HashSet<&[u8]> = entries
-                .iter()
-                .zip(&replies)
-                .filter(|(_, r)| matches!(r, redis::Value::ServerError(e) if e.code() == "BUSYKEY"))
-                .map(|((name, _), _)| name.as_slice())
-                .collect();
-            let created: Vec<bool> = new_keys
-                .iter()
-                .map(|(k, _)| !busy.contains(k.as_slice()))
-                .collect();
-            load.ledger.created(&created)?;
-            for ((name, entry), reply) in entries.iter().zip(&replies) {
-                load.seen.insert(key_hash(name));
-                match reply {
-                    redis::Value::ServerError(e) if e.code() == "BUSYKEY" => match plan.existing {
-                        SyncExisting::Fail => return Err(taken(name)),
-                        SyncExisting::Replace => {
-                            load.ledger.replacing(target, name).await?;
-                            target.raw(&restore(name, entry, true)).await?;
-                            load.replaced += 1;
-                        }
-                    },
-                    redis::Value::ServerError(e) => {
-                        return Err(BackendError::Command(format!(
-                            "the target refused `{}` of the RDB: {e:?}",
-                            display_key(name)
-                        )));
-                    }
-                    _ => {}
+                let Some(name) = plan.target_key(&entry.key) else {
+                    continue;
+                };
+                if let Err(e) = plan.check_loop(&entry.key, &name) {
+                    failure = Some(e);
+                    break;
                 }
-                load.written += 1;
+                entries.push((name, entry));
             }
-            Ok(())
+            let load = &load;
+            async move {
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if entries.is_empty() {
+                    return Ok(());
+                }
+                let mut load = load.lock().await;
+                let new: Vec<bool> = entries
+                    .iter()
+                    .map(|(name, _)| !load.ledger.is_ours(name))
+                    .collect();
+                let pairs: Vec<(&[u8], &[u8])> = entries
+                    .iter()
+                    .zip(&new)
+                    .filter(|(_, new)| **new)
+                    .map(|((name, entry), _)| (name.as_slice(), entry.key.as_slice()))
+                    .collect();
+                let seq = load.ledger.creating(&pairs)?;
+                let mut pipe = redis::pipe();
+                for ((name, entry), new) in entries.iter().zip(&new) {
+                    // The sync's own keys are written over; one it has not written yet
+                    // refuses with BUSYKEY when it exists (another's key).
+                    pipe.add_command(restore(name, entry, version, !new));
+                }
+                let sender = target.clone();
+                load.in_flight.push_back(Sent {
+                    seq,
+                    entries,
+                    new,
+                    replies: tokio::spawn(async move { sender.pipeline(pipe).await }),
+                });
+                while load.in_flight.len() > IN_FLIGHT {
+                    load.settle_oldest(target, plan, version).await?;
+                }
+                Ok(())
+            }
+        })
+        .await;
+    let mut load = load.into_inner();
+    // Every batch sent is settled, even after a failure: what it created is recorded.
+    let mut settled = Ok(());
+    while !load.in_flight.is_empty() {
+        if let Err(e) = load.settle_oldest(target, plan, rdb_version).await
+            && settled.is_ok()
+        {
+            settled = Err(e);
         }
-    })
-    .await?;
-    let load = load.into_inner();
+    }
+    loaded?;
+    settled?;
     if again {
         load.ledger.writer.flush()?;
         let stale: Vec<Vec<u8>> = LedgerState::read(ledger_path)?
@@ -686,7 +820,12 @@ async fn load_rdb(
                 Change::Replaced(r) => Some(r.key),
                 _ => None,
             })
-            .filter(|key| !load.seen.contains(&key_hash(key)))
+            .filter(|key| {
+                !load
+                    .seen
+                    .as_ref()
+                    .is_some_and(|s| s.contains(&key_hash(key)))
+            })
             .collect();
         for chunk in stale.chunks(BATCH) {
             let mut cmd = redis::cmd("UNLINK");

@@ -183,6 +183,63 @@ async fn expect_ok(link: &mut Link, limit: Duration, what: &str) -> Result<(), B
 /// A raw connection to a server, buffered.
 type Link = BufReader<Box<dyn Stream>>;
 
+/// `link` with `ahead` (bytes read from it beyond what was used) put back in front.
+fn unread(link: Link, ahead: Vec<u8>) -> Link {
+    let mut front = ahead;
+    front.extend_from_slice(link.buffer());
+    BufReader::new(Box::new(Prefixed {
+        front,
+        at: 0,
+        inner: link.into_inner(),
+    }))
+}
+
+/// A stream whose first bytes are already in memory.
+struct Prefixed {
+    front: Vec<u8>,
+    at: usize,
+    inner: Box<dyn Stream>,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.front.len() {
+            let n = buf.remaining().min(self.front.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.front[at..at + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Receives a point-in-time RDB of the server at `endpoint` into `out`, over the
 /// replication protocol. The server forks as for a replica's full sync.
 pub async fn receive(

@@ -38,8 +38,21 @@ pub struct ReplicaLink {
     pub replid: String,
     /// The replication offset of the next byte of the stream.
     pub offset: i64,
-    /// Bytes of the RDB still to come (a full sync), before the command stream.
-    rdb_len: Option<u64>,
+    /// The RDB still to come (a full sync), before the command stream.
+    rdb_len: Option<RdbLength>,
+}
+
+/// How often a link that waits for the stream acknowledges its offset.
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
+/// How a full sync's RDB is delimited.
+#[derive(Clone, Copy, Debug)]
+enum RdbLength {
+    /// This many bytes (the server saved it to disk first).
+    Bytes(u64),
+    /// Until this 40-byte mark after its end (streamed straight from the server's fork:
+    /// diskless, `capa eof`).
+    UntilMark([u8; 40]),
 }
 
 fn unexpected(what: &str) -> BackendError {
@@ -55,7 +68,12 @@ impl ReplicaLink {
         resume: Option<(&str, i64)>,
     ) -> Result<(ReplicaLink, SyncStart), BackendError> {
         let mut link = open_link(endpoint).await?;
-        write(&mut link, &command(&[b"REPLCONF", b"capa", b"psync2"])).await?;
+        // `eof`: the server may stream the RDB from its fork without writing it to disk.
+        write(
+            &mut link,
+            &command(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]),
+        )
+        .await?;
         expect_ok(&mut link, endpoint.timeout, "REPLCONF capa").await?;
         // PSYNC names the first byte wanted: the one after the last byte applied.
         let (replid, offset) = match resume {
@@ -111,10 +129,11 @@ impl ReplicaLink {
         }
     }
 
-    /// Reads the RDB of a full sync, handing its keys to `apply` in order, in batches of
-    /// those that arrived meanwhile (at most 256, so that they can be pipelined). The RDB
-    /// is parsed on a blocking thread as it arrives; at most 256 keys wait in between, so
-    /// memory stays flat whatever the dataset's size. The RDB format version.
+    /// Reads the RDB of a full sync, handing its keys to `apply` in order, in batches (of
+    /// at most [`BATCH_KEYS`] keys and about [`BATCH_BYTES`], so that they can be
+    /// pipelined). The RDB is parsed on a blocking thread as it arrives; at most four
+    /// batches wait in between, so memory stays flat whatever the dataset's size. The
+    /// RDB format version.
     pub async fn read_rdb<F, Fut>(&mut self, mut apply: F) -> Result<u16, BackendError>
     where
         F: FnMut(Vec<RdbEntry>, u16) -> Fut,
@@ -127,53 +146,82 @@ impl ReplicaLink {
             .link
             .take()
             .ok_or_else(|| unexpected("the link is closed"))?;
-        let (tx, mut rx) = mpsc::channel::<Result<(RdbEntry, u16), String>>(256);
+        // Batches, not keys, cross between the threads: a hand-over costs a wake-up.
+        let (tx, mut rx) = mpsc::channel::<Result<(Vec<RdbEntry>, u16), String>>(4);
         let parser = tokio::task::spawn_blocking(move || {
-            let mut bridge = tokio_util::io::SyncIoBridge::new(link.take(len));
+            let limit = match len {
+                RdbLength::Bytes(n) => n,
+                RdbLength::UntilMark(_) => u64::MAX,
+            };
+            let mut bridge = tokio_util::io::SyncIoBridge::new(link.take(limit));
+            let mut buffered = std::io::BufReader::with_capacity(1 << 16, &mut bridge);
             let outcome = (|| -> Result<(), String> {
-                let reader =
-                    RdbReader::new(std::io::BufReader::with_capacity(1 << 16, &mut bridge))
-                        .map_err(|e| e.to_string())?;
+                let reader = RdbReader::new(&mut buffered).map_err(|e| e.to_string())?;
                 let version = reader.version();
+                let mut batch = Vec::new();
+                let mut bytes = 0;
                 for entry in reader {
                     let entry = entry.map_err(|e| e.to_string())?;
-                    if tx.blocking_send(Ok((entry, version))).is_err() {
-                        return Err("stopped".into());
+                    bytes += entry.key.len() + entry.value.len();
+                    batch.push(entry);
+                    if batch.len() >= BATCH_KEYS || bytes >= BATCH_BYTES {
+                        bytes = 0;
+                        if tx
+                            .blocking_send(Ok((std::mem::take(&mut batch), version)))
+                            .is_err()
+                        {
+                            return Err("stopped".into());
+                        }
                     }
+                }
+                if !batch.is_empty() && tx.blocking_send(Ok((batch, version))).is_err() {
+                    return Err("stopped".into());
                 }
                 Ok(())
             })();
+            let outcome = outcome.and_then(|()| match len {
+                // The rest of the RDB (its checksum), so that the command stream comes next.
+                RdbLength::Bytes(_) => {
+                    let _ = std::io::copy(&mut buffered, &mut std::io::sink());
+                    Ok(())
+                }
+                // The checksum, then the mark; what was read beyond belongs to the stream.
+                RdbLength::UntilMark(mark) => {
+                    let mut tail = [0u8; 48];
+                    std::io::Read::read_exact(&mut buffered, &mut tail)
+                        .map_err(|e| format!("the end of the RDB: {e}"))?;
+                    if tail[8..] != mark {
+                        return Err("the RDB did not end with the server's mark".into());
+                    }
+                    Ok(())
+                }
+            });
             if let Err(e) = outcome {
                 let _ = tx.blocking_send(Err(e));
             }
-            // The rest of the RDB (its checksum), so that the command stream comes next.
-            let _ = std::io::copy(&mut bridge, &mut std::io::sink());
-            bridge.into_inner().into_inner()
+            let ahead = buffered.buffer().to_vec();
+            drop(buffered);
+            let link = bridge.into_inner().into_inner();
+            if ahead.is_empty() {
+                link
+            } else {
+                super::unread(link, ahead)
+            }
         });
         let mut version = 0;
         let mut failure = None;
-        while let Some(first) = rx.recv().await {
-            let mut batch = Vec::new();
-            let mut item = Some(first);
-            while let Some(next) = item.take() {
-                match next {
-                    Ok((entry, v)) => {
-                        version = v;
-                        batch.push(entry);
+        while let Some(next) = rx.recv().await {
+            match next {
+                Ok((batch, v)) if failure.is_none() => {
+                    version = v;
+                    if let Err(e) = apply(batch, version).await {
+                        failure = Some(e);
+                        rx.close();
                     }
-                    Err(e) if failure.is_none() => failure = Some(unexpected(&e)),
-                    Err(_) => {}
                 }
-                if batch.len() < 256 {
-                    item = rx.try_recv().ok();
-                }
-            }
-            if failure.is_none()
-                && !batch.is_empty()
-                && let Err(e) = apply(batch, version).await
-            {
-                failure = Some(e);
-                rx.close();
+                Ok(_) => {}
+                Err(e) if failure.is_none() => failure = Some(unexpected(&e)),
+                Err(_) => {}
             }
         }
         let link = parser
@@ -182,7 +230,9 @@ impl ReplicaLink {
         self.link = Some(link);
         match failure {
             Some(e) => Err(e),
-            None => Ok(version),
+            // After a diskless RDB the server starts the command stream at the first
+            // acknowledgement (the replica has loaded it).
+            None => self.ack().await.map(|()| version),
         }
     }
 
@@ -195,12 +245,21 @@ impl ReplicaLink {
         if self.rdb_len.is_some() {
             return Err(unexpected("the RDB of the full sync was not read"));
         }
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let link = self
                 .link
                 .as_mut()
                 .ok_or_else(|| unexpected("the link is closed"))?;
-            match tokio::time::timeout(wait, link.fill_buf()).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left.min(ACK_EVERY), link.fill_buf()).await {
+                // Acknowledged while waiting, as a replica does every second: after a
+                // diskless full sync the server starts the stream at an acknowledgement
+                // that finds the sync done.
+                Err(_) if left > ACK_EVERY => {
+                    self.ack().await?;
+                    continue;
+                }
                 Err(_) => return Ok(None),
                 Ok(Err(e)) => {
                     return Err(BackendError::Unreachable(format!(
@@ -241,6 +300,24 @@ impl ReplicaLink {
         }
     }
 
+    /// Waits until the stream has bytes to read; nothing is consumed, so that it can be
+    /// abandoned at any point (in a `select!`).
+    pub async fn readable(&mut self) -> Result<(), BackendError> {
+        let link = self
+            .link
+            .as_mut()
+            .ok_or_else(|| unexpected("the link is closed"))?;
+        match link.fill_buf().await {
+            Ok([]) => Err(BackendError::Unreachable(
+                "the server closed the replication link".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(BackendError::Unreachable(format!(
+                "replication stream: {e}"
+            ))),
+        }
+    }
+
     /// Tells the server how far the stream has been read (`REPLCONF ACK offset`).
     pub async fn ack(&mut self) -> Result<(), BackendError> {
         let offset = self.offset.to_string();
@@ -252,9 +329,14 @@ impl ReplicaLink {
     }
 }
 
+/// A batch of RDB keys ends at this many keys...
+const BATCH_KEYS: usize = 512;
+/// ...or once it holds this many bytes of keys and values.
+const BATCH_BYTES: usize = 4 << 20;
+
 /// The `$<length>` line before a full sync's RDB (after the newlines the server sends
 /// while it prepares).
-async fn read_rdb_header(link: &mut Link) -> Result<u64, BackendError> {
+async fn read_rdb_header(link: &mut Link) -> Result<RdbLength, BackendError> {
     loop {
         let line = tokio::time::timeout(SILENCE, reply_line(link))
             .await
@@ -262,11 +344,18 @@ async fn read_rdb_header(link: &mut Link) -> Result<u64, BackendError> {
         if line.is_empty() {
             continue;
         }
+        if let Some(mark) = line.strip_prefix("$EOF:") {
+            let mark: [u8; 40] = mark
+                .as_bytes()
+                .try_into()
+                .map_err(|_| unexpected(&format!("`{line}`: an end mark of 40 bytes")))?;
+            return Ok(RdbLength::UntilMark(mark));
+        }
         let len = line
             .strip_prefix('$')
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| unexpected(&format!("`{line}` instead of an RDB")))?;
-        return Ok(len);
+        return Ok(RdbLength::Bytes(len));
     }
 }
 
