@@ -109,6 +109,8 @@ pub struct RdbReader<R> {
     done: bool,
     /// The bytes of the value being read (recorded while it is walked).
     record: Option<Vec<u8>>,
+    /// The record's buffer between keys.
+    scratch: Vec<u8>,
 }
 
 impl<R: Read> RdbReader<R> {
@@ -129,6 +131,7 @@ impl<R: Read> RdbReader<R> {
             db: 0,
             done: false,
             record: None,
+            scratch: Vec::new(),
         })
     }
 
@@ -157,11 +160,12 @@ impl<R: Read> RdbReader<R> {
         match self.record.as_mut() {
             Some(record) => {
                 while n > 0 {
-                    let take = n.min(1 << 16) as usize;
-                    let start = record.len();
-                    record.resize(start + take, 0);
-                    self.input.read_exact(&mut record[start..])?;
-                    n -= take as u64;
+                    let take = n.min(1 << 16);
+                    let read = (&mut self.input).take(take).read_to_end(record)?;
+                    if (read as u64) < take {
+                        return Err(RdbError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    n -= take;
                 }
             }
             None => {
@@ -424,9 +428,18 @@ impl<R: Read> RdbReader<R> {
                 }
                 value_type => {
                     let key = self.string()?;
-                    self.record = Some(Vec::new());
+                    // The value is recorded into a buffer kept from key to key (no
+                    // regrowth for each), then copied out at its exact size.
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    scratch.clear();
+                    self.record = Some(scratch);
                     let walked = self.skip_value(value_type);
-                    let value = self.record.take().unwrap_or_default();
+                    let scratch = self.record.take().unwrap_or_default();
+                    let value = scratch.clone();
+                    // A huge value's buffer is not kept.
+                    if scratch.capacity() <= 1 << 20 {
+                        self.scratch = scratch;
+                    }
                     walked?;
                     return Ok(Some(RdbEntry {
                         db: self.db,
