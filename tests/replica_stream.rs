@@ -531,6 +531,7 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
         plan,
         &ledger.path().join("sync.ledger"),
         None,
+        &|_| {},
     )
     .await
     .unwrap();

@@ -127,7 +127,11 @@ pub struct Starter {
 impl Starter {
     /// Opens the link: continues from `from` (a link of this process that broke) or the
     /// target's marker, or loads the RDB.
-    pub async fn start(&self, from: Option<Applied>) -> Result<(Sync, SyncStart), BackendError> {
+    pub async fn start(
+        &self,
+        from: Option<Applied>,
+        progress: &(dyn Fn(u64) + std::marker::Sync),
+    ) -> Result<(Sync, SyncStart), BackendError> {
         Sync::start(
             &self.source_endpoint,
             &self.source,
@@ -135,6 +139,7 @@ impl Starter {
             self.plan.clone(),
             &self.ledger,
             from,
+            progress,
         )
         .await
     }
@@ -473,7 +478,7 @@ async fn reconnect(
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        match starter.start(Some(from.clone())).await {
+        match starter.start(Some(from.clone()), &|_| {}).await {
             Ok(started) => return Ok(started),
             Err(e) => last = e.to_string(),
         }

@@ -312,7 +312,8 @@ impl Sync {
     /// RDB that the plan takes. Continues from `from` (a link of this process that broke)
     /// or else from the target's marker, when the source still has the backlog after
     /// it. `source` answers `COMMAND` (the key specs of its commands); the ledger at
-    /// `ledger_path` records every key written.
+    /// `ledger_path` records every key written; `progress` hears how many keys a full
+    /// sync has written, about once a second.
     pub async fn start(
         source_endpoint: &RedisEndpoint,
         source: &RedisBackend,
@@ -320,6 +321,7 @@ impl Sync {
         plan: SyncPlan,
         ledger_path: &Path,
         from: Option<Applied>,
+        progress: &(dyn Fn(u64) + std::marker::Sync),
     ) -> Result<(Sync, SyncStart), BackendError> {
         let reply = source.raw(&redis::cmd("COMMAND")).await?;
         let keys = CommandKeys::from_reply(&reply);
@@ -344,8 +346,16 @@ impl Sync {
         .await?;
         let mut stats = SyncStats::default();
         if start == SyncStart::Full {
-            let (loaded, replaced) =
-                load_rdb(&mut link, &target, &plan, &mut ledger, ledger_path, again).await?;
+            let (loaded, replaced) = load_rdb(
+                &mut link,
+                &target,
+                &plan,
+                &mut ledger,
+                ledger_path,
+                again,
+                progress,
+            )
+            .await?;
             stats.keys = loaded;
             stats.replaced = replaced;
             target
@@ -731,7 +741,9 @@ async fn load_rdb(
     ledger: &mut Ledger,
     ledger_path: &Path,
     again: bool,
+    progress: &(dyn Fn(u64) + std::marker::Sync),
 ) -> Result<(u64, u64), BackendError> {
+    let reported = std::sync::Mutex::new(std::time::Instant::now());
     let load = tokio::sync::Mutex::new(Load {
         ledger,
         seen: again.then(KeySet::default),
@@ -758,7 +770,7 @@ async fn load_rdb(
                 }
                 entries.push((name, entry));
             }
-            let load = &load;
+            let (load, reported) = (&load, &reported);
             async move {
                 if let Some(e) = failure {
                     return Err(e);
@@ -793,6 +805,11 @@ async fn load_rdb(
                 });
                 while load.in_flight.len() > IN_FLIGHT {
                     load.settle_oldest(target, plan, version).await?;
+                }
+                let mut last = reported.lock().expect("not poisoned");
+                if last.elapsed() >= Duration::from_secs(1) {
+                    *last = std::time::Instant::now();
+                    progress(load.written);
                 }
                 Ok(())
             }

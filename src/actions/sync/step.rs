@@ -100,7 +100,11 @@ pub async fn perform(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError
         format!("connecting to `{}` as a replica", p.source.value),
         None,
     );
-    let (sync, start) = starter.start(None).await?;
+    let (sync, start) = starter
+        .start(None, &|keys| {
+            act.progress(format!("full sync: {keys} keys written"), None)
+        })
+        .await?;
     let status = SyncStatus {
         state: super::background::SyncState::Running,
         start: start.clone(),
@@ -141,7 +145,11 @@ pub async fn resume(act: &Act<'_>, p: &SyncParams) -> Result<Option<String>, Act
     }
     let started = async {
         let starter = starter(act, p).await?;
-        let (sync, start) = starter.start(None).await?;
+        let (sync, start) = starter
+            .start(None, &|keys| {
+                act.progress(format!("full sync: {keys} keys written"), None)
+            })
+            .await?;
         let line = started_line(&SyncStatus {
             state: super::background::SyncState::Running,
             start: start.clone(),
