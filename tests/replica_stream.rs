@@ -511,13 +511,13 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
         .await
         .unwrap();
     let plan = SyncPlan {
-        rules: vec![SyncRule {
-            pattern: "job:*".into(),
-            rename: Some(KeyRename::Prefix {
+        rules: vec![SyncRule::new(
+            "job:*".into(),
+            Some(KeyRename::Prefix {
                 from: b"job:".to_vec(),
                 to: b"step:".to_vec(),
             }),
-        }],
+        )],
         db: 0,
         existing: SyncExisting::Fail,
         marker: b"redis-move:sync:test".to_vec(),

@@ -239,3 +239,32 @@ fn a_source_restarted_mid_sync_is_followed_again_from_where_it_was() {
         1000,
     );
 }
+
+#[test]
+fn a_key_already_in_the_destination_stops_the_sync_before_it_writes_anything() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 50);
+    let mut dst = connect(&target.url());
+    // Not a key of the source's: a later write of `job:999` would land on it.
+    let _: () = dst.set("step:999", "the target's own").unwrap();
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-existing",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let out = ws.run().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("`step:999` already exists on the target"),
+        "{stderr}"
+    );
+    let keys: Vec<String> = dst.keys("*").unwrap();
+    assert_eq!(keys, ["step:999"]);
+}

@@ -45,6 +45,8 @@ const BATCH: usize = 512;
 pub const ROUND: Duration = Duration::from_millis(200);
 /// How long a sync waits for the `EXEC` of a source transaction it has begun reading.
 const TRANSACTION_WAIT: Duration = Duration::from_secs(10);
+/// Keys of checked namespaces remembered as reached lately, at most.
+const RECENT: usize = 65_536;
 
 /// One family of keys a sync moves.
 #[derive(Clone, Debug)]
@@ -53,6 +55,43 @@ pub struct SyncRule {
     pub pattern: String,
     /// Rename on the way.
     pub rename: Option<KeyRename>,
+    /// A glob of every name the rule can write (`step:*` for `job:*` renamed `job:` ->
+    /// `step:`), when one exists: that namespace is checked before the sync starts, so
+    /// that a key found in it later is the sync's own (or kept in its ledger). `None`
+    /// (a regex rename): the sync remembers the keys it wrote instead.
+    pub destination: Option<String>,
+}
+
+impl SyncRule {
+    /// The rule for keys matching `pattern`, renamed by `rename`.
+    pub fn new(pattern: String, rename: Option<KeyRename>) -> SyncRule {
+        let destination = match &rename {
+            None => Some(pattern.clone()),
+            Some(KeyRename::Prefix { from, to }) => {
+                let literal = |b: &[u8]| !b.iter().any(|c| b"*?[]\\".contains(c));
+                match pattern.as_bytes().strip_prefix(from.as_slice()) {
+                    Some(rest) if literal(from) => {
+                        let mut glob = Vec::new();
+                        for &c in to {
+                            if b"*?[]\\".contains(&c) {
+                                glob.push(b'\\');
+                            }
+                            glob.push(c);
+                        }
+                        glob.extend_from_slice(rest);
+                        String::from_utf8(glob).ok()
+                    }
+                    _ => None,
+                }
+            }
+            Some(KeyRename::Regex { .. }) => None,
+        };
+        SyncRule {
+            pattern,
+            rename,
+            destination,
+        }
+    }
 }
 
 /// What a sync moves, and how.
@@ -82,6 +121,14 @@ impl SyncPlan {
             Some(rename) => rename.apply(key),
             None => key.to_vec(),
         })
+    }
+
+    /// The checked namespaces (destination globs) of the rules that have one.
+    fn namespaces(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.destination.clone())
+            .collect()
     }
 
     fn takes(&self, key: &[u8]) -> bool {
@@ -212,35 +259,62 @@ impl redis::ToRedisArgs for Payload<'_> {
     }
 }
 
-/// The ledger of a sync and the hashes of the keys it holds for the sync.
+/// The ledger of a sync, and what tells its keys from others': a key in a checked
+/// namespace is its own (or kept in the ledger); other keys it wrote are remembered by a
+/// 64-bit hash.
 struct Ledger {
     writer: LedgerWriter,
     seq: u64,
+    namespaces: Vec<String>,
     ours: KeySet,
+    /// It holds changes of an earlier start.
+    earlier: bool,
 }
 
 impl Ledger {
-    fn open(path: &Path) -> Result<Ledger, BackendError> {
+    fn open(path: &Path, plan: &SyncPlan) -> Result<Ledger, BackendError> {
         let state = LedgerState::read(path)?;
-        let mut ours = KeySet::default();
-        for change in &state.changes {
-            match change {
-                Change::Created(key) | Change::Temporary(key) => ours.insert(key_hash(key)),
-                Change::Unconfirmed { key, .. } => ours.insert(key_hash(key)),
-                Change::Replaced(r) => ours.insert(key_hash(&r.key)),
-                Change::Merged { before, .. } => ours.insert(key_hash(&before.key)),
-            };
-        }
-        let seq = state.changes.len() as u64 + 1;
-        Ok(Ledger {
+        let mut ledger = Ledger {
             writer: LedgerWriter::open(path, &state)?,
-            seq,
-            ours,
-        })
+            seq: state.changes.len() as u64 + 1,
+            namespaces: plan.namespaces(),
+            ours: KeySet::default(),
+            earlier: !state.changes.is_empty(),
+        };
+        for change in &state.changes {
+            let key = match change {
+                Change::Created(key) | Change::Temporary(key) => key,
+                Change::Unconfirmed { key, .. } => key,
+                Change::Replaced(r) => &r.key,
+                Change::Merged { before, .. } => &before.key,
+            };
+            ledger.remember(key);
+        }
+        Ok(ledger)
     }
 
+    /// Whether `key` is in a namespace checked before the sync started.
+    fn checked(&self, key: &[u8]) -> bool {
+        self.namespaces
+            .iter()
+            .any(|glob| glob_match(glob.as_bytes(), key))
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if !self.checked(key) {
+            self.ours.insert(key_hash(key));
+        }
+    }
+
+    /// Whether `key`, when it exists on the target, is the sync's (or kept).
     fn is_ours(&self, key: &[u8]) -> bool {
-        self.ours.contains(&key_hash(key))
+        self.checked(key) || self.ours.contains(&key_hash(key))
+    }
+
+    /// Whether writing `key` must be recorded first: a key of a checked namespace always
+    /// (the intent is cheap; whether it exists is not asked), another only once.
+    fn needs_intent(&self, key: &[u8]) -> bool {
+        self.checked(key) || !self.ours.contains(&key_hash(key))
     }
 
     /// Records that `keys` (target, source) are about to be created (flushed first);
@@ -252,7 +326,7 @@ impl Ledger {
         }
         self.writer.intent(self.seq, keys)?;
         for (key, _) in keys {
-            self.ours.insert(key_hash(key));
+            self.remember(key);
         }
         Ok(self.seq)
     }
@@ -283,7 +357,7 @@ impl Ledger {
                 ttl_ms: ttl,
             })?;
         }
-        self.ours.insert(key_hash(key));
+        self.remember(key);
         Ok(())
     }
 }
@@ -295,6 +369,8 @@ pub struct Sync {
     plan: SyncPlan,
     keys: CommandKeys,
     ledger: Ledger,
+    /// Keys of checked namespaces the stream reached lately (bounded).
+    recent: KeySet,
     current_db: u64,
     stats: SyncStats,
 }
@@ -330,9 +406,13 @@ impl Sync {
                 "the source's COMMAND gave no key specs (Redis 7 or newer is needed)".into(),
             ));
         }
-        let mut ledger = Ledger::open(ledger_path)?;
+        let mut ledger = Ledger::open(ledger_path, &plan)?;
         // Keys of an earlier start: a full sync now must drop those the source deleted.
-        let again = !ledger.ours.is_empty();
+        let again = ledger.earlier;
+        let mut stats = SyncStats::default();
+        if !again {
+            stats.replaced = check_namespaces(&target, &plan, &mut ledger).await?;
+        }
         // The marker may lag the stream by writes that were all skipped (they move no
         // marker): a broken link of this process continues from what it read.
         let resume = match from {
@@ -344,7 +424,6 @@ impl Sync {
             resume.as_ref().map(|a| (a.replid.as_str(), a.offset)),
         )
         .await?;
-        let mut stats = SyncStats::default();
         if start == SyncStart::Full {
             let (loaded, replaced) = load_rdb(
                 &mut link,
@@ -357,7 +436,7 @@ impl Sync {
             )
             .await?;
             stats.keys = loaded;
-            stats.replaced = replaced;
+            stats.replaced += replaced;
             target
                 .raw(redis::cmd("SET").arg(&plan.marker).arg(marker_value(
                     &link.replid,
@@ -375,6 +454,7 @@ impl Sync {
                 plan,
                 keys,
                 ledger,
+                recent: KeySet::default(),
                 current_db: match (&start, &resume) {
                     (SyncStart::Partial, Some(resume)) => resume.db,
                     _ => 0,
@@ -490,7 +570,10 @@ impl Sync {
         for command in batch {
             if let Some((args, keys)) = self.translate(command.args)? {
                 for (target_key, source_key) in keys {
-                    if !self.ledger.is_ours(&target_key)
+                    // A key seen lately exists or was recorded: not asked again.
+                    let hash = key_hash(&target_key);
+                    if self.ledger.needs_intent(&target_key)
+                        && !self.recent.contains(&hash)
                         && !touched.iter().any(|(t, _)| *t == target_key)
                     {
                         touched.push((target_key, source_key));
@@ -514,9 +597,15 @@ impl Sync {
                 pipe.cmd("EXISTS").arg(key);
             }
             let exists = self.target.pipeline(pipe).await?;
+            if self.recent.len() > RECENT {
+                self.recent.clear();
+            }
             for ((key, source_key), exists) in touched.into_iter().zip(exists) {
+                self.recent.insert(key_hash(&key));
                 if exists == redis::Value::Int(1) {
-                    self.existing(&key).await?;
+                    if !self.ledger.is_ours(&key) {
+                        self.existing(&key).await?;
+                    }
                 } else {
                     new_keys.push((key, source_key));
                 }
@@ -781,7 +870,7 @@ async fn load_rdb(
                 let mut load = load.lock().await;
                 let new: Vec<bool> = entries
                     .iter()
-                    .map(|(name, _)| !load.ledger.is_ours(name))
+                    .map(|(name, _)| load.ledger.needs_intent(name))
                     .collect();
                 let pairs: Vec<(&[u8], &[u8])> = entries
                     .iter()
@@ -791,10 +880,12 @@ async fn load_rdb(
                     .collect();
                 let seq = load.ledger.creating(&pairs)?;
                 let mut pipe = redis::pipe();
-                for ((name, entry), new) in entries.iter().zip(&new) {
-                    // The sync's own keys are written over; one it has not written yet
-                    // refuses with BUSYKEY when it exists (another's key).
-                    pipe.add_command(restore(name, entry, version, !new));
+                for (name, entry) in &entries {
+                    // The sync's own keys (and a checked namespace's) are written over;
+                    // one it has not written yet refuses with BUSYKEY when it exists
+                    // (another's key).
+                    let replace = load.ledger.is_ours(name);
+                    pipe.add_command(restore(name, entry, version, replace));
                 }
                 let sender = target.clone();
                 load.in_flight.push_back(Sent {
@@ -855,10 +946,94 @@ async fn load_rdb(
     Ok((load.written, load.replaced))
 }
 
+/// Before a first start: a key already in a rule's destination namespace is another's;
+/// the sync stops (`existing: fail`) or keeps its value in the ledger (`replace`). How
+/// many were kept.
+async fn check_namespaces(
+    target: &RedisBackend,
+    plan: &SyncPlan,
+    ledger: &mut Ledger,
+) -> Result<u64, BackendError> {
+    let mut kept = 0;
+    for glob in plan.namespaces() {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = target.scan_page(cursor, &glob, None, 1000).await?;
+            for key in keys {
+                if key == plan.marker {
+                    continue;
+                }
+                match plan.existing {
+                    SyncExisting::Fail => return Err(taken(&key)),
+                    SyncExisting::Replace => {
+                        ledger.replacing(target, &key).await?;
+                        kept += 1;
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(kept)
+}
+
 /// The error for a key of another on the target, with `existing: fail`.
 fn taken(key: &[u8]) -> BackendError {
     BackendError::Command(format!(
         "`{}` already exists on the target and is not the sync's (`existing: replace` overwrites it, keeping its value for the rollback)",
         display_key(key)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(from: &str, to: &str) -> Option<KeyRename> {
+        Some(KeyRename::Prefix {
+            from: from.as_bytes().to_vec(),
+            to: to.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_rule_knows_the_namespace_it_writes_when_a_glob_can_say_it() {
+        let rule = |pattern: &str, rename| SyncRule::new(pattern.into(), rename).destination;
+        assert_eq!(
+            rule("job:*", prefix("job:", "step:")),
+            Some("step:*".into())
+        );
+        assert_eq!(
+            rule("job:*:x", prefix("job:", "st*p:")),
+            Some("st\\*p:*:x".into())
+        );
+        assert_eq!(rule("job:*", None), Some("job:*".into()));
+        // Keys the prefix does not cover keep their names: no single glob.
+        assert_eq!(rule("*", prefix("job:", "step:")), None);
+        assert_eq!(rule("j*", prefix("j*", "s")), None);
+        let regex = KeyRename::Regex {
+            regex: regex::bytes::Regex::new("^worker:(.*):jobs$").unwrap(),
+            replace: b"worker:$1:steps".to_vec(),
+        };
+        assert_eq!(rule("worker:*:jobs", Some(regex)), None);
+    }
+
+    #[test]
+    fn on_one_server_a_rename_back_into_a_pattern_is_refused() {
+        let plan = SyncPlan {
+            rules: vec![SyncRule::new("job:*".into(), prefix("job:", "job:v2:"))],
+            db: 0,
+            existing: SyncExisting::Fail,
+            marker: b"redis-move:sync:r:s".to_vec(),
+            same_keyspace: true,
+        };
+        let target = plan.target_key(b"job:1").unwrap();
+        assert_eq!(target, b"job:v2:1");
+        let refused = plan.check_loop(b"job:1", &target).unwrap_err().to_string();
+        assert!(refused.contains("follow its own writes"), "{refused}");
+        assert_eq!(plan.target_key(b"other"), None);
+    }
 }

@@ -56,13 +56,13 @@ async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> 
     let r = act.resolver();
     let mut rules = Vec::new();
     for (pattern, rename) in p.families() {
-        rules.push(SyncRule {
-            pattern: match pattern {
+        rules.push(SyncRule::new(
+            match pattern {
                 Some(pattern) => r.resolve(pattern)?,
                 None => "*".into(),
             },
-            rename: KeyRename::of(rename)?,
-        });
+            KeyRename::of(rename)?,
+        ));
     }
     let source_name = &p.source.value;
     let target_name = act.redis_target()?;
