@@ -16,6 +16,23 @@ fn listed(con: &mut redis::Connection, key: &str) -> Vec<String> {
     con.lrange(key, 0, -1).unwrap()
 }
 
+/// Every `job:*` key of the source is on the target as `step:*`, content, type and TTL.
+fn assert_renamed(src: &mut redis::Connection, dst: &mut redis::Connection) {
+    assert_same(
+        &snapshot(src, "job:*"),
+        &snapshot(dst, "step:*"),
+        |k| [b"step:".as_slice(), &k[4..]].concat(),
+        1000,
+    );
+}
+
+/// Waits until the sync's full sync reached the target (the loaded `job:1`).
+fn wait_for_the_sync(dst: &mut redis::Connection) {
+    Workspace::wait_for("the sync to follow", Duration::from_secs(60), || {
+        dst.exists::<_, bool>("step:1").unwrap_or(false)
+    });
+}
+
 #[test]
 fn a_paused_stop_loses_no_acknowledged_write_of_a_live_producer() {
     let source = RedisServer::start();
@@ -58,12 +75,7 @@ fn a_paused_stop_loses_no_acknowledged_write_of_a_live_producer() {
         listed(&mut src, "job:queue"),
         "in the source's order"
     );
-    assert_same(
-        &snapshot(&mut src, "job:*"),
-        &snapshot(&mut dst, "step:*"),
-        |k| [b"step:".as_slice(), &k[4..]].concat(),
-        1000,
-    );
+    assert_renamed(&mut src, &mut dst);
     assert!(!dst.exists::<_, bool>("other:key").unwrap());
     let commands = ws.value_number("stop", "commands");
     assert!(commands >= 200.0, "{commands}");
@@ -94,9 +106,7 @@ fn a_run_killed_with_its_sync_running_resumes_it_exactly_once() {
     let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
     // Writes while the first process follows the source: counters catch a write
     // applied twice, a list catches one applied twice or lost.
-    Workspace::wait_for("the sync to follow", Duration::from_secs(60), || {
-        dst.exists::<_, bool>("step:1").unwrap_or(false)
-    });
+    wait_for_the_sync(&mut dst);
     for n in 0..300 {
         let _: () = src.incr("job:counter", 1).unwrap();
         let _: () = src.rpush("job:log", n).unwrap();
@@ -119,12 +129,7 @@ fn a_run_killed_with_its_sync_running_resumes_it_exactly_once() {
     let log: Vec<i64> = dst.lrange("step:log", 0, -1).unwrap();
     assert_eq!(log, (0..500).collect::<Vec<_>>());
     assert!(!dst.exists::<_, bool>("step:2").unwrap());
-    assert_same(
-        &snapshot(&mut src, "job:*"),
-        &snapshot(&mut dst, "step:*"),
-        |k| [b"step:".as_slice(), &k[4..]].concat(),
-        1000,
-    );
+    assert_renamed(&mut src, &mut dst);
 }
 
 #[test]
@@ -188,9 +193,7 @@ fn a_source_restarted_mid_sync_is_followed_again_from_where_it_was() {
     ));
     let mut dst = connect(&target.url());
     let child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
-    Workspace::wait_for("the sync to follow", Duration::from_secs(60), || {
-        dst.exists::<_, bool>("step:1").unwrap_or(false)
-    });
+    wait_for_the_sync(&mut dst);
     // Writes before, inside a transaction (applied as one), and after a restart.
     for n in 0..100 {
         let _: () = src.rpush("job:log", n).unwrap();
@@ -232,12 +235,7 @@ fn a_source_restarted_mid_sync_is_followed_again_from_where_it_was() {
     assert_eq!(log, (0..200).collect::<Vec<_>>());
     assert_eq!(dst.get::<_, i64>("step:counter").unwrap(), 7);
     assert!(!dst.exists::<_, bool>("other:key").unwrap());
-    assert_same(
-        &snapshot(&mut src, "job:*"),
-        &snapshot(&mut dst, "step:*"),
-        |k| [b"step:".as_slice(), &k[4..]].concat(),
-        1000,
-    );
+    assert_renamed(&mut src, &mut dst);
 }
 
 #[test]

@@ -92,14 +92,21 @@ async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> 
 /// Starts the sync (its full sync happens within the step) and leaves it running in
 /// the background.
 pub async fn perform(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError> {
-    let syncs = &act.connections.syncs;
-    syncs.halt(&act.step.id).await;
+    act.connections.syncs.halt(&act.step.id).await;
     let _ = std::fs::remove_file(stopped_file(act, &act.step.id));
-    let starter = starter(act, p).await?;
     act.progress(
         format!("connecting to `{}` as a replica", p.source.value),
         None,
     );
+    let status = start_in_background(act, p).await?;
+    act.progress(started_line(&status), None);
+    Ok(status.value())
+}
+
+/// Opens the sync's link (continuing from the target's marker, or with a full sync),
+/// and leaves it running in the background; its status then.
+async fn start_in_background(act: &Act<'_>, p: &SyncParams) -> Result<SyncStatus, ActionError> {
+    let starter = starter(act, p).await?;
     let (sync, start) = starter
         .start(None, &|keys| {
             act.progress(format!("full sync: {keys} keys written"), None)
@@ -112,8 +119,7 @@ pub async fn perform(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError
         source_offset: sync.stats().offset,
         lag: Duration::ZERO,
     };
-    act.progress(started_line(&status), None);
-    syncs.spawn(
+    act.connections.syncs.spawn(
         &act.step.id,
         &p.source.value,
         sync,
@@ -121,7 +127,7 @@ pub async fn perform(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError
         starter,
         act.ctx.cancel.clone(),
     );
-    Ok(status.value())
+    Ok(status)
 }
 
 fn started_line(status: &SyncStatus) -> String {
@@ -143,31 +149,9 @@ pub async fn resume(act: &Act<'_>, p: &SyncParams) -> Result<Option<String>, Act
     if stopped_file(act, &act.step.id).exists() {
         return Ok(None);
     }
-    let started = async {
-        let starter = starter(act, p).await?;
-        let (sync, start) = starter
-            .start(None, &|keys| {
-                act.progress(format!("full sync: {keys} keys written"), None)
-            })
-            .await?;
-        let line = started_line(&SyncStatus {
-            state: super::background::SyncState::Running,
-            start: start.clone(),
-            stats: sync.stats().clone(),
-            source_offset: 0,
-            lag: Duration::ZERO,
-        });
-        act.connections.syncs.spawn(
-            &act.step.id,
-            &p.source.value,
-            sync,
-            start,
-            starter,
-            act.ctx.cancel.clone(),
-        );
-        Ok::<_, ActionError>(line)
-    }
-    .await;
+    let started = start_in_background(act, p)
+        .await
+        .map(|status| started_line(&status));
     match started {
         Ok(line) => Ok(Some(format!("sync resumed: {line}"))),
         Err(e) => {
