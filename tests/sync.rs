@@ -266,3 +266,38 @@ fn a_key_already_in_the_destination_stops_the_sync_before_it_writes_anything() {
     let keys: Vec<String> = dst.keys("*").unwrap();
     assert_eq!(keys, ["step:999"]);
 }
+
+#[test]
+fn a_key_moved_across_databases_stops_the_sync_and_says_why() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 20);
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-move",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: move
+        redis.command: { target: src, args: [MOVE, "job:1", "3"] }
+        rollback: none
+      - id: stopped
+        redis.sync_status: { sync: sync }
+        until: { state: failed }
+        timeout: 30s
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let out = ws.run().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("ok stopped"), "{stderr}");
+    assert!(
+        stderr.contains("MOVE of `job:1` between db 0 and db 3"),
+        "{stderr}"
+    );
+    // Nothing moved on the target: its key stays in the sync's db.
+    let mut dst = connect(&target.url());
+    assert!(dst.exists::<_, bool>("step:1").unwrap());
+}

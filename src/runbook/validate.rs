@@ -1308,6 +1308,13 @@ impl Validator {
         }
         users.extend(triggers.iter().map(|t| (&t.probe, None)));
         users.extend(rollback.iter().map(|s| (s, None)));
+        for phase in phases {
+            for step in &phase.steps {
+                if let crate::runbook::model::StepRollback::Steps(steps) = &step.rollback {
+                    users.extend(steps.iter().map(|s| (s, None)));
+                }
+            }
+        }
         let mut stopped: std::collections::HashSet<String> = Default::default();
         for (step, at) in users {
             let (sync, stop) = match &step.action {
@@ -1352,9 +1359,18 @@ impl Validator {
                 continue;
             }
             if let Some(stop) = stop {
-                if at.is_some() {
-                    stopped.insert(sync.value.clone());
+                if at.is_none() {
+                    self.error(
+                        "sync-stop-outside-phases",
+                        sync.span,
+                        format!(
+                            "`redis.sync_stop` of `{}` can only be a phase step: a rollback halts the sync itself, and a trigger only reads",
+                            sync.value
+                        ),
+                    );
+                    continue;
                 }
+                stopped.insert(sync.value.clone());
                 let same = params
                     .target
                     .as_ref()

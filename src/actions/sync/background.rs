@@ -297,8 +297,9 @@ impl Syncs {
         let handle = self.running.lock().expect("not poisoned").remove(step);
         if let Some(handle) = handle {
             let (reply, answer) = oneshot::channel();
+            // A sync stuck on a dead link ends on its own; the rollback does not wait.
             if handle.orders.send(Order::Halt { reply }).await.is_ok() {
-                let _ = answer.await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
             }
         }
     }

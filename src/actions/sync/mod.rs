@@ -415,9 +415,17 @@ impl Sync {
         }
         // The marker may lag the stream by writes that were all skipped (they move no
         // marker): a broken link of this process continues from what it read.
-        let resume = match from {
-            Some(from) => Some(from),
-            None => applied(&target, &plan.marker).await?,
+        // A batch whose EXEC was applied but whose reply was lost (the target's link
+        // broke) moved the marker past the position read: the marker wins then.
+        let marker = applied(&target, &plan.marker).await?;
+        let resume = match (from, marker) {
+            (Some(from), Some(marker))
+                if marker.replid == from.replid && marker.offset > from.offset =>
+            {
+                Some(marker)
+            }
+            (Some(from), _) => Some(from),
+            (None, marker) => marker,
         };
         let (mut link, start) = ReplicaLink::open(
             source_endpoint,
@@ -561,6 +569,17 @@ impl Sync {
     /// Turns the batch into target writes, records new keys in the ledger, and applies
     /// them with the marker in one transaction. How many writes it applied.
     async fn apply_batch(&mut self, batch: Vec<StreamCommand>) -> Result<u64, BackendError> {
+        // A batch that fails leaves the position where it was, the db included (its
+        // SELECTs were read, not applied).
+        let db = self.current_db;
+        let applied = self.apply_batch_inner(batch).await;
+        if applied.is_err() {
+            self.current_db = db;
+        }
+        applied
+    }
+
+    async fn apply_batch_inner(&mut self, batch: Vec<StreamCommand>) -> Result<u64, BackendError> {
         let Some(last) = batch.last() else {
             return Ok(0);
         };
@@ -692,6 +711,18 @@ impl Sync {
             }
             _ => {}
         }
+        if let Some(db) = cross_db(&name, &args)
+            && db != self.current_db
+            && (db == self.plan.db || self.current_db == self.plan.db)
+            && args.iter().skip(1).take(2).any(|a| self.plan.takes(a))
+        {
+            return Err(BackendError::Command(format!(
+                "the source ran {} of `{}` between db {} and db {db}: redis-move does not move keys across databases (the key would leave the sync's db, or enter it unseen)",
+                String::from_utf8_lossy(&name),
+                display_key(&args[1]),
+                self.current_db
+            )));
+        }
         if self.current_db != self.plan.db {
             self.stats.skipped += 1;
             return Ok(None);
@@ -816,6 +847,20 @@ impl Load<'_> {
             self.written += 1;
         }
         Ok(())
+    }
+}
+
+/// The other database a command reaches (`MOVE key db`, `COPY src dst DB db`).
+fn cross_db(name: &[u8], args: &[Vec<u8>]) -> Option<u64> {
+    let number = |a: &Vec<u8>| std::str::from_utf8(a).ok()?.parse().ok();
+    match name {
+        b"MOVE" => args.get(2).and_then(number),
+        b"COPY" => args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"DB"))
+            .and_then(|i| args.get(i + 1))
+            .and_then(number),
+        _ => None,
     }
 }
 

@@ -279,7 +279,15 @@ impl ReplicaLink {
                 }
                 Ok(Ok(_)) => {}
             }
-            let (args, used) = read_array(link).await?;
+            // A command begun is complete within SILENCE, or the link is dead.
+            let (args, used) = tokio::time::timeout(SILENCE, read_array(link))
+                .await
+                .map_err(|_| {
+                    BackendError::Unreachable(format!(
+                        "the server stopped in the middle of a command for {}s",
+                        SILENCE.as_secs()
+                    ))
+                })??;
             self.offset += used as i64;
             let name = args
                 .first()
@@ -374,6 +382,9 @@ async fn read_array(link: &mut Link) -> Result<(Vec<Vec<u8>>, usize), BackendErr
                 String::from_utf8_lossy(&line).trim_end()
             ))
         })?;
+    if count == 0 {
+        return Err(unexpected("an empty command"));
+    }
     let mut args = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         line.clear();
