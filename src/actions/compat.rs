@@ -388,29 +388,19 @@ pub fn judge(
                 }
             }
         }
-        Action::RedisSync(_) => {
-            findings.push(finding(
-                "the source lets redis-move follow it as a replica (PSYNC)",
-                Some(source.psync),
-                if source.psync {
-                    "PSYNC and REPLCONF are allowed".into()
-                } else {
-                    "the source refuses PSYNC or REPLCONF (a managed service, or an ACL): use `redis.copy` instead, with the writers stopped".into()
-                },
-            ));
-            let ok = reads(target, source);
-            findings.push(finding(
-                "the target reads the source's DUMP payloads",
-                ok,
-                match ok {
-                    Some(false) => format!(
-                        "{formats}: RESTORE will refuse the source's keys; give the target the source's version or newer"
-                    ),
-                    _ => formats.clone(),
-                },
-            ));
-        }
-        Action::RedisCopy(_) => {
+        Action::RedisSync(_) | Action::RedisCopy(_) => {
+            if matches!(action, Action::RedisSync(_)) {
+                findings.push(finding(
+                    "the source lets redis-move follow it as a replica (PSYNC)",
+                    Some(source.psync),
+                    if source.psync {
+                        "PSYNC and REPLCONF are allowed".into()
+                    } else {
+                        "the source refuses PSYNC or REPLCONF (a managed service, or an ACL): use `redis.copy` instead, with the writers stopped".into()
+                    },
+                ));
+            }
+            // Both write the source's values with RESTORE.
             let ok = reads(target, source);
             findings.push(finding(
                 "the target reads the source's DUMP payloads",
