@@ -160,17 +160,7 @@ async fn knows(redis: &RedisBackend, name: &str) -> bool {
 /// Reads what the checks need from `redis`.
 pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
     let info = redis.info_sections(None).await?;
-    let server = info.get("server").cloned().unwrap_or_default();
-    let (flavor, version) = match server.get("valkey_version") {
-        Some(v) => ("valkey".to_owned(), v.as_text()),
-        None => (
-            "redis".to_owned(),
-            server
-                .get("redis_version")
-                .map(Value::as_text)
-                .unwrap_or_default(),
-        ),
-    };
+    let (flavor, version) = redis.server_version().await?;
     let config = redis.config_text("maxmemory").await.is_ok();
     let persistence = if config {
         let aof = redis.config_text("appendonly").await.unwrap_or_default();
@@ -400,18 +390,32 @@ pub fn judge(
                     },
                 ));
             }
-            // Both write the source's values with RESTORE.
+            // Both write the source's values with RESTORE; the sync writes them as
+            // commands to an older target.
             let ok = reads(target, source);
-            findings.push(finding(
-                "the target reads the source's DUMP payloads",
-                ok,
-                match ok {
-                    Some(false) => format!(
-                        "{formats}: RESTORE will refuse the source's payloads; give the target the source's version or newer"
-                    ),
-                    _ => formats.clone(),
-                },
-            ));
+            if matches!(action, Action::RedisSync(_)) {
+                findings.push(finding(
+                    "the target takes the source's values",
+                    Some(true),
+                    match ok {
+                        Some(false) => format!(
+                            "{formats}: the target refuses the source's DUMP payloads, so values are written as commands (RPUSH, HSET, XADD...; slower than RESTORE)"
+                        ),
+                        _ => formats.clone(),
+                    },
+                ));
+            } else {
+                findings.push(finding(
+                    "the target reads the source's DUMP payloads",
+                    ok,
+                    match ok {
+                        Some(false) => format!(
+                            "{formats}: RESTORE will refuse the source's payloads; give the target the source's version or newer, or use `redis.sync`, which writes values as commands to an older target"
+                        ),
+                        _ => formats.clone(),
+                    },
+                ));
+            }
         }
         Action::RedisVerify(_) => {
             findings.push(finding(

@@ -310,6 +310,22 @@ impl RedisBackend {
         Ok(parse_info(&text))
     }
 
+    /// The server's flavor (`redis` or `valkey`) and version (`7.0.15`).
+    pub async fn server_version(&self) -> Result<(String, String), BackendError> {
+        let info = self.info_sections(Some("server")).await?;
+        let server = info.get("server").cloned().unwrap_or_default();
+        Ok(match server.get("valkey_version") {
+            Some(v) => ("valkey".to_owned(), v.as_text()),
+            None => (
+                "redis".to_owned(),
+                server
+                    .get("redis_version")
+                    .map(Value::as_text)
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+
     /// One INFO field as a typed value; `section.field` or `field`, plus the derived
     /// `keyspace_hit_ratio`.
     pub async fn info(&self, section: Option<&str>, field: &str) -> Result<Value, BackendError> {

@@ -36,6 +36,7 @@ use crate::backend::command_keys::CommandKeys;
 use crate::backend::keyspace::{display_key, glob_match};
 use crate::backend::rdb::entries::RdbEntry;
 use crate::backend::rdb::replica::{ReplicaLink, StreamCommand, SyncStart};
+use crate::backend::rdb::values::{self, Dialect, Existing};
 use crate::backend::redis::{RedisBackend, RedisEndpoint};
 use crate::runbook::action::SyncExisting;
 
@@ -433,9 +434,11 @@ impl Sync {
         )
         .await?;
         if start == SyncStart::Full {
+            let format = TargetFormat::of(&target).await?;
             let (loaded, replaced) = load_rdb(
                 &mut link,
                 &target,
+                &format,
                 &plan,
                 &mut ledger,
                 ledger_path,
@@ -771,6 +774,9 @@ struct Sent {
     entries: Vec<(Vec<u8>, RdbEntry)>,
     /// Which entries are new keys (in the intent, in order).
     new: Vec<bool>,
+    /// The calls that finish each entry after its first command was applied (a big
+    /// value written as commands).
+    rest: Vec<Vec<redis::Cmd>>,
     replies: tokio::task::JoinHandle<Result<Vec<redis::Value>, BackendError>>,
 }
 
@@ -784,16 +790,66 @@ struct Load<'a> {
     in_flight: std::collections::VecDeque<Sent>,
 }
 
-fn restore(name: &[u8], entry: &RdbEntry, version: u16, replace: bool) -> redis::Cmd {
-    let mut cmd = redis::cmd("RESTORE");
-    cmd.arg(name)
-        .arg(entry.expires_at_ms.unwrap_or(0))
-        .arg(Payload(entry, version))
-        .arg("ABSTTL");
-    if replace {
-        cmd.arg("REPLACE");
+/// What the target reads: the RDB format of its DUMP payloads, and its commands.
+#[derive(Clone, Copy, Debug)]
+struct TargetFormat {
+    /// Its RDB version (unknown for a release newer than redis-move knows).
+    rdb: Option<u32>,
+    dialect: Dialect,
+}
+
+impl TargetFormat {
+    async fn of(target: &RedisBackend) -> Result<TargetFormat, BackendError> {
+        let (flavor, version) = target.server_version().await?;
+        Ok(TargetFormat {
+            rdb: crate::actions::compat::rdb_version(&flavor, &version),
+            // Valkey speaks Redis 7.2's commands.
+            dialect: Dialect::of_version(if flavor == "valkey" { "7.2" } else { &version }),
+        })
     }
-    cmd
+
+    /// Whether it takes DUMP payloads of RDB `version` (an unknown, newer, release does).
+    fn restores(&self, version: u16) -> bool {
+        self.rdb.is_none_or(|rdb| rdb >= u32::from(version))
+    }
+}
+
+/// How one key of the RDB is written: a command whose reply says whether the key was
+/// written (`BUSYKEY`: it exists and is not replaced), and the calls that finish it once
+/// it was (a big value written as commands).
+fn key_write(
+    name: &[u8],
+    entry: &RdbEntry,
+    version: u16,
+    replace: bool,
+    format: &TargetFormat,
+) -> Result<(redis::Cmd, Vec<redis::Cmd>), BackendError> {
+    if format.restores(version) {
+        let mut cmd = redis::cmd("RESTORE");
+        cmd.arg(name)
+            .arg(entry.expires_at_ms.unwrap_or(0))
+            .arg(Payload(entry, version))
+            .arg("ABSTTL");
+        if replace {
+            cmd.arg("REPLACE");
+        }
+        return Ok((cmd, Vec::new()));
+    }
+    // An older target refuses the payload: the value is written as commands.
+    let value = values::decode(entry).map_err(|e| {
+        BackendError::Unexpected(format!(
+            "reading the value of `{}` from the RDB: {e}",
+            display_key(&entry.key)
+        ))
+    })?;
+    let existing = if replace {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let mut calls = values::calls(name, &value, entry.expires_at_ms, existing, format.dialect);
+    let first = calls.remove(0);
+    Ok((first, calls))
 }
 
 impl Load<'_> {
@@ -804,6 +860,7 @@ impl Load<'_> {
         target: &RedisBackend,
         plan: &SyncPlan,
         version: u16,
+        format: &TargetFormat,
     ) -> Result<(), BackendError> {
         let Some(sent) = self.in_flight.pop_front() else {
             return Ok(());
@@ -823,26 +880,32 @@ impl Load<'_> {
             .map(|(_, reply)| !busy(reply))
             .collect();
         self.ledger.created(sent.seq, &created)?;
-        for ((name, entry), reply) in sent.entries.iter().zip(&replies) {
+        for (((name, entry), reply), rest) in sent.entries.iter().zip(&replies).zip(&sent.rest) {
             if let Some(seen) = self.seen.as_mut() {
                 seen.insert(key_hash(name));
             }
-            match reply {
+            let refused = |e: &dyn std::fmt::Debug| {
+                BackendError::Command(format!(
+                    "the target refused `{}` of the RDB: {e:?}",
+                    display_key(name)
+                ))
+            };
+            let finish = match reply {
                 reply if busy(reply) => match plan.existing {
                     SyncExisting::Fail => return Err(taken(name)),
                     SyncExisting::Replace => {
                         self.ledger.replacing(target, name).await?;
-                        target.raw(&restore(name, entry, version, true)).await?;
+                        let (first, rest) = key_write(name, entry, version, true, format)?;
+                        target.raw(&first).await?;
                         self.replaced += 1;
+                        rest
                     }
                 },
-                redis::Value::ServerError(e) => {
-                    return Err(BackendError::Command(format!(
-                        "the target refused `{}` of the RDB: {e:?}",
-                        display_key(name)
-                    )));
-                }
-                _ => {}
+                redis::Value::ServerError(e) => return Err(refused(e)),
+                _ => rest.clone(),
+            };
+            for call in &finish {
+                target.raw(call).await.map_err(|e| refused(&e))?;
             }
             self.written += 1;
         }
@@ -868,9 +931,11 @@ fn cross_db(name: &[u8], args: &[Vec<u8>]) -> Option<u64> {
 /// [`IN_FLIGHT`] batches of RESTOREs sent before the oldest one's replies are read.
 /// After an earlier start (`again`), those of the sync's keys that the new RDB no longer
 /// has are deleted (the source deleted them meanwhile).
+#[allow(clippy::too_many_arguments)]
 async fn load_rdb(
     link: &mut ReplicaLink,
     target: &RedisBackend,
+    format: &TargetFormat,
     plan: &SyncPlan,
     ledger: &mut Ledger,
     ledger_path: &Path,
@@ -923,24 +988,28 @@ async fn load_rdb(
                     .filter(|(_, new)| **new)
                     .map(|((name, entry), _)| (name.as_slice(), entry.key.as_slice()))
                     .collect();
-                let seq = load.ledger.creating(&pairs)?;
                 let mut pipe = redis::pipe();
+                let mut rest = Vec::with_capacity(entries.len());
                 for (name, entry) in &entries {
                     // The sync's own keys (and a checked namespace's) are written over;
                     // one it has not written yet refuses with BUSYKEY when it exists
                     // (another's key).
                     let replace = load.ledger.is_ours(name);
-                    pipe.add_command(restore(name, entry, version, replace));
+                    let (first, finish) = key_write(name, entry, version, replace, format)?;
+                    pipe.add_command(first);
+                    rest.push(finish);
                 }
+                let seq = load.ledger.creating(&pairs)?;
                 let sender = target.clone();
                 load.in_flight.push_back(Sent {
                     seq,
                     entries,
                     new,
+                    rest,
                     replies: tokio::spawn(async move { sender.pipeline(pipe).await }),
                 });
                 while load.in_flight.len() > IN_FLIGHT {
-                    load.settle_oldest(target, plan, version).await?;
+                    load.settle_oldest(target, plan, version, format).await?;
                 }
                 let mut last = reported.lock().expect("not poisoned");
                 if last.elapsed() >= Duration::from_secs(1) {
@@ -955,7 +1024,7 @@ async fn load_rdb(
     // Every batch sent is settled, even after a failure: what it created is recorded.
     let mut settled = Ok(());
     while !load.in_flight.is_empty() {
-        if let Err(e) = load.settle_oldest(target, plan, rdb_version).await
+        if let Err(e) = load.settle_oldest(target, plan, rdb_version, format).await
             && settled.is_ok()
         {
             settled = Err(e);

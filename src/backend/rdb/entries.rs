@@ -101,6 +101,31 @@ mod op {
     pub const EOF: u8 = 0xFF;
 }
 
+impl RdbEntry {
+    /// The entry of `key` (db 0, no expiry) from its DUMP payload (type byte, value, RDB
+    /// version, CRC-64), and the payload's RDB version. The checksum is checked.
+    pub fn from_dump(key: &[u8], payload: &[u8]) -> Result<(RdbEntry, u16), RdbError> {
+        let bad = || RdbError::Format("not a DUMP payload (too short, or a wrong checksum)".into());
+        let (body, crc) = payload
+            .split_at_checked(payload.len().checked_sub(8).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        if body.len() < 3 || CRC64.checksum(body).to_le_bytes() != crc {
+            return Err(bad());
+        }
+        let (value, footer) = body[1..].split_at(body.len() - 3);
+        Ok((
+            RdbEntry {
+                db: 0,
+                key: key.to_vec(),
+                expires_at_ms: None,
+                value_type: body[0],
+                value: value.to_vec(),
+            },
+            u16::from_le_bytes(footer.try_into().expect("2 bytes")),
+        ))
+    }
+}
+
 /// Reads the keys of an RDB stream.
 pub struct RdbReader<R> {
     input: R,
@@ -135,12 +160,24 @@ impl<R: Read> RdbReader<R> {
         })
     }
 
+    /// A reader of one value's bytes (no header): for decoding a value the stream gave.
+    pub(super) fn value(input: R) -> Self {
+        RdbReader {
+            input,
+            version: NEWEST_VERSION,
+            db: 0,
+            done: false,
+            record: None,
+            scratch: Vec::new(),
+        }
+    }
+
     /// The stream's RDB format version.
     pub fn version(&self) -> u16 {
         self.version
     }
 
-    fn bytes(&mut self, buf: &mut [u8]) -> Result<(), RdbError> {
+    pub(super) fn bytes(&mut self, buf: &mut [u8]) -> Result<(), RdbError> {
         self.input.read_exact(buf)?;
         if let Some(record) = self.record.as_mut() {
             record.extend_from_slice(buf);
@@ -148,7 +185,7 @@ impl<R: Read> RdbReader<R> {
         Ok(())
     }
 
-    fn byte(&mut self) -> Result<u8, RdbError> {
+    pub(super) fn byte(&mut self) -> Result<u8, RdbError> {
         let mut b = [0u8; 1];
         self.bytes(&mut b)?;
         Ok(b[0])
@@ -205,7 +242,7 @@ impl<R: Read> RdbReader<R> {
         })
     }
 
-    fn length(&mut self) -> Result<u64, RdbError> {
+    pub(super) fn length(&mut self) -> Result<u64, RdbError> {
         self.length_or_special()?.map_err(|code| {
             RdbError::Format(format!(
                 "a string encoding ({code}) where a length was expected"
@@ -214,7 +251,7 @@ impl<R: Read> RdbReader<R> {
     }
 
     /// A string, read whole (keys and opcode arguments).
-    fn string(&mut self) -> Result<Vec<u8>, RdbError> {
+    pub(super) fn string(&mut self) -> Result<Vec<u8>, RdbError> {
         match self.length_or_special()? {
             Ok(len) => self.exact(len),
             Err(0) => Ok((self.byte()? as i8).to_string().into_bytes()),
@@ -246,7 +283,7 @@ impl<R: Read> RdbReader<R> {
 
     /// `len` bytes, read as they arrive (a corrupt length fails on the data it does not
     /// find, instead of allocating what it claims).
-    fn exact(&mut self, len: u64) -> Result<Vec<u8>, RdbError> {
+    pub(super) fn exact(&mut self, len: u64) -> Result<Vec<u8>, RdbError> {
         if len > MAX_STRING {
             return Err(RdbError::Format(format!(
                 "a string of {len} bytes: longer than Redis allows"

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 pub mod entries;
 pub mod replica;
+pub mod values;
 
 use super::BackendError;
 use super::redis::RedisEndpoint;

@@ -72,6 +72,184 @@ pub fn load_every_type(con: &mut Connection, prefix: &str) {
         .unwrap();
 }
 
+/// How many keys [`load_every_encoding`] writes.
+pub const EVERY_ENCODING_KEYS: usize = EVERY_TYPE_KEYS + 10;
+
+/// [`load_every_type`], and the encodings and stream states it leaves out: integers of
+/// every width in lists, sets (16- and 64-bit intsets) and hashes, strings stored as
+/// integers, scores of +-inf and extreme magnitudes, list items above a listpack node's
+/// size, a stream with deleted entries, entries of differing fields, two groups, several
+/// consumers, pending entries delivered more than once, an empty stream with a group,
+/// and expiries on big values. Redis 6.2 and 7 alike.
+pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
+    load_every_type(con, prefix);
+    let k = |name: &str| format!("{prefix}{name}");
+    let ints: Vec<i64> = vec![
+        0,
+        5,
+        -100,
+        4095,
+        -4096,
+        30000,
+        -8_000_000,
+        1 << 40,
+        i64::MIN,
+        i64::MAX,
+    ];
+    let _: () = con.rpush(k("list:ints"), &ints).unwrap();
+    let _: () = con.sadd(k("set:int16"), &[1i64, -7, 300]).unwrap();
+    let _: () = con
+        .sadd(k("set:int64"), &[1i64 << 50, -(1i64 << 60), 3])
+        .unwrap();
+    let pairs: Vec<(String, i64)> = ints
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("f{i}"), *v))
+        .collect();
+    let _: () = con.hset_multiple(k("hash:ints"), &pairs).unwrap();
+    let _: () = con.set(k("str:int"), -1234567).unwrap();
+    let _: () = con
+        .zadd_multiple(
+            k("zset:extremes"),
+            &[
+                (f64::INFINITY, "top"),
+                (f64::NEG_INFINITY, "bottom"),
+                (1e300, "huge"),
+                (-2.5e-300, "tiny"),
+                (0.1, "tenth"),
+            ],
+        )
+        .unwrap();
+    let long_items: Vec<String> = (0..40)
+        .map(|i| format!("{i}:{}", "L".repeat(9000)))
+        .collect();
+    let _: () = con.rpush(k("list:long-items"), &long_items).unwrap();
+    let _: () = con.pexpire(k("list:long-items"), 5_400_000).unwrap();
+    let xadd = |con: &mut Connection, key: &str, fields: &[(&str, String)]| -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg("*");
+        for (f, v) in fields {
+            cmd.arg(*f).arg(v);
+        }
+        cmd.query(con).unwrap()
+    };
+    let stream = k("stream:busy");
+    let mut ids = Vec::new();
+    for i in 0..1200 {
+        let id = if i % 3 == 0 {
+            xadd(
+                con,
+                &stream,
+                &[
+                    ("kind", "a".into()),
+                    ("n", i.to_string()),
+                    ("extra", "x".repeat(i % 50)),
+                ],
+            )
+        } else {
+            xadd(con, &stream, &[("kind", "b".into()), ("n", i.to_string())])
+        };
+        ids.push(id);
+    }
+    let _: () = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&ids[5])
+        .arg(&ids[600])
+        .arg(ids.last().unwrap())
+        .query(con)
+        .unwrap();
+    for (group, start) in [("mailers", "0"), ("auditors", ids[1000].as_str())] {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(group)
+            .arg(start)
+            .query(con)
+            .unwrap();
+    }
+    for (consumer, count) in [("alice", 30), ("bob", 7)] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("mailers")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query(con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("mailers")
+        .arg(&ids[0])
+        .arg(&ids[1])
+        .query(con)
+        .unwrap();
+    // Delivered again to another consumer: two deliveries.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg("mailers")
+        .arg("carol")
+        .arg(0)
+        .arg(&ids[2])
+        .arg(&ids[3])
+        .query(con)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("auditors")
+        .arg("dave")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(con)
+        .unwrap();
+    // A consumer with nothing pending: the entry after dave's five, acknowledged.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("auditors")
+        .arg("erin")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("auditors")
+        .arg(&ids[1006])
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(k("stream:empty"))
+        .arg("idle")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(con)
+        .unwrap();
+    let drained = k("stream:drained");
+    let id = xadd(con, &drained, &[("gone", "soon".into())]);
+    let _: () = redis::cmd("XDEL")
+        .arg(&drained)
+        .arg(&id)
+        .query(con)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&drained)
+        .arg("late")
+        .arg("$")
+        .query(con)
+        .unwrap();
+}
+
 /// One key as read back: its type, its value in a canonical form, when it expires.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyState {
@@ -82,6 +260,26 @@ pub struct KeyState {
     /// When it expires, in ms since the epoch (PEXPIRETIME: the server's own absolute
     /// expiry), so that snapshots taken at different times compare exactly.
     pub expires_at_ms: Option<i64>,
+    /// How far off `expires_at_ms` may be: 0 from PEXPIRETIME; from a server without
+    /// it (Redis 6), the time its PTTL reply took to come back, measured.
+    pub expiry_slack_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Whether the server knows `command`.
+fn knows(con: &mut Connection, command: &str) -> bool {
+    let reply: redis::Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg(command)
+        .query(con)
+        .unwrap();
+    matches!(reply, redis::Value::Array(items) if items.first().is_some_and(|i| *i != redis::Value::Nil))
 }
 
 /// Every key matching `pattern` (SCAN) with its state, read in pipelined batches.
@@ -92,6 +290,8 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
         .collect::<Result<_, _>>()
         .unwrap();
     let mut out = BTreeMap::new();
+    let exact_expiry = knows(con, "PEXPIRETIME");
+    let expiry = if exact_expiry { "PEXPIRETIME" } else { "PTTL" };
     for chunk in keys.chunks(500) {
         let mut pipe = redis::pipe();
         for key in chunk {
@@ -113,13 +313,18 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
                     .arg("+")
                     .cmd("XINFO")
                     .arg("GROUPS")
+                    .arg(key)
+                    .cmd("XINFO")
+                    .arg("STREAM")
                     .arg(key),
                 _ => pipe.cmd("EXISTS").arg(key),
             };
             // The absolute expiry (Redis 7+): exact, however long the reads took.
-            pipe.cmd("PEXPIRETIME").arg(key);
+            pipe.cmd(expiry).arg(key);
         }
+        let asked_at = now_ms();
         let replies: Vec<redis::Value> = pipe.query(con).unwrap();
+        let answered_at = now_ms();
         let mut replies = replies.into_iter();
         for (key, key_type) in chunk.iter().zip(types) {
             let mut next = || replies.next().expect("a reply per command");
@@ -147,10 +352,14 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
                 "stream" => {
                     let entries = next();
                     let groups = next();
-                    vec![
+                    let info = next();
+                    let mut value = vec![
                         format!("{entries:?}").into_bytes(),
                         group_names(&groups).into_bytes(),
-                    ]
+                        field(&info, "last-generated-id").into_bytes(),
+                    ];
+                    value.extend(pending(&groups, key, con));
+                    value
                 }
                 "none" => {
                     next();
@@ -163,12 +372,19 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
             if expires == -2 {
                 continue; // expired meanwhile
             }
+            // PTTL: the time left when the server answered, some time between the
+            // asking and the answer.
+            let (expires, expiry_slack_ms) = match (exact_expiry, expires) {
+                (true, _) | (false, -1) => (expires, 0),
+                (false, ttl) => (answered_at + ttl, answered_at - asked_at + 1),
+            };
             out.insert(
                 key.clone(),
                 KeyState {
                     key_type,
                     value,
                     expires_at_ms: (expires >= 0).then_some(expires),
+                    expiry_slack_ms,
                 },
             );
         }
@@ -176,37 +392,81 @@ pub fn snapshot(con: &mut Connection, pattern: &str) -> BTreeMap<Vec<u8>, KeySta
     out
 }
 
-/// `name@last-delivered-id` of each consumer group of an XINFO GROUPS reply.
-fn group_names(groups: &redis::Value) -> String {
-    let text = |v: &redis::Value| match v {
+fn text(v: &redis::Value) -> String {
+    match v {
         redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(n) => n.to_string(),
         other => format!("{other:?}"),
-    };
-    let redis::Value::Array(groups) = groups else {
-        return String::new();
-    };
-    let mut names: Vec<String> = groups
+    }
+}
+
+/// A field of a reply that lists names and values (XINFO), as text.
+fn field(reply: &redis::Value, name: &str) -> String {
+    match reply {
+        redis::Value::Array(fields) => fields
+            .chunks(2)
+            .find(|pair| text(&pair[0]) == name)
+            .map(|pair| text(&pair[1]))
+            .unwrap_or_default(),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k) == name)
+            .map(|(_, v)| text(v))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn groups_of(groups: &redis::Value) -> &[redis::Value] {
+    match groups {
+        redis::Value::Array(groups) => groups,
+        _ => &[],
+    }
+}
+
+/// `name@last-delivered-id/consumers/pending` of each consumer group of an XINFO
+/// GROUPS reply.
+fn group_names(groups: &redis::Value) -> String {
+    let mut names: Vec<String> = groups_of(groups)
         .iter()
-        .filter_map(|group| {
-            let redis::Value::Array(fields) = group else {
-                return None;
-            };
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|pair| text(&pair[0]) == name)
-                    .map(|pair| text(&pair[1]))
-            };
-            Some(format!(
-                "{}@{}",
-                field("name")?,
-                field("last-delivered-id")?
-            ))
+        .map(|group| {
+            format!(
+                "{}@{}/{}/{}",
+                field(group, "name"),
+                field(group, "last-delivered-id"),
+                field(group, "consumers"),
+                field(group, "pending")
+            )
         })
         .collect();
     names.sort();
     names.join(",")
+}
+
+/// The pending entries of each group: `group id consumer deliveries`, each.
+fn pending(groups: &redis::Value, key: &[u8], con: &mut Connection) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for group in groups_of(groups) {
+        let name = field(group, "name");
+        let entries: Vec<(String, String, i64, i64)> = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(&name)
+            .arg("-")
+            .arg("+")
+            .arg(1_000_000)
+            .query(con)
+            .unwrap();
+        out.extend(
+            entries
+                .into_iter()
+                .map(|(id, consumer, _idle, deliveries)| {
+                    format!("{name} {id} {consumer} {deliveries}").into_bytes()
+                }),
+        );
+    }
+    out.sort();
+    out
 }
 
 /// Asserts that `copy` holds exactly the keys of `original` (renamed by `rename`), with
@@ -239,7 +499,7 @@ pub fn assert_same(
         match (want.expires_at_ms, got.expires_at_ms) {
             (None, None) => {}
             (Some(a), Some(b)) => assert!(
-                (a - b).abs() <= tolerance_ms,
+                (a - b).abs() <= tolerance_ms + want.expiry_slack_ms + got.expiry_slack_ms,
                 "{name} expires {} ms apart on the original and the copy",
                 (a - b).abs()
             ),
