@@ -10,6 +10,7 @@ use redis::Commands;
 use redis_move_testbed::RedisServer;
 use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
 use redis_move_testbed::producer::Producer;
+use redis_move_testbed::redis::older_redis_server;
 use redis_move_testbed::workspace::Workspace;
 
 fn listed(con: &mut redis::Connection, key: &str) -> Vec<String> {
@@ -300,4 +301,171 @@ fn a_key_moved_across_databases_stops_the_sync_and_says_why() {
     // Nothing moved on the target: its key stays in the sync's db.
     let mut dst = connect(&target.url());
     assert!(dst.exists::<_, bool>("step:1").unwrap());
+}
+
+/// A write to the source, its reply ignored.
+fn write(con: &mut redis::Connection, args: &[&str]) {
+    let _: redis::Value = redis::cmd(args[0])
+        .arg(&args[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+#[test]
+fn an_older_target_gets_every_type_as_commands_and_every_write_after_it() {
+    // Redis 7.0 to 6.2: the target refuses the source's DUMP payloads.
+    let source = RedisServer::start();
+    let target = RedisServer::start_binary(&older_redis_server(), None, &[]);
+    let mut src = connect(&source.url());
+    dataset::load_every_encoding(&mut src, "job:");
+    dataset::load_job_keys(&mut src, 3000);
+    let mut producer = Producer::start(vec![source.url()], "job:queue", "j", None);
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-older",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" } }
+      - id: written
+        redis.command: { target: src, args: [GET, "ctl:done"], read_only: true }
+        until: "== yes"
+        timeout: 120s
+      - id: close
+        redis.sync_status: { sync: sync }
+        until: { lag_bytes: "< 1MiB" }
+        timeout: 60s
+      - id: stop
+        redis.sync_stop: { sync: sync, pause: 3s }
+"#,
+    ));
+    let mut dst = connect(&target.url());
+    let child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    wait_for_the_sync(&mut dst);
+    // Writes after the RDB, of every family, including what Redis 7 replicates in its
+    // own dialect (XREADGROUP as XCLAIM and XGROUP SETID ... ENTRIESREAD) and RESTOREs
+    // of 7.0 payloads.
+    for n in 0..100 {
+        write(
+            &mut src,
+            &[
+                "XADD",
+                "job:stream:busy",
+                "*",
+                "kind",
+                "c",
+                "n",
+                &n.to_string(),
+            ],
+        );
+    }
+    write(
+        &mut src,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "mailers",
+            "alice",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "job:stream:busy",
+            ">",
+        ],
+    );
+    write(
+        &mut src,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "auditors",
+            "frank",
+            "NOACK",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "job:stream:busy",
+            ">",
+        ],
+    );
+    write(
+        &mut src,
+        &[
+            "XGROUP",
+            "CREATECONSUMER",
+            "job:stream:busy",
+            "mailers",
+            "gina",
+        ],
+    );
+    write(
+        &mut src,
+        &[
+            "XSETID",
+            "job:stream:drained",
+            "99999999999999-0",
+            "ENTRIESADDED",
+            "5",
+            "MAXDELETEDID",
+            "0-1",
+        ],
+    );
+    write(
+        &mut src,
+        &[
+            "XGROUP",
+            "SETID",
+            "job:stream:empty",
+            "idle",
+            "0",
+            "ENTRIESREAD",
+            "0",
+        ],
+    );
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("job:hash:big")
+        .query(&mut src)
+        .unwrap();
+    let _: () = redis::cmd("RESTORE")
+        .arg("job:restored")
+        .arg(0)
+        .arg(&payload)
+        .query(&mut src)
+        .unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("job:set:big")
+        .query(&mut src)
+        .unwrap();
+    let _: () = redis::cmd("RESTORE")
+        .arg("job:list:ints")
+        .arg(4_102_444_800_000u64)
+        .arg(&payload)
+        .arg("REPLACE")
+        .arg("ABSTTL")
+        .query(&mut src)
+        .unwrap();
+    write(
+        &mut src,
+        &["LMPOP", "1", "job:list:big", "LEFT", "COUNT", "3"],
+    );
+    write(&mut src, &["GETEX", "job:str", "PX", "9000000"]);
+    write(&mut src, &["COPY", "job:hash:small", "job:hash:copied"]);
+    write(&mut src, &["ZADD", "job:zset:big", "-inf", "floor"]);
+    write(&mut src, &["DEL", "job:str:big"]);
+    write(&mut src, &["EXPIRE", "job:set:small", "5000", "NX"]);
+    write(&mut src, &["SET", "ctl:done", "yes"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked = producer.stop();
+    let moved = listed(&mut dst, "step:queue");
+    assert!(
+        acked.iter().all(|a| moved.contains(&a.id)),
+        "acknowledged writes lost"
+    );
+    assert_renamed(&mut src, &mut dst);
+    let restored: usize = dst.hlen("step:restored").unwrap();
+    assert_eq!(restored, 5000);
 }

@@ -374,6 +374,7 @@ pub struct Sync {
     recent: KeySet,
     current_db: u64,
     stats: SyncStats,
+    format: TargetFormat,
 }
 
 /// The first server error among `replies`.
@@ -433,8 +434,8 @@ impl Sync {
             resume.as_ref().map(|a| (a.replid.as_str(), a.offset)),
         )
         .await?;
+        let format = TargetFormat::of(&target).await?;
         if start == SyncStart::Full {
-            let format = TargetFormat::of(&target).await?;
             let (loaded, replaced) = load_rdb(
                 &mut link,
                 &target,
@@ -471,6 +472,7 @@ impl Sync {
                     _ => 0,
                 },
                 stats,
+                format,
             },
             start,
         ))
@@ -588,6 +590,7 @@ impl Sync {
         };
         let offset = last.offset;
         let mut writes: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut applied = 0;
         let mut touched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for command in batch {
             if let Some((args, keys)) = self.translate(command.args)? {
@@ -601,7 +604,8 @@ impl Sync {
                         touched.push((target_key, source_key));
                     }
                 }
-                writes.push(args);
+                writes.extend(self.format.adapt(args)?);
+                applied += 1;
             }
         }
         // Nothing to write: the offset moves in memory only (a marker write would come
@@ -641,11 +645,7 @@ impl Sync {
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI");
         for args in &writes {
-            let mut cmd = redis::cmd(&String::from_utf8_lossy(&args[0]));
-            for arg in &args[1..] {
-                cmd.arg(arg.as_slice());
-            }
-            pipe.add_command(cmd);
+            pipe.add_command(values::to_cmd(args));
         }
         pipe.cmd("SET").arg(&self.plan.marker).arg(marker_value(
             &self.link.replid,
@@ -672,8 +672,8 @@ impl Sync {
             }
         }
         self.stats.offset = offset;
-        self.stats.commands += writes.len() as u64;
-        Ok(writes.len() as u64)
+        self.stats.commands += applied;
+        Ok(applied)
     }
 
     /// A key the sync reaches that exists on the target and is not its own.
@@ -812,6 +812,70 @@ impl TargetFormat {
     fn restores(&self, version: u16) -> bool {
         self.rdb.is_none_or(|rdb| rdb >= u32::from(version))
     }
+
+    /// A write of the source's stream as the target takes it: Redis 7's stream counters
+    /// left out for an older target, and a `RESTORE` of a payload it refuses written as
+    /// commands.
+    fn adapt(&self, args: Vec<Vec<u8>>) -> Result<Vec<Vec<Vec<u8>>>, BackendError> {
+        if args[0].eq_ignore_ascii_case(b"RESTORE")
+            && let Some(calls) = self.restore_as_commands(&args)?
+        {
+            return Ok(calls);
+        }
+        Ok(vec![self.dialect.adapt(args)])
+    }
+
+    /// `RESTORE key ttl payload [REPLACE] [ABSTTL] ...` as commands, when the target
+    /// refuses the payload's version (`None`: it takes it as it is).
+    fn restore_as_commands(
+        &self,
+        args: &[Vec<u8>],
+    ) -> Result<Option<Vec<Vec<Vec<u8>>>>, BackendError> {
+        let (Some(key), Some(ttl), Some(payload)) = (args.get(1), args.get(2), args.get(3)) else {
+            return Ok(None);
+        };
+        // Not a payload redis-move reads: the target says what is wrong with it.
+        let Ok((entry, version)) = RdbEntry::from_dump(key, payload) else {
+            return Ok(None);
+        };
+        if self.restores(version) {
+            return Ok(None);
+        }
+        let option = |name: &[u8]| args[4..].iter().any(|a| a.eq_ignore_ascii_case(name));
+        let ttl: i64 = std::str::from_utf8(ttl)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| BackendError::Unexpected("a RESTORE without its TTL".into()))?;
+        let expires_at_ms = match ttl {
+            0 => None,
+            at if option(b"ABSTTL") => Some(at),
+            ttl => Some(now_ms() + ttl),
+        };
+        let value = values::decode(&entry).map_err(|e| {
+            BackendError::Unexpected(format!(
+                "reading the value of a RESTORE of `{}`: {e}",
+                display_key(key)
+            ))
+        })?;
+        let existing = if option(b"REPLACE") {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        };
+        Ok(Some(values::call_args(
+            key,
+            &value,
+            expires_at_ms,
+            existing,
+            self.dialect,
+        )))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How one key of the RDB is written: a command whose reply says whether the key was

@@ -531,6 +531,8 @@ pub struct Dialect {
     pub stream_counters: bool,
     /// Redis 6.2+: `XGROUP CREATECONSUMER`.
     pub create_consumer: bool,
+    /// Redis 7.0+: `EXPIRE key seconds NX|XX|GT|LT` (and the other expiry commands).
+    pub expire_conditions: bool,
 }
 
 impl Dialect {
@@ -541,6 +543,7 @@ impl Dialect {
         Dialect {
             stream_counters: release >= (7, 0),
             create_consumer: release >= (6, 2),
+            expire_conditions: release >= (7, 0),
         }
     }
 }
@@ -730,12 +733,35 @@ pub fn calls(
     existing: Existing,
     dialect: Dialect,
 ) -> Vec<redis::Cmd> {
+    call_args(key, value, expires_at_ms, existing, dialect)
+        .iter()
+        .map(|args| to_cmd(args))
+        .collect()
+}
+
+/// A command of `args` (its name first).
+pub fn to_cmd(args: &[Vec<u8>]) -> redis::Cmd {
+    let mut cmd = redis::cmd(&String::from_utf8_lossy(&args[0]));
+    for arg in &args[1..] {
+        cmd.arg(arg.as_slice());
+    }
+    cmd
+}
+
+/// [`calls`], as the arguments of each.
+pub fn call_args(
+    key: &[u8],
+    value: &Decoded,
+    expires_at_ms: Option<i64>,
+    existing: Existing,
+    dialect: Dialect,
+) -> Vec<Command> {
     let mut commands = commands(key, value, dialect);
     if let Some(at) = expires_at_ms {
         commands.push(command("PEXPIREAT", key, [at.to_string().into_bytes()]));
     }
     let mut calls = Vec::new();
-    let mut call = None::<(redis::Cmd, usize)>;
+    let mut call = None::<(Command, usize)>;
     for cmd in commands {
         let size: usize = cmd.iter().map(Vec::len).sum();
         if call
@@ -750,18 +776,63 @@ pub fn calls(
                 (true, Existing::Refuse) => "refuse",
                 (true, Existing::Replace) => "replace",
             };
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(SCRIPT).arg(1).arg(key).arg(mode);
+            let eval = vec![
+                b"EVAL".to_vec(),
+                SCRIPT.as_bytes().to_vec(),
+                b"1".to_vec(),
+                key.to_vec(),
+                mode.as_bytes().to_vec(),
+            ];
             (eval, 0)
         });
-        eval.arg(cmd.len());
-        for arg in &cmd {
-            eval.arg(arg.as_slice());
-        }
+        eval.push(cmd.len().to_string().into_bytes());
+        eval.extend(cmd);
         *bytes += size;
     }
     calls.extend(call.map(|(c, _)| c));
     calls
+}
+
+impl Dialect {
+    /// A write that a Redis 7 source replicated, as a server of this dialect takes it:
+    /// for an older one, the stream counters (`ENTRIESADDED`, `MAXDELETEDID`,
+    /// `ENTRIESREAD`, which Redis 7 writes in what it replicates for `XREADGROUP`,
+    /// `XSETID`, `XGROUP`) are left out, and so is the condition of an expiry (`NX`,
+    /// `XX`, `GT`, `LT`: the source replicates the write only when it held).
+    pub fn adapt(&self, mut args: Command) -> Command {
+        let name = args[0].to_ascii_uppercase();
+        if !self.expire_conditions
+            && matches!(
+                name.as_slice(),
+                b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT"
+            )
+        {
+            args.truncate(3);
+            return args;
+        }
+        if self.stream_counters {
+            return args;
+        }
+        let sub = args
+            .get(1)
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
+        // Options come after the fixed arguments (a key may be named like one).
+        let (options, from): (&[&[u8]], usize) = match (name.as_slice(), sub.as_slice()) {
+            (b"XSETID", _) => (&[b"ENTRIESADDED", b"MAXDELETEDID"], 3),
+            (b"XGROUP", b"CREATE" | b"SETID") => (&[b"ENTRIESREAD"], 5),
+            _ => return args,
+        };
+        let mut i = from;
+        while i < args.len() {
+            if options.iter().any(|o| args[i].eq_ignore_ascii_case(o)) {
+                args.drain(i..(i + 2).min(args.len()));
+            } else {
+                i += 1;
+            }
+        }
+        args
+    }
 }
 
 #[cfg(test)]
@@ -869,6 +940,35 @@ mod tests {
         assert_eq!(
             &last[last.len() - 3..],
             [b"PEXPIREAT".to_vec(), b"k".to_vec(), b"42".to_vec()]
+        );
+    }
+
+    #[test]
+    fn redis_7_stream_counters_are_left_out_for_redis_6() {
+        let args =
+            |text: &str| -> Command { text.split(' ').map(|a| a.as_bytes().to_vec()).collect() };
+        let old = Dialect::of_version("6.2.14");
+        assert_eq!(
+            old.adapt(args("XSETID k 5-0 ENTRIESADDED 9 MAXDELETEDID 3-0")),
+            args("XSETID k 5-0")
+        );
+        assert_eq!(
+            old.adapt(args("XGROUP SETID k g 5-0 entriesread 4")),
+            args("XGROUP SETID k g 5-0")
+        );
+        // A key or group named like an option is not an option.
+        assert_eq!(
+            old.adapt(args("XGROUP CREATE ENTRIESREAD ENTRIESREAD $ MKSTREAM")),
+            args("XGROUP CREATE ENTRIESREAD ENTRIESREAD $ MKSTREAM")
+        );
+        assert_eq!(
+            old.adapt(args("PEXPIREAT k 1700000000000 NX")),
+            args("PEXPIREAT k 1700000000000")
+        );
+        let new = Dialect::of_version("7.0.15");
+        assert_eq!(
+            new.adapt(args("XGROUP SETID k g 5-0 ENTRIESREAD 4")),
+            args("XGROUP SETID k g 5-0 ENTRIESREAD 4")
         );
     }
 
