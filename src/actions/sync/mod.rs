@@ -4,7 +4,9 @@
 //! runbook; [`background`] keeps it running between steps.
 //!
 //! - RDB keys are written with `RESTORE ... ABSTTL` from their own bytes, pipelined by
-//!   the batch the stream delivers. A key that already exists on the target and is not
+//!   the batch the stream delivers; to a target older than the source (which refuses
+//!   its payloads), decoded and written as commands
+//!   ([`crate::backend::rdb::values`]). A key that already exists on the target and is not
 //!   the sync's own stops the sync (`existing: fail`) or is overwritten with its value
 //!   kept in the ledger (`existing: replace`).
 //! - Stream writes are applied in order with their keys renamed where the source's key
