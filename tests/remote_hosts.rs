@@ -643,13 +643,12 @@ phases:
         "{all}\n--- sshd:\n{}",
         ssh.log()
     );
-    // Two logins: the first connection, and the one that replaced it.
-    assert_eq!(
-        ssh.log().matches("Accepted publickey").count(),
-        2,
-        "{}",
-        ssh.log()
-    );
+    // Two logins: the first connection, and the one that replaced it. A third happens
+    // when a session starts in the instant the old master is dying (its socket still
+    // there when checked, gone when the client connects): OpenSSH then logs in
+    // directly for that one session (seen once in CI on a loaded machine).
+    let logins = ssh.log().matches("Accepted publickey").count();
+    assert!((2..=3).contains(&logins), "{logins} logins: {}", ssh.log());
     assert!(all.contains("opening it again"), "{all}");
     assert!(leftover_ssh_processes(&ssh).is_empty());
 }

@@ -522,6 +522,7 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
         existing: SyncExisting::Fail,
         marker: b"redis-move:sync:test".to_vec(),
         same_keyspace: false,
+        served: None,
     };
     let ledger = tempfile::tempdir().unwrap();
     let (mut sync, _) = Sync::start(

@@ -460,7 +460,8 @@ fn an_older_target_gets_every_type_as_commands_and_every_write_after_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let acked = producer.stop();
-    let moved = listed(&mut dst, "step:queue");
+    let moved: std::collections::HashSet<String> =
+        listed(&mut dst, "step:queue").into_iter().collect();
     assert!(
         acked.iter().all(|a| moved.contains(&a.id)),
         "acknowledged writes lost"
@@ -468,4 +469,82 @@ fn an_older_target_gets_every_type_as_commands_and_every_write_after_it() {
     assert_renamed(&mut src, &mut dst);
     let restored: usize = dst.hlen("step:restored").unwrap();
     assert_eq!(restored, 5000);
+}
+
+#[test]
+fn a_served_load_is_loaded_by_the_target_as_a_replica_and_the_writes_follow() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_every_encoding(&mut src, "job:");
+    dataset::load_job_keys(&mut src, 3000);
+    let _: () = src.set("other:key", "stays home").unwrap();
+    let mut producer = Producer::start(vec![source.url()], "job:queue", "j", None);
+    producer.wait_for_more(100, Duration::from_secs(20));
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-served",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" }, load: replication }
+      - id: close
+        redis.sync_status: { sync: sync }
+        until: { lag_bytes: "< 1MiB", commands: "> 100" }
+        timeout: 60s
+      - id: stop
+        redis.sync_stop: { sync: sync, pause: 3s }
+"#,
+    ));
+    ws.run().success();
+    let acked = producer.stop();
+    let mut dst = connect(&target.url());
+    let moved: std::collections::HashSet<String> =
+        listed(&mut dst, "step:queue").into_iter().collect();
+    let missing = acked.iter().filter(|a| !moved.contains(&a.id)).count();
+    assert_eq!(missing, 0, "acknowledged writes lost");
+    assert_renamed(&mut src, &mut dst);
+    assert!(!dst.exists::<_, bool>("other:key").unwrap());
+    // The target follows no one, and its setting is as it was.
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut dst)
+        .unwrap();
+    assert!(info.contains("role:master"), "{info}");
+    let diskless: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("repl-diskless-load")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(diskless[1], "disabled");
+    assert!(ws.value_number("sync", "keys") > 3000.0);
+}
+
+#[test]
+fn a_served_load_into_a_target_with_keys_is_refused_before_it_changes_anything() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 100);
+    let mut dst = connect(&target.url());
+    let _: () = dst.set("theirs", "kept").unwrap();
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-served-busy",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", load: replication }
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let out = ws.run().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("load: restore"), "{stderr}");
+    let keys: Vec<String> = dst.keys("*").unwrap();
+    assert_eq!(keys, ["theirs"]);
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut dst)
+        .unwrap();
+    assert!(info.contains("role:master"), "{info}");
 }

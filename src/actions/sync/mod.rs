@@ -37,6 +37,7 @@ use crate::backend::BackendError;
 use crate::backend::command_keys::CommandKeys;
 use crate::backend::keyspace::{display_key, glob_match};
 use crate::backend::rdb::entries::RdbEntry;
+use crate::backend::rdb::primary::{RdbPrimary, RdbWriter};
 use crate::backend::rdb::replica::{ReplicaLink, StreamCommand, SyncStart};
 use crate::backend::rdb::values::{self, Dialect, Existing};
 use crate::backend::redis::{RedisBackend, RedisEndpoint};
@@ -111,6 +112,18 @@ pub struct SyncPlan {
     /// The target is the source's server and database (the sync sees its own writes
     /// come back in the stream: a renamed key must not match a pattern again).
     pub same_keyspace: bool,
+    /// The full sync is loaded by the target as redis-move's replica (`load:
+    /// replication`), not with `RESTORE`.
+    pub served: Option<ServedLoad>,
+}
+
+/// Where the target of a served full sync finds redis-move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedLoad {
+    /// The address redis-move listens on.
+    pub listen: String,
+    /// The `host:port` the target connects to (default: the listening address).
+    pub announce: Option<String>,
 }
 
 impl SyncPlan {
@@ -411,6 +424,8 @@ impl Sync {
             ));
         }
         let mut ledger = Ledger::open(ledger_path, &plan)?;
+        let serving = ledger_path.with_extension("serving");
+        release_served(&target, &serving).await?;
         // Keys of an earlier start: a full sync now must drop those the source deleted.
         let again = ledger.earlier;
         let mut stats = SyncStats::default();
@@ -437,7 +452,29 @@ impl Sync {
         )
         .await?;
         let format = TargetFormat::of(&target).await?;
-        if start == SyncStart::Full {
+        // A served load needs an empty target: a later full sync (keys of the sync's
+        // own on the target) writes with RESTORE.
+        let served = plan.served.clone().filter(|_| !again);
+        if let (SyncStart::Full, Some(served)) = (&start, served) {
+            stats.keys = serve_rdb(
+                &mut link,
+                source,
+                &target,
+                &plan,
+                &served,
+                &serving,
+                &mut ledger,
+                progress,
+            )
+            .await?;
+            target
+                .raw(redis::cmd("SET").arg(&plan.marker).arg(marker_value(
+                    &link.replid,
+                    link.offset,
+                    0,
+                )))
+                .await?;
+        } else if start == SyncStart::Full {
             let (loaded, replaced) = load_rdb(
                 &mut link,
                 &target,
@@ -1126,6 +1163,214 @@ async fn load_rdb(
     Ok((load.written, load.replaced))
 }
 
+/// The full sync's keys loaded by the target as redis-move's replica: the target is told
+/// `REPLICAOF` redis-move, is sent an RDB of the keys the plan takes under their new
+/// names (their value bytes as the source wrote them), loads it at its own speed, and is
+/// told `REPLICAOF NO ONE`. Only for an empty target that reads the source's RDB
+/// version. How many keys it loaded.
+#[allow(clippy::too_many_arguments)]
+async fn serve_rdb(
+    link: &mut ReplicaLink,
+    source: &RedisBackend,
+    target: &RedisBackend,
+    plan: &SyncPlan,
+    served: &ServedLoad,
+    serving: &Path,
+    ledger: &mut Ledger,
+    progress: &(dyn Fn(u64) + std::marker::Sync),
+) -> Result<u64, BackendError> {
+    let refuse = |why: String| {
+        BackendError::Config(format!("`load: replication` {why}; use `load: restore`"))
+    };
+    let keyspace = target.info_sections(Some("keyspace")).await?;
+    if keyspace.get("keyspace").is_some_and(|dbs| !dbs.is_empty()) {
+        return Err(refuse(
+            "replaces the target's whole dataset, and the target has keys".into(),
+        ));
+    }
+    if target
+        .replication()
+        .await?
+        .get("role")
+        .is_some_and(|r| r.as_text() != "master")
+    {
+        return Err(refuse(
+            "needs a target that is a primary, not a replica".into(),
+        ));
+    }
+    let (source_flavor, source_version) = source.server_version().await?;
+    let source_rdb = crate::actions::compat::rdb_version(&source_flavor, &source_version);
+    let target_format = TargetFormat::of(target).await?;
+    if let (Some(source_rdb), Some(target_rdb)) = (source_rdb, target_format.rdb)
+        && source_rdb > target_rdb
+    {
+        return Err(refuse(format!(
+            "needs a target that reads the source's RDB version {source_rdb} (the target writes {target_rdb})"
+        )));
+    }
+    let (_, target_db) = target.keyspace_identity().await?;
+    let primary = RdbPrimary::bind(&served.listen).await?;
+    let announce = match &served.announce {
+        Some(announce) => announce.clone(),
+        None => {
+            let host = served
+                .listen
+                .rsplit_once(':')
+                .map_or(served.listen.as_str(), |(h, _)| h);
+            if matches!(host, "0.0.0.0" | "[::]" | "::" | "") {
+                return Err(BackendError::Config(format!(
+                    "listening on `{}`: give `announce:`, the host:port the target connects to",
+                    served.listen
+                )));
+            }
+            format!("{host}:{}", primary.port()?)
+        }
+    };
+    // A diskless load (the target reads the RDB off the socket, nothing written to its
+    // disk first), as for a tuned replica; the setting is put back after.
+    let diskless = target.config_text("repl-diskless-load").await.ok();
+    if diskless.is_some() {
+        target
+            .config_set("repl-diskless-load", "on-empty-db")
+            .await?;
+    }
+    let mut seqs = Vec::new();
+    let loaded = async {
+        // Noted first: a run killed while the target follows redis-move releases it
+        // when it resumes.
+        std::fs::write(serving, &announce)
+            .map_err(|e| BackendError::Local(format!("{}: {e}", serving.display())))?;
+        target.replicaof(Some(&announce)).await?;
+        let writer = primary.accept(Duration::from_secs(30)).await?;
+        struct Serving {
+            writer: RdbWriter,
+            header: bool,
+            written: u64,
+            buf: Vec<u8>,
+            reported: std::time::Instant,
+        }
+        let state = tokio::sync::Mutex::new(Serving {
+            writer,
+            header: false,
+            written: 0,
+            buf: Vec::new(),
+            reported: std::time::Instant::now(),
+        });
+        let ledger = tokio::sync::Mutex::new(&mut *ledger);
+        let seqs = tokio::sync::Mutex::new(&mut seqs);
+        let version = link
+            .read_rdb(|batch, version| {
+                let (state, ledger, seqs) = (&state, &ledger, &seqs);
+                async move {
+                    let mut keys = Vec::new();
+                    for entry in batch {
+                        if entry.db != plan.db {
+                            continue;
+                        }
+                        if let Some(name) = plan.target_key(&entry.key) {
+                            keys.push((name, entry));
+                        }
+                    }
+                    let pairs: Vec<(&[u8], &[u8])> = keys
+                        .iter()
+                        .map(|(name, entry)| (name.as_slice(), entry.key.as_slice()))
+                        .collect();
+                    let seq = ledger.lock().await.creating(&pairs)?;
+                    seqs.lock().await.push((seq, keys.len()));
+                    let mut state = state.lock().await;
+                    let state = &mut *state;
+                    if !state.header {
+                        state.writer.header(version).await?;
+                        state.header = true;
+                    }
+                    for (name, entry) in &keys {
+                        state
+                            .writer
+                            .key(name, entry, u64::from(target_db), &mut state.buf)
+                            .await?;
+                    }
+                    state.written += keys.len() as u64;
+                    if state.reported.elapsed() >= Duration::from_secs(1) {
+                        state.reported = std::time::Instant::now();
+                        progress(state.written);
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        let mut state = state.into_inner();
+        if !state.header {
+            state.writer.header(version).await?;
+        }
+        let _served = state.writer.finish().await?;
+        wait_loaded(target).await?;
+        Ok::<u64, BackendError>(state.written)
+    }
+    .await;
+    // Whatever happened: the target follows no one, its setting is back.
+    let stopped = target.replicaof(None).await;
+    if let Some(diskless) = diskless {
+        target
+            .config_set("repl-diskless-load", &diskless)
+            .await
+            .ok();
+    }
+    let written = loaded?;
+    stopped?;
+    std::fs::remove_file(serving).ok();
+    for (seq, count) in seqs {
+        ledger.created(seq, &vec![true; count])?;
+    }
+    Ok(written)
+}
+
+/// A target left following redis-move by a run killed in a served load (`serving`
+/// names the address it was told) is told `REPLICAOF NO ONE`; a target that follows
+/// another primary is left alone.
+async fn release_served(target: &RedisBackend, serving: &Path) -> Result<(), BackendError> {
+    let Ok(address) = std::fs::read_to_string(serving) else {
+        return Ok(());
+    };
+    let replication = target.replication().await?;
+    let field = |name: &str| replication.get(name).map(crate::value::Value::as_text);
+    let following = format!(
+        "{}:{}",
+        field("master_host").unwrap_or_default(),
+        field("master_port").unwrap_or_default()
+    );
+    if field("role").as_deref() == Some("slave") && following == address {
+        target.replicaof(None).await?;
+    }
+    std::fs::remove_file(serving).ok();
+    Ok(())
+}
+
+/// Waits until the target, sent its RDB, has loaded it (its link to redis-move up, no
+/// sync in progress); an error when it dropped the link without loading it.
+async fn wait_loaded(target: &RedisBackend) -> Result<(), BackendError> {
+    let mut down_since = None;
+    loop {
+        let replication = target.replication().await?;
+        let field = |name: &str| replication.get(name).map(crate::value::Value::as_text);
+        let in_progress = field("master_sync_in_progress").as_deref() == Some("1");
+        if field("master_link_status").as_deref() == Some("up") && !in_progress {
+            return Ok(());
+        }
+        if in_progress {
+            down_since = None;
+        } else if down_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            > Duration::from_secs(5)
+        {
+            return Err(BackendError::Command(
+                "the target did not load the RDB redis-move sent it (its log says why)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Before a first start: a key already in a rule's destination namespace is another's;
 /// the sync stops (`existing: fail`) or keeps its value in the ledger (`replace`). How
 /// many were kept.
@@ -1209,6 +1454,7 @@ mod tests {
             existing: SyncExisting::Fail,
             marker: b"redis-move:sync:r:s".to_vec(),
             same_keyspace: true,
+            served: None,
         };
         let target = plan.target_key(b"job:1").unwrap();
         assert_eq!(target, b"job:v2:1");

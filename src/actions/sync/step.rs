@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::background::{Starter, SyncStatus, source_offset};
-use super::{SyncPlan, SyncRule};
+use super::{ServedLoad, SyncPlan, SyncRule};
 use crate::actions::act::Act;
 use crate::actions::captured::Captured;
 use crate::actions::copy::KeyRename;
@@ -15,7 +15,7 @@ use crate::actions::replication::switch::{FENCE, PRE_DRAIN_LAG};
 use crate::actions::runner::ActionError;
 use crate::backend::BackendError;
 use crate::backend::rdb::replica::SyncStart;
-use crate::runbook::action::{SyncParams, SyncStatusParams, SyncStopParams};
+use crate::runbook::action::{SyncLoad, SyncParams, SyncStatusParams, SyncStopParams};
 use crate::runbook::units::format_size;
 use crate::value::Value;
 
@@ -83,6 +83,16 @@ async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> 
             existing: p.existing,
             marker: marker.into_bytes(),
             same_keyspace: source_id == target_id && u64::from(target_db) == db,
+            served: match p.load {
+                SyncLoad::Restore => None,
+                SyncLoad::Replication => Some(ServedLoad {
+                    listen: match &p.listen {
+                        Some(listen) => r.resolve(listen)?,
+                        None => "127.0.0.1:0".into(),
+                    },
+                    announce: p.announce.as_ref().map(|a| r.resolve(a)).transpose()?,
+                }),
+            },
         },
         ledger,
         same_server: source_id == target_id,

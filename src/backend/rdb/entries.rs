@@ -14,7 +14,12 @@ use crc::{CRC_64_REDIS, Crc};
 
 /// Redis's CRC-64 (Jones polynomial, reflected), as DUMP payloads carry it.
 // Slice-by-16 tables: the checksum runs over every value a sync moves.
-const CRC64: Crc<u64, crc::Table<16>> = Crc::<u64, crc::Table<16>>::new(&CRC_64_REDIS);
+static CRC64: Crc<u64, crc::Table<16>> = Crc::<u64, crc::Table<16>>::new(&CRC_64_REDIS);
+
+/// A running CRC-64 of Redis's kind (an RDB's checksum).
+pub(super) fn crc64_digest() -> crc::Digest<'static, u64, crc::Table<16>> {
+    CRC64.digest()
+}
 
 /// The longest string Redis stores (`proto-max-bulk-len`'s ceiling): a longer length in
 /// a stream is corruption, not a string to allocate.

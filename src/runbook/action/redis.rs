@@ -818,6 +818,19 @@ pub enum SyncExisting {
     Replace,
 }
 
+/// How `redis.sync` writes the keys of its full sync to the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncLoad {
+    /// One `RESTORE` per key (commands for an older target): any target (default).
+    #[default]
+    Restore,
+    /// The target syncs from redis-move as its replica and loads an RDB of the renamed
+    /// keys at its own speed, then is told `REPLICAOF NO ONE`: only for an empty target
+    /// that reaches redis-move (`listen`, `announce`) and reads the source's RDB version.
+    Replication,
+}
+
 /// `redis.sync`: follow the source as a replica (PSYNC): its RDB, then its stream of
 /// writes, applied to the target with a key filter and a rename, in the background
 /// until a `redis.sync_stop` drains and stops it.
@@ -845,6 +858,17 @@ pub struct SyncParams {
     /// A key that already exists on the target.
     #[serde(default)]
     pub existing: SyncExisting,
+    /// How the full sync's keys reach the target.
+    #[serde(default)]
+    pub load: SyncLoad,
+    /// With `load: replication`: where redis-move listens for the target
+    /// (`127.0.0.1:0` by default: a free port on loopback).
+    #[serde(default)]
+    pub listen: Option<Template>,
+    /// With `load: replication`: the `host:port` the target connects to (default: the
+    /// listening address).
+    #[serde(default)]
+    pub announce: Option<Template>,
 }
 
 impl SyncParams {
@@ -923,6 +947,19 @@ impl ActionParams for SyncParams {
             problems.push((
                 "rename",
                 "syncing a server onto itself needs a `rename:` for every family of keys".into(),
+            ));
+        }
+        if self.load == SyncLoad::Replication && same_server {
+            problems.push((
+                "load",
+                "`load: replication` makes the target a replica of redis-move (its whole dataset replaced): not for a sync onto its own source".into(),
+            ));
+        }
+        if self.load != SyncLoad::Replication && (self.listen.is_some() || self.announce.is_some())
+        {
+            problems.push((
+                "listen",
+                "`listen` and `announce` are for `load: replication` only".into(),
             ));
         }
         problems
