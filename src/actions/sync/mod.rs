@@ -1198,6 +1198,15 @@ async fn serve_rdb(
             "needs a target that is a primary, not a replica".into(),
         ));
     }
+    if target
+        .config_text("tls-replication")
+        .await
+        .is_ok_and(|tls| tls == "yes")
+    {
+        return Err(refuse(
+            "serves the RDB over plain TCP, and the target replicates over TLS (`tls-replication yes`)".into(),
+        ));
+    }
     let (source_flavor, source_version) = source.server_version().await?;
     let source_rdb = crate::actions::compat::rdb_version(&source_flavor, &source_version);
     let target_format = TargetFormat::of(target).await?;
