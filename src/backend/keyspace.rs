@@ -90,6 +90,12 @@ pub fn read_command(key_type: KeyType, key: &[u8]) -> redis::Cmd {
 /// Whether `text` matches the Redis glob `pattern` (`*`, `?`, `[abc]`, `[a-z]`, `[^a]`,
 /// `\x`), as SCAN MATCH does.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // The common `prefix*` (a family of keys): a prefix test.
+    if let Some(prefix) = pattern.strip_suffix(b"*")
+        && !prefix.iter().any(|c| b"*?[\\".contains(c))
+    {
+        return text.starts_with(prefix);
+    }
     let (mut p, mut t) = (0usize, 0usize);
     let (mut star, mut resume) = (None::<usize>, 0usize);
     while t < text.len() {

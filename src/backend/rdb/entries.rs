@@ -294,6 +294,12 @@ impl<R: Read> RdbReader<R> {
                 "a string of {len} bytes: longer than Redis allows"
             )));
         }
+        // A short string (a key, most values) in one read into its own buffer.
+        if len <= 1 << 16 {
+            let mut out = vec![0u8; len as usize];
+            self.bytes(&mut out)?;
+            return Ok(out);
+        }
         let mut out = Vec::new();
         let mut buf = [0u8; 8192];
         let mut left = len;
