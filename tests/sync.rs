@@ -548,3 +548,61 @@ fn a_served_load_into_a_target_with_keys_is_refused_before_it_changes_anything()
         .unwrap();
     assert!(info.contains("role:master"), "{info}");
 }
+
+#[test]
+fn a_served_load_told_an_address_that_leads_elsewhere_is_refused_before_the_target_follows_it() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    dataset::load_job_keys(&mut src, 100);
+    // The source's own address: a target told it would take the source's whole dataset.
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-served-elsewhere",
+        source.port,
+        target.port,
+        &format!(
+            r#"      - id: sync
+        redis.sync: {{ source: src, target: dst, match: "job:*", rename: {{ from: "job:", to: "step:" }}, load: replication, announce: "127.0.0.1:{}" }}
+      - id: stop
+        redis.sync_stop: {{ sync: sync }}
+"#,
+            source.port
+        ),
+    ));
+    let out = ws.run().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("does not lead to redis-move"), "{stderr}");
+    let mut dst = connect(&target.url());
+    let size: i64 = redis::cmd("DBSIZE").query(&mut dst).unwrap();
+    assert_eq!(size, 0);
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut dst)
+        .unwrap();
+    assert!(info.contains("role:master"), "{info}");
+    // Functions are a dataset too: a target with a library is not empty.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=kept\nredis.register_function('kept', function() return 1 end)")
+        .query(&mut dst)
+        .unwrap();
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-served-functions",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" }, load: replication }
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let out = ws.run().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("function libraries"), "{stderr}");
+    let kept: i64 = redis::cmd("FCALL")
+        .arg("kept")
+        .arg(0)
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(kept, 1);
+}

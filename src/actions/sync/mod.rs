@@ -424,7 +424,7 @@ impl Sync {
             ));
         }
         let mut ledger = Ledger::open(ledger_path, &plan)?;
-        let serving = ledger_path.with_extension("serving");
+        let serving = serving_note(ledger_path);
         release_served(&target, &serving).await?;
         // Keys of an earlier start: a full sync now must drop those the source deleted.
         let again = ledger.earlier;
@@ -1182,11 +1182,10 @@ async fn serve_rdb(
     let refuse = |why: String| {
         BackendError::Config(format!("`load: replication` {why}; use `load: restore`"))
     };
-    let keyspace = target.info_sections(Some("keyspace")).await?;
-    if keyspace.get("keyspace").is_some_and(|dbs| !dbs.is_empty()) {
-        return Err(refuse(
-            "replaces the target's whole dataset, and the target has keys".into(),
-        ));
+    if let Some(what) = target_holds(target).await? {
+        return Err(refuse(format!(
+            "replaces the target's whole dataset, and the target has {what}"
+        )));
     }
     if target
         .replication()
@@ -1235,9 +1234,19 @@ async fn serve_rdb(
             format!("{host}:{}", primary.port()?)
         }
     };
+    // The target is told this address: it must lead to redis-move (another server
+    // there would give the target its whole dataset).
+    primary.check_reaches(&announce).await?;
     // A diskless load (the target reads the RDB off the socket, nothing written to its
     // disk first), as for a tuned replica; the setting is put back after.
     let diskless = target.config_text("repl-diskless-load").await.ok();
+    // Noted first: a run killed while the target follows redis-move releases it (and
+    // puts its setting back) when it resumes or rolls back.
+    std::fs::write(
+        serving,
+        format!("{announce}\n{}", diskless.as_deref().unwrap_or_default()),
+    )
+    .map_err(|e| BackendError::Local(format!("{}: {e}", serving.display())))?;
     if diskless.is_some() {
         target
             .config_set("repl-diskless-load", "on-empty-db")
@@ -1245,11 +1254,26 @@ async fn serve_rdb(
     }
     let mut seqs = Vec::new();
     let loaded = async {
-        // Noted first: a run killed while the target follows redis-move releases it
-        // when it resumes.
-        std::fs::write(serving, &announce)
-            .map_err(|e| BackendError::Local(format!("{}: {e}", serving.display())))?;
-        target.replicaof(Some(&announce)).await?;
+        // Writers held while the target is checked empty and told to follow: a write
+        // in between would be acknowledged, then dropped by the full sync; held, it is
+        // refused (READONLY) once the target follows.
+        let paused = target
+            .raw(redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE"))
+            .await
+            .is_ok();
+        let following = async {
+            if let Some(what) = target_holds(target).await? {
+                return Err(refuse(format!(
+                    "replaces the target's whole dataset, and the target has {what} (written since the check)"
+                )));
+            }
+            target.replicaof(Some(&announce)).await
+        }
+        .await;
+        if paused {
+            target.raw(redis::cmd("CLIENT").arg("UNPAUSE")).await.ok();
+        }
+        following?;
         let writer = primary.accept(Duration::from_secs(30)).await?;
         struct Serving {
             writer: RdbWriter,
@@ -1317,16 +1341,9 @@ async fn serve_rdb(
     }
     .await;
     // Whatever happened: the target follows no one, its setting is back.
-    let stopped = target.replicaof(None).await;
-    if let Some(diskless) = diskless {
-        target
-            .config_set("repl-diskless-load", &diskless)
-            .await
-            .ok();
-    }
+    let released = release_served(target, serving).await;
     let written = loaded?;
-    stopped?;
-    std::fs::remove_file(serving).ok();
+    released?;
     for (seq, count) in seqs {
         ledger.created(seq, &vec![true; count])?;
     }
@@ -1336,10 +1353,14 @@ async fn serve_rdb(
 /// A target left following redis-move by a run killed in a served load (`serving`
 /// names the address it was told) is told `REPLICAOF NO ONE`; a target that follows
 /// another primary is left alone.
-async fn release_served(target: &RedisBackend, serving: &Path) -> Result<(), BackendError> {
-    let Ok(address) = std::fs::read_to_string(serving) else {
+pub(crate) async fn release_served(
+    target: &RedisBackend,
+    serving: &Path,
+) -> Result<(), BackendError> {
+    let Ok(note) = std::fs::read_to_string(serving) else {
         return Ok(());
     };
+    let (address, diskless) = note.split_once('\n').unwrap_or((&note, ""));
     let replication = target.replication().await?;
     let field = |name: &str| replication.get(name).map(crate::value::Value::as_text);
     let following = format!(
@@ -1350,8 +1371,34 @@ async fn release_served(target: &RedisBackend, serving: &Path) -> Result<(), Bac
     if field("role").as_deref() == Some("slave") && following == address {
         target.replicaof(None).await?;
     }
+    if !diskless.is_empty() {
+        target.config_set("repl-diskless-load", diskless).await?;
+    }
     std::fs::remove_file(serving).ok();
     Ok(())
+}
+
+/// Where a served load notes the address its target follows and the setting to put
+/// back (beside the sync's ledger).
+pub(crate) fn serving_note(ledger_path: &Path) -> std::path::PathBuf {
+    ledger_path.with_extension("serving")
+}
+
+/// What the target holds that a replica's full sync would replace: keys (in any db) or
+/// functions; `None` when it is empty.
+async fn target_holds(target: &RedisBackend) -> Result<Option<String>, BackendError> {
+    let keyspace = target.info_sections(Some("keyspace")).await?;
+    if let Some(dbs) = keyspace.get("keyspace").filter(|dbs| !dbs.is_empty()) {
+        let names: Vec<&str> = dbs.keys().map(String::as_str).collect();
+        return Ok(Some(format!("keys ({})", names.join(", "))));
+    }
+    // Functions (Redis 7): a server without them answers an error.
+    if let Ok(redis::Value::Array(libraries)) = target.raw(redis::cmd("FUNCTION").arg("LIST")).await
+        && !libraries.is_empty()
+    {
+        return Ok(Some(format!("{} function libraries", libraries.len())));
+    }
+    Ok(None)
 }
 
 /// Waits until the target, sent its RDB, has loaded it (its link to redis-move up, no

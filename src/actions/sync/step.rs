@@ -179,6 +179,9 @@ pub async fn undo(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError> {
     let target = act.target_redis().await?;
     let source = act.reachable(&p.source.value).await;
     let (ledger, marker) = captured(act);
+    // A run killed in a served load left the target following redis-move: it takes
+    // writes again before the sync's keys are taken out.
+    super::release_served(&target, &super::serving_note(&ledger)).await?;
     let value = crate::actions::copy::undo(&target, source.as_ref(), &ledger).await?;
     target.raw(redis::cmd("DEL").arg(&marker)).await?;
     Ok(value)

@@ -40,6 +40,64 @@ impl RdbPrimary {
             .map_err(|e| BackendError::Local(format!("the listening address: {e}")))
     }
 
+    /// Checks that a connection to `announce` arrives here (a probe with a nonce): the
+    /// address the target will be told leads to redis-move, not to another server.
+    pub async fn check_reaches(&self, announce: &str) -> Result<(), BackendError> {
+        let nonce = unique_hex("probe");
+        let wrong = |why: String| {
+            BackendError::Config(format!(
+                "`announce: {announce}` does not lead to redis-move's listener ({why}): the target would follow whatever is there"
+            ))
+        };
+        let probe = async {
+            let mut stream = TcpStream::connect(announce)
+                .await
+                .map_err(|e| wrong(e.to_string()))?;
+            stream
+                .write_all(format!("redis-move-probe {nonce}\r\n").as_bytes())
+                .await
+                .map_err(|e| wrong(e.to_string()))?;
+            // Kept open until the listener has read it.
+            std::future::pending::<()>().await;
+            Ok::<(), BackendError>(())
+        };
+        let arrival = async {
+            loop {
+                let (stream, _) = self
+                    .listener
+                    .accept()
+                    .await
+                    .map_err(|e| BackendError::Local(format!("accepting the probe: {e}")))?;
+                let mut line = String::new();
+                let read = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    BufReader::new(stream).read_line(&mut line),
+                )
+                .await;
+                if matches!(read, Ok(Ok(_)))
+                    && line.trim_end() == format!("redis-move-probe {nonce}")
+                {
+                    return Ok(());
+                }
+            }
+        };
+        let limit = Duration::from_secs(5);
+        match tokio::time::timeout(limit, async {
+            tokio::select! {
+                failed = probe => failed,
+                arrived = arrival => arrived,
+            }
+        })
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(wrong(format!(
+                "a connection to it did not arrive within {}s",
+                limit.as_secs()
+            ))),
+        }
+    }
+
     /// Waits (up to `limit`) for the replica, answers its handshake (`PING`, `REPLCONF`,
     /// `PSYNC`) with a full sync of a diskless RDB, and gives the writer of that RDB.
     pub async fn accept(&self, limit: Duration) -> Result<RdbWriter, BackendError> {

@@ -70,6 +70,8 @@ pub type StreamEntry = (StreamId, Vec<(Vec<u8>, Vec<u8>)>);
 pub struct Stream {
     /// Its entries (deleted ones left out), in ID order.
     pub entries: Vec<StreamEntry>,
+    /// Entries deleted but still in its nodes (a pending entry may name one).
+    pub deleted: Vec<StreamEntry>,
     /// The last ID it gave.
     pub last_id: StreamId,
     /// The greatest ID deleted (RDB 10+).
@@ -417,7 +419,7 @@ fn stream(rdb: &mut RdbReader<&[u8]>, value_type: u8) -> Result<Stream, RdbError
     for _ in 0..rdb.length()? {
         let master = StreamId::from_raw(&rdb.string()?)?;
         let items = listpack(&rdb.string()?)?;
-        stream_node(master, &items, &mut out.entries)?;
+        stream_node(master, &items, &mut out.entries, &mut out.deleted)?;
     }
     let id = |rdb: &mut RdbReader<&[u8]>| -> Result<StreamId, RdbError> {
         Ok(StreamId {
@@ -486,6 +488,7 @@ fn stream_node(
     master: StreamId,
     items: &[Vec<u8>],
     out: &mut Vec<StreamEntry>,
+    deleted: &mut Vec<StreamEntry>,
 ) -> Result<(), RdbError> {
     let mut at = 0;
     let mut next = || {
@@ -519,6 +522,8 @@ fn stream_node(
         integer(next())?; // the entry's item count, for walking backwards
         if flags & STREAM_DELETED == 0 {
             out.push((StreamId { ms, seq }, fields));
+        } else {
+            deleted.push((StreamId { ms, seq }, fields));
         }
     }
     Ok(())
@@ -606,7 +611,31 @@ pub fn commands(key: &[u8], value: &Decoded, dialect: Dialect) -> Vec<Command> {
 /// A stream as its source's AOF rewrite writes it.
 fn stream_commands(key: &[u8], stream: &Stream, dialect: Dialect) -> Vec<Command> {
     let mut out = Vec::new();
-    for (id, fields) in &stream.entries {
+    // A pending entry whose message was deleted (or trimmed) is still pending: it is
+    // added back (its fields when the node still has them), claimed, and deleted again,
+    // as XCLAIM cannot make a pending entry of an ID the stream does not have.
+    let live: std::collections::HashSet<StreamId> =
+        stream.entries.iter().map(|(id, _)| *id).collect();
+    let mut revived: Vec<StreamEntry> = stream
+        .groups
+        .iter()
+        .flat_map(|g| g.pending.iter().map(|(id, _, _)| *id))
+        .filter(|id| !live.contains(id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|id| {
+            let fields = stream
+                .deleted
+                .iter()
+                .find(|(d, _)| *d == id)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_else(|| vec![(b"x".to_vec(), b"y".to_vec())]);
+            (id, fields)
+        })
+        .collect();
+    let mut all: Vec<&StreamEntry> = stream.entries.iter().chain(&revived).collect();
+    all.sort_by_key(|(id, _)| *id);
+    for (id, fields) in all {
         out.push(command(
             "XADD",
             key,
@@ -614,7 +643,7 @@ fn stream_commands(key: &[u8], stream: &Stream, dialect: Dialect) -> Vec<Command
                 .chain(fields.iter().flat_map(|(f, v)| [f.clone(), v.clone()])),
         ));
     }
-    if stream.entries.is_empty() {
+    if stream.entries.is_empty() && revived.is_empty() {
         // An empty stream: one entry added and trimmed away at once.
         out.push(command(
             "XADD",
@@ -691,6 +720,13 @@ fn stream_commands(key: &[u8], stream: &Stream, dialect: Dialect) -> Vec<Command
                 ));
             }
         }
+    }
+    if !revived.is_empty() {
+        out.push(command(
+            "XDEL",
+            key,
+            revived.drain(..).map(|(id, _)| id.arg()),
+        ));
     }
     out
 }

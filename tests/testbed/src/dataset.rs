@@ -208,6 +208,12 @@ pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
         .arg(">")
         .query(con)
         .unwrap();
+    // A pending entry whose message is deleted: still pending for alice.
+    let _: () = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&ids[10])
+        .query(con)
+        .unwrap();
     // A consumer with nothing pending: the entry after dave's five, acknowledged.
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
