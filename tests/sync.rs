@@ -452,6 +452,26 @@ fn an_older_target_gets_every_type_as_commands_and_every_write_after_it() {
     write(&mut src, &["ZADD", "job:zset:big", "-inf", "floor"]);
     write(&mut src, &["DEL", "job:str:big"]);
     write(&mut src, &["EXPIRE", "job:set:small", "5000", "NX"]);
+    // Claims of a pending entry whose message is deleted: Redis 7 drops it from the
+    // pending entries, and replicates that as an XCLAIM.
+    for key in ["job:claimed:auto", "job:claimed:by-id"] {
+        write(&mut src, &["XADD", key, "1-0", "a", "1"]);
+        write(&mut src, &["XADD", key, "2-0", "a", "2"]);
+        write(&mut src, &["XGROUP", "CREATE", key, "g", "0"]);
+        write(
+            &mut src,
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", key, ">"],
+        );
+        write(&mut src, &["XDEL", key, "1-0"]);
+    }
+    write(
+        &mut src,
+        &["XAUTOCLAIM", "job:claimed:auto", "g", "c2", "0", "0-0"],
+    );
+    write(
+        &mut src,
+        &["XCLAIM", "job:claimed:by-id", "g", "c3", "0", "1-0", "2-0"],
+    );
     write(&mut src, &["SET", "ctl:done", "yes"]);
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -605,4 +625,63 @@ fn a_served_load_told_an_address_that_leads_elsewhere_is_refused_before_the_targ
         .query(&mut dst)
         .unwrap();
     assert_eq!(kept, 1);
+}
+
+#[test]
+fn a_run_killed_in_a_served_load_is_rolled_back_with_its_target_released() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    let mut src = connect(&source.url());
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg(0)
+        .query(&mut src)
+        .unwrap();
+    dataset::load_job_keys(&mut src, 100_000);
+    let ws = Workspace::new(&Workspace::two_redis_runbook(
+        "sync-served-killed",
+        source.port,
+        target.port,
+        r#"      - id: sync
+        redis.sync: { source: src, target: dst, match: "job:*", rename: { from: "job:", to: "step:" }, load: replication }
+      - id: stop
+        redis.sync_stop: { sync: sync }
+"#,
+    ));
+    let mut dst = connect(&target.url());
+    let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    // Killed while the target follows redis-move.
+    Workspace::wait_for(
+        "the target to follow redis-move",
+        Duration::from_secs(60),
+        || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut dst)
+                .unwrap_or_default();
+            info.contains("role:slave")
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A completed rollback exits 3 (rolled back).
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut dst)
+        .unwrap();
+    assert!(info.contains("role:master"), "{info}");
+    let diskless: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("repl-diskless-load")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(diskless[1], "disabled");
+    let left: Vec<String> = dst.keys("step:*").unwrap();
+    assert!(left.is_empty(), "{} keys left", left.len());
+    // It takes writes again.
+    let _: () = dst.set("after", "rollback").unwrap();
 }

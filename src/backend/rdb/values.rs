@@ -731,6 +731,30 @@ fn stream_commands(key: &[u8], stream: &Stream, dialect: Dialect) -> Vec<Command
     out
 }
 
+/// `XCLAIM` as Redis 7 applies it (`ARGV`: its arguments, key first): an ID the stream
+/// no longer has leaves the group's pending entries; the others are claimed.
+const CLAIM_SCRIPT: &str = r"
+local key, group = KEYS[1], ARGV[2]
+local options = {IDLE = 1, TIME = 1, RETRYCOUNT = 1, FORCE = 1, JUSTID = 1, LASTID = 1}
+local claim = {ARGV[1], ARGV[2], ARGV[3], ARGV[4]}
+local i = 5
+while i <= #ARGV and not options[string.upper(ARGV[i])] do
+  if #redis.call('XRANGE', key, ARGV[i], ARGV[i]) == 0 then
+    redis.call('XACK', key, group, ARGV[i])
+  else
+    table.insert(claim, ARGV[i])
+  end
+  i = i + 1
+end
+if #claim == 4 then
+  return {}
+end
+for j = i, #ARGV do
+  table.insert(claim, ARGV[j])
+end
+return redis.call('XCLAIM', unpack(claim))
+";
+
 /// How the first call of a key treats one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existing {
@@ -837,6 +861,18 @@ impl Dialect {
     /// `XX`, `GT`, `LT`: the source replicates the write only when it held).
     pub fn adapt(&self, mut args: Command) -> Command {
         let name = args[0].to_ascii_uppercase();
+        // Redis 7 replicates a claim of a deleted entry as XCLAIM (the replica drops
+        // the pending entry); Redis 6 would keep it: the script drops it the same way.
+        if !self.stream_counters && name == b"XCLAIM" && args.len() > 5 {
+            let mut eval = vec![
+                b"EVAL".to_vec(),
+                CLAIM_SCRIPT.as_bytes().to_vec(),
+                b"1".to_vec(),
+                args[1].clone(),
+            ];
+            eval.extend(args.drain(1..));
+            return eval;
+        }
         if !self.expire_conditions
             && matches!(
                 name.as_slice(),
@@ -1001,6 +1037,9 @@ mod tests {
             old.adapt(args("PEXPIREAT k 1700000000000 NX")),
             args("PEXPIREAT k 1700000000000")
         );
+        let claim = old.adapt(args("XCLAIM k g c 0 1-0 JUSTID FORCE"));
+        assert_eq!(claim[0], b"EVAL");
+        assert_eq!(&claim[3..], &args("k k g c 0 1-0 JUSTID FORCE")[..]);
         let new = Dialect::of_version("7.0.15");
         assert_eq!(
             new.adapt(args("XGROUP SETID k g 5-0 ENTRIESREAD 4")),
