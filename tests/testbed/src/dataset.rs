@@ -134,6 +134,14 @@ pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
         cmd.query(con).unwrap()
     };
     let stream = k("stream:busy");
+    // Delivers `count` new entries of the stream to `consumer` of `group`.
+    let read_group = |con: &mut Connection, group: &str, consumer: &str, count: usize| {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", group, consumer, "COUNT", &count.to_string()])
+            .arg(&["STREAMS", &stream, ">"])
+            .query(con)
+            .unwrap();
+    };
     let mut ids = Vec::new();
     for i in 0..1200 {
         let id = if i % 3 == 0 {
@@ -168,17 +176,7 @@ pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
             .unwrap();
     }
     for (consumer, count) in [("alice", 30), ("bob", 7)] {
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("mailers")
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query(con)
-            .unwrap();
+        read_group(con, "mailers", consumer, count);
     }
     let _: () = redis::cmd("XACK")
         .arg(&stream)
@@ -197,17 +195,7 @@ pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
         .arg(&ids[3])
         .query(con)
         .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("auditors")
-        .arg("dave")
-        .arg("COUNT")
-        .arg(5)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query(con)
-        .unwrap();
+    read_group(con, "auditors", "dave", 5);
     // A pending entry whose message is deleted: still pending for alice.
     let _: () = redis::cmd("XDEL")
         .arg(&stream)
@@ -215,17 +203,7 @@ pub fn load_every_encoding(con: &mut Connection, prefix: &str) {
         .query(con)
         .unwrap();
     // A consumer with nothing pending: the entry after dave's five, acknowledged.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("auditors")
-        .arg("erin")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query(con)
-        .unwrap();
+    read_group(con, "auditors", "erin", 1);
     let _: () = redis::cmd("XACK")
         .arg(&stream)
         .arg("auditors")
