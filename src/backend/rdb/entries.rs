@@ -2,7 +2,7 @@
 //! and the bytes of its value exactly as the server serialized them, so that a key can be
 //! written elsewhere with `RESTORE` (the value re-wrapped as a DUMP payload: type byte,
 //! value, RDB version, CRC-64) without decoding it. Read as a stream (flat memory: one
-//! value at a time), for RDB versions 9 to 11 (Redis 6.0 to 7.2, Valkey 7 and 8).
+//! value at a time), for RDB versions 9 to 12 (Redis 6.0 to 7.4, Valkey 7 and 8).
 //!
 //! Values are walked only far enough to find where they end: strings (plain, integer,
 //! LZF), the containers of every encoding (listpack, ziplist, intset, quicklist, skiplist,
@@ -25,8 +25,9 @@ pub(super) fn crc64_digest() -> crc::Digest<'static, u64, crc::Table<16>> {
 /// a stream is corruption, not a string to allocate.
 const MAX_STRING: u64 = 512 * 1024 * 1024;
 
-/// The newest RDB format this reader knows.
-pub const NEWEST_VERSION: u16 = 11;
+/// The newest RDB format this reader knows (12: Redis 7.4, whose hashes with field
+/// expiries are refused by name; the rest of its format is 11's).
+pub const NEWEST_VERSION: u16 = 12;
 
 /// Why an RDB stream could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +153,7 @@ impl<R: Read> RdbReader<R> {
             .ok_or_else(|| RdbError::Format("not an RDB (no REDIS header)".into()))?;
         if !(1..=u32::from(NEWEST_VERSION)).contains(&version) {
             return Err(RdbError::Format(format!(
-                "RDB version {version} is newer than this reader knows ({NEWEST_VERSION}: Redis 7.2, Valkey 8)"
+                "RDB version {version} is newer than this reader knows ({NEWEST_VERSION}: Redis 7.4, Valkey 8)"
             )));
         }
         Ok(RdbReader {
@@ -600,6 +601,23 @@ mod tests {
         assert_eq!(entries[0].value, vec![0xC0, 42]);
         assert_eq!(entries[1].expires_at_ms, None);
         assert_eq!(entries[1].value, b"\x03xyz".to_vec());
+    }
+
+    #[test]
+    fn an_rdb_12_is_read_and_a_hash_with_field_expiries_is_refused_by_name() {
+        let mut rdb = b"REDIS0012".to_vec();
+        rdb.extend([op::SELECTDB, 0x00]);
+        rdb.extend([0x00, 0x01, b'a', 0x01, b'x']);
+        rdb.extend([25, 0x01, b'h', 0x00]);
+        rdb.extend([op::EOF]);
+        rdb.extend([0u8; 8]);
+        let mut reader = RdbReader::new(&rdb[..]).unwrap();
+        assert_eq!(reader.version(), 12);
+        assert_eq!(reader.next().unwrap().unwrap().key, b"a");
+        let refused = reader.next().unwrap().unwrap_err().to_string();
+        assert!(refused.contains("field expiries"), "{refused}");
+        let newer = RdbReader::new(&b"REDIS0013"[..]).err().unwrap().to_string();
+        assert!(newer.contains("newer than this reader knows"), "{newer}");
     }
 
     #[test]
