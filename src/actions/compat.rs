@@ -160,7 +160,7 @@ async fn knows(redis: &RedisBackend, name: &str) -> bool {
 /// Reads what the checks need from `redis`.
 pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
     let info = redis.info_sections(None).await?;
-    let (flavor, version) = redis.server_version().await?;
+    let (flavor, version) = crate::backend::redis::server_version_of(&info);
     let config = redis.config_text("maxmemory").await.is_ok();
     let persistence = if config {
         let aof = redis.config_text("appendonly").await.unwrap_or_default();

@@ -106,6 +106,19 @@ pub struct RedisEndpoint {
     pub dial: Option<std::path::PathBuf>,
 }
 
+/// The flavor (`redis` or `valkey`) and version of a server, from its parsed INFO.
+pub fn server_version_of(info: &BTreeMap<String, BTreeMap<String, Value>>) -> (String, String) {
+    let server = info.get("server");
+    let field = |name: &str| server.and_then(|s| s.get(name)).map(Value::as_text);
+    match field("valkey_version") {
+        Some(v) => ("valkey".to_owned(), v),
+        None => (
+            "redis".to_owned(),
+            field("redis_version").unwrap_or_default(),
+        ),
+    }
+}
+
 /// PEM contents for a TLS connection.
 #[derive(Clone, Default)]
 pub struct TlsMaterial {
@@ -312,18 +325,9 @@ impl RedisBackend {
 
     /// The server's flavor (`redis` or `valkey`) and version (`7.0.15`).
     pub async fn server_version(&self) -> Result<(String, String), BackendError> {
-        let info = self.info_sections(Some("server")).await?;
-        let server = info.get("server").cloned().unwrap_or_default();
-        Ok(match server.get("valkey_version") {
-            Some(v) => ("valkey".to_owned(), v.as_text()),
-            None => (
-                "redis".to_owned(),
-                server
-                    .get("redis_version")
-                    .map(Value::as_text)
-                    .unwrap_or_default(),
-            ),
-        })
+        Ok(server_version_of(
+            &self.info_sections(Some("server")).await?,
+        ))
     }
 
     /// One INFO field as a typed value; `section.field` or `field`, plus the derived

@@ -460,6 +460,7 @@ impl Sync {
                 &mut link,
                 source,
                 &target,
+                &format,
                 &plan,
                 &served,
                 &serving,
@@ -1173,6 +1174,7 @@ async fn serve_rdb(
     link: &mut ReplicaLink,
     source: &RedisBackend,
     target: &RedisBackend,
+    format: &TargetFormat,
     plan: &SyncPlan,
     served: &ServedLoad,
     serving: &Path,
@@ -1208,8 +1210,7 @@ async fn serve_rdb(
     }
     let (source_flavor, source_version) = source.server_version().await?;
     let source_rdb = crate::actions::compat::rdb_version(&source_flavor, &source_version);
-    let target_format = TargetFormat::of(target).await?;
-    if let (Some(source_rdb), Some(target_rdb)) = (source_rdb, target_format.rdb)
+    if let (Some(source_rdb), Some(target_rdb)) = (source_rdb, format.rdb)
         && source_rdb > target_rdb
     {
         return Err(refuse(format!(
