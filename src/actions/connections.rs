@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use super::resolve::Resolver;
 use super::runner::ActionError;
 use crate::backend::BackendError;
+use crate::backend::cluster::{ClusterSettings, DEFAULT_SETTLE};
 use crate::backend::docker::{DockerBackend, DockerEndpoint, DockerTlsFiles, SshOptions};
 use crate::backend::redis::{self, RedisBackend, RedisEndpoint, TlsMaterial};
 use crate::backend::ssh::{SshSession, SshSessions};
@@ -231,6 +232,17 @@ impl Connections {
             connect_timeout: spec.connect_timeout.map_or(redis::DEFAULT_TIMEOUT, |t| t.0),
             through: None,
             dial: None,
+            cluster: match spec.cluster.as_ref().and_then(|c| c.fields()) {
+                Some(fields) => Some(ClusterSettings {
+                    seeds: fields
+                        .seeds
+                        .iter()
+                        .map(|seed| resolver.resolve(seed))
+                        .collect::<Result<_, _>>()?,
+                    settle: fields.settle.map_or(DEFAULT_SETTLE, |t| t.0),
+                }),
+                None => None,
+            },
         })
     }
 

@@ -205,6 +205,19 @@ async fn read_side(
         .collect())
 }
 
+/// How far apart two expiries are at least, in ms: each side's TTL was read at some
+/// moment between its `(sent, answered)` times.
+fn expiry_gap(
+    (ttl, (sent, answered)): (i64, (i64, i64)),
+    (other_ttl, (other_sent, other_answered)): (i64, (i64, i64)),
+) -> i64 {
+    let (earliest, latest) = (sent + ttl, answered + ttl);
+    let (other_earliest, other_latest) = (other_sent + other_ttl, other_answered + other_ttl);
+    (earliest - other_latest)
+        .max(other_earliest - latest)
+        .max(0)
+}
+
 /// Compares source and target per `plan`. `progress` gets (checked, total) now and then.
 pub async fn verify(
     source: &RedisBackend,
@@ -266,10 +279,15 @@ pub async fn verify(
     let mut last_progress = Instant::now();
     for chunk in keys.chunks(BATCH) {
         let renamed: Vec<Vec<u8>> = chunk.iter().map(|k| plan.target_key(k)).collect();
-        let (ours, theirs) = tokio::try_join!(
-            read_side(source, chunk, debug),
-            read_side(target, &renamed, debug)
-        )?;
+        // When each side was read: a TTL is compared as the moment the key expires, so
+        // that a side answering later (a cluster settling) does not look different.
+        let timed = |side, keys| async move {
+            let sent = started.elapsed().as_millis() as i64;
+            let read = read_side(side, keys, debug).await?;
+            Ok::<_, BackendError>(((sent, started.elapsed().as_millis() as i64), read))
+        };
+        let ((our_time, ours), (their_time, theirs)) =
+            tokio::try_join!(timed(source, chunk), timed(target, &renamed))?;
         for (((source_key, key), mine), copy) in chunk.iter().zip(&renamed).zip(ours).zip(theirs) {
             let Some((key_type, ttl, digest)) = mine else {
                 continue; // gone from the source meanwhile
@@ -289,7 +307,7 @@ pub async fn verify(
                     contained(source, source_key, target, key, &key_type).await?
                 }
             } else if (ttl < 0) != (copy_ttl < 0)
-                || (ttl >= 0 && (ttl - copy_ttl).abs() > tolerance)
+                || (ttl >= 0 && expiry_gap((ttl, our_time), (copy_ttl, their_time)) > tolerance)
             {
                 let show = |t: i64| {
                     if t < 0 {
@@ -463,6 +481,15 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_read_at_different_moments_compare_by_when_they_fall() {
+        // The target answered 2 s later: its TTL is 2 s shorter for the same expiry.
+        assert_eq!(expiry_gap((10_000, (0, 5)), (8_000, (2_000, 2_005))), 0);
+        // Read together, 3 s apart.
+        assert_eq!(expiry_gap((10_000, (0, 5)), (13_000, (0, 5))), 2_995);
+        assert_eq!(expiry_gap((13_000, (0, 5)), (10_000, (0, 5))), 2_995);
+    }
 
     fn plan(pattern: &str, rename: Option<KeyRename>) -> VerifyPlan {
         VerifyPlan {

@@ -2,6 +2,7 @@
 //! backend turns an operation into a [`Value`](crate::value::Value) or a
 //! [`BackendError`]; none of them prints.
 
+pub mod cluster;
 pub mod command_keys;
 pub mod docker;
 pub mod keyspace;

@@ -4,12 +4,14 @@
 //! write operations the actions need.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, TlsCertificates};
 
 use super::BackendError;
+use super::cluster::{Cluster, ClusterSettings};
 use crate::value::Value;
 
 /// The name redis-move gives its connections (`CLIENT SETNAME`).
@@ -76,6 +78,8 @@ pub struct RedisBackend {
     pub password: Option<String>,
     /// The database the connection selected.
     pub db: i64,
+    /// A cluster target: the router its commands go through (`None`: one server).
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Where and how to reach one Redis server, every value resolved (the actions resolve
@@ -104,6 +108,8 @@ pub struct RedisEndpoint {
     /// The local end of that forward (a unix socket private to this user), dialed
     /// instead of the URL's address.
     pub dial: Option<std::path::PathBuf>,
+    /// The URL is a node of a Redis Cluster: commands are routed by slot.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// The flavor (`redis` or `valkey`) and version of a server, from its parsed INFO.
@@ -205,8 +211,27 @@ impl RedisEndpoint {
 }
 
 impl RedisBackend {
-    /// Connects to `endpoint`.
+    /// Connects to `endpoint` (to every node it needs, for a cluster).
     pub async fn connect(endpoint: &RedisEndpoint) -> Result<Self, BackendError> {
+        match &endpoint.cluster {
+            Some(settings) => {
+                let cluster = Cluster::connect(endpoint, settings).await?;
+                let mut first = cluster
+                    .primaries()
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|(_, node)| node)
+                    .ok_or_else(|| BackendError::Command("the cluster serves no slot".into()))?;
+                first.cluster = Some(cluster);
+                Ok(first)
+            }
+            None => Self::connect_node(endpoint).await,
+        }
+    }
+
+    /// Connects to the one server of `endpoint`.
+    pub(crate) async fn connect_node(endpoint: &RedisEndpoint) -> Result<Self, BackendError> {
         let mut info = endpoint.connection_info()?;
         let mut settings = info.redis_settings().clone();
         if let Some(password) = &endpoint.password {
@@ -290,16 +315,63 @@ impl RedisBackend {
             username,
             password,
             db,
+            cluster: None,
         })
     }
 
+    /// The cluster router, for a cluster target.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Refuses an operation that works on one server only, for a cluster target.
+    fn one_server(&self, what: &str) -> Result<(), BackendError> {
+        match self.cluster {
+            Some(_) => Err(BackendError::Config(format!(
+                "{what} works on one server, and this target is a cluster"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
+        if let Some(cluster) = &self.cluster {
+            return match cluster.run(&[cmd], false).await?.pop() {
+                Some(redis::Value::ServerError(e)) => Err(redis_error(e.into())),
+                Some(reply) => Ok(reply),
+                None => Err(BackendError::Unexpected("no reply".into())),
+            };
+        }
+        self.raw_node(cmd).await
+    }
+
+    /// One command to the server this connection is to, whatever its keys (for a cluster
+    /// target: to the node itself, no routing).
+    pub async fn raw_node(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
         let mut connection = self.connection.clone();
         cmd.query_async(&mut connection).await.map_err(redis_error)
     }
 
+    /// A pipeline to the server this connection is to (no routing); refusals come back
+    /// as `redis::Value::ServerError`.
+    pub async fn pipeline_node(
+        &self,
+        mut pipe: redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, BackendError> {
+        pipe.ignore_errors();
+        let mut connection = self.connection.clone();
+        pipe.query_async(&mut connection).await.map_err(redis_error)
+    }
+
     /// PING; the value is the round-trip time.
     pub async fn ping(&self) -> Result<Duration, BackendError> {
+        if let Some(cluster) = &self.cluster {
+            let mut slowest = Duration::ZERO;
+            for (_, node) in cluster.primaries().await? {
+                slowest = slowest.max(Box::pin(node.ping()).await?);
+            }
+            return Ok(slowest);
+        }
         let start = Instant::now();
         let reply = self.query(&redis::cmd("PING")).await?;
         let elapsed = start.elapsed();
@@ -332,7 +404,16 @@ impl RedisBackend {
 
     /// One INFO field as a typed value; `section.field` or `field`, plus the derived
     /// `keyspace_hit_ratio`.
+    /// On a cluster, the field of every primary: numbers summed, anything else the value
+    /// they share (nodes that differ are an error naming them).
     pub async fn info(&self, section: Option<&str>, field: &str) -> Result<Value, BackendError> {
+        if let Some(cluster) = &self.cluster {
+            let mut values = Vec::new();
+            for (address, node) in cluster.primaries().await? {
+                values.push((address, Box::pin(node.info(section, field)).await?));
+            }
+            return aggregate_over_nodes(field, values);
+        }
         let query_section = match (section, field) {
             // Sums over the commands: their counters are in `commandstats`.
             (Some("stats" | "commandstats") | None, "rejected_calls" | "failed_calls") => {
@@ -353,7 +434,16 @@ impl RedisBackend {
     }
 
     /// `CLIENT LIST`, and the id of the connection that asked (redis-move's own).
+    /// On a cluster, the clients of every node (primaries and replicas).
     pub async fn clients(&self) -> Result<(Vec<Client>, String), BackendError> {
+        if let Some(cluster) = &self.cluster {
+            let mut all = Vec::new();
+            for address in cluster.all_nodes() {
+                let (clients, id) = Box::pin(cluster.node(&address).await?.clients()).await?;
+                all.extend(clients.into_iter().filter(|c| c.get("id") != id));
+            }
+            return Ok((all, String::new()));
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("CLIENT").arg("ID").cmd("CLIENT").arg("LIST");
         let mut connection = self.connection.clone();
@@ -387,7 +477,13 @@ impl RedisBackend {
     }
 
     /// DBSIZE.
+    /// On a cluster, summed over the primaries.
     pub async fn dbsize(&self) -> Result<u64, BackendError> {
+        if let Some(cluster) = &self.cluster {
+            return cluster
+                .sum_over_primaries(|node| async move { Box::pin(node.dbsize()).await })
+                .await;
+        }
         match self.query(&redis::cmd("DBSIZE")).await? {
             redis::Value::Int(n) => Ok(n.max(0) as u64),
             other => Err(BackendError::Unexpected(format!(
@@ -424,6 +520,20 @@ impl RedisBackend {
         key_type: Option<&str>,
         count: u32,
     ) -> Result<(u64, Vec<Vec<u8>>), BackendError> {
+        match &self.cluster {
+            Some(cluster) => cluster.scan_page(cursor, pattern, key_type, count).await,
+            None => self.scan_node(cursor, pattern, key_type, count).await,
+        }
+    }
+
+    /// One SCAN call on the server this connection is to (no routing).
+    pub async fn scan_node(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        key_type: Option<&str>,
+        count: u32,
+    ) -> Result<(u64, Vec<Vec<u8>>), BackendError> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
@@ -433,7 +543,7 @@ impl RedisBackend {
         if let Some(t) = key_type {
             cmd.arg("TYPE").arg(t);
         }
-        match self.query(&cmd).await? {
+        match self.raw_node(&cmd).await? {
             redis::Value::Array(mut parts) if parts.len() == 2 => {
                 let keys = match parts.pop() {
                     Some(redis::Value::Array(keys)) => keys
@@ -459,14 +569,18 @@ impl RedisBackend {
     }
 
     /// Sends a pipeline and returns one reply per command; a command the server refused
-    /// comes back as `redis::Value::ServerError` instead of failing the others.
-    pub async fn pipeline(
-        &self,
-        mut pipe: redis::Pipeline,
-    ) -> Result<Vec<redis::Value>, BackendError> {
-        pipe.ignore_errors();
-        let mut connection = self.connection.clone();
-        pipe.query_async(&mut connection).await.map_err(redis_error)
+    /// comes back as `redis::Value::ServerError` instead of failing the others. On a
+    /// cluster, each command goes to its slot's node, and a command whose connection
+    /// broke is sent again once the cluster settled: pipelines carry only commands that
+    /// are safe to repeat (reads, RESTORE, UNLINK).
+    pub async fn pipeline(&self, pipe: redis::Pipeline) -> Result<Vec<redis::Value>, BackendError> {
+        match &self.cluster {
+            Some(cluster) => {
+                let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+                cluster.run(&cmds, true).await
+            }
+            None => self.pipeline_node(pipe).await,
+        }
     }
 
     /// One command with binary arguments; the raw reply (a refusal is an error).
@@ -505,7 +619,33 @@ impl RedisBackend {
     }
 
     /// CONFIG SET; returns the previous value (for rollback).
+    /// On a cluster, on every node (primaries and replicas), which must agree on the
+    /// previous value (its rollback sets that one value back on each).
     pub async fn config_set(&self, parameter: &str, value: &str) -> Result<Value, BackendError> {
+        if let Some(cluster) = &self.cluster {
+            let mut before = Vec::new();
+            for address in cluster.all_nodes() {
+                let node = cluster.node(&address).await?;
+                before.push((address, node.config_get(parameter).await?));
+            }
+            let previous = aggregate_over_nodes(parameter, before.clone())
+                .ok()
+                .filter(|_| before.windows(2).all(|w| w[0].1 == w[1].1))
+                .ok_or_else(|| {
+                    BackendError::Command(format!(
+                        "the nodes hold different values of `{parameter}` ({}): set them one node at a time",
+                        before
+                            .iter()
+                            .map(|(a, v)| format!("{a}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            for (address, _) in &before {
+                Box::pin(cluster.node(address).await?.config_set(parameter, value)).await?;
+            }
+            return Ok(previous);
+        }
         let previous = self.config_get(parameter).await?;
         self.command(&[
             "CONFIG".into(),
@@ -534,6 +674,12 @@ impl RedisBackend {
 
     /// Sets parameters, ignoring the ones this server does not know (older versions).
     pub async fn config_set_all(&self, settings: &[(String, String)]) -> Result<(), BackendError> {
+        if let Some(cluster) = &self.cluster {
+            for address in cluster.all_nodes() {
+                Box::pin(cluster.node(&address).await?.config_set_all(settings)).await?;
+            }
+            return Ok(());
+        }
         // A masked value (a password the journal does not keep) is left as it is.
         for (parameter, value) in settings.iter().filter(|(_, v)| v != crate::redact::MASK) {
             match self
@@ -557,6 +703,7 @@ impl RedisBackend {
 
     /// The `replication` section of INFO.
     pub async fn replication(&self) -> Result<BTreeMap<String, Value>, BackendError> {
+        self.one_server("the replication section")?;
         Ok(self
             .info_sections(Some("replication"))
             .await?
@@ -566,6 +713,7 @@ impl RedisBackend {
 
     /// `REPLICAOF host port` (`None`: `REPLICAOF NO ONE`).
     pub async fn replicaof(&self, address: Option<&str>) -> Result<(), BackendError> {
+        self.one_server("REPLICAOF")?;
         let args: Vec<String> = match address {
             Some(address) => {
                 let (host, port) = address
@@ -611,22 +759,27 @@ impl RedisBackend {
                 pipe.cmd("ZCARD").arg(key(set));
             }
             pipe.cmd("HGET").arg(key("meta")).arg("paused");
-            let mut connection = self.connection.clone();
-            let replies: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
-                Ok(replies) => replies,
+            let replies = self.pipeline(pipe).await?;
+            if let Some(redis::Value::ServerError(e)) = replies
+                .iter()
+                .find(|r| matches!(r, redis::Value::ServerError(_)))
+            {
                 // A key of the queue's shape that is not BullMQ's (`bull:cfg:wait` holding
                 // a string): that queue is flagged, the others are counted.
-                Err(e) if e.to_string().contains("WRONGTYPE") => {
-                    let mut queue = BTreeMap::new();
-                    queue.insert(
-                        "error".to_owned(),
-                        Value::Text(format!("not a BullMQ queue: {e}")),
-                    );
-                    per_queue.insert(name, Value::Object(queue));
-                    continue;
+                if e.code() != "WRONGTYPE" {
+                    return Err(redis_error(e.clone().into()));
                 }
-                Err(e) => return Err(redis_error(e)),
-            };
+                let mut queue = BTreeMap::new();
+                queue.insert(
+                    "error".to_owned(),
+                    Value::Text(format!(
+                        "not a BullMQ queue: {}",
+                        redis_error(e.clone().into())
+                    )),
+                );
+                per_queue.insert(name, Value::Object(queue));
+                continue;
+            }
             let replies: Vec<Value> = replies.into_iter().map(to_value).collect();
             let count = |i: usize| match &replies[i] {
                 Value::Number(n) => *n,
@@ -684,21 +837,13 @@ impl RedisBackend {
         for suffix in ["id", "meta", "wait"] {
             let mut cursor: u64 = 0;
             loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}:*:{suffix}"))
-                    .arg("COUNT")
-                    .arg(1000);
-                let reply = to_value(self.query(&cmd).await?);
-                let Value::List(parts) = reply else { break };
-                cursor = parts
-                    .first()
-                    .map(|c| c.as_text().parse().unwrap_or(0))
-                    .unwrap_or(0);
-                if let Some(Value::List(keys)) = parts.get(1) {
+                let (next, keys) = self
+                    .scan_page(cursor, &format!("{prefix}:*:{suffix}"), None, 1000)
+                    .await?;
+                cursor = next;
+                {
                     for key in keys {
-                        let key = key.as_text();
+                        let key = String::from_utf8_lossy(&key);
                         if let Some(name) = key
                             .strip_prefix(&format!("{prefix}:"))
                             .and_then(|k| k.strip_suffix(&format!(":{suffix}")))
@@ -740,6 +885,30 @@ fn redis_error(e: redis::RedisError) -> BackendError {
         BackendError::Unreachable(e.to_string())
     } else {
         BackendError::Command(e.to_string())
+    }
+}
+
+/// One value of every node of a cluster: numbers summed, anything else the value they
+/// share.
+fn aggregate_over_nodes(field: &str, values: Vec<(String, Value)>) -> Result<Value, BackendError> {
+    if values.iter().all(|(_, v)| matches!(v, Value::Number(_))) {
+        return Ok(Value::Number(
+            values
+                .iter()
+                .map(|(_, v)| if let Value::Number(n) = v { *n } else { 0.0 })
+                .sum(),
+        ));
+    }
+    match values.split_first() {
+        Some(((_, first), rest)) if rest.iter().all(|(_, v)| v == first) => Ok(first.clone()),
+        _ => Err(BackendError::Command(format!(
+            "the cluster's primaries differ in `{field}`: {}",
+            values
+                .iter()
+                .map(|(a, v)| format!("{a}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 

@@ -212,6 +212,70 @@ pub struct RedisTargetSpec {
     /// connection; when it is the local engine, it dials the address directly.
     #[serde(default)]
     pub via: Option<Spanned<String>>,
+    /// The URL is a node of a Redis Cluster (`cluster: true`, or its settings): keys are
+    /// read and written on the primary that serves their slot, SCAN walks every primary,
+    /// and MOVED, ASK and failovers are followed.
+    #[serde(default)]
+    pub cluster: Option<RedisCluster>,
+}
+
+/// How a Redis Cluster target is reached.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RedisClusterFields {
+    /// More nodes (`host:port`) to ask for the slot map when the URL's node is down.
+    #[serde(default)]
+    pub seeds: Vec<Template>,
+    /// How long a command waits for the cluster to settle (a failover, a slot moving)
+    /// before it fails (default 45s: longer than a failover takes with Redis's default
+    /// `cluster-node-timeout` of 15s).
+    #[serde(default)]
+    pub settle: Option<RunbookDuration>,
+}
+
+/// `cluster: true`, or the cluster's settings.
+#[derive(Clone, Debug, Default)]
+pub struct RedisCluster(pub Option<RedisClusterFields>);
+
+impl RedisCluster {
+    /// The settings (`None`: `cluster: false`).
+    pub fn fields(&self) -> Option<RedisClusterFields> {
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisCluster {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ClusterVisitor;
+        impl<'de> Visitor<'de> for ClusterVisitor {
+            type Value = RedisCluster;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, or `{ seeds: [host:port, ...], settle: 45s }`")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RedisCluster, E> {
+                Ok(RedisCluster(b.then(RedisClusterFields::default)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RedisCluster, A::Error> {
+                RedisClusterFields::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|f| RedisCluster(Some(f)))
+            }
+        }
+        d.deserialize_any(ClusterVisitor)
+    }
+}
+
+impl JsonSchema for RedisCluster {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RedisCluster".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let fields = generator.subschema_for::<RedisClusterFields>();
+        schemars::json_schema!({
+            "description": "`true`: the URL is a node of a Redis Cluster; or the cluster's settings.",
+            "anyOf": [{ "type": "boolean" }, fields]
+        })
+    }
 }
 
 /// Where a Redis target runs: a container of a Docker target.

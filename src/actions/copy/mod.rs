@@ -235,6 +235,8 @@ struct Inherited {
 /// What the workers share.
 struct Shared<'a> {
     plan: &'a CopyPlan,
+    /// The target's clock, for expiries written as absolute times.
+    clock: TargetClock,
     ledger: Mutex<LedgerWriter>,
     inherited: Inherited,
     /// Where temporary keys of chunked copies are named from.
@@ -322,6 +324,7 @@ pub async fn copy(
             created: state.created_after_checkpoint,
             unconfirmed: state.unconfirmed_after_checkpoint,
         },
+        clock: TargetClock::read(first_target).await,
         temporary_prefix: format!(
             "redis-move:tmp:{}:{}:",
             std::process::id(),
@@ -417,13 +420,80 @@ pub async fn copy(
             at.counters.copied + at.counters.skipped + at.counters.replaced
         )));
     }
+    // On a cluster, a primary that died during the copy may have taken writes it had
+    // acknowledged with it, and a slot that moved during a SCAN of the source may have
+    // hidden keys: every key of the source is looked for on the target again.
+    let recheck = if first_source.cluster().is_some() || first_target.cluster().is_some() {
+        Some(recheck(first_source, first_target, &shared, at.seq, cancel).await?)
+    } else {
+        None
+    };
     shared.ledger(|l| l.finished(&at.counters))?;
     report(&at, &here);
-    Ok(counters_value(
-        &at.counters,
-        started.elapsed(),
-        here.copied + here.replaced,
-    ))
+    let mut value = counters_value(&at.counters, started.elapsed(), here.copied + here.replaced);
+    if let (Some((checked, again)), Value::Object(fields)) = (recheck, &mut value) {
+        fields.insert("rechecked".into(), Value::Number(checked as f64));
+        fields.insert("recopied".into(), Value::Number(again.copied as f64));
+    }
+    Ok(value)
+}
+
+/// Looks for every source key on the target and copies those missing (batches numbered
+/// after `seq`, journaled like the others); returns the keys checked and what the
+/// copies of the missing ones counted.
+async fn recheck(
+    source: &RedisBackend,
+    target: &RedisBackend,
+    shared: &Shared<'_>,
+    mut seq: u64,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(u64, Counters), BackendError> {
+    let plan = shared.plan;
+    let count = u32::try_from(plan.batch).unwrap_or(u32::MAX);
+    let (mut cursor, mut checked, mut counters) = (0, 0, Counters::default());
+    loop {
+        if cancel.is_cancelled() {
+            return Err(BackendError::Command(
+                "interrupted while checking the copied keys; resuming checks them again".into(),
+            ));
+        }
+        let (next, keys) = source
+            .scan_page(cursor, &plan.pattern, plan.key_type.as_deref(), count)
+            .await?;
+        checked += keys.len() as u64;
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("EXISTS").arg(plan.target_key(key));
+            }
+            let present = target.pipeline(pipe).await?;
+            let missing: Vec<Vec<u8>> = keys
+                .into_iter()
+                .zip(present)
+                .filter(|(_, reply)| reply_int(reply) == Some(0))
+                .map(|(key, _)| key)
+                .collect();
+            if !missing.is_empty() {
+                tracing::info!(
+                    keys = missing.len(),
+                    "keys missing on the target: copied again"
+                );
+                seq += 1;
+                let batch = Scanned {
+                    seq,
+                    cursor_after: 0,
+                    keys: missing,
+                };
+                let done =
+                    restore(source, target, shared, dump(source, plan, batch).await?).await?;
+                counters.add(&done.counters);
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok((checked, counters));
+        }
+    }
 }
 
 /// SCANs from the checkpoint's cursor, cutting batches at SCAN replies so that each
@@ -586,6 +656,7 @@ async fn dump(
             });
         }
     }
+    let read_at = reread_ttls(source, &mut items, read_at).await?;
     Ok(Dumped {
         seq: batch.seq,
         cursor_after: batch.cursor_after,
@@ -594,6 +665,117 @@ async fn dump(
         vanished,
         read_at,
     })
+}
+
+/// Longest wait for the source's PTTL replies that still dates them well enough.
+const TTL_WINDOW: Duration = Duration::from_millis(250);
+
+/// A TTL is only known to have been read between sending PTTL (`read_at`) and its reply:
+/// when that took longer than [`TTL_WINDOW`] (the process or the network stalled), the
+/// TTLs of `items` are read again (up to 3 times) and the new `read_at` returned. A key
+/// gone meanwhile gets a TTL of 0 (counted as vanished when written).
+async fn reread_ttls(
+    source: &RedisBackend,
+    items: &mut [Item],
+    mut read_at: Instant,
+) -> Result<Instant, BackendError> {
+    for _ in 0..3 {
+        if read_at.elapsed() <= TTL_WINDOW || items.iter().all(|i| i.ttl_ms.is_none()) {
+            break;
+        }
+        let expiring: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].ttl_ms.is_some())
+            .collect();
+        let mut pipe = redis::pipe();
+        for &i in &expiring {
+            pipe.cmd("PTTL").arg(&items[i].key);
+        }
+        read_at = Instant::now();
+        for (&i, ttl) in expiring.iter().zip(source.pipeline(pipe).await?) {
+            items[i].ttl_ms = match reply_int(&ttl) {
+                Some(ttl) if ttl >= 0 => Some(ttl as u64),
+                // Made persistent meanwhile: its value may have changed too; the TTL
+                // the dump was read with stays the best known.
+                Some(-1) => items[i].ttl_ms,
+                _ => Some(0),
+            };
+        }
+    }
+    Ok(read_at)
+}
+
+/// A temporary key's name that lands in the slot of `key` (on a Redis Cluster, a script
+/// or RENAME may only touch keys of one slot): `name` ended by that slot's hash tag.
+fn beside(name: String, key: &[u8]) -> Vec<u8> {
+    let tag = crate::backend::cluster::slot_tag(crate::backend::cluster::key_slot(key));
+    format!("{name}:{{{tag}}}").into_bytes()
+}
+
+/// How far the target's clock is from this machine's, so that a key's expiry is written
+/// as the absolute time it had on the source (`RESTORE ... ABSTTL`): a relative TTL
+/// would be stretched by any wait between reading it and the target applying it (a
+/// cluster settling after a failover, a stalled network, a paused process).
+#[derive(Clone, Copy, Debug, Default)]
+struct TargetClock {
+    /// Target time minus local time, in ms (`None`: TIME is not allowed; relative TTLs).
+    offset_ms: Option<i64>,
+}
+
+impl TargetClock {
+    /// Reads the target's clock with `TIME` (the middle of the round trip as the local
+    /// moment it answered for).
+    async fn read(target: &RedisBackend) -> TargetClock {
+        let before = unix_ms();
+        let reply = target.raw(&redis::cmd("TIME")).await;
+        let after = unix_ms();
+        let offset_ms = match reply {
+            Ok(redis::Value::Array(parts)) if parts.len() == 2 => {
+                let number = |v: &redis::Value| reply_text(v).parse::<i64>().ok();
+                match (number(&parts[0]), number(&parts[1])) {
+                    (Some(seconds), Some(micros)) => {
+                        Some(seconds * 1000 + micros / 1000 - (before + after) / 2)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        TargetClock { offset_ms }
+    }
+
+    /// The expiry argument of a RESTORE for a key read at `read_at` with `ttl_ms` left:
+    /// `None` when it expired meanwhile, `(0, false)` for no expiry, `(when, true)` an
+    /// absolute time in the target's clock (ABSTTL), or `(left, false)` a relative TTL.
+    fn expiry(&self, ttl_ms: Option<u64>, read_at: Instant) -> Option<(u64, bool)> {
+        let Some(ttl) = ttl_ms else {
+            return Some((0, false));
+        };
+        let left = remaining(Some(ttl), read_at)?;
+        if left == 0 {
+            return None;
+        }
+        Some(match self.offset_ms {
+            Some(offset) => {
+                let read_unix = unix_ms() - read_at.elapsed().as_millis() as i64;
+                ((read_unix + ttl as i64 + offset).max(1) as u64, true)
+            }
+            None => (left, false),
+        })
+    }
+}
+
+fn unix_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A RESTORE of `payload` as `key` with `expiry` ([`TargetClock::expiry`]).
+fn restore_command(key: &[u8], (ttl, absolute): (u64, bool), payload: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("RESTORE");
+    cmd.arg(key).arg(ttl).arg(payload);
+    if absolute {
+        cmd.arg("ABSTTL");
+    }
+    cmd
 }
 
 /// The TTL left, counted from `since` (`Some(0)`: expired meanwhile).
@@ -880,15 +1062,11 @@ async fn restore(
     let mut pipe = redis::pipe();
     let mut sent = Vec::with_capacity(batch.items.len());
     for (i, item) in batch.items.iter().enumerate() {
-        let ttl = remaining(item.ttl_ms, batch.read_at);
-        if ttl == Some(0) {
+        let Some(expiry) = shared.clock.expiry(item.ttl_ms, batch.read_at) else {
             counters.vanished += 1;
             continue;
-        }
-        pipe.cmd("RESTORE")
-            .arg(&item.target_key)
-            .arg(ttl.unwrap_or(0))
-            .arg(&item.payload);
+        };
+        pipe.add_command(restore_command(&item.target_key, expiry, &item.payload));
         sent.push(i);
     }
     let replies = if sent.is_empty() {
@@ -933,11 +1111,13 @@ async fn restore(
         let mut pipe = redis::pipe();
         for &i in &to_replace {
             let item = &batch.items[i];
-            pipe.cmd("RESTORE")
-                .arg(&item.target_key)
-                .arg(remaining(item.ttl_ms, batch.read_at).map_or(0, |t| t.max(1)))
-                .arg(&item.payload)
-                .arg("REPLACE");
+            let expiry = shared
+                .clock
+                .expiry(item.ttl_ms, batch.read_at)
+                .unwrap_or((1, false));
+            let mut cmd = restore_command(&item.target_key, expiry, &item.payload);
+            cmd.arg("REPLACE");
+            pipe.add_command(cmd);
         }
         for (&i, reply) in to_replace.iter().zip(target.pipeline(pipe).await?) {
             let item = &batch.items[i];
@@ -954,7 +1134,10 @@ async fn restore(
     for &i in &to_merge {
         let item = &batch.items[i];
         back_up_merge(shared, target, &item.target_key, &item.key).await?;
-        let temporary = format!("{}{}:m{i}", shared.temporary_prefix, batch.seq).into_bytes();
+        let temporary = beside(
+            format!("{}{}:m{i}", shared.temporary_prefix, batch.seq),
+            &item.target_key,
+        );
         shared.ledger(|l| l.temporary(&temporary))?;
         target
             .raw(
@@ -972,7 +1155,10 @@ async fn restore(
     }
     let offset = batch.items.len();
     for (j, (key, target_key)) in batch.large.iter().enumerate() {
-        let temporary = format!("{}{}:{j}", shared.temporary_prefix, batch.seq).into_bytes();
+        let temporary = beside(
+            format!("{}{}:{j}", shared.temporary_prefix, batch.seq),
+            target_key,
+        );
         if copy_large(
             shared,
             source,
@@ -1017,12 +1203,11 @@ async fn copy_large(
         counters.vanished += 1;
         return Ok(false);
     };
-    let ttl = remaining(u64::try_from(ttl).ok(), read_at);
-    if ttl == Some(0) {
+    let Some((expiry, absolute)) = shared.clock.expiry(u64::try_from(ttl).ok(), read_at) else {
         target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
         counters.vanished += 1;
         return Ok(false);
-    }
+    };
     let renamed = reply_int(
         &target
             .raw(redis::cmd("RENAMENX").arg(temporary).arg(target_key))
@@ -1064,9 +1249,10 @@ async fn copy_large(
             }
         }
     };
-    if let Some(ttl) = ttl {
+    if expiry > 0 {
+        let command = if absolute { "PEXPIREAT" } else { "PEXPIRE" };
         target
-            .raw(redis::cmd("PEXPIRE").arg(target_key).arg(ttl.max(1)))
+            .raw(redis::cmd(command).arg(target_key).arg(expiry))
             .await?;
     }
     counters.chunked += 1;
@@ -1092,8 +1278,14 @@ async fn unmerge(
     };
     let stamp = jiff::Timestamp::now().as_nanosecond();
     let (before_key, source_copy) = (
-        format!("redis-move:tmp:unmerge:{stamp}:before").into_bytes(),
-        format!("redis-move:tmp:unmerge:{stamp}:source").into_bytes(),
+        beside(
+            format!("redis-move:tmp:unmerge:{stamp}:before"),
+            &before.key,
+        ),
+        beside(
+            format!("redis-move:tmp:unmerge:{stamp}:source"),
+            &before.key,
+        ),
     );
     for (key, payload) in [
         (&before_key, &before.payload),

@@ -5,6 +5,7 @@
 //! Everything it creates carries the `rmtest-` prefix and is removed when its guard is
 //! dropped, also when a test fails.
 
+pub mod cluster;
 pub mod dataset;
 pub mod docker;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod tls;
 pub mod topology;
 pub mod workspace;
 
+pub use cluster::LocalCluster;
 pub use docker::{ContainerGuard, TestImage, engine};
 pub use redis::RedisServer;
 pub use workspace::Workspace;
