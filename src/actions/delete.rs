@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::act::Act;
 use super::runner::ActionError;
 use crate::backend::BackendError;
-use crate::backend::keyspace::reply_int;
 use crate::backend::redis::RedisBackend;
 use crate::runbook::action::DeleteParams;
 use crate::value::Value;
@@ -58,11 +57,7 @@ pub async fn delete(
             .scan_page(cursor, pattern, key_type, batch as u32)
             .await?;
         for chunk in keys.chunks(batch) {
-            let mut unlink = redis::cmd("UNLINK");
-            for key in chunk {
-                unlink.arg(key);
-            }
-            deleted += reply_int(&target.raw(&unlink).await?).unwrap_or(0) as u64;
+            deleted += target.unlink(chunk).await?;
             if let Some(rate) = rate {
                 // Keep the average at or below `rate` keys a second.
                 let due = Duration::from_secs_f64(deleted as f64 / f64::from(rate.max(1)));

@@ -63,6 +63,7 @@ async fn dispatch(
         Action::RedisPing(_)
         | Action::RedisInfo(_)
         | Action::RedisDbsize(_)
+        | Action::RedisClusterCheck(_)
         | Action::RedisScanCount(_)
         | Action::RedisCommand(_)
         | Action::RedisConfigGet(_)

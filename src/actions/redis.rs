@@ -32,6 +32,7 @@ pub async fn probe(
             redis.info(section, field).await?
         }
         Action::RedisDbsize(_) => Value::Number(redis.dbsize().await? as f64),
+        Action::RedisClusterCheck(_) => cluster_check(&redis).await?,
         Action::RedisScanCount(p) => {
             let pattern = r.resolve(&p.pattern)?;
             let key_type = p.key_type.map(|t| t.to_string());
@@ -55,6 +56,45 @@ pub async fn probe(
             )));
         }
     })
+}
+
+/// The cluster's health; an error naming what is wrong unless it is all well.
+async fn cluster_check(redis: &crate::backend::redis::RedisBackend) -> Result<Value, ActionError> {
+    let cluster = redis.cluster().ok_or_else(|| {
+        ActionError::config("`redis.cluster_check` needs a cluster target (`cluster: true`)")
+    })?;
+    let health = cluster.health().await?;
+    let mut wrong = Vec::new();
+    let text = |field: &str| health.field(field).map(Value::as_text).unwrap_or_default();
+    let number = |field: &str| match health.field(field) {
+        Some(Value::Number(n)) => *n,
+        _ => 0.0,
+    };
+    let list = |field: &str| match health.field(field) {
+        Some(Value::List(items)) => items.iter().map(Value::as_text).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    if text("state") != "ok" {
+        wrong.push(format!("cluster_state is {}", text("state")));
+    }
+    let uncovered = number("slots_uncovered").max(16384.0 - number("slots_ok"));
+    if uncovered > 0.0 {
+        wrong.push(format!("{uncovered} of 16384 slots are not served"));
+    }
+    if !list("failing").is_empty() {
+        wrong.push(format!("failing: {}", list("failing").join(", ")));
+    }
+    if !list("migrating").is_empty() {
+        wrong.push(format!("slots migrating: {}", list("migrating").join(", ")));
+    }
+    if wrong.is_empty() {
+        Ok(health)
+    } else {
+        Err(ActionError::Backend(BackendError::Command(format!(
+            "the cluster is not healthy: {}",
+            wrong.join("; ")
+        ))))
+    }
 }
 
 /// The clients of `redis` that `p` selects, as records.

@@ -229,6 +229,9 @@ pub struct Cluster {
     nodes: tokio::sync::Mutex<HashMap<String, RedisBackend>>,
     map: RwLock<Arc<SlotMap>>,
     keys: CommandKeys,
+    /// Commands that may write (flag `write` or `may_replicate`, lowercase): never sent
+    /// twice.
+    writes: std::collections::HashSet<String>,
     /// Slot-map changes seen since the connection was made.
     changes: AtomicU64,
     /// Serializes refreshes of the map.
@@ -260,13 +263,16 @@ impl Cluster {
             nodes: Default::default(),
             map: Default::default(),
             keys: CommandKeys::from_reply(&redis::Value::Array(Vec::new())),
+            writes: Default::default(),
             changes: AtomicU64::new(0),
             refreshing: Default::default(),
             scanning: Default::default(),
         };
         cluster.refresh().await?;
         let (_, any) = cluster.any_primary().await?;
-        cluster.keys = CommandKeys::from_reply(&any.raw_node(&redis::cmd("COMMAND")).await?);
+        let commands = any.raw_node(&redis::cmd("COMMAND")).await?;
+        cluster.keys = CommandKeys::from_reply(&commands);
+        cluster.writes = writing_commands(&commands);
         cluster.changes.store(0, Ordering::Relaxed);
         Ok(Arc::new(cluster))
     }
@@ -373,6 +379,22 @@ impl Cluster {
             .unwrap_or_else(|| BackendError::Unreachable("no cluster node answered".into())))
     }
 
+    /// How long a command waits for the cluster to settle.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    /// Whether `cmd` may write (unknown commands may).
+    fn writes(&self, cmd: &redis::Cmd) -> bool {
+        match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => {
+                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                self.writes.is_empty() || self.writes.contains(&name)
+            }
+            _ => true,
+        }
+    }
+
     /// The slot of a command's keys (`None`: it has none).
     fn slot_of(&self, cmd: &redis::Cmd) -> Option<u16> {
         let args: Vec<Vec<u8>> = cmd
@@ -392,14 +414,10 @@ impl Cluster {
     }
 
     /// Runs `cmds` where their slots live and returns one reply per command, a command
-    /// the server refused as `redis::Value::ServerError`. With `resend`, a command whose
-    /// connection broke is sent again once the cluster has settled (use it only for
-    /// commands that are safe to repeat); without, that is an error.
-    pub async fn run(
-        &self,
-        cmds: &[&redis::Cmd],
-        resend: bool,
-    ) -> Result<Vec<redis::Value>, BackendError> {
+    /// the server refused as `redis::Value::ServerError`. A read whose connection broke
+    /// is sent again once the cluster has settled; a write is not (it may have been
+    /// applied): the batch fails, with the map refreshed for the caller's next attempt.
+    pub async fn run(&self, cmds: &[&redis::Cmd]) -> Result<Vec<redis::Value>, BackendError> {
         let slots: Vec<Option<u16>> = cmds.iter().map(|c| self.slot_of(c)).collect();
         let mut replies: Vec<Option<redis::Value>> = vec![None; cmds.len()];
         let mut pending: Vec<(usize, Option<String>)> =
@@ -450,7 +468,8 @@ impl Cluster {
                         }
                     }
                     Err(e @ (BackendError::Unreachable(_) | BackendError::Timeout(_))) => {
-                        if !resend {
+                        if group.iter().any(|&(i, _)| self.writes(cmds[i])) {
+                            let _ = self.refresh().await;
                             return Err(e);
                         }
                         why = format!("{node}: {e}");
@@ -694,6 +713,50 @@ impl Cluster {
         out.insert("asked".into(), Value::Text(address));
         Ok(Value::Object(out))
     }
+}
+
+/// The commands (and `container|sub` subcommands) a `COMMAND` reply flags `write` or
+/// `may_replicate`, lowercase.
+fn writing_commands(reply: &redis::Value) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    fn add(
+        command: &redis::Value,
+        container: Option<&str>,
+        out: &mut std::collections::HashSet<String>,
+    ) {
+        let redis::Value::Array(parts) = command else {
+            return;
+        };
+        let Some(name) = parts
+            .first()
+            .map(|n| to_value(n.clone()).as_text().to_ascii_lowercase())
+        else {
+            return;
+        };
+        let name = match container {
+            Some(c) if !name.contains('|') => format!("{c}|{name}"),
+            _ => name,
+        };
+        if let Some(redis::Value::Array(flags)) = parts.get(2)
+            && flags.iter().any(|f| {
+                let flag = to_value(f.clone()).as_text();
+                flag == "write" || flag == "may_replicate"
+            })
+        {
+            out.insert(name.clone());
+        }
+        if let Some(redis::Value::Array(subcommands)) = parts.get(9) {
+            for sub in subcommands {
+                add(sub, Some(&name), out);
+            }
+        }
+    }
+    if let redis::Value::Array(commands) = reply {
+        for command in commands {
+            add(command, None, &mut out);
+        }
+    }
+    out
 }
 
 /// The URL of node `address`: the cluster URL's scheme and credentials, its host and port.

@@ -336,7 +336,7 @@ impl RedisBackend {
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, BackendError> {
         if let Some(cluster) = &self.cluster {
-            return match cluster.run(&[cmd], false).await?.pop() {
+            return match cluster.run(&[cmd]).await?.pop() {
                 Some(redis::Value::ServerError(e)) => Err(redis_error(e.into())),
                 Some(reply) => Ok(reply),
                 None => Err(BackendError::Unexpected("no reply".into())),
@@ -570,17 +570,45 @@ impl RedisBackend {
 
     /// Sends a pipeline and returns one reply per command; a command the server refused
     /// comes back as `redis::Value::ServerError` instead of failing the others. On a
-    /// cluster, each command goes to its slot's node, and a command whose connection
-    /// broke is sent again once the cluster settled: pipelines carry only commands that
-    /// are safe to repeat (reads, RESTORE, UNLINK).
+    /// cluster, each command goes to its slot's node, and a read whose connection broke
+    /// is sent again once the cluster settled (a write is not: the pipeline fails).
     pub async fn pipeline(&self, pipe: redis::Pipeline) -> Result<Vec<redis::Value>, BackendError> {
         match &self.cluster {
             Some(cluster) => {
                 let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
-                cluster.run(&cmds, true).await
+                cluster.run(&cmds).await
             }
             None => self.pipeline_node(pipe).await,
         }
+    }
+
+    /// UNLINKs `keys` (one command per slot on a cluster: a command's keys must share
+    /// one); how many existed.
+    pub async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, BackendError> {
+        let mut groups: BTreeMap<u16, redis::Cmd> = BTreeMap::new();
+        for key in keys {
+            let slot = match self.cluster {
+                Some(_) => super::cluster::key_slot(key),
+                None => 0,
+            };
+            groups
+                .entry(slot)
+                .or_insert_with(|| redis::cmd("UNLINK"))
+                .arg(key);
+        }
+        let mut pipe = redis::pipe();
+        for unlink in groups.into_values() {
+            pipe.add_command(unlink);
+        }
+        let mut removed = 0;
+        for reply in self.pipeline(pipe).await? {
+            match reply {
+                redis::Value::ServerError(e) => return Err(redis_error(e.into())),
+                redis::Value::Int(n) => removed += n.max(0) as u64,
+                _ => {}
+            }
+        }
+        Ok(removed)
     }
 
     /// One command with binary arguments; the raw reply (a refusal is an error).

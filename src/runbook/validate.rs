@@ -50,6 +50,7 @@ pub fn validate(
         diagnostics: Vec::new(),
         targets: IndexMap::new(),
         broken_targets: Default::default(),
+        cluster_targets: Default::default(),
         secrets: spec.secrets.keys().cloned().collect(),
         step_spans: HashMap::new(),
         step_shapes: HashMap::new(),
@@ -98,6 +99,8 @@ struct Validator {
     /// Targets declared but not readable (their own error says why): references to
     /// them are not reported again as unknown.
     broken_targets: std::collections::HashSet<String>,
+    /// Redis targets that are clusters (`cluster:`).
+    cluster_targets: std::collections::HashSet<String>,
     secrets: Vec<String>,
     /// Phase steps (and gate phases) by id.
     step_spans: HashMap<String, Span>,
@@ -269,6 +272,10 @@ impl Validator {
                     ) {
                         self.error("bad-url", redis.url.span, format!("Redis URL {problem}"))
                             .help = Some("write `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or `unix:///path/redis.sock`".into());
+                    }
+                    if redis.cluster.as_ref().is_some_and(|c| c.fields().is_some()) {
+                        self.cluster_targets.insert(name.clone());
+                        self.cluster_target(redis);
                     }
                     TargetKind::Redis
                 }
@@ -542,6 +549,7 @@ impl Validator {
         for other in params.other_targets() {
             self.check_target_ref(other, TargetKind::Redis, name);
         }
+        self.check_cluster_use(action, target.as_deref());
         for docker in params.docker_targets() {
             self.check_target_ref(docker, TargetKind::Docker, name);
         }
@@ -755,6 +763,85 @@ impl Validator {
                 .help = Some(help);
                 None
             }
+        }
+    }
+
+    /// What a cluster target cannot have: a forward through SSH (its nodes announce
+    /// their own addresses), a database other than 0, a unix socket.
+    fn cluster_target(&mut self, redis: &crate::runbook::spec::RedisTargetSpec) {
+        if let Some(via) = &redis.via {
+            self.error(
+                "cluster-target",
+                via.span,
+                "a cluster's nodes are reached at the addresses they announce: `via` cannot forward to them",
+            )
+            .help = Some("run redis-move where it reaches the nodes, or drop `cluster:` to act on one node".into());
+        }
+        let url = redis.url.value.as_literal().unwrap_or_default();
+        let db_in_url = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .is_some_and(|(_, db)| !db.is_empty() && db != "0");
+        if redis.db.is_some_and(|db| db != 0) || db_in_url {
+            self.error(
+                "cluster-target",
+                redis.url.span,
+                "a Redis Cluster has one database (0)",
+            );
+        }
+        if url.starts_with("unix://") || url.starts_with("redis+unix://") {
+            self.error(
+                "cluster-target",
+                redis.url.span,
+                "a cluster target is reached over TCP: give one node's `redis://host:port`",
+            );
+        }
+    }
+
+    /// Actions that need one server on each side refuse a cluster, and the cluster check
+    /// needs one.
+    fn check_cluster_use(&mut self, action: &Spanned<Action>, target: Option<&str>) {
+        let params = action.value.params();
+        let named: Vec<String> = target
+            .map(str::to_owned)
+            .into_iter()
+            .chain(params.other_targets().iter().map(|t| t.value.clone()))
+            .filter(|t| self.cluster_targets.contains(t))
+            .collect();
+        let name = action.value.name();
+        match &action.value {
+            Action::RedisReplicate(_)
+            | Action::RedisPromote(_)
+            | Action::RedisSync(_)
+            | Action::RedisSnapshot(_)
+                if !named.is_empty() =>
+            {
+                self.error(
+                    "cluster-target",
+                    action.span,
+                    format!(
+                        "`{name}` works with one server, and `{}` is a cluster",
+                        named.join("`, `")
+                    ),
+                )
+                .help = Some(
+                    "move keys into or out of a cluster with `redis.copy` (routed by slot, every key checked again after it) and `redis.verify`".into(),
+                );
+            }
+            Action::RedisClusterCheck(_)
+                if target.is_some_and(|t| !self.cluster_targets.contains(t)) =>
+            {
+                self.error(
+                    "cluster-target",
+                    action.span,
+                    format!(
+                        "`{name}` checks a Redis Cluster, and `{}` is not one",
+                        target.unwrap_or_default()
+                    ),
+                )
+                .help = Some("declare the target with `cluster: true`".into());
+            }
+            _ => {}
         }
     }
 

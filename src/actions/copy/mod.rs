@@ -259,7 +259,52 @@ impl Shared<'_> {
 /// Copies per `plan` from `sources` to `targets` (one connection each per worker),
 /// journaling in the ledger at `ledger_path`; resumes from it when it holds an earlier
 /// attempt. Stops at a checkpoint, with an error, when `cancel` fires.
+///
+/// Into or out of a Redis Cluster, a write whose node went away (a failover, a slot
+/// moving) leaves its batch uncertain: the copy then resumes from its own ledger, as a
+/// `resume` after a crash would (keys it may have written are claimed only when they
+/// hold the source's value), for as long as the cluster's `settle` time allows.
 pub async fn copy(
+    sources: &[RedisBackend],
+    targets: &[RedisBackend],
+    plan: &CopyPlan,
+    ledger_path: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+    progress: &(dyn Fn(&CopyProgress) + Send + Sync),
+) -> Result<Value, BackendError> {
+    let settle = sources
+        .iter()
+        .take(1)
+        .chain(targets.iter().take(1))
+        .filter_map(|r| r.cluster().map(|c| c.settle()))
+        .max();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let attempt_started = Instant::now();
+        match copy_once(sources, targets, plan, ledger_path, cancel, progress).await {
+            Err(e @ (BackendError::Unreachable(_) | BackendError::Timeout(_)))
+                if settle.is_some() && !cancel.is_cancelled() =>
+            {
+                // A failure after a while of progress starts a new wait.
+                if attempt_started.elapsed() > Duration::from_secs(5) {
+                    failing_since = None;
+                }
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if settle.is_some_and(|settle| since.elapsed() > settle) {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "the cluster changed under the copy ({e}): resuming from its ledger"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`copy`], from the ledger's last checkpoint.
+async fn copy_once(
     sources: &[RedisBackend],
     targets: &[RedisBackend],
     plan: &CopyPlan,
@@ -295,7 +340,7 @@ pub async fn copy(
     if let Some(done) = state.finished {
         return Ok(counters_value(&done, started.elapsed(), 0));
     }
-    let mut writer = LedgerWriter::open(ledger_path, &state)?;
+    let writer = LedgerWriter::open(ledger_path, &state)?;
     // Temporary keys of chunked copies the interrupted run left.
     for change in &state.changes {
         if let Change::Temporary(key) = change {
@@ -307,11 +352,9 @@ pub async fn copy(
         cursor: 0,
         counters: Counters::default(),
     });
-    if state.checkpoint.is_some() && checkpoint.cursor == 0 {
-        // The scan was complete; only the final record is missing.
-        writer.finished(&checkpoint.counters)?;
-        return Ok(counters_value(&checkpoint.counters, started.elapsed(), 0));
-    }
+    // The scan was complete; only the final record is missing (and on a cluster, the
+    // check of every key).
+    let scanned_all = state.checkpoint.is_some() && checkpoint.cursor == 0;
     let total = if plan.pattern == "*" && plan.key_type.is_none() {
         first_source.dbsize().await.ok()
     } else {
@@ -331,6 +374,20 @@ pub async fn copy(
             jiff::Timestamp::now().as_millisecond()
         ),
     };
+    let on_cluster = first_source.cluster().is_some() || first_target.cluster().is_some();
+    if scanned_all {
+        let rechecked = match on_cluster {
+            true => {
+                Some(recheck(first_source, first_target, &shared, checkpoint.seq, cancel).await?)
+            }
+            false => None,
+        };
+        shared.ledger(|l| l.finished(&checkpoint.counters))?;
+        return Ok(with_recheck(
+            counters_value(&checkpoint.counters, started.elapsed(), 0),
+            rechecked,
+        ));
+    }
     let workers = sources.len().min(targets.len()).max(1);
     let (scan_tx, scan_rx) = mpsc::channel::<Scanned>(workers);
     let (dump_tx, dump_rx) = mpsc::channel::<Dumped>(workers);
@@ -423,19 +480,25 @@ pub async fn copy(
     // On a cluster, a primary that died during the copy may have taken writes it had
     // acknowledged with it, and a slot that moved during a SCAN of the source may have
     // hidden keys: every key of the source is looked for on the target again.
-    let recheck = if first_source.cluster().is_some() || first_target.cluster().is_some() {
-        Some(recheck(first_source, first_target, &shared, at.seq, cancel).await?)
-    } else {
-        None
+    let rechecked = match on_cluster {
+        true => Some(recheck(first_source, first_target, &shared, at.seq, cancel).await?),
+        false => None,
     };
     shared.ledger(|l| l.finished(&at.counters))?;
     report(&at, &here);
-    let mut value = counters_value(&at.counters, started.elapsed(), here.copied + here.replaced);
-    if let (Some((checked, again)), Value::Object(fields)) = (recheck, &mut value) {
+    Ok(with_recheck(
+        counters_value(&at.counters, started.elapsed(), here.copied + here.replaced),
+        rechecked,
+    ))
+}
+
+/// The copy's value with what the check of every key found (`rechecked`, `recopied`).
+fn with_recheck(mut value: Value, rechecked: Option<(u64, Counters)>) -> Value {
+    if let (Some((checked, again)), Value::Object(fields)) = (rechecked, &mut value) {
         fields.insert("rechecked".into(), Value::Number(checked as f64));
         fields.insert("recopied".into(), Value::Number(again.copied as f64));
     }
-    Ok(value)
+    value
 }
 
 /// Looks for every source key on the target and copies those missing (batches numbered
@@ -1331,11 +1394,7 @@ pub async fn undo(
     async fn unlink(target: &RedisBackend, keys: &mut Vec<Vec<u8>>) -> Result<u64, BackendError> {
         let mut removed = 0;
         for chunk in keys.chunks(DEFAULT_BATCH) {
-            let mut cmd = redis::cmd("UNLINK");
-            for key in chunk {
-                cmd.arg(key);
-            }
-            removed += reply_int(&target.raw(&cmd).await?).unwrap_or(0) as u64;
+            removed += target.unlink(chunk).await?;
         }
         keys.clear();
         Ok(removed)

@@ -1154,11 +1154,7 @@ async fn load_rdb(
             })
             .collect();
         for chunk in stale.chunks(BATCH) {
-            let mut cmd = redis::cmd("UNLINK");
-            for key in chunk {
-                cmd.arg(key);
-            }
-            target.raw(&cmd).await?;
+            target.unlink(chunk).await?;
         }
     }
     Ok((load.written, load.replaced))

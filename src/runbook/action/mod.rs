@@ -222,6 +222,8 @@ actions! {
     "redis.info" => RedisInfo(InfoParams),
     /// DBSIZE.
     "redis.dbsize" => RedisDbsize(DbsizeParams),
+    /// A Redis Cluster's health: state, slots, failing nodes, migrations.
+    "redis.cluster_check" => RedisClusterCheck(ClusterCheckParams),
     /// Count keys matching a pattern with SCAN.
     "redis.scan_count" => RedisScanCount(ScanCountParams),
     /// Any Redis command.

@@ -153,6 +153,37 @@ impl ActionParams for DbsizeParams {
     }
 }
 
+target_only! {
+    /// `redis.cluster_check`: a Redis Cluster's health, failing unless the cluster says
+    /// `cluster_state:ok`, serves all 16384 slots, has no node failing and no slot
+    /// being migrated. The value holds each measure (`state`, `slots_ok`,
+    /// `slots_uncovered`, `primaries`, `replicas`, `failing`, `migrating`).
+    ClusterCheckParams
+}
+
+impl ActionParams for ClusterCheckParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("state", Shape::Text),
+            ("slots_assigned", Shape::Number),
+            ("slots_ok", Shape::Number),
+            ("slots_uncovered", Shape::Number),
+            ("primaries", Shape::Number),
+            ("replicas", Shape::Number),
+            ("failing", Shape::List(&Shape::Text)),
+            ("migrating", Shape::List(&Shape::Text)),
+            ("asked", Shape::Text),
+        ])
+    }
+    fn describe(&self) -> String {
+        "check the cluster: state ok, every slot served, no node failing, no slot migrating".into()
+    }
+}
+
 /// `redis.scan_count`: count keys matching a pattern with SCAN (never KEYS).
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
