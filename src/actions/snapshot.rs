@@ -469,6 +469,7 @@ pub async fn verify_file(
         ttl_tolerance: age + Duration::from_secs(2),
         digest: DigestMode::Client,
         contains: false,
+        references: Default::default(),
     };
     let compared = verify(&snapshot, source, &plan, &|_, _| {}).await?;
     let number = |name: &str| match compared.field(name) {

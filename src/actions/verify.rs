@@ -17,11 +17,13 @@ use crate::backend::keyspace::{
     KeyType, canonical_digest, display_key, read_command, reply_int, reply_text, stream_difference,
     stream_state,
 };
+use crate::backend::rdb::entries::RdbEntry;
+use crate::backend::rdb::values::{self, Decoded};
 use crate::backend::redis::RedisBackend;
-use crate::runbook::action::{DigestMode, VerifyParams};
+use crate::runbook::action::{DigestMode, References, VerifyParams};
 use crate::value::Value;
 
-use super::copy::KeyRename;
+use super::copy::{KeyRename, references};
 
 /// Mismatches listed in the value (all are counted).
 const LISTED: usize = 20;
@@ -43,6 +45,8 @@ pub struct VerifyPlan {
     pub digest: DigestMode,
     /// The target need only contain the source's content (after a merge).
     pub contains: bool,
+    /// With a rename: key names inside values were renamed too (`rewrite`).
+    pub references: References,
 }
 
 impl VerifyPlan {
@@ -58,6 +62,7 @@ impl VerifyPlan {
             ttl_tolerance: params.ttl_tolerance.map_or(Duration::from_secs(2), |t| t.0),
             digest: params.digest,
             contains: params.contains,
+            references: params.references,
         })
     }
 
@@ -205,6 +210,77 @@ async fn read_side(
         .collect())
 }
 
+/// For each source key of `keys` whose value holds key names the rename changes, the
+/// digest the target's value should have: that of the value with those names renamed.
+async fn expect_renamed_references(
+    source: &RedisBackend,
+    keys: &[Vec<u8>],
+    ours: &mut [Option<(String, i64, Vec<u8>)>],
+    rename: &KeyRename,
+) -> Result<(), BackendError> {
+    let candidates: Vec<usize> = (0..keys.len())
+        .filter(|&i| {
+            matches!(&ours[i], Some((t, _, _)) if matches!(t.as_str(), "hash" | "set" | "zset"))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for &i in &candidates {
+        pipe.cmd("DUMP").arg(&keys[i]);
+    }
+    for (&i, payload) in candidates.iter().zip(source.pipeline(pipe).await?) {
+        let redis::Value::BulkString(payload) = payload else {
+            continue;
+        };
+        if !references::may_refer(&keys[i], &payload) {
+            continue;
+        }
+        let Ok((entry, _)) = RdbEntry::from_dump(&keys[i], &payload) else {
+            continue;
+        };
+        let Ok(value) = values::decode(&entry) else {
+            continue;
+        };
+        if let (Some(rewritten), Some((key_type, _, digest))) = (
+            references::rewrite(&keys[i], &value, rename),
+            ours[i].as_mut(),
+        ) && let Some(t) = KeyType::parse(key_type)
+        {
+            *digest = canonical_digest(t, &as_reply(&rewritten))
+                .map(|d| d.to_vec())
+                .unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+/// A decoded value as the reply [`read_command`] would give for it.
+fn as_reply(value: &Decoded) -> redis::Value {
+    let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+    match value {
+        Decoded::String(s) => bulk(s),
+        Decoded::List(items) | Decoded::Set(items) => {
+            redis::Value::Array(items.iter().map(|i| bulk(i)).collect())
+        }
+        Decoded::Hash(pairs) => {
+            redis::Value::Array(pairs.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+        }
+        Decoded::SortedSet(members) => {
+            let mut sorted = members.clone();
+            sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+            redis::Value::Array(
+                sorted
+                    .iter()
+                    .flat_map(|(m, score)| [bulk(m), bulk(score.to_string().as_bytes())])
+                    .collect(),
+            )
+        }
+        Decoded::Stream(_) => redis::Value::Nil,
+    }
+}
+
 /// How far apart two expiries are at least, in ms: each side's TTL was read at some
 /// moment between its `(sent, answered)` times.
 fn expiry_gap(
@@ -231,7 +307,13 @@ pub async fn verify(
         Some(pattern) => Some(target.scan_count(&pattern, None, 1000).await?),
         None => None,
     };
+    let rewrites = match (&plan.rename, plan.references) {
+        (Some(rename), References::Rewrite) => Some(rename),
+        _ => None,
+    };
     let debug = match plan.digest {
+        // A value whose key names were renamed is compared by redis-move's own digest.
+        _ if rewrites.is_some() => false,
         DigestMode::Client => false,
         DigestMode::Debug => {
             if !debug_digest_allowed(source, target).await {
@@ -286,8 +368,11 @@ pub async fn verify(
             let read = read_side(side, keys, debug).await?;
             Ok::<_, BackendError>(((sent, started.elapsed().as_millis() as i64), read))
         };
-        let ((our_time, ours), (their_time, theirs)) =
+        let ((our_time, mut ours), (their_time, theirs)) =
             tokio::try_join!(timed(source, chunk), timed(target, &renamed))?;
+        if let Some(rename) = rewrites {
+            expect_renamed_references(source, chunk, &mut ours, rename).await?;
+        }
         for (((source_key, key), mine), copy) in chunk.iter().zip(&renamed).zip(ours).zip(theirs) {
             let Some((key_type, ttl, digest)) = mine else {
                 continue; // gone from the source meanwhile
@@ -499,6 +584,7 @@ mod tests {
             ttl_tolerance: Duration::from_secs(2),
             digest: DigestMode::Auto,
             contains: false,
+            references: Default::default(),
         }
     }
 

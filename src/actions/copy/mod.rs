@@ -14,6 +14,7 @@
 //! every second lets a killed copy resume where it stopped.
 
 pub mod ledger;
+pub mod references;
 pub mod step;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,8 +29,9 @@ use crate::backend::BackendError;
 use crate::backend::keyspace::{
     KeyType, canonical_digest, copy_in_chunks, display_key, read_command, reply_int, reply_text,
 };
+use crate::backend::rdb::values::{self, Decoded, Dialect};
 use crate::backend::redis::RedisBackend;
-use crate::runbook::action::{ExistingKeys, Rename};
+use crate::runbook::action::{ExistingKeys, References, Rename};
 use crate::value::Value;
 use ledger::{Change, Checkpoint, Counters, LedgerState, LedgerWriter, Replaced};
 
@@ -126,6 +128,8 @@ pub struct CopyPlan {
     /// Source and target are the same keyspace (found out at the start of the copy): a
     /// key the rename leaves unchanged would be written onto itself.
     pub same_keyspace: bool,
+    /// With a rename: key names inside values (BullMQ flows).
+    pub references: References,
 }
 
 impl CopyPlan {
@@ -207,6 +211,9 @@ struct Item {
     payload: Vec<u8>,
     /// Remaining TTL when read, in ms (`None`: persistent).
     ttl_ms: Option<u64>,
+    /// The value with the key names in it renamed, written as commands instead of
+    /// the payload (`references: rewrite`).
+    rewritten: Option<Decoded>,
 }
 
 struct Dumped {
@@ -711,11 +718,20 @@ async fn dump(
                 continue;
             }
             let target_key = plan.target_key(&key);
+            let rewritten = match (&plan.rename, plan.references) {
+                (Some(rename), References::Refuse | References::Rewrite)
+                    if references::may_refer(&key, &payload) =>
+                {
+                    referring_value(&key, &payload, rename, plan.references)?
+                }
+                _ => None,
+            };
             items.push(Item {
                 key,
                 target_key,
                 payload,
                 ttl_ms: u64::try_from(ttl).ok(),
+                rewritten,
             });
         }
     }
@@ -728,6 +744,64 @@ async fn dump(
         vanished,
         read_at,
     })
+}
+
+/// The value of `key` (its DUMP `payload`) with the key names in it renamed, when it
+/// holds any the rename changes; with `references: refuse`, that is an error naming it.
+fn referring_value(
+    key: &[u8],
+    payload: &[u8],
+    rename: &KeyRename,
+    policy: References,
+) -> Result<Option<Decoded>, BackendError> {
+    let unreadable = |e: String| {
+        BackendError::Unexpected(format!(
+            "cannot read the value of `{}` to rename the key names in it: {e}",
+            display_key(key)
+        ))
+    };
+    let (entry, _) = crate::backend::rdb::entries::RdbEntry::from_dump(key, payload)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let value = values::decode(&entry).map_err(|e| unreadable(e.to_string()))?;
+    let Some(rewritten) = references::rewrite(key, &value, rename) else {
+        return Ok(None);
+    };
+    match policy {
+        References::Rewrite => Ok(Some(rewritten)),
+        _ => Err(BackendError::Config(format!(
+            "`{}` holds names of keys the rename changes (a BullMQ flow: a child's `parentKey`, a parent's `:dependencies`); copied as they are, they would name the old keys and the flow would never finish: set `references: rewrite` (rename them too) or `references: keep`",
+            display_key(key)
+        ))),
+    }
+}
+
+/// The `EVAL` calls that write `decoded` as `key` with `expiry` ([`TargetClock::expiry`]).
+fn rewritten_calls(
+    key: &[u8],
+    decoded: &Decoded,
+    (ttl, absolute): (u64, bool),
+    existing: values::Existing,
+) -> Vec<redis::Cmd> {
+    let expires_at = match (ttl, absolute) {
+        (0, _) => None,
+        (at, true) => Some(at as i64),
+        (left, false) => Some(unix_ms() + left as i64),
+    };
+    values::calls(
+        key,
+        decoded,
+        expires_at,
+        existing,
+        Dialect::of_version("7.0.0"),
+    )
+}
+
+/// Sends the calls after the first of a value written as commands.
+async fn finish_calls(target: &RedisBackend, rest: Vec<redis::Cmd>) -> Result<(), BackendError> {
+    for call in rest {
+        target.raw(&call).await?;
+    }
+    Ok(())
 }
 
 /// Longest wait for the source's PTTL replies that still dates them well enough.
@@ -1124,12 +1198,25 @@ async fn restore(
 
     let mut pipe = redis::pipe();
     let mut sent = Vec::with_capacity(batch.items.len());
+    // The rest of the calls of values written as commands, sent once the first made
+    // the key.
+    let mut later: Vec<(usize, Vec<redis::Cmd>)> = Vec::new();
     for (i, item) in batch.items.iter().enumerate() {
         let Some(expiry) = shared.clock.expiry(item.ttl_ms, batch.read_at) else {
             counters.vanished += 1;
             continue;
         };
-        pipe.add_command(restore_command(&item.target_key, expiry, &item.payload));
+        match &item.rewritten {
+            Some(decoded) => {
+                let mut calls =
+                    rewritten_calls(&item.target_key, decoded, expiry, values::Existing::Refuse);
+                pipe.add_command(calls.remove(0));
+                later.push((i, calls));
+            }
+            None => {
+                pipe.add_command(restore_command(&item.target_key, expiry, &item.payload));
+            }
+        }
         sent.push(i);
     }
     let replies = if sent.is_empty() {
@@ -1167,20 +1254,40 @@ async fn restore(
             }
         }
     }
+    for (i, rest) in later {
+        if created[i] {
+            finish_calls(target, rest).await?;
+        }
+    }
     if !to_replace.is_empty() {
         for &i in &to_replace {
             back_up(shared, target, &batch.items[i].target_key).await?;
         }
         let mut pipe = redis::pipe();
+        let mut replace_later = Vec::new();
         for &i in &to_replace {
             let item = &batch.items[i];
             let expiry = shared
                 .clock
                 .expiry(item.ttl_ms, batch.read_at)
                 .unwrap_or((1, false));
-            let mut cmd = restore_command(&item.target_key, expiry, &item.payload);
-            cmd.arg("REPLACE");
-            pipe.add_command(cmd);
+            match &item.rewritten {
+                Some(decoded) => {
+                    let mut calls = rewritten_calls(
+                        &item.target_key,
+                        decoded,
+                        expiry,
+                        values::Existing::Replace,
+                    );
+                    pipe.add_command(calls.remove(0));
+                    replace_later.push((i, calls));
+                }
+                None => {
+                    let mut cmd = restore_command(&item.target_key, expiry, &item.payload);
+                    cmd.arg("REPLACE");
+                    pipe.add_command(cmd);
+                }
+            }
         }
         for (&i, reply) in to_replace.iter().zip(target.pipeline(pipe).await?) {
             let item = &batch.items[i];
@@ -1193,6 +1300,9 @@ async fn restore(
             counters.replaced += 1;
             counters.bytes += item.payload.len() as u64;
         }
+        for (_, rest) in replace_later {
+            finish_calls(target, rest).await?;
+        }
     }
     for &i in &to_merge {
         let item = &batch.items[i];
@@ -1202,15 +1312,24 @@ async fn restore(
             &item.target_key,
         );
         shared.ledger(|l| l.temporary(&temporary))?;
-        target
-            .raw(
-                redis::cmd("RESTORE")
-                    .arg(&temporary)
-                    .arg(0)
-                    .arg(&item.payload)
-                    .arg("REPLACE"),
-            )
-            .await?;
+        match &item.rewritten {
+            Some(decoded) => {
+                let calls =
+                    rewritten_calls(&temporary, decoded, (0, false), values::Existing::Replace);
+                finish_calls(target, calls).await?;
+            }
+            None => {
+                target
+                    .raw(
+                        redis::cmd("RESTORE")
+                            .arg(&temporary)
+                            .arg(0)
+                            .arg(&item.payload)
+                            .arg("REPLACE"),
+                    )
+                    .await?;
+            }
+        }
         if merge_into(target, &item.target_key, &temporary, &mut counters).await? {
             created[i] = true;
         }

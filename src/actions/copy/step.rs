@@ -36,6 +36,7 @@ pub async fn perform(act: &Act<'_>, p: &CopyParams) -> Result<Value, ActionError
         key_type: p.key_type.map(|t| t.to_string()),
         rename: KeyRename::of(p.rename.as_ref())?,
         existing: p.existing,
+        references: p.references,
         batch: p.batch.map_or(super::DEFAULT_BATCH, |b| b.max(1) as usize),
         chunk_above: match p.chunk_above {
             Some(size) if size.0 == 0 => None,

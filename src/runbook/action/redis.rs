@@ -717,6 +717,25 @@ pub enum ExistingKeys {
     Merge,
 }
 
+/// What a renaming copy (or its verification) does with key names stored inside
+/// values: BullMQ keeps them in a flow child's `parentKey`, `parent.queueKey` and
+/// `opts.parent.queue`, and in a parent's `:dependencies`, `:processed`, `:failed` and
+/// `:unsuccessful` keys. Copied as they are, they still name the old keys, and a flow
+/// parent never finishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum References {
+    /// Stop the copy, naming the first keys that hold such references (default).
+    #[default]
+    Refuse,
+    /// Rename the references as the keys they name are renamed (the values are written
+    /// as commands instead of RESTORE); `redis.verify` with the same setting expects them
+    /// so.
+    Rewrite,
+    /// Copy the values unchanged.
+    Keep,
+}
+
 /// The most connections a copy opens to each side.
 pub const MAX_COPY_CONNECTIONS: u32 = 64;
 
@@ -741,6 +760,9 @@ pub struct CopyParams {
     /// Keys that already exist on the target.
     #[serde(default)]
     pub existing: ExistingKeys,
+    /// With `rename`: key names stored inside values (BullMQ's flows).
+    #[serde(default)]
+    pub references: References,
     /// Keys per pipelined batch (default 1000).
     #[serde(default)]
     pub batch: Option<u32>,
@@ -1127,6 +1149,10 @@ pub struct VerifyParams {
     /// The rename the copy applied.
     #[serde(default)]
     pub rename: Option<Rename>,
+    /// The `references` setting of the copy: with `rewrite`, a value holding key names
+    /// is expected with the renamed names.
+    #[serde(default)]
+    pub references: References,
     /// Check this many keys at random (default: all).
     #[serde(default)]
     pub sample: Option<u64>,
