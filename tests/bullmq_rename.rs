@@ -144,3 +144,27 @@ fn bullmq_moves_into_a_cluster_under_a_hash_tagged_prefix() {
     ws.run().success();
     every_job_completed_once(&work(&cluster.url(), "{bull}", &ids, 60, true), &ids);
 }
+
+#[test]
+fn a_renaming_sync_refuses_bullmq_flows() {
+    if !python::has_module("bullmq") {
+        return;
+    }
+    let source = RedisServer::start();
+    build(&source.url());
+    let target = RedisServer::start();
+    let ws = Workspace::new(&runbook(
+        "sync",
+        &source,
+        &target.url(),
+        false,
+        "      - id: follow\n        redis.sync: { source: src, target: dst, match: \"bull:*\", rename: { from: \"bull:\", to: \"bullv2:\" } }\n      - id: stop\n        redis.sync_stop: { sync: follow }\n",
+    ));
+    let out = ws.run().failure().get_output().clone();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("a sync does not rename names inside values"),
+        "{text}"
+    );
+}

@@ -244,7 +244,7 @@ async fn expect_renamed_references(
             continue;
         };
         if let (Some(rewritten), Some((key_type, _, digest))) = (
-            references::rewrite(&keys[i], &value, rename),
+            references::rewrite(&keys[i], &value, &|k| rename.apply(k)),
             ours[i].as_mut(),
         ) && let Some(t) = KeyType::parse(key_type)
         {

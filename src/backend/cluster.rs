@@ -598,15 +598,10 @@ impl Cluster {
             };
             match page {
                 Ok((next, keys)) => {
-                    // Keys of slots the node no longer serves (a slot being migrated
-                    // away) are the other node's to report.
-                    let keys = keys
-                        .into_iter()
-                        .filter(|k| {
-                            map.owner(key_slot(k))
-                                .is_some_and(|s| s.first_slot() == first)
-                        })
-                        .collect();
+                    // Every key the node holds is reported, also of a slot being
+                    // migrated to or from it (the map names one owner until the move
+                    // ends; the keys already moved are only on the importing node): a
+                    // key may come twice, as SCAN allows, never not at all.
                     if next >= 1 << NODE_CURSOR_BITS {
                         return Err(BackendError::Unexpected(format!(
                             "{} answered a SCAN cursor too large to carry",

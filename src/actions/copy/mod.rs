@@ -763,7 +763,7 @@ fn referring_value(
     let (entry, _) = crate::backend::rdb::entries::RdbEntry::from_dump(key, payload)
         .map_err(|e| unreadable(e.to_string()))?;
     let value = values::decode(&entry).map_err(|e| unreadable(e.to_string()))?;
-    let Some(rewritten) = references::rewrite(key, &value, rename) else {
+    let Some(rewritten) = references::rewrite(key, &value, &|k| rename.apply(k)) else {
         return Ok(None);
     };
     match policy {

@@ -6,7 +6,6 @@
 //! copy that leaves them as they are moves every job, and a flow parent never finishes:
 //! its children report to a parent key that no longer exists.
 
-use super::KeyRename;
 use crate::backend::rdb::values::Decoded;
 
 /// Keys of a parent job that hold its children's key names, and the type they have.
@@ -25,11 +24,11 @@ pub fn may_refer(key: &[u8], payload: &[u8]) -> bool {
         || payload.windows(6).any(|w| w == b"parent")
 }
 
-/// `value` of `key` with the key names in it renamed by `rename`; `None` when it names
-/// no key the rename changes.
-pub fn rewrite(key: &[u8], value: &Decoded, rename: &KeyRename) -> Option<Decoded> {
+/// `value` of `key` with the key names in it renamed by `rename` (a key's new name);
+/// `None` when it names no key the rename changes.
+pub fn rewrite(key: &[u8], value: &Decoded, rename: &dyn Fn(&[u8]) -> Vec<u8>) -> Option<Decoded> {
     let renamed = |name: &[u8]| {
-        let new = rename.apply(name);
+        let new = rename(name);
         (new != name).then_some(new)
     };
     let rewritten = match value {
@@ -128,10 +127,10 @@ fn json_with(text: &[u8], path: &[&str], old: &str, new: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn bullv2() -> KeyRename {
-        KeyRename::Prefix {
-            from: b"bull:".to_vec(),
-            to: b"{bull}:".to_vec(),
+    fn bullv2() -> impl Fn(&[u8]) -> Vec<u8> {
+        |key: &[u8]| match key.strip_prefix(b"bull:") {
+            Some(rest) => [b"{bull}:".as_slice(), rest].concat(),
+            None => key.to_vec(),
         }
     }
 

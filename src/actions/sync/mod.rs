@@ -921,6 +921,29 @@ fn now_ms() -> i64 {
 /// How one key of the RDB is written: a command whose reply says whether the key was
 /// written (`BUSYKEY`: it exists and is not replaced), and the calls that finish it once
 /// it was (a big value written as commands).
+/// A renamed key whose value holds names of keys the sync renames (a BullMQ flow's
+/// `parentKey`, `:dependencies`) stops the sync: it does not rename names inside values
+/// (the live writes would bring the old names back), and copied as they are, the flow
+/// would never finish.
+fn refuse_references(plan: &SyncPlan, entry: &RdbEntry, name: &[u8]) -> Result<(), BackendError> {
+    if name == entry.key.as_slice()
+        || !crate::actions::copy::references::may_refer(&entry.key, &entry.value)
+    {
+        return Ok(());
+    }
+    let Ok(value) = values::decode(entry) else {
+        return Ok(());
+    };
+    let rename = |key: &[u8]| plan.target_key(key).unwrap_or_else(|| key.to_vec());
+    match crate::actions::copy::references::rewrite(&entry.key, &value, &rename) {
+        Some(_) => Err(BackendError::Config(format!(
+            "`{}` holds names of keys the sync renames (a BullMQ flow: a child's `parentKey`, a parent's `:dependencies`); a sync does not rename names inside values, and the flow would never finish: move these keys with `redis.copy` and `references: rewrite` (writers stopped), or sync without renaming them",
+            display_key(&entry.key)
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn key_write(
     name: &[u8],
     entry: &RdbEntry,
@@ -1068,6 +1091,10 @@ async fn load_rdb(
                     continue;
                 };
                 if let Err(e) = plan.check_loop(&entry.key, &name) {
+                    failure = Some(e);
+                    break;
+                }
+                if let Err(e) = refuse_references(plan, &entry, &name) {
                     failure = Some(e);
                     break;
                 }
