@@ -164,6 +164,18 @@ fn reads_and_writes_span_every_shard_and_the_cluster_check_fails_on_unserved_slo
     assert_eq!(cluster.snapshot("bull:queue2:*").len(), 0);
     assert_eq!(cluster.snapshot("bull:queue1:*").len(), queue1);
 
+    // A cluster node reached as one server is refused before anything is written.
+    let undeclared = Workspace::new(&format!(
+        "version: 1\nname: undeclared\ntargets:\n  src: {{ redis: {{ url: \"{}\" }} }}\n  node: {{ redis: {{ url: \"{}\" }} }}\nphases:\n  - id: main\n    steps:\n      - id: copy\n        redis.copy: {{ source: src, target: node, match: \"bull:queue2:*\" }}\n",
+        source.url(),
+        cluster.url()
+    ));
+    let output = undeclared.run().failure().get_output().clone();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("declare it with `cluster: true`"), "{text}");
+    assert_eq!(cluster.snapshot("bull:queue2:*").len(), 0);
+
     // Slots 100..=200 served by nobody: the check fails and says so.
     cluster.drop_slots(100, 200);
     let ws = Workspace::new(&runbook(

@@ -96,14 +96,28 @@ pub struct ServerFacts {
     pub client: bool,
     /// AOF on, and the RDB save points, as CONFIG GET says (when allowed).
     pub persistence: String,
+    /// What it is: `standalone`, `replica of HOST:PORT`, `cluster of N shards`, or
+    /// `a cluster node` (reached as one server: keys of other slots answer MOVED).
+    pub kind: String,
 }
 
 impl ServerFacts {
     fn name(&self) -> String {
         match self.rdb {
-            Some(rdb) => format!("{} {} (RDB {rdb})", self.flavor, self.version),
-            None => format!("{} {} (RDB version unknown)", self.flavor, self.version),
+            Some(rdb) => format!(
+                "{} {} (RDB {rdb}, {})",
+                self.flavor, self.version, self.kind
+            ),
+            None => format!(
+                "{} {} (RDB version unknown, {})",
+                self.flavor, self.version, self.kind
+            ),
         }
+    }
+
+    /// A node of a cluster that the runbook reaches as one server.
+    fn undeclared_cluster_node(&self) -> bool {
+        self.kind == UNDECLARED_CLUSTER_NODE
     }
 
     /// Whether `CLIENT PAUSE ... WRITE` exists (Redis 6.2+, Valkey) and CLIENT is not
@@ -157,6 +171,39 @@ async fn knows(redis: &RedisBackend, name: &str) -> bool {
     }
 }
 
+/// [`ServerFacts::kind`] of a cluster node reached as one server.
+const UNDECLARED_CLUSTER_NODE: &str = "a cluster node";
+
+/// What `redis` is, from its INFO (and its router, for a cluster target).
+fn kind_of(redis: &RedisBackend, info: &BTreeMap<String, BTreeMap<String, Value>>) -> String {
+    if let Some(cluster) = redis.cluster() {
+        let map = cluster.slot_map();
+        return format!(
+            "cluster of {} shards, {} nodes",
+            map.shards.len(),
+            cluster.all_nodes().len()
+        );
+    }
+    if number(info, "cluster", "cluster_enabled") == 1.0 {
+        return UNDECLARED_CLUSTER_NODE.into();
+    }
+    let replication = info.get("replication");
+    let field = |name: &str| {
+        replication
+            .and_then(|r| r.get(name))
+            .map(Value::as_text)
+            .unwrap_or_default()
+    };
+    match field("role").as_str() {
+        "slave" => format!(
+            "replica of {}:{}",
+            field("master_host"),
+            field("master_port")
+        ),
+        _ => "standalone".into(),
+    }
+}
+
 /// Reads what the checks need from `redis`.
 pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
     let info = redis.info_sections(None).await?;
@@ -190,6 +237,7 @@ pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
             .is_ok();
     let client = knows(redis, "CLIENT").await;
     Ok(ServerFacts {
+        kind: kind_of(redis, &info),
         rdb: rdb_version(&flavor, &version),
         flavor,
         version,
@@ -238,6 +286,17 @@ pub fn judge(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let formats = format!("source {}, target {}", source.name(), target.name());
+    for (side, facts) in [("source", source), ("target", target)] {
+        if facts.undeclared_cluster_node() {
+            findings.push(finding(
+                "each server is reached as what it is",
+                Some(false),
+                format!(
+                    "the {side} is a node of a Redis Cluster, reached as one server: keys of the other nodes' slots would answer MOVED; declare it with `cluster: true`"
+                ),
+            ));
+        }
+    }
     match action {
         Action::RedisReplicate(_) => {
             let ok = reads(target, source);
