@@ -16,6 +16,11 @@ pub enum Captured {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         stopped: Vec<String>,
     },
+    /// The primary before a `redis.failover`, as the Sentinels knew it.
+    Primary {
+        /// Its `host:port`.
+        address: String,
+    },
     /// Containers a stop or start changed (those that were not already in the target
     /// state).
     Changed {

@@ -13,6 +13,7 @@ use crate::backend::BackendError;
 use crate::backend::cluster::{ClusterSettings, DEFAULT_SETTLE};
 use crate::backend::docker::{DockerBackend, DockerEndpoint, DockerTlsFiles, SshOptions};
 use crate::backend::redis::{self, RedisBackend, RedisEndpoint, TlsMaterial};
+use crate::backend::sentinel::SentinelSettings;
 use crate::backend::ssh::{SshSession, SshSessions};
 use crate::runbook::action::TargetKind;
 use crate::runbook::model::{Runbook, Target};
@@ -84,6 +85,26 @@ impl Connections {
         resolver: &Resolver<'_>,
     ) -> Result<RedisBackend, ActionError> {
         let cached = self.redis.lock().await.get(target).cloned();
+        // Behind Sentinel: the connection follows the primary they report now.
+        let cached = match (cached, &self.redis_spec(target)?.sentinel) {
+            (Some((backend, tunnel)), Some(_)) => {
+                let endpoint = self.redis_endpoint(self.redis_spec(target)?, resolver)?;
+                let primary = match &endpoint.sentinel {
+                    Some(settings) => Some(
+                        crate::backend::sentinel::Sentinels::connect(
+                            settings,
+                            endpoint.connect_timeout,
+                        )
+                        .await?
+                        .primary()
+                        .await?,
+                    ),
+                    None => None,
+                };
+                (backend.address == primary).then_some((backend, tunnel))
+            }
+            (cached, _) => cached,
+        };
         if let Some((backend, tunnel)) = cached {
             match tunnel {
                 None => return Ok(backend),
@@ -240,6 +261,18 @@ impl Connections {
                         .map(|seed| resolver.resolve(seed))
                         .collect::<Result<_, _>>()?,
                     settle: fields.settle.map_or(DEFAULT_SETTLE, |t| t.0),
+                }),
+                None => None,
+            },
+            sentinel: match &spec.sentinel {
+                Some(sentinel) => Some(SentinelSettings {
+                    addresses: sentinel
+                        .addresses
+                        .iter()
+                        .map(|address| resolver.resolve(address))
+                        .collect::<Result<_, _>>()?,
+                    master: resolver.resolve(&sentinel.master)?,
+                    password: resolver.resolve_opt(sentinel.password.as_ref())?,
                 }),
                 None => None,
             },

@@ -12,7 +12,9 @@ use super::connections::Connections;
 use super::probe::probe;
 use super::runner::Preflight;
 use super::runner::{ActionError, ActionRunner, RunContext};
-use super::{compat, copy, delete, docker, local, redis, replication, snapshot, sync, verify};
+use super::{
+    compat, copy, delete, docker, failover, local, redis, replication, snapshot, sync, verify,
+};
 use crate::runbook::action::{Action, Effect, TargetKind};
 use crate::runbook::model::Step;
 use crate::value::Value;
@@ -75,6 +77,7 @@ async fn capture(act: &Act<'_>) -> Result<Option<Captured>, ActionError> {
         Action::RedisSync(_) => Ok(Some(sync::step::capture(act))),
         Action::RedisSyncStop(p) => sync::step::capture_stop(act, p).await,
         Action::RedisConfigSet(_) => redis::capture(act).await,
+        Action::RedisFailover(_) => failover::capture(act).await,
         _ => Ok(None),
     }
 }
@@ -111,6 +114,7 @@ async fn perform(act: &Act<'_>) -> Result<Value, ActionError> {
         Action::RedisVerify(p) => verify::perform(act, p).await,
         Action::RedisDelete(p) => delete::perform(act, p).await,
         Action::RedisSnapshot(p) => snapshot::perform(act, p).await,
+        Action::RedisFailover(_) => failover::perform(act).await,
         other => Err(ActionError::config(format!(
             "`{}` is not supported by this version of redis-move",
             other.name()
@@ -125,6 +129,7 @@ async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
         | Action::DockerStart(_)
         | Action::DockerRun(_) => docker::undo(act).await,
         Action::RedisConfigSet(_) => redis::undo(act).await,
+        Action::RedisFailover(_) => failover::undo(act).await,
         Action::RedisReplicate(p) => replication::rollback_replicate(act, p).await,
         Action::RedisPromote(p) => replication::rollback_promote(act, p).await,
         Action::RedisCopy(p) => copy::step::undo(act, p).await,

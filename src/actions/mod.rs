@@ -16,6 +16,7 @@ pub mod connections;
 pub mod copy;
 pub mod delete;
 pub mod docker;
+pub mod failover;
 pub mod live;
 pub mod local;
 pub mod probe;

@@ -755,7 +755,7 @@ fn writing_commands(reply: &redis::Value) -> std::collections::HashSet<String> {
 }
 
 /// The URL of node `address`: the cluster URL's scheme and credentials, its host and port.
-fn node_url(template: &str, address: &str) -> Result<String, BackendError> {
+pub(crate) fn node_url(template: &str, address: &str) -> Result<String, BackendError> {
     let mut url = url::Url::parse(template)
         .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
     let (host, port) = address

@@ -9,6 +9,7 @@ pub mod keyspace;
 pub mod net;
 pub mod rdb;
 pub mod redis;
+pub mod sentinel;
 pub mod shell;
 pub mod ssh;
 

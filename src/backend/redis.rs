@@ -110,6 +110,8 @@ pub struct RedisEndpoint {
     pub dial: Option<std::path::PathBuf>,
     /// The URL is a node of a Redis Cluster: commands are routed by slot.
     pub cluster: Option<ClusterSettings>,
+    /// The primary is the one these Sentinels report: the URL gives credentials only.
+    pub sentinel: Option<super::sentinel::SentinelSettings>,
 }
 
 /// The flavor (`redis` or `valkey`) and version of a server, from its parsed INFO.
@@ -149,6 +151,16 @@ impl RedisEndpoint {
 }
 
 impl RedisEndpoint {
+    /// This endpoint's credentials, TLS and timeouts for the server at `address`
+    /// (`host:port`): a cluster node, a Sentinel's primary.
+    pub fn at(&self, address: &str) -> Result<RedisEndpoint, BackendError> {
+        let mut endpoint = self.clone();
+        endpoint.url = super::cluster::node_url(&self.url, address)?;
+        endpoint.cluster = None;
+        endpoint.sentinel = None;
+        Ok(endpoint)
+    }
+
     /// `host:port` of the URL (port 6379 when it gives none). Nothing of the URL is
     /// echoed in an error: a password with an unescaped `@` or `/` would show in it.
     pub fn tcp_address(&self) -> Result<String, BackendError> {
@@ -226,7 +238,17 @@ impl RedisBackend {
                 first.cluster = Some(cluster);
                 Ok(first)
             }
-            None => Self::connect_node(endpoint).await,
+            None => match &endpoint.sentinel {
+                Some(settings) => {
+                    let primary =
+                        super::sentinel::Sentinels::connect(settings, endpoint.connect_timeout)
+                            .await?
+                            .primary()
+                            .await?;
+                    Self::connect_node(&endpoint.at(&primary)?).await
+                }
+                None => Self::connect_node(endpoint).await,
+            },
         }
     }
 

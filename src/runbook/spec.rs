@@ -217,6 +217,25 @@ pub struct RedisTargetSpec {
     /// and MOVED, ASK and failovers are followed.
     #[serde(default)]
     pub cluster: Option<RedisCluster>,
+    /// The primary is the one these Sentinels report for `master`: redis-move asks them
+    /// before each step and connects to it with the URL's credentials and TLS (the URL's
+    /// host and port are not used).
+    #[serde(default)]
+    pub sentinel: Option<RedisSentinel>,
+}
+
+/// The Sentinels that monitor a target's primary.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// `host:port` of each Sentinel.
+    pub addresses: Vec<Template>,
+    /// The name they monitor the primary under (`sentinel monitor NAME ...`).
+    pub master: Template,
+    /// The Sentinels' own password (`requirepass` in sentinel.conf), if any.
+    #[serde(default)]
+    pub password: Option<Template>,
 }
 
 /// How a Redis Cluster target is reached.

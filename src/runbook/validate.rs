@@ -51,6 +51,7 @@ pub fn validate(
         targets: IndexMap::new(),
         broken_targets: Default::default(),
         cluster_targets: Default::default(),
+        sentinel_targets: Default::default(),
         secrets: spec.secrets.keys().cloned().collect(),
         step_spans: HashMap::new(),
         step_shapes: HashMap::new(),
@@ -101,6 +102,8 @@ struct Validator {
     broken_targets: std::collections::HashSet<String>,
     /// Redis targets that are clusters (`cluster:`).
     cluster_targets: std::collections::HashSet<String>,
+    /// Redis targets behind Sentinel (`sentinel:`).
+    sentinel_targets: std::collections::HashSet<String>,
     secrets: Vec<String>,
     /// Phase steps (and gate phases) by id.
     step_spans: HashMap<String, Span>,
@@ -276,6 +279,16 @@ impl Validator {
                     if redis.cluster.as_ref().is_some_and(|c| c.fields().is_some()) {
                         self.cluster_targets.insert(name.clone());
                         self.cluster_target(redis);
+                        if redis.sentinel.is_some() {
+                            self.error(
+                                "cluster-target",
+                                redis.url.span,
+                                "a target is a cluster or behind Sentinel, not both",
+                            );
+                        }
+                    }
+                    if redis.sentinel.is_some() {
+                        self.sentinel_targets.insert(name.clone());
                     }
                     TargetKind::Redis
                 }
@@ -827,6 +840,19 @@ impl Validator {
                 .help = Some(
                     "move keys into or out of a cluster with `redis.copy` (routed by slot, every key checked again after it) and `redis.verify`".into(),
                 );
+            }
+            Action::RedisFailover(_)
+                if target.is_some_and(|t| !self.sentinel_targets.contains(t)) =>
+            {
+                self.error(
+                    "sentinel-target",
+                    action.span,
+                    format!(
+                        "`{name}` moves a primary that Sentinels manage, and `{}` has no `sentinel:`",
+                        target.unwrap_or_default()
+                    ),
+                )
+                .help = Some("declare the target with `sentinel: { addresses: [host:26379, ...], master: NAME }`".into());
             }
             Action::RedisClusterCheck(_)
                 if target.is_some_and(|t| !self.cluster_targets.contains(t)) =>

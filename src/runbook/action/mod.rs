@@ -232,6 +232,8 @@ actions! {
     "redis.config_get" => RedisConfigGet(ConfigGetParams),
     /// CONFIG SET, remembering the previous value.
     "redis.config_set" => RedisConfigSet(ConfigSetParams),
+    /// Move a Sentinel-managed primary to a chosen replica, losing no write.
+    "redis.failover" => RedisFailover(FailoverParams),
     /// Make the target a replica of the source and wait for the full sync.
     "redis.replicate" => RedisReplicate(ReplicateParams),
     /// Promote a replica once its offset matches the source.

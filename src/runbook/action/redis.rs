@@ -457,6 +457,54 @@ impl ActionParams for ConfigSetParams {
     }
 }
 
+/// `redis.failover`: move a Sentinel-managed primary to a chosen replica, losing no
+/// acknowledged write: the replica gets the best `replica-priority` (the others a worse
+/// one, until the end), the primary's writes are paused until the replica has every one
+/// and then refused (a fence), `SENTINEL FAILOVER` is asked, and the step ends when every
+/// Sentinel reports the new primary and the old one is its replica. Rollback fails back
+/// the same way.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FailoverParams {
+    /// The Redis target (one with `sentinel:`).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// The replica to promote, `host:port` as the Sentinels know it.
+    pub to: Template,
+    /// Longest write pause while the replica catches up (default 10s; half of it spent
+    /// waiting gives up, nothing changed).
+    #[serde(default)]
+    pub pause: Option<RunbookDuration>,
+    /// Time limit of the whole failover (default 2min: a Sentinel reads a replica's
+    /// priority every 10s).
+    #[serde(default)]
+    pub timeout: Option<RunbookDuration>,
+}
+
+impl ActionParams for FailoverParams {
+    redis_target!();
+    fn effect(&self) -> Effect {
+        Effect::Mutating
+    }
+    fn inverse(&self) -> Inverse {
+        Inverse::Builtin("fail back to the primary before, the same way")
+    }
+    fn shape(&self) -> Shape {
+        Shape::Object(&[
+            ("from", Shape::Text),
+            ("to", Shape::Text),
+            ("paused", Shape::Duration),
+            ("sentinels", Shape::Number),
+        ])
+    }
+    fn describe(&self) -> String {
+        format!(
+            "fail over to {} through Sentinel (writes paused until it has every one, then fenced)",
+            self.to.display()
+        )
+    }
+}
+
 /// `redis.replicate`: make the target a replica of the source and wait for the full
 /// sync.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]

@@ -16,6 +16,7 @@ pub mod python;
 pub mod redis;
 pub mod sandbox;
 pub mod scenario;
+pub mod sentinel;
 pub mod ssh;
 pub mod tls;
 pub mod topology;
