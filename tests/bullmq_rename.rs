@@ -2,7 +2,8 @@
 //! package): flows keep key names inside values (a child's `parentKey`, a parent's
 //! `:dependencies`), so a renaming copy must rename those too. Standalone -> standalone
 //! under `bullv2:`, and standalone -> a Redis Cluster under the hash-tagged `{bull}:`
-//! that BullMQ needs there; every job then completes exactly once under real workers.
+//! that BullMQ needs there; every job then completes exactly once under real workers, and
+//! the job scheduler is there.
 
 use redis_move_testbed::python;
 use redis_move_testbed::{LocalCluster, RedisServer, Workspace};
@@ -53,6 +54,8 @@ fn every_job_completed_once(report: &serde_json::Value, ids: &str) {
         }
     }
     assert!(expected >= 20, "{expected} jobs");
+    // The job scheduler came along (its next job is not due).
+    assert_eq!(report["schedulers"]["mail"], 1, "{report}");
 }
 
 fn runbook(name: &str, source: &RedisServer, target: &str, cluster: bool, steps: &str) -> String {
