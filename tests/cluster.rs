@@ -151,6 +151,18 @@ fn reads_and_writes_span_every_shard_and_the_cluster_check_fails_on_unserved_slo
             total - queue2
         ),
     ));
+    // The plan's live check says what each target is and allows.
+    let checked = ws
+        .cmd(&["plan", "runbook.yaml", "--check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        text.contains("(RDB 10, cluster of 3 shards, ")
+            && text.contains("redis.cluster_check; refuses redis.replicate, redis.promote, redis.sync, redis.snapshot")
+            && text.contains("(RDB 10, standalone); allows redis.copy, redis.verify, redis.delete, probes, redis.replicate"),
+        "{text}"
+    );
     ws.run().success();
     // CONFIG SET reached every node, replicas too.
     for node in cluster.alive() {

@@ -252,6 +252,51 @@ pub async fn facts(redis: &RedisBackend) -> Result<ServerFacts, BackendError> {
     })
 }
 
+/// What a server is, its version, and which actions and strategies it allows: the
+/// capability line `plan --check` prints per Redis target. `sentinel`: the target is
+/// behind Sentinel.
+pub fn capabilities(facts: &ServerFacts, sentinel: bool) -> String {
+    let mut allows: Vec<&str> = vec!["redis.copy", "redis.verify", "redis.delete", "probes"];
+    let mut refuses: Vec<String> = Vec::new();
+    if facts.kind.starts_with("cluster of") {
+        allows.push("redis.cluster_check");
+        refuses.push(
+            "redis.replicate, redis.promote, redis.sync, redis.snapshot (one server on each side)"
+                .into(),
+        );
+    } else if facts.undeclared_cluster_node() {
+        refuses.push("everything until declared `cluster: true`".into());
+    } else if facts.psync {
+        allows.extend(["redis.replicate", "redis.sync", "redis.snapshot"]);
+    } else {
+        refuses.push(
+            "redis.replicate, redis.sync, redis.snapshot (no PSYNC/REPLCONF here: use redis.copy)"
+                .into(),
+        );
+    }
+    if sentinel {
+        allows.push("redis.failover");
+    }
+    let mut notes = vec![if facts.pause_write() {
+        "writes drained with CLIENT PAUSE WRITE".to_owned()
+    } else {
+        "no CLIENT PAUSE WRITE: a promote fences writes with CONFIG only".to_owned()
+    }];
+    notes.push(if facts.debug {
+        "DEBUG DIGEST-VALUE allowed".to_owned()
+    } else {
+        "values compared by redis-move's digest (DEBUG refused)".to_owned()
+    });
+    if !facts.config {
+        notes.push("CONFIG refused".into());
+    }
+    let mut line = format!("{}; allows {}", facts.name(), allows.join(", "));
+    if !refuses.is_empty() {
+        line.push_str(&format!("; refuses {}", refuses.join("; ")));
+    }
+    format!("{line}; {}", notes.join(", "))
+}
+
 /// One finding about a pair of servers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finding {

@@ -28,6 +28,28 @@ pub async fn check(runbook: &Runbook, plan: &mut Plan) {
     let connections = Connections::new(runbook);
     let mut values: HashMap<String, Value> = HashMap::new();
     let started = jiff::Timestamp::now();
+    // What each Redis target is and allows, as it answers now.
+    for target in &mut plan.targets {
+        if target.kind != crate::runbook::action::TargetKind::Redis {
+            continue;
+        }
+        let resolver = Resolver {
+            secrets: &secrets,
+            steps: &values,
+        };
+        let sentinel = matches!(
+            runbook.targets.get(&target.name).map(|t| &t.spec),
+            Some(crate::runbook::spec::TargetSpec::Redis(r)) if r.sentinel.is_some()
+        );
+        let live = match connections.redis(&target.name, &resolver).await {
+            Ok(redis) => match compat::facts(&redis).await {
+                Ok(facts) => compat::capabilities(&facts, sentinel),
+                Err(e) => format!("cannot tell: {e}"),
+            },
+            Err(e) => format!("does not answer: {e}"),
+        };
+        target.live = Some(redactor.redact(&live));
+    }
     let mut counts = [0usize; 4];
     let mut simulated_before = 0usize;
     for phase in &mut plan.phases {

@@ -75,6 +75,10 @@ pub struct PlanTarget {
     pub kind: TargetKind,
     /// Endpoint, passwords masked.
     pub endpoint: String,
+    /// With `plan --check`, for a Redis target: what it is and what it allows, as it
+    /// answered (or why it did not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 /// A phase in the plan.
@@ -312,6 +316,7 @@ pub fn build(runbook: &Runbook) -> Plan {
                 name: t.name.clone(),
                 kind: t.kind,
                 endpoint: endpoint(&t.spec),
+                live: None,
             })
             .collect(),
         rollback: plan_rollback(runbook),

@@ -48,6 +48,9 @@ pub fn render_text(plan: &Plan) -> String {
                 target.kind.to_string(),
                 target.endpoint
             );
+            if let Some(live) = &target.live {
+                let _ = writeln!(out, "  {:width$}  live:   {live}", "");
+            }
         }
     }
 
