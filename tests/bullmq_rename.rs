@@ -171,3 +171,33 @@ fn a_renaming_sync_refuses_bullmq_flows() {
         "{text}"
     );
 }
+
+/// `runbooks/queue-to-cluster.yaml` as shipped, end to end: BullMQ jobs made by the real
+/// library on one server, moved into a 3+3 cluster under `{bull}` (gates and manual steps
+/// approved with `--yes`), then worked off by BullMQ workers on the cluster.
+#[test]
+fn the_shipped_queue_to_cluster_runbook_moves_bullmq_into_a_cluster() {
+    if !python::has_module("bullmq") {
+        return;
+    }
+    let source = RedisServer::start();
+    let ids = build(&source.url());
+    let cluster = LocalCluster::start(3, 1);
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/queue-to-cluster.yaml"),
+    )
+    .unwrap();
+    let ws = Workspace::new(&shipped)
+        .with_env("SOURCE_REDIS_URL", &source.url())
+        .with_env("CLUSTER_REDIS_URL", &cluster.url());
+    ws.cmd(&["run", "runbook.yaml", "--yes", "--no-progress"])
+        .assert()
+        .success();
+    assert_eq!(
+        ws.value_number("verify", "checked"),
+        ws.value_number("copy", "copied")
+    );
+    every_job_completed_once(&work(&cluster.url(), "{bull}", &ids, 60, true), &ids);
+    // The old Redis is never modified.
+    assert!(source.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap() > 20);
+}

@@ -845,6 +845,10 @@ impl ActionParams for CopyParams {
             ("chunked", Shape::Number),
             ("bytes", Shape::Bytes),
             ("keys_per_second", Shape::Number),
+            // Into or out of a cluster: the keys checked again after the pass, and
+            // those copied again (lost with a primary that died).
+            ("rechecked", Shape::Number),
+            ("recopied", Shape::Number),
         ])
     }
     fn describe(&self) -> String {
