@@ -185,23 +185,9 @@ rollback:
     );
 }
 
-/// The ids in `server`'s `produced` list.
-fn produced(server: &RedisServer) -> std::collections::HashSet<String> {
-    server
-        .cli(&["LRANGE", "produced", "0", "-1"])
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .collect()
-}
-
 /// Acknowledged writes missing from `server`.
 fn missing(acked: &[Acked], server: &RedisServer) -> Vec<String> {
-    let there = produced(server);
-    acked
-        .iter()
-        .filter(|a| !there.contains(&a.id))
-        .map(|a| a.id.clone())
-        .collect()
+    redis_move_testbed::producer::missing_from(acked, server, "produced")
 }
 
 #[test]

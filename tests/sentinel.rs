@@ -3,30 +3,15 @@
 //! steady writer that follows the primary: no acknowledged write lost, every Sentinel
 //! reporting the new primary; then the rollback fails back the same way.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use redis_move_testbed::producer::{Acked, Producer};
+use redis_move_testbed::producer::{Acked, Producer, missing_from};
 use redis_move_testbed::sentinel::{LocalSentinels, MASTER};
 use redis_move_testbed::{RedisServer, Workspace};
 
-/// The job ids on `server`'s list `produced`.
-fn produced(server: &RedisServer) -> HashSet<String> {
-    server
-        .cli(&["LRANGE", "produced", "0", "-1"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Acknowledged writes missing from `server`.
 fn missing(acked: &[Acked], server: &RedisServer) -> Vec<String> {
-    let there = produced(server);
-    acked
-        .iter()
-        .filter(|a| !there.contains(&a.id))
-        .map(|a| a.id.clone())
-        .collect()
+    missing_from(acked, server, "produced")
 }
 
 #[test]

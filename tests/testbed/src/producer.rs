@@ -186,3 +186,18 @@ impl Drop for Producer {
         self.running.store(false, Ordering::Relaxed);
     }
 }
+
+/// The acknowledged writes of `acked` missing from `server`'s list `key`: what a
+/// cutover lost (empty when it lost none).
+pub fn missing_from(acked: &[Acked], server: &crate::RedisServer, key: &str) -> Vec<String> {
+    let there: std::collections::HashSet<String> = server
+        .cli(&["LRANGE", key, "0", "-1"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect();
+    acked
+        .iter()
+        .filter(|a| !there.contains(&a.id))
+        .map(|a| a.id.clone())
+        .collect()
+}
