@@ -18,7 +18,7 @@ use crate::backend::keyspace::{
     stream_state,
 };
 use crate::backend::rdb::entries::RdbEntry;
-use crate::backend::rdb::values::{self, Decoded};
+use crate::backend::rdb::values;
 use crate::backend::redis::RedisBackend;
 use crate::runbook::action::{DigestMode, References, VerifyParams};
 use crate::value::Value;
@@ -248,37 +248,12 @@ async fn expect_renamed_references(
             ours[i].as_mut(),
         ) && let Some(t) = KeyType::parse(key_type)
         {
-            *digest = canonical_digest(t, &as_reply(&rewritten))
+            *digest = canonical_digest(t, &references::as_reply(&rewritten))
                 .map(|d| d.to_vec())
                 .unwrap_or_default();
         }
     }
     Ok(())
-}
-
-/// A decoded value as the reply [`read_command`] would give for it.
-fn as_reply(value: &Decoded) -> redis::Value {
-    let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
-    match value {
-        Decoded::String(s) => bulk(s),
-        Decoded::List(items) | Decoded::Set(items) => {
-            redis::Value::Array(items.iter().map(|i| bulk(i)).collect())
-        }
-        Decoded::Hash(pairs) => {
-            redis::Value::Array(pairs.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
-        }
-        Decoded::SortedSet(members) => {
-            let mut sorted = members.clone();
-            sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-            redis::Value::Array(
-                sorted
-                    .iter()
-                    .flat_map(|(m, score)| [bulk(m), bulk(score.to_string().as_bytes())])
-                    .collect(),
-            )
-        }
-        Decoded::Stream(_) => redis::Value::Nil,
-    }
 }
 
 /// How far apart two expiries are at least, in ms: each side's TTL was read at some

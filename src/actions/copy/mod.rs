@@ -1039,14 +1039,17 @@ async fn existing(
     key: &[u8],
     target: &RedisBackend,
     target_key: &[u8],
+    rewritten: Option<&Decoded>,
 ) -> Result<Existing, BackendError> {
     let inherited = &shared.inherited;
     if inherited.created.contains(target_key) {
         // Created before the interruption, or possibly: claimed only if it holds
-        // exactly the source's value.
-        if !inherited.unconfirmed.contains(target_key)
-            || same_value(source, key, target, target_key).await?
-        {
+        // exactly the source's value (with its key names renamed, when they were).
+        let holds_ours = match rewritten {
+            Some(value) => holds(target, target_key, value).await?,
+            None => same_value(source, key, target, target_key).await?,
+        };
+        if !inherited.unconfirmed.contains(target_key) || holds_ours {
             return Ok(Existing::Ours);
         }
     }
@@ -1059,6 +1062,18 @@ async fn existing(
             display_key(target_key)
         ))),
     }
+}
+
+/// Whether `key` on `target` holds `value`.
+async fn holds(target: &RedisBackend, key: &[u8], value: &Decoded) -> Result<bool, BackendError> {
+    let key_type = reply_text(&target.raw(redis::cmd("TYPE").arg(key)).await?);
+    let Some(key_type) = KeyType::parse(&key_type) else {
+        return Ok(false);
+    };
+    let there = target.raw(&read_command(key_type, key)).await?;
+    Ok(canonical_digest(key_type, &there).is_some()
+        && canonical_digest(key_type, &there)
+            == canonical_digest(key_type, &references::as_reply(value)))
 }
 
 /// Whether `key` on `source` and `target_key` on `target` hold the same value.
@@ -1230,7 +1245,16 @@ async fn restore(
         let item = &batch.items[i];
         match reply {
             redis::Value::ServerError(e) if e.code() == "BUSYKEY" => {
-                match existing(shared, source, &item.key, target, &item.target_key).await? {
+                match existing(
+                    shared,
+                    source,
+                    &item.key,
+                    target,
+                    &item.target_key,
+                    item.rewritten.as_ref(),
+                )
+                .await?
+                {
                     Existing::Ours => {
                         created[i] = true;
                         counters.copied += 1;
@@ -1399,7 +1423,7 @@ async fn copy_large(
         counters.copied += 1;
         true
     } else {
-        match existing(shared, source, key, target, target_key).await {
+        match existing(shared, source, key, target, target_key, None).await {
             Ok(Existing::Ours) => {
                 target.raw(redis::cmd("UNLINK").arg(temporary)).await?;
                 counters.copied += 1;

@@ -123,6 +123,32 @@ fn json_with(text: &[u8], path: &[&str], old: &str, new: &str) -> Vec<u8> {
     serde_json::to_vec(&json).unwrap_or_else(|_| text.to_vec())
 }
 
+/// A decoded value as the reply [`read_command`](crate::backend::keyspace::read_command)
+/// would give for it (to digest it as a value read from a server).
+pub fn as_reply(value: &Decoded) -> redis::Value {
+    let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+    match value {
+        Decoded::String(s) => bulk(s),
+        Decoded::List(items) | Decoded::Set(items) => {
+            redis::Value::Array(items.iter().map(|i| bulk(i)).collect())
+        }
+        Decoded::Hash(pairs) => {
+            redis::Value::Array(pairs.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+        }
+        Decoded::SortedSet(members) => {
+            let mut sorted = members.clone();
+            sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+            redis::Value::Array(
+                sorted
+                    .iter()
+                    .flat_map(|(m, score)| [bulk(m), bulk(score.to_string().as_bytes())])
+                    .collect(),
+            )
+        }
+        Decoded::Stream(_) => redis::Value::Nil,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
