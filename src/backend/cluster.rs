@@ -754,10 +754,22 @@ fn writing_commands(reply: &redis::Value) -> std::collections::HashSet<String> {
     out
 }
 
+/// Refuses an address that is a URL or carries credentials (a seed or a Sentinel written
+/// as `redis://:pw@host:port`), without echoing it: it may hold a password.
+pub(crate) fn check_address(address: &str) -> Result<(), BackendError> {
+    if address.contains('/') || address.contains('@') {
+        return Err(BackendError::Config(
+            "a seed or Sentinel address is `host:port` (credentials go in the target's URL or `password`)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The URL of node `address`: the cluster URL's scheme and credentials, its host and port.
 pub(crate) fn node_url(template: &str, address: &str) -> Result<String, BackendError> {
     let mut url = url::Url::parse(template)
         .map_err(|e| BackendError::Config(format!("invalid Redis URL: {e}")))?;
+    check_address(address)?;
     let (host, port) = address
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
@@ -846,5 +858,8 @@ mod tests {
             node_url("redis://seed:7000", "[::1]:7001").unwrap(),
             "redis://[::1]:7001"
         );
+        // A seed written as a URL with a password is refused without echoing it.
+        let refused = node_url("redis://seed:7000", "redis://:Secret-9@h:1").unwrap_err();
+        assert!(!refused.to_string().contains("Secret-9"), "{refused}");
     }
 }

@@ -66,6 +66,7 @@ impl Sentinels {
         let mut connections = Vec::new();
         let mut last_error = None;
         for address in &settings.addresses {
+            super::cluster::check_address(address)?;
             let mut endpoint = RedisEndpoint::new(format!("redis://{address}"));
             endpoint.password = settings.password.clone();
             endpoint.timeout = timeout;
