@@ -3,9 +3,10 @@ python3-redis and python3-hiredis), set up as fairly as redis-move: one process 
 source (COUNT 1000) and hands batches to WORKERS processes, each with its own source and
 target connection, that read a batch with one pipeline of PTTL + DUMP and write it with
 one pipeline of RESTORE (as many connections and batches in flight as redis-move's
-defaults).
+defaults). With --cluster, TARGET_PORT is a node of a Redis Cluster and each worker writes
+through redis-py's RedisCluster, whose pipeline sends each node its part.
 
-usage: copy_pipelined.py SOURCE_PORT TARGET_PORT WORKERS  -> prints the keys copied
+usage: copy_pipelined.py SOURCE_PORT TARGET_PORT WORKERS [--cluster]  -> prints the keys copied
 """
 import multiprocessing
 import sys
@@ -14,9 +15,14 @@ import redis
 from redis.utils import HIREDIS_AVAILABLE
 
 
-def worker(source_port, target_port, batches, results):
+def worker(source_port, target_port, cluster, batches, results):
     source = redis.Redis(port=source_port)
-    target = redis.Redis(port=target_port)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        target = RedisCluster(host="127.0.0.1", port=target_port)
+    else:
+        target = redis.Redis(port=target_port)
     copied = 0
     while True:
         keys = batches.get()
@@ -27,7 +33,7 @@ def worker(source_port, target_port, batches, results):
             read.pttl(key)
             read.dump(key)
         replies = read.execute()
-        write = target.pipeline(transaction=False)
+        write = target.pipeline() if cluster else target.pipeline(transaction=False)
         for i, key in enumerate(keys):
             ttl, payload = replies[2 * i], replies[2 * i + 1]
             if payload is None or ttl == -2:
@@ -42,10 +48,11 @@ def main():
     if not HIREDIS_AVAILABLE:
         sys.exit("copy_pipelined.py: hiredis is not available to redis-py")
     source_port, target_port, workers = (int(a) for a in sys.argv[1:4])
+    cluster = "--cluster" in sys.argv[4:]
     batches = multiprocessing.Queue(maxsize=2 * workers)
     results = multiprocessing.Queue()
     processes = [
-        multiprocessing.Process(target=worker, args=(source_port, target_port, batches, results))
+        multiprocessing.Process(target=worker, args=(source_port, target_port, cluster, batches, results))
         for _ in range(workers)
     ]
     for p in processes:

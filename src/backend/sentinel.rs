@@ -229,6 +229,13 @@ impl Sentinels {
     }
 }
 
+/// Whether a Sentinel's flags for an instance say it is down or unreachable.
+fn is_down(flags: &str) -> bool {
+    flags
+        .split(',')
+        .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+}
+
 /// What a failover did.
 #[derive(Clone, Debug)]
 pub struct FailoverDone {
@@ -284,12 +291,7 @@ where
     // syncing (the old primary of a failover just done) is waited for.
     let chosen_node = node(to.to_owned()).await?;
     let link = wait_link_up(&chosen_node, limit.min(Duration::from_secs(30))).await;
-    if chosen
-        .flags
-        .split(',')
-        .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
-        || link != "up"
-    {
+    if is_down(&chosen.flags) || link != "up" {
         return Err(BackendError::Command(format!(
             "`{to}` cannot take over: the Sentinels see it as `{}`, and its link to the primary is `{link}`",
             chosen.flags
@@ -299,11 +301,7 @@ where
     let mut previous: Vec<(String, String)> = Vec::new();
     let mut wanted = BTreeMap::new();
     for replica in &replicas {
-        if replica
-            .flags
-            .split(',')
-            .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
-        {
+        if is_down(&replica.flags) {
             continue;
         }
         let connection = node(replica.address.clone()).await?;
