@@ -259,9 +259,12 @@ pub fn capabilities(facts: &ServerFacts, sentinel: bool) -> String {
     let mut allows: Vec<&str> = vec!["redis.copy", "redis.verify", "redis.delete", "probes"];
     let mut refuses: Vec<String> = Vec::new();
     if facts.kind.starts_with("cluster of") {
-        allows.push("redis.cluster_check");
+        allows.extend([
+            "redis.cluster_check",
+            "redis.sync into it (a transaction per slot)",
+        ]);
         refuses.push(
-            "redis.replicate, redis.promote, redis.sync, redis.snapshot (one server on each side)"
+            "redis.replicate, redis.promote, redis.snapshot, redis.sync out of it (one server on each side)"
                 .into(),
         );
     } else if facts.undeclared_cluster_node() {

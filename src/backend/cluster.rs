@@ -538,6 +538,161 @@ impl Cluster {
         Ok(outcomes)
     }
 
+    /// Runs one transaction per entry of `transactions` (`MULTI`, its commands, `EXEC`)
+    /// on the primary of its slot, pipelined per node; the reply of each `EXEC` (an
+    /// array, or the error of a transaction the server refused). The commands of one
+    /// transaction must all be in its slot. A transaction the cluster aborted because
+    /// its slot moved or the cluster was down (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`
+    /// queued) was not applied and is sent again where the slot now is. A connection
+    /// that breaks fails the call: some transactions may have been applied, which the
+    /// caller learns from what it wrote inside them.
+    pub async fn transactions(
+        &self,
+        transactions: &[(u16, Vec<redis::Cmd>)],
+    ) -> Result<Vec<redis::Value>, BackendError> {
+        let mut replies: Vec<Option<redis::Value>> = vec![None; transactions.len()];
+        let mut pending: Vec<(usize, Option<String>)> =
+            (0..transactions.len()).map(|i| (i, None)).collect();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let mut why = String::new();
+        loop {
+            let map = self.slot_map();
+            let mut groups: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
+            for (i, asking) in std::mem::take(&mut pending) {
+                let slot = transactions[i].0;
+                match asking
+                    .clone()
+                    .or_else(|| map.owner(slot).map(|s| s.primary.clone()))
+                {
+                    Some(node) => groups.entry(node).or_default().push((i, asking.is_some())),
+                    None => {
+                        why = format!("slot {slot} is served by no node");
+                        pending.push((i, None));
+                    }
+                }
+            }
+            let sent = futures_util::future::join_all(groups.into_iter().map(
+                |(node, group)| async move {
+                    let outcome = self.send_transactions(&node, transactions, &group).await;
+                    (group, outcome)
+                },
+            ))
+            .await;
+            for (group, outcome) in sent {
+                let outcomes = match outcome {
+                    Ok(outcomes) => outcomes,
+                    Err(e) => {
+                        let _ = self.refresh().await;
+                        return Err(e);
+                    }
+                };
+                for ((i, _), outcome) in group.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Done(reply) => replies[i] = Some(reply),
+                        Outcome::Again(asking) => {
+                            why = format!("slot {} is moving", transactions[i].0);
+                            pending.push((i, asking));
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(replies.into_iter().map(Option::unwrap_or_default).collect());
+            }
+            if started.elapsed() > self.settle {
+                return Err(BackendError::Unreachable(format!(
+                    "the cluster did not settle within {} ({why})",
+                    crate::runbook::units::format_duration(self.settle)
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            if let Err(e) = self.refresh().await {
+                why = e.to_string();
+            }
+        }
+    }
+
+    /// Sends the transactions `group` of `transactions` to `node` in one pipeline (each
+    /// asked one after `ASKING`, which holds through its `EXEC`).
+    async fn send_transactions(
+        &self,
+        node: &str,
+        transactions: &[(u16, Vec<redis::Cmd>)],
+        group: &[(usize, bool)],
+    ) -> Result<Vec<Outcome>, BackendError> {
+        let connection = self.node(node).await?;
+        let mut pipe = redis::pipe();
+        for &(i, asking) in group {
+            if asking {
+                pipe.cmd("ASKING");
+            }
+            pipe.cmd("MULTI");
+            for cmd in &transactions[i].1 {
+                pipe.add_command(cmd.clone());
+            }
+            pipe.cmd("EXEC");
+        }
+        let mut replies = connection.pipeline_node(pipe).await?.into_iter();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for &(i, asking) in group {
+            // ASKING's and MULTI's replies, then one per queued command.
+            for _ in 0..usize::from(asking) + 1 {
+                replies.next();
+            }
+            let queued: Vec<redis::Value> =
+                replies.by_ref().take(transactions[i].1.len()).collect();
+            let exec = replies.next().unwrap_or_default();
+            let redirect = queued.iter().find_map(|reply| match reply {
+                redis::Value::ServerError(e) => match (e.code(), e.details()) {
+                    ("MOVED", _) => Some(Outcome::Again(None)),
+                    ("ASK", Some(detail)) => Some(Outcome::Again(
+                        detail.split_whitespace().nth(1).map(str::to_owned),
+                    )),
+                    ("TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN", _) => {
+                        Some(Outcome::Again(None))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            });
+            outcomes.push(match (&exec, redirect) {
+                (redis::Value::ServerError(_), Some(again)) => again,
+                _ => Outcome::Done(exec),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Waits (up to `timeout` on each primary) until every primary that has a replica
+    /// has its writes so far acknowledged by one of them (`WAIT 1`); whether all had.
+    /// A failover promotes a replica, which then holds those writes.
+    pub async fn wait_replicated(&self, timeout: Duration) -> Result<bool, BackendError> {
+        let mut waits = Vec::new();
+        for (_, node) in self.primaries().await? {
+            waits.push(async move {
+                // A primary with no replica has nothing to wait for (and nothing a
+                // failover could promote). One that is disconnected counts: it may
+                // come back and be promoted without the writes.
+                let nodes =
+                    to_value(node.raw_node(redis::cmd("CLUSTER").arg("NODES")).await?).as_text();
+                if replicas_of_myself(&nodes) == 0 {
+                    return Ok(true);
+                }
+                let acked = node
+                    .raw_node(redis::cmd("WAIT").arg(1).arg(timeout.as_millis() as u64))
+                    .await?;
+                Ok::<_, BackendError>(matches!(acked, redis::Value::Int(n) if n >= 1))
+            });
+        }
+        let mut all = true;
+        for acked in futures_util::future::join_all(waits).await {
+            all &= acked?;
+        }
+        Ok(all)
+    }
+
     /// One SCAN page over the whole cluster. The cursor names the shard (by its lowest
     /// slot) and that primary's own cursor; 0 starts and ends the walk. A shard whose
     /// primary changed since its previous page is walked again from its start (SCAN may
@@ -756,6 +911,24 @@ fn writing_commands(reply: &redis::Value) -> std::collections::HashSet<String> {
 
 /// Refuses an address that is a URL or carries credentials (a seed or a Sentinel written
 /// as `redis://:pw@host:port`), without echoing it: it may hold a password.
+/// How many replicas the node that gave `CLUSTER NODES` output `nodes` has, failing
+/// or not.
+fn replicas_of_myself(nodes: &str) -> usize {
+    let lines: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .filter(|fields: &Vec<&str>| fields.len() > 3)
+        .collect();
+    let Some(me) = lines
+        .iter()
+        .find(|f| f[2].split(',').any(|flag| flag == "myself"))
+        .map(|f| f[0])
+    else {
+        return 0;
+    };
+    lines.iter().filter(|f| f[3] == me).count()
+}
+
 pub(crate) fn check_address(address: &str) -> Result<(), BackendError> {
     if address.contains('/') || address.contains('@') {
         return Err(BackendError::Config(
@@ -795,6 +968,22 @@ mod tests {
         assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(key_slot(b"{bull}:q:1"), key_slot(b"bull"));
+    }
+
+    #[test]
+    fn a_primary_counts_its_replicas_failing_or_not() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+d4 127.0.0.1:7004@17004 slave,fail a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 slave b2 0 0 2 connected
+";
+        assert_eq!(replicas_of_myself(nodes), 2);
+        assert_eq!(
+            replicas_of_myself(&nodes.replace("myself,master", "master")),
+            0
+        );
     }
 
     #[test]

@@ -322,6 +322,30 @@ fn find(spec: &KeySpec, args: &[Vec<u8>]) -> Option<Vec<usize>> {
 }
 
 #[cfg(test)]
+impl CommandKeys {
+    /// Key specs for unit tests: each command's keys from argument `first` to `last_key`
+    /// (`-1`: the last argument) every `step`.
+    pub(crate) fn ranges(commands: &[(&str, i64, i64, i64)]) -> CommandKeys {
+        let mut keys = CommandKeys::default();
+        for &(name, first, last_key, key_step) in commands {
+            keys.specs.insert(
+                name.into(),
+                vec![KeySpec {
+                    begin: BeginSearch::Index(first),
+                    find: FindKeys::Range {
+                        last_key,
+                        key_step,
+                        limit: 0,
+                    },
+                    incomplete: false,
+                }],
+            );
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

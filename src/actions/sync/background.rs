@@ -95,6 +95,7 @@ impl SyncStatus {
         fields.insert("replaced".into(), number(self.stats.replaced as f64));
         fields.insert("commands".into(), number(self.stats.commands as f64));
         fields.insert("skipped".into(), number(self.stats.skipped as f64));
+        fields.insert("reapplied".into(), number(self.stats.reapplied as f64));
         fields.insert("offset".into(), number(self.stats.offset as f64));
         fields.insert(
             "error".into(),
@@ -427,6 +428,7 @@ async fn follow(
             Err(BackendError::Unreachable(why)) => {
                 base = totals(&base, sync.stats());
                 publish(SyncState::Reconnecting, &base, &start, &samples);
+                tracing::warn!("sync: {why}; opening the link again from the target's marker");
                 match reconnect(&starter, &cancel, &why, sync.position()).await {
                     Ok((again, how)) => {
                         sync = again;
@@ -460,6 +462,7 @@ fn totals(base: &SyncStats, current: &SyncStats) -> SyncStats {
         replaced: base.replaced + current.replaced,
         commands: base.commands + current.commands,
         skipped: base.skipped + current.skipped,
+        reapplied: base.reapplied + current.reapplied,
         replid: current.replid.clone(),
         offset: current.offset,
     }

@@ -24,7 +24,10 @@
 //!   (8 bytes a key) to tell its own keys from others'.
 
 pub mod background;
+mod slots;
 pub mod step;
+
+pub use slots::remove_markers;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -187,6 +190,10 @@ pub struct SyncStats {
     pub commands: u64,
     /// Writes of the stream skipped (outside the filter or the db).
     pub skipped: u64,
+    /// Writes applied a second time because the target had lost them: a cluster primary
+    /// that acknowledged them died before its replica had them (their slot's marker went
+    /// with them).
+    pub reapplied: u64,
     /// The source's replication id.
     pub replid: String,
     /// The replication offset applied up to.
@@ -214,21 +221,26 @@ pub async fn applied(
     let redis::Value::BulkString(bytes) = reply else {
         return Ok(None);
     };
-    let text = String::from_utf8_lossy(&bytes);
+    parse_marker(&bytes, marker).map(Some)
+}
+
+/// What marker `key` holds (`replid offset db`).
+fn parse_marker(bytes: &[u8], key: &[u8]) -> Result<Applied, BackendError> {
+    let text = String::from_utf8_lossy(bytes);
     let mut words = text.split_whitespace();
     match (
         words.next(),
         words.next().and_then(|o| o.parse().ok()),
         words.next().and_then(|d| d.parse().ok()),
     ) {
-        (Some(replid), Some(offset), Some(db)) => Ok(Some(Applied {
+        (Some(replid), Some(offset), Some(db)) => Ok(Applied {
             replid: replid.to_owned(),
             offset,
             db,
-        })),
+        }),
         _ => Err(BackendError::Unexpected(format!(
             "the sync marker `{}` holds `{text}`",
-            display_key(marker)
+            display_key(key)
         ))),
     }
 }
@@ -390,6 +402,11 @@ pub struct Sync {
     current_db: u64,
     stats: SyncStats,
     format: TargetFormat,
+    /// On a cluster target: how far each slot is applied ([`slots`]).
+    slots: Option<slots::SlotMarkers>,
+    /// The offset this process had applied up to before this link (0: none): a write up
+    /// to it that is applied again had been lost by the target.
+    reached: i64,
 }
 
 /// The first server error among `replies`.
@@ -437,7 +454,17 @@ impl Sync {
         // A batch whose EXEC was applied but whose reply was lost (the target's link
         // broke) moved the marker past the position read: the marker wins then.
         let marker = applied(&target, &plan.marker).await?;
+        // On a cluster, the markers alone say what was applied: a primary that failed
+        // over may have lost writes this process saw acknowledged.
+        let mut slots = match target.cluster() {
+            Some(_) => {
+                Some(slots::SlotMarkers::read(&target, &plan.marker, marker.as_ref()).await?)
+            }
+            None => None,
+        };
+        let reached = from.as_ref().map_or(0, |f| f.offset);
         let resume = match (from, marker) {
+            (_, marker) if slots.is_some() => marker,
             (Some(from), Some(marker))
                 if marker.replid == from.replid && marker.offset > from.offset =>
             {
@@ -455,6 +482,9 @@ impl Sync {
         // A served load needs an empty target: a later full sync (keys of the sync's
         // own on the target) writes with RESTORE.
         let served = plan.served.clone().filter(|_| !again);
+        if let (SyncStart::Full, Some(slots)) = (&start, slots.as_mut()) {
+            slots.start_over(&target).await?;
+        }
         if let (SyncStart::Full, Some(served)) = (&start, served) {
             stats.keys = serve_rdb(
                 &mut link,
@@ -489,6 +519,15 @@ impl Sync {
             .await?;
             stats.keys = loaded;
             stats.replaced += replaced;
+            // The keys are on a replica of each primary before the marker says so.
+            if let Some(cluster) = target.cluster()
+                && !cluster.wait_replicated(slots::LOAD_CONFIRM_WAIT).await?
+            {
+                tracing::warn!(
+                    "a primary of the target cluster had the full sync's keys unacknowledged by its replicas after {}s",
+                    slots::LOAD_CONFIRM_WAIT.as_secs()
+                );
+            }
             target
                 .raw(redis::cmd("SET").arg(&plan.marker).arg(marker_value(
                     &link.replid,
@@ -513,6 +552,8 @@ impl Sync {
                 },
                 stats,
                 format,
+                slots,
+                reached,
             },
             start,
         ))
@@ -583,6 +624,10 @@ impl Sync {
         // Everything read is applied or skipped, up to what the link consumed itself
         // (a GETACK, which a shutting-down server sends): a resume starts after it.
         self.stats.offset = self.link.offset;
+        let position = self.position();
+        if let Some(slots) = self.slots.as_mut() {
+            slots.confirm(&self.target, &position).await?;
+        }
         self.link.ack().await?;
         Ok(applied)
     }
@@ -605,9 +650,7 @@ impl Sync {
 
     /// Removes the marker (the sync is over: a later start is a new sync).
     pub async fn finish(self) -> Result<SyncStats, BackendError> {
-        self.target
-            .raw(redis::cmd("DEL").arg(&self.plan.marker))
-            .await?;
+        remove_markers(&self.target, &self.plan.marker).await?;
         Ok(self.stats)
     }
 
@@ -629,11 +672,27 @@ impl Sync {
             return Ok(0);
         };
         let offset = last.offset;
-        let mut writes: Vec<Vec<Vec<u8>>> = Vec::new();
+        // Each write with its slot on a cluster target.
+        let mut writes: Vec<(u16, Vec<Vec<u8>>)> = Vec::new();
         let mut applied = 0;
         let mut touched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for command in batch {
+            let at = command.offset;
             if let Some((args, keys)) = self.translate(command.args)? {
+                let parts = match &self.slots {
+                    Some(slots) => {
+                        let mut parts = slots::split_by_slot(&self.keys, args)?;
+                        parts.retain(|(slot, _)| !slots.applied_already(*slot, at));
+                        if parts.is_empty() {
+                            continue;
+                        }
+                        if at <= self.reached {
+                            self.stats.reapplied += 1;
+                        }
+                        parts
+                    }
+                    None => vec![(0, args)],
+                };
                 for (target_key, source_key) in keys {
                     // A key seen lately exists or was recorded: not asked again.
                     let hash = key_hash(&target_key);
@@ -644,7 +703,11 @@ impl Sync {
                         touched.push((target_key, source_key));
                     }
                 }
-                writes.extend(self.format.adapt(args)?);
+                for (slot, args) in parts {
+                    for write in self.format.adapt(args)? {
+                        writes.push((slot, write));
+                    }
+                }
                 applied += 1;
             }
         }
@@ -682,15 +745,38 @@ impl Sync {
             .map(|(t, s)| (t.as_slice(), s.as_slice()))
             .collect();
         let seq = self.ledger.creating(&pairs)?;
+        let position = Applied {
+            replid: self.link.replid.clone(),
+            offset,
+            db: self.current_db,
+        };
+        if let Some(slots) = self.slots.as_mut() {
+            let execs = slots.apply(&self.target, writes, &position).await?;
+            self.ledger.created(seq, &vec![true; new_keys.len()])?;
+            for exec in &execs {
+                let refused = match exec {
+                    redis::Value::Array(results) => refusal(results),
+                    other => Some(format!("{other:?}")),
+                };
+                if let Some(refused) = refused {
+                    return Err(BackendError::Command(format!(
+                        "the target refused a write of the source's stream: {refused}"
+                    )));
+                }
+            }
+            self.stats.offset = offset;
+            self.stats.commands += applied;
+            return Ok(applied);
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI");
-        for args in &writes {
+        for (_, args) in &writes {
             pipe.add_command(values::to_cmd(args));
         }
         pipe.cmd("SET").arg(&self.plan.marker).arg(marker_value(
-            &self.link.replid,
-            offset,
-            self.current_db,
+            &position.replid,
+            position.offset,
+            position.db,
         ));
         pipe.cmd("EXEC");
         let replies = self.target.pipeline(pipe).await?;
@@ -1207,6 +1293,11 @@ async fn serve_rdb(
     let refuse = |why: String| {
         BackendError::Config(format!("`load: replication` {why}; use `load: restore`"))
     };
+    if target.cluster().is_some() {
+        return Err(refuse(
+            "makes the target a replica of redis-move, and a cluster's nodes each follow their own primary".into(),
+        ));
+    }
     if let Some(what) = target_holds(target).await? {
         return Err(refuse(format!(
             "replaces the target's whole dataset, and the target has {what}"

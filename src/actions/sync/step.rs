@@ -183,7 +183,7 @@ pub async fn undo(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError> {
     // writes again before the sync's keys are taken out.
     super::release_served(&target, &super::serving_note(&ledger)).await?;
     let value = crate::actions::copy::undo(&target, source.as_ref(), &ledger).await?;
-    target.raw(redis::cmd("DEL").arg(&marker)).await?;
+    super::remove_markers(&target, marker.as_bytes()).await?;
     Ok(value)
 }
 

@@ -55,18 +55,11 @@ impl LocalCluster {
                 nodes.push(server);
             }
         }
-        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        args.extend([
-            "--cluster-replicas".into(),
-            replicas.to_string(),
-            "--cluster-yes".into(),
-        ]);
-        let out = cli_output(&args);
-        assert!(
-            out.contains("All 16384 slots covered"),
-            "redis-cli --cluster create failed:\n{out}"
-        );
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        create(&addresses, replicas);
         let cluster = LocalCluster {
             nodes,
             killed: Vec::new(),
@@ -134,23 +127,7 @@ impl LocalCluster {
     /// The port of the primary serving `slot`, if one does.
     pub fn try_primary_of_slot(&self, slot: u16) -> Option<u16> {
         let node = self.alive().next().expect("a node");
-        for line in node.cli(&["CLUSTER", "NODES"]).lines() {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            if !parts[2].contains("master") || parts[2].contains("fail") {
-                continue;
-            }
-            for range in &parts[8..] {
-                if range.starts_with('[') {
-                    continue;
-                }
-                let (a, b) = range.split_once('-').unwrap_or((range, range));
-                let (a, b): (u16, u16) = (a.parse().unwrap(), b.parse().unwrap());
-                if (a..=b).contains(&slot) {
-                    return Some(port_of(parts[1]));
-                }
-            }
-        }
-        None
+        owner_of(&node.cli(&["CLUSTER", "NODES"]), slot).map(|address| port_of(&address))
     }
 
     /// The node id of the node on `port`.
@@ -162,7 +139,42 @@ impl LocalCluster {
     /// Kills (SIGKILL) the primary serving `slot` and waits until its replica took
     /// over; returns the killed port.
     pub fn kill_primary_of_slot(&mut self, slot: u16) -> u16 {
+        self.kill_primary_of_slot_losing_writes(slot, Duration::ZERO)
+    }
+
+    /// Kills the primary serving `slot` after its replica stopped receiving its writes
+    /// for `behind` (frozen, while the primary acknowledges writes on its own), so that
+    /// the replica that takes over has lost what the primary acknowledged meanwhile;
+    /// returns the killed port once the replica took over.
+    pub fn kill_primary_of_slot_losing_writes(&mut self, slot: u16, behind: Duration) -> u16 {
         let port = self.primary_of_slot(slot);
+        let id = self.node_id(port);
+        let replica_port = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("node")
+            .cli(&["CLUSTER", "NODES"])
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|parts| parts[2].contains("slave") && parts[3] == id)
+            .map(|parts| port_of(parts[1]))
+            .expect("the primary has a replica");
+        let replica = self
+            .nodes
+            .iter()
+            .find(|n| n.port == replica_port)
+            .expect("replica");
+        replica.freeze(true);
+        if !behind.is_zero() {
+            // Cut off, not only frozen: writes would wait in its socket otherwise.
+            self.nodes
+                .iter()
+                .find(|n| n.port == port)
+                .expect("node")
+                .cli(&["CLIENT", "KILL", "TYPE", "replica"]);
+            std::thread::sleep(behind);
+        }
         let node = self
             .nodes
             .iter_mut()
@@ -170,10 +182,15 @@ impl LocalCluster {
             .expect("node");
         node.kill();
         self.killed.push(port);
+        self.nodes
+            .iter()
+            .find(|n| n.port == replica_port)
+            .expect("replica")
+            .freeze(false);
         let start = Instant::now();
         while self.try_primary_of_slot(slot).is_none_or(|p| p == port) {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_secs(60),
                 "no replica took over slot {slot} from {port}"
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -263,6 +280,74 @@ pub fn slot_of(key: &[u8]) -> u16 {
         }
     }
     crc % 16384
+}
+
+/// The `host:port` of the primary serving `slot` in `CLUSTER NODES` output `nodes`.
+fn owner_of(nodes: &str, slot: u16) -> Option<String> {
+    for line in nodes.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() < 8 || !parts[2].contains("master") || parts[2].contains("fail") {
+            continue;
+        }
+        for range in &parts[8..] {
+            if range.starts_with('[') {
+                continue;
+            }
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b): (u16, u16) = (a.parse().unwrap(), b.parse().unwrap());
+            if (a..=b).contains(&slot) {
+                return parts[1].split('@').next().map(str::to_owned);
+            }
+        }
+    }
+    None
+}
+
+/// Joins the cluster-mode servers at `addresses` (`host:port`) into a cluster with
+/// `replicas` replicas per primary (`redis-cli --cluster create`, as its users build
+/// one); the first `addresses.len() / (1 + replicas)` become the primaries.
+pub fn create(addresses: &[String], replicas: usize) {
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(addresses.iter().cloned());
+    args.extend([
+        "--cluster-replicas".into(),
+        replicas.to_string(),
+        "--cluster-yes".into(),
+    ]);
+    let out = cli_output(&args);
+    assert!(
+        out.contains("All 16384 slots covered"),
+        "redis-cli --cluster create failed:\n{out}"
+    );
+}
+
+/// `redis-cli -h HOST -p PORT ARGS...` against the node at `address`; its output.
+pub fn cli_at(address: &str, args: &[&str]) -> String {
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let mut all: Vec<String> = vec!["-h".into(), host.into(), "-p".into(), port.into()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    cli_output(&all)
+}
+
+/// The `host:port` of the primary serving `slot`, as the node at `address` sees it.
+pub fn primary_of_slot_at(address: &str, slot: u16) -> Option<String> {
+    owner_of(&cli_at(address, &["CLUSTER", "NODES"]), slot)
+}
+
+/// Waits until every node at `addresses` reports `cluster_state:ok` with every slot
+/// served.
+pub fn wait_ok_at(addresses: &[String], limit: Duration) {
+    let start = Instant::now();
+    while !addresses.iter().all(|a| {
+        let info = cli_at(a, &["CLUSTER", "INFO"]);
+        info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+    }) {
+        assert!(
+            start.elapsed() < limit,
+            "the cluster at {addresses:?} did not settle within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn port_of(address: &str) -> u16 {

@@ -342,6 +342,19 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: frozen, it answers nothing
+    /// and reads nothing, as a host that stalls.
+    pub fn freeze(&self, frozen: bool) {
+        let status = Command::new("kill")
+            .args([
+                if frozen { "-STOP" } else { "-CONT" },
+                &self.child.id().to_string(),
+            ])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -STOP/-CONT {}", self.child.id());
+    }
 }
 
 impl Drop for RedisServer {
