@@ -4,7 +4,8 @@
 //! the happy path moves every job, and every job the application saw acknowledged is on
 //! the new Redis; a fault that the cutover exposes rolls back with every job on the
 //! source; a planted `/src` bind mount stops the run in the portability phase before
-//! anything changes.
+//! anything changes; `runbooks/queue-to-cluster.yaml` moves the sandbox's queue Redis
+//! into a 3+3 Redis Cluster of containers, where the workers then finish every job.
 //!
 //! The sandbox has fixed names (`fiskai-redis`, `fiskai-worker-*`): these tests run one
 //! at a time.
@@ -512,4 +513,89 @@ fn assert_jobs_accounted_for(held: usize, loaded: usize, acked: usize, unanswere
         held <= loaded + acked + unanswered + 1,
         "jobs from nowhere: {held} held, {loaded} loaded + {acked} acknowledged + {unanswered} unanswered + 1 in flight"
     );
+}
+
+#[tokio::test]
+async fn the_queues_move_into_a_cluster_and_the_workers_finish_them_there() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    // Slow workers until they are stopped: most jobs are still waiting for the move.
+    let options = Options {
+        jobs: 14_000,
+        job_ms: 1000,
+        produce: 0,
+        ..Options::default()
+    };
+    sandbox::up(&engine, &options).await;
+    sandbox::cluster_up(&engine).await;
+    // The runbook's first manual step: the operator stops every worker.
+    sandbox::stop_workers();
+    let source_url = format!("redis://127.0.0.1:{}", sandbox::SOURCE_PORT);
+    let before = sandbox::queue_counts(&source_url, "bull");
+    let state = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"))
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .env("SOURCE_REDIS_URL", &source_url)
+        .env("CLUSTER_REDIS_URL", sandbox::cluster_url())
+        .args([
+            "run",
+            "runbooks/queue-to-cluster.yaml",
+            "--var",
+            "writers_timeout=60s",
+            "--var",
+            "probe_interval=1s",
+            "--yes",
+            "--no-progress",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .output()
+        .expect("redis-move runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let journal = journal(state.path());
+    let copied = journal["steps"]["copy"]["value"]["object"]["copied"]["number"]
+        .as_f64()
+        .unwrap();
+    assert!(copied >= 14_000.0, "{copied} keys copied");
+    // Every queue's keys share the slot of `{bull}`: one primary holds them all.
+    let slot = redis_move_testbed::cluster::slot_of(b"{bull}");
+    let holder = redis_move_testbed::cluster::primary_of_slot_at(sandbox::CLUSTER_NODES[0], slot)
+        .expect("a primary serves {bull}");
+    let holder_url = format!("redis://{holder}");
+    assert_eq!(sandbox::queue_counts(&holder_url, "{bull}"), before);
+    // The cutover's manual step: the workers on the cluster, under `{bull}`. They finish
+    // every waiting job there, each once.
+    sandbox::workers_to_cluster(1);
+    // (A job a stopped worker had taken stays in active: BullMQ's stalled-job check
+    // would put it back in wait; the sandbox's worker has none.)
+    let waiting: usize = before.iter().map(|q| q[0]).sum();
+    assert!(waiting > 5_000, "{waiting} jobs waiting");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let now = sandbox::queue_counts(&holder_url, "{bull}");
+        if now.iter().all(|q| q[0] == 0) {
+            for (queue, (after, was)) in now.iter().zip(&before).enumerate() {
+                assert_eq!(
+                    after[2],
+                    was[2] + was[0],
+                    "queue {}: completed",
+                    sandbox::WORKERS[queue]
+                );
+                assert_eq!((after[1], after[3], after[4]), (was[1], was[3], was[4]));
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers left jobs on the cluster: {now:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // The old Redis was never modified: its queues are as they were.
+    assert_eq!(sandbox::queue_counts(&source_url, "bull"), before);
 }

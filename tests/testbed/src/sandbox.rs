@@ -299,41 +299,12 @@ pub async fn up(docker: &Docker, options: &Options) {
     let src_dir = std::env::temp_dir().join("fiskai-sandbox").join("src");
     let _ = std::fs::create_dir_all(&src_dir);
     for (i, name) in WORKERS.iter().enumerate() {
-        let container = worker_name(name);
         let redis_url = if options.unconnected_worker && i == 3 {
             "redis://fiskai-redis-gone:6379"
         } else {
             "redis://fiskai-redis:6379"
         };
-        let env = [
-            format!("REDIS_URL={redis_url}"),
-            format!("QUEUE=bull:{name}"),
-            format!("WORKER_NAME={container}"),
-            format!("JOB_MS={}", options.job_ms),
-        ];
-        let mut args: Vec<String> = [
-            // --init: the worker stops on SIGTERM, as Node workers do.
-            "run",
-            "-d",
-            "--init",
-            "--name",
-            &container,
-            "--label",
-            LABEL,
-            "--label",
-            "app=fiskai-worker",
-            "--network",
-            NETWORK,
-            "--restart",
-            "unless-stopped",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        for e in &env {
-            args.push("-e".into());
-            args.push(e.clone());
-        }
+        let mut args = worker_args(name, redis_url, &format!("bull:{name}"), options.job_ms);
         if options.src_mount && i == 0 {
             args.push("-v".into());
             args.push(format!("{}:/app/src", src_dir.display()));
@@ -350,10 +321,7 @@ pub async fn up(docker: &Docker, options: &Options) {
             args.push("-e".into());
             args.push(format!("BAD_PASSWORD_WHEN_URL={TARGET_ADDRESS}"));
         }
-        args.push(WORKER_IMAGE.into());
-        args.push("/usr/local/bin/worker".into());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker_cli(&refs);
+        run_worker(args);
     }
     if options.forgotten_consumer {
         docker_cli(&[
@@ -402,6 +370,142 @@ pub async fn up(docker: &Docker, options: &Options) {
             WORKER_IMAGE,
             "/usr/local/bin/worker",
         ]);
+    }
+}
+
+/// `docker run` arguments of worker `name` on `queue` of the Redis at `redis_url`, up to
+/// the image (more options may follow).
+fn worker_args(name: &str, redis_url: &str, queue: &str, job_ms: u64) -> Vec<String> {
+    let container = worker_name(name);
+    let mut args: Vec<String> = [
+        // --init: the worker stops on SIGTERM, as Node workers do.
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        &container,
+        "--label",
+        LABEL,
+        "--label",
+        "app=fiskai-worker",
+        "--network",
+        NETWORK,
+        "--restart",
+        "unless-stopped",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for e in [
+        format!("REDIS_URL={redis_url}"),
+        format!("QUEUE={queue}"),
+        format!("WORKER_NAME={container}"),
+        format!("JOB_MS={job_ms}"),
+    ] {
+        args.push("-e".into());
+        args.push(e);
+    }
+    args
+}
+
+/// Starts a worker from [`worker_args`] and the options after them.
+fn run_worker(mut args: Vec<String>) {
+    args.push(WORKER_IMAGE.into());
+    args.push("/usr/local/bin/worker".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker_cli(&refs);
+}
+
+/// The addresses of the sandbox's Redis Cluster nodes on its network (reached from
+/// this machine too): 3 primaries, then a replica for each.
+pub const CLUSTER_NODES: [&str; 6] = [
+    "10.213.250.201:6379",
+    "10.213.250.202:6379",
+    "10.213.250.203:6379",
+    "10.213.250.204:6379",
+    "10.213.250.205:6379",
+    "10.213.250.206:6379",
+];
+
+/// The URL of the sandbox's cluster (its first node, a seed).
+pub fn cluster_url() -> String {
+    format!("redis://{}", CLUSTER_NODES[0])
+}
+
+/// Starts the sandbox's Redis Cluster beside a running sandbox (the target of
+/// `runbooks/queue-to-cluster.yaml`): six cluster-mode containers `fiskai-cluster-N` on
+/// the sandbox's network, joined with `redis-cli --cluster create`; returns once every
+/// node sees every slot served.
+pub async fn cluster_up(docker: &Docker) {
+    assert!(
+        docker_quiet(&["network", "inspect", NETWORK]),
+        "the sandbox is not up (scripts/sandbox up first)"
+    );
+    let redis = redis_image(docker).await;
+    docker_cli(&["tag", &redis.reference, REDIS_IMAGE]);
+    for (i, address) in CLUSTER_NODES.iter().enumerate() {
+        let name = format!("fiskai-cluster-{}", i + 1);
+        let (ip, _) = address.split_once(':').expect("ip:port");
+        docker_quiet(&["rm", "-f", &name]);
+        docker_cli(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            LABEL,
+            "--network",
+            NETWORK,
+            "--ip",
+            ip,
+            REDIS_IMAGE,
+            "/usr/bin/redis-server",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "2000",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+    }
+    let addresses: Vec<String> = CLUSTER_NODES.iter().map(|a| (*a).to_owned()).collect();
+    let start = Instant::now();
+    while !addresses
+        .iter()
+        .all(|a| crate::cluster::cli_at(a, &["PING"]).trim() == "PONG")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the cluster's containers did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    crate::cluster::create(&addresses, 1);
+    crate::cluster::wait_ok_at(&addresses, Duration::from_secs(60));
+}
+
+/// Starts every worker again on the cluster, on its queue under the `{bull}` prefix:
+/// what the cutover step of `runbooks/queue-to-cluster.yaml` asks the operator to do.
+pub fn workers_to_cluster(job_ms: u64) {
+    for name in WORKERS {
+        docker_quiet(&["rm", "-f", &worker_name(name)]);
+        run_worker(worker_args(
+            name,
+            &cluster_url(),
+            &format!("{{bull}}:{name}"),
+            job_ms,
+        ));
+    }
+}
+
+/// Stops every worker (they disconnect: no writer is left on the source).
+pub fn stop_workers() {
+    for name in WORKERS {
+        docker_quiet(&["stop", "-t", "2", &worker_name(name)]);
     }
 }
 
@@ -571,11 +675,20 @@ pub fn status() -> String {
 /// Every job of the 14 queues, wherever it is (wait, active, completed, failed,
 /// delayed), counted on the Redis at `url`: a cutover must not change it.
 pub fn job_count(url: &str) -> usize {
+    queue_counts(url, "bull")
+        .iter()
+        .map(|c| c.iter().sum::<usize>())
+        .sum()
+}
+
+/// Each queue's jobs under `prefix` on the Redis at `url`: (wait, active, completed,
+/// failed, delayed).
+pub fn queue_counts(url: &str, prefix: &str) -> Vec<[usize; 5]> {
     let mut con = dataset::connect(url);
     WORKERS
         .iter()
         .map(|name| {
-            let q = format!("bull:{name}");
+            let q = format!("{prefix}:{name}");
             let (wait, active, completed, failed, delayed): (usize, usize, usize, usize, usize) =
                 redis::pipe()
                     .cmd("LLEN")
@@ -590,7 +703,7 @@ pub fn job_count(url: &str) -> usize {
                     .arg(format!("{q}:delayed"))
                     .query(&mut con)
                     .expect("queue depths");
-            wait + active + completed + failed + delayed
+            [wait, active, completed, failed, delayed]
         })
-        .sum()
+        .collect()
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! redis-move-sandbox up [--jobs N] [--job-ms MS] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys]
 //! redis-move-sandbox managed      (stand-ins for Render and Upstash, until Ctrl-C)
+//! redis-move-sandbox cluster      (a 3+3 Redis Cluster beside it, for runbooks/queue-to-cluster.yaml)
+//! redis-move-sandbox workers-to-cluster   (the workers on the cluster, under the {bull} prefix)
 //! redis-move-sandbox status
 //! redis-move-sandbox app          (stop the application; is every job it saw acknowledged on the primary?)
 //! redis-move-sandbox down
@@ -11,11 +13,27 @@
 use redis_move_testbed::managed;
 use redis_move_testbed::sandbox::{self, Options};
 
-const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--rate JOBS_PER_S] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys] | managed | status | app | down";
+const USAGE: &str = "usage: redis-move-sandbox up [--jobs N] [--job-ms MS] [--rate JOBS_PER_S] [--plant src-mount|module-error|module-error-after-cutover] [--with-job-keys] | managed | cluster | workers-to-cluster | status | app | down";
 
 fn fail(message: &str) -> ! {
     eprintln!("redis-move-sandbox: {message}\n{USAGE}");
     std::process::exit(2);
+}
+
+/// Runs `work` with the local Docker Engine (or fails when none answers).
+fn with_docker<F, Fut>(work: F)
+where
+    F: FnOnce(bollard::Docker) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let docker = match bollard::Docker::connect_with_defaults() {
+            Ok(d) if d.ping().await.is_ok() => d,
+            _ => fail("no Docker Engine answers (is dockerd running?)"),
+        };
+        work(docker).await;
+    });
 }
 
 fn main() {
@@ -57,14 +75,7 @@ fn main() {
                     other => fail(&format!("unknown option `{other}`")),
                 }
             }
-            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-            runtime.block_on(async {
-                let docker = match bollard::Docker::connect_with_defaults() {
-                    Ok(d) if d.ping().await.is_ok() => d,
-                    _ => fail("no Docker Engine answers (is dockerd running?)"),
-                };
-                sandbox::up(&docker, &options).await;
-            });
+            with_docker(|docker| async move { sandbox::up(&docker, &options).await });
             println!(
                 "sandbox up: VPS-01 (this engine): {} (127.0.0.1:{}) with {} jobs, 14 workers on network {}\n\
                  VPS (second engine, over ssh://root@127.0.0.1:{}): empty, the runbook provisions it",
@@ -97,6 +108,23 @@ fn main() {
             loop {
                 std::thread::park();
             }
+        }
+        Some("cluster") => {
+            with_docker(|docker| async move { sandbox::cluster_up(&docker).await });
+            println!(
+                "cluster up: 3 primaries and 3 replicas at {} (network {})\n  export SOURCE_REDIS_URL=redis://127.0.0.1:{} CLUSTER_REDIS_URL={}\n  redis-move run runbooks/queue-to-cluster.yaml",
+                sandbox::CLUSTER_NODES.join(" "),
+                sandbox::NETWORK,
+                sandbox::SOURCE_PORT,
+                sandbox::cluster_url(),
+            );
+        }
+        Some("workers-to-cluster") => {
+            sandbox::workers_to_cluster(20);
+            println!(
+                "14 workers on {} under the {{bull}} prefix",
+                sandbox::cluster_url()
+            );
         }
         Some("status") => print!("{}", sandbox::status()),
         Some("app") => {

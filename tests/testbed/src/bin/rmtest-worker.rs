@@ -80,8 +80,8 @@ fn main() {
     };
     let wait = format!("{queue}:wait");
     let done = format!("{queue}:done");
-    if queue.starts_with("bull:") {
-        bullmq(&client, &name, &queue, job_ms);
+    if queue.starts_with("bull:") || queue.starts_with("{bull}:") {
+        bullmq(client, &name, &queue, job_ms);
     }
     loop {
         let mut connection = match client.get_connection_with_timeout(Duration::from_secs(1)) {
@@ -134,8 +134,10 @@ fn main() {
     }
 }
 
-/// Consumes a BullMQ-shaped queue: wait -> active -> completed.
-fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
+/// Consumes a BullMQ-shaped queue: wait -> active -> completed. On a Redis Cluster (a
+/// `{bull}:` queue, whose keys share a slot) it follows `MOVED` to the node that serves
+/// the queue, as a cluster client does.
+fn bullmq(mut client: redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
     let (wait, active, completed, workers) = (
         format!("{queue}:wait"),
         format!("{queue}:active"),
@@ -203,6 +205,15 @@ fn bullmq(client: &redis::Client, name: &str, queue: &str, job_ms: u64) -> ! {
                     }
                 }
                 Ok(None) => {}
+                Err(e) if e.code() == Some("MOVED") => {
+                    if let Some((node, _)) = e.redirect_node()
+                        && let Ok(moved) = redis::Client::open(format!("redis://{node}"))
+                    {
+                        println!("[{name}] the queue's slot is served by {node}");
+                        client = moved;
+                    }
+                    break;
+                }
                 // A refusal (READONLY on a replica, OOM) keeps the connection, as
                 // ioredis does: the worker stays connected and retries.
                 Err(e) if e.code().is_some() => {
