@@ -142,6 +142,10 @@ fn reads_and_writes_span_every_shard_and_the_cluster_check_fails_on_unserved_slo
              \x20     - id: copy\n        redis.copy: {{ source: src, target: shards }}\n\
              \x20     - id: keys\n        redis.dbsize: {{ target: shards }}\n        expect: \"== {total}\"\n\
              \x20     - id: queue1\n        redis.scan_count: {{ target: shards, match: \"bull:queue1:*\" }}\n        expect: \"== {queue1}\"\n\
+             \x20     - id: biggest\n        redis.dbsize: {{ target: shards, nodes: max }}\n        expect: \"< {total}\"\n\
+             \x20     - id: smallest\n        redis.dbsize: {{ target: shards, nodes: min }}\n        expect: \"> 0\"\n\
+             \x20     - id: per-node\n        redis.dbsize: {{ target: shards, nodes: each }}\n\
+             \x20     - id: memory\n        redis.info: {{ target: shards, field: memory.used_memory, nodes: max }}\n        expect: \"< 1gb\"\n\
              \x20     - id: keys-info\n        redis.info: {{ target: shards, field: keyspace.db0.keys }}\n        expect: \"== {total}\"\n\
              \x20     - id: depth-before\n        redis.queues: {{ target: src }}\n\
              \x20     - id: depth\n        redis.queues: {{ target: shards }}\n        expect: {{ total: {{ depth: \"== ${{steps.depth-before.value.total.depth}}\" }} }}\n\
@@ -164,6 +168,27 @@ fn reads_and_writes_span_every_shard_and_the_cluster_check_fails_on_unserved_slo
         "{text}"
     );
     ws.run().success();
+    // Each primary's key count, by its address: the three make the whole.
+    let journal = ws.journal().unwrap();
+    let per_node = journal["steps"]["per-node"]["value"]["object"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let primaries: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut named: Vec<&String> = per_node.keys().collect();
+    named.sort();
+    let mut expected: Vec<&String> = primaries.iter().collect();
+    expected.sort();
+    assert_eq!(named, expected);
+    let summed: f64 = per_node
+        .values()
+        .map(|v| v["number"].as_f64().unwrap())
+        .sum();
+    assert_eq!(summed, total as f64);
     // CONFIG SET reached every node, replicas too.
     for node in cluster.alive() {
         assert!(

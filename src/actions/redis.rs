@@ -11,7 +11,7 @@ use crate::backend::BackendError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::runbook::action::{Action, ClientsParams};
+use crate::runbook::action::{Action, ClientsParams, Nodes};
 use crate::runbook::expect::compile_regex;
 use crate::value::Value;
 
@@ -29,9 +29,23 @@ pub async fn probe(
         Action::RedisPing(_) => Value::Duration(redis.ping().await?),
         Action::RedisInfo(p) => {
             let (section, field) = p.section_and_field();
-            redis.info(section, field).await?
+            combine_nodes(
+                &p.field,
+                redis.info_of_nodes(section, field).await?,
+                p.nodes,
+            )?
         }
-        Action::RedisDbsize(_) => Value::Number(redis.dbsize().await? as f64),
+        Action::RedisDbsize(p) => {
+            let sizes = redis.dbsize_of_nodes().await?;
+            combine_nodes(
+                "keys",
+                sizes
+                    .into_iter()
+                    .map(|(node, n)| (node, Value::Number(n as f64)))
+                    .collect(),
+                p.nodes,
+            )?
+        }
         Action::RedisClusterCheck(_) => cluster_check(&redis).await?,
         Action::RedisScanCount(p) => {
             let pattern = r.resolve(&p.pattern)?;
@@ -55,6 +69,33 @@ pub async fn probe(
                 other.name()
             )));
         }
+    })
+}
+
+/// The values of a cluster's primaries (or one server's) as one value, as `nodes` says.
+fn combine_nodes(
+    field: &str,
+    values: Vec<(String, Value)>,
+    nodes: Nodes,
+) -> Result<Value, ActionError> {
+    let numbers = || -> Result<Vec<f64>, ActionError> {
+        values
+            .iter()
+            .map(|(node, value)| match value {
+                Value::Number(n) => Ok(*n),
+                other => Err(ActionError::config(format!(
+                    "`nodes: {}` needs numbers, and `{field}` of {node} is {} `{other}`",
+                    if nodes == Nodes::Max { "max" } else { "min" },
+                    other.kind_name()
+                ))),
+            })
+            .collect()
+    };
+    Ok(match nodes {
+        Nodes::Sum => crate::backend::redis::aggregate_over_nodes(field, values)?,
+        Nodes::Max => Value::Number(numbers()?.into_iter().fold(f64::MIN, f64::max)),
+        Nodes::Min => Value::Number(numbers()?.into_iter().fold(f64::MAX, f64::min)),
+        Nodes::Each => Value::Object(values.into_iter().collect()),
     })
 }
 
@@ -152,6 +193,12 @@ async fn clients(
                 record.insert("age".into(), seconds(c.get("age")));
                 record.insert("idle".into(), seconds(c.get("idle")));
                 record.insert("replica".into(), Value::Bool(c.is_replica()));
+                // The node it is connected to: a cluster's `host:port`, else this server.
+                let node = match c.get("node") {
+                    "" => redis.label(),
+                    node => node.to_owned(),
+                };
+                record.insert("node".into(), Value::Text(node));
                 Value::Object(record)
             })
             .collect(),
@@ -222,4 +269,30 @@ pub async fn undo(act: &Act<'_>) -> Result<Value, ActionError> {
     Ok(redis
         .command(&["CONFIG".into(), "SET".into(), parameter.clone(), previous])
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<(String, Value)> {
+        vec![
+            ("10.0.0.1:7000".into(), Value::Number(3.0)),
+            ("10.0.0.2:7000".into(), Value::Number(7.0)),
+            ("10.0.0.3:7000".into(), Value::Number(5.0)),
+        ]
+    }
+
+    #[test]
+    fn a_cluster_s_nodes_make_one_value_as_asked() {
+        let combine = |how| combine_nodes("used_memory", nodes(), how).unwrap();
+        assert_eq!(combine(Nodes::Sum), Value::Number(15.0));
+        assert_eq!(combine(Nodes::Max), Value::Number(7.0));
+        assert_eq!(combine(Nodes::Min), Value::Number(3.0));
+        let each = combine(Nodes::Each);
+        assert_eq!(each.field("10.0.0.2:7000"), Some(&Value::Number(7.0)));
+        let text = vec![("a:1".into(), Value::Text("noeviction".into()))];
+        let refused = combine_nodes("maxmemory_policy", text, Nodes::Max).unwrap_err();
+        assert!(refused.to_string().contains("needs numbers"), "{refused}");
+    }
 }

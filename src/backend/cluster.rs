@@ -783,19 +783,6 @@ impl Cluster {
         }
     }
 
-    /// A number of every primary, summed (`DBSIZE`, a counter of INFO).
-    pub async fn sum_over_primaries<F, Fut>(&self, each: F) -> Result<u64, BackendError>
-    where
-        F: Fn(RedisBackend) -> Fut,
-        Fut: std::future::Future<Output = Result<u64, BackendError>>,
-    {
-        let mut total = 0;
-        for (_, node) in self.primaries().await? {
-            total += each(node).await?;
-        }
-        Ok(total)
-    }
-
     /// `CLUSTER INFO` and `CLUSTER NODES` as the health the `redis.cluster_check`
     /// action judges: state, slots covered, failing nodes, slots in migration.
     pub async fn health(&self) -> Result<Value, BackendError> {

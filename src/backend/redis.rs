@@ -429,11 +429,8 @@ impl RedisBackend {
     /// On a cluster, the field of every primary: numbers summed, anything else the value
     /// they share (nodes that differ are an error naming them).
     pub async fn info(&self, section: Option<&str>, field: &str) -> Result<Value, BackendError> {
-        if let Some(cluster) = &self.cluster {
-            let mut values = Vec::new();
-            for (address, node) in cluster.primaries().await? {
-                values.push((address, Box::pin(node.info(section, field)).await?));
-            }
+        if self.cluster.is_some() {
+            let values = Box::pin(self.info_of_nodes(section, field)).await?;
             return aggregate_over_nodes(field, values);
         }
         let query_section = match (section, field) {
@@ -455,6 +452,45 @@ impl RedisBackend {
         })
     }
 
+    /// One INFO field of each node: every primary of a cluster, by its address, or this
+    /// one server.
+    pub async fn info_of_nodes(
+        &self,
+        section: Option<&str>,
+        field: &str,
+    ) -> Result<Vec<(String, Value)>, BackendError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(vec![(
+                self.label(),
+                Box::pin(self.info(section, field)).await?,
+            )]);
+        };
+        let mut values = Vec::new();
+        for (address, node) in cluster.primaries().await? {
+            values.push((address, Box::pin(node.info(section, field)).await?));
+        }
+        Ok(values)
+    }
+
+    /// DBSIZE of each node: every primary of a cluster, by its address, or this one
+    /// server.
+    pub async fn dbsize_of_nodes(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(vec![(self.label(), Box::pin(self.dbsize()).await?)]);
+        };
+        let mut sizes = Vec::new();
+        for (address, node) in cluster.primaries().await? {
+            sizes.push((address, Box::pin(node.dbsize()).await?));
+        }
+        Ok(sizes)
+    }
+
+    /// How this one server is named among nodes: its `host:port` (or `server` through
+    /// a unix socket).
+    pub fn label(&self) -> String {
+        self.address.clone().unwrap_or_else(|| "server".into())
+    }
+
     /// `CLIENT LIST`, and the id of the connection that asked (redis-move's own).
     /// On a cluster, the clients of every node (primaries and replicas).
     pub async fn clients(&self) -> Result<(Vec<Client>, String), BackendError> {
@@ -462,7 +498,15 @@ impl RedisBackend {
             let mut all = Vec::new();
             for address in cluster.all_nodes() {
                 let (clients, id) = Box::pin(cluster.node(&address).await?.clients()).await?;
-                all.extend(clients.into_iter().filter(|c| c.get("id") != id));
+                all.extend(
+                    clients
+                        .into_iter()
+                        .filter(|c| c.get("id") != id)
+                        .map(|mut c| {
+                            c.fields.insert("node".into(), address.clone());
+                            c
+                        }),
+                );
             }
             return Ok((all, String::new()));
         }
@@ -501,10 +545,9 @@ impl RedisBackend {
     /// DBSIZE.
     /// On a cluster, summed over the primaries.
     pub async fn dbsize(&self) -> Result<u64, BackendError> {
-        if let Some(cluster) = &self.cluster {
-            return cluster
-                .sum_over_primaries(|node| async move { Box::pin(node.dbsize()).await })
-                .await;
+        if self.cluster.is_some() {
+            let sizes = Box::pin(self.dbsize_of_nodes()).await?;
+            return Ok(sizes.iter().map(|(_, n)| n).sum());
         }
         match self.query(&redis::cmd("DBSIZE")).await? {
             redis::Value::Int(n) => Ok(n.max(0) as u64),
@@ -940,7 +983,10 @@ fn redis_error(e: redis::RedisError) -> BackendError {
 
 /// One value of every node of a cluster: numbers summed, anything else the value they
 /// share.
-fn aggregate_over_nodes(field: &str, values: Vec<(String, Value)>) -> Result<Value, BackendError> {
+pub fn aggregate_over_nodes(
+    field: &str,
+    values: Vec<(String, Value)>,
+) -> Result<Value, BackendError> {
     if values.iter().all(|(_, v)| matches!(v, Value::Number(_))) {
         return Ok(Value::Number(
             values

@@ -89,6 +89,25 @@ pub struct InfoParams {
     /// `errorstats.OOM` (error replies of that kind; 0 when none), `stats.rejected_calls`
     /// and `stats.failed_calls` (summed over the commands), `commandstats.set.calls`.
     pub field: String,
+    /// On a cluster, how the primaries' values make one (default `sum`).
+    #[serde(default)]
+    pub nodes: Nodes,
+}
+
+/// How the values of a cluster's primaries make the value of `redis.info` and
+/// `redis.dbsize` (one server is one node).
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Nodes {
+    /// Numbers summed (keys, memory in all); anything else the value they share.
+    #[default]
+    Sum,
+    /// The largest number: the node nearest a per-node limit (memory, clients).
+    Max,
+    /// The smallest number.
+    Min,
+    /// Each primary's value, by its `host:port`.
+    Each,
 }
 
 impl InfoParams {
@@ -108,7 +127,12 @@ impl ActionParams for InfoParams {
     }
     fn shape(&self) -> Shape {
         let (_, field) = self.section_and_field();
-        if field.ends_with("_human") || field.ends_with("_policy") || field.ends_with("_status") {
+        if self.nodes == Nodes::Each {
+            Shape::Any
+        } else if field.ends_with("_human")
+            || field.ends_with("_policy")
+            || field.ends_with("_status")
+        {
             Shape::Text
         } else if field.contains("memory") || field.ends_with("_bytes") {
             Shape::Bytes
@@ -135,9 +159,16 @@ impl ActionParams for InfoParams {
     }
 }
 
-target_only! {
-    /// `redis.dbsize`: the number of keys.
-    DbsizeParams
+/// `redis.dbsize`: the number of keys.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct DbsizeParams {
+    /// The Redis target (may be left out when the runbook has one Redis target).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// On a cluster, how the primaries' key counts make one (default `sum`).
+    #[serde(default)]
+    pub nodes: Nodes,
 }
 
 impl ActionParams for DbsizeParams {
@@ -146,7 +177,10 @@ impl ActionParams for DbsizeParams {
         Effect::ReadOnly
     }
     fn shape(&self) -> Shape {
-        Shape::Number
+        match self.nodes {
+            Nodes::Each => Shape::Any,
+            _ => Shape::Number,
+        }
     }
     fn describe(&self) -> String {
         "DBSIZE".into()
@@ -1553,6 +1587,7 @@ pub static CLIENT_SHAPE: Shape = Shape::Object(&[
     ("lib_name", Shape::Text),
     ("lib_ver", Shape::Text),
     ("replica", Shape::Bool),
+    ("node", Shape::Text),
 ]);
 
 static CLIENTS: Shape = Shape::List(&CLIENT_SHAPE);
