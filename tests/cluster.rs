@@ -163,7 +163,7 @@ fn reads_and_writes_span_every_shard_and_the_cluster_check_fails_on_unserved_slo
     let text = String::from_utf8_lossy(&checked.stdout);
     assert!(
         text.contains("(RDB 10, cluster of 3 shards, ")
-            && text.contains("redis.cluster_check, redis.sync into it (a transaction per slot); refuses redis.replicate, redis.promote, redis.snapshot, redis.sync out of it")
+            && text.contains("redis.cluster_check, redis.sync into it (a transaction per slot) and out of it (a stream per shard); refuses redis.replicate, redis.promote, redis.snapshot")
             && text.contains("(RDB 10, standalone); allows redis.copy, redis.verify, redis.delete, probes, redis.replicate"),
         "{text}"
     );
@@ -379,4 +379,213 @@ fn a_sync_into_a_cluster_applies_every_write_once_through_a_failover_that_lost_w
     );
     // No marker is left: neither the sync's nor any slot's.
     assert_eq!(cluster.snapshot("*redis-move*").len(), 0);
+}
+
+/// Writes `{tag}:kN = N` for N = 0, 1, ... into each of `tags`' slots of the cluster
+/// whose nodes are at `nodes`, through the slot's primary (found again after an
+/// error: a failover), until `stop` is set; how many rounds it wrote. A write is
+/// repeated until acknowledged (SET is idempotent).
+fn write_into_cluster(
+    nodes: Vec<String>,
+    tags: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let primary_of = |slot: u16| {
+            nodes
+                .iter()
+                .find_map(|n| redis_move_testbed::cluster::primary_of_slot_at(n, slot))
+        };
+        let mut connections: Vec<Option<redis::Connection>> = tags.iter().map(|_| None).collect();
+        let mut n: u64 = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, tag) in tags.iter().enumerate() {
+                loop {
+                    if connections[i].is_none() {
+                        let slot = redis_move_testbed::cluster::slot_of(tag.as_bytes());
+                        connections[i] = primary_of(slot).and_then(|address| {
+                            redis::Client::open(format!("redis://{address}"))
+                                .and_then(|c| c.get_connection())
+                                .ok()
+                        });
+                    }
+                    let written = connections[i].as_mut().map(|con| {
+                        redis::cmd("SET")
+                            .arg(format!("{{{tag}}}:k{n}"))
+                            .arg(n)
+                            .query::<()>(con)
+                    });
+                    match written {
+                        Some(Ok(())) => break,
+                        _ => {
+                            connections[i] = None;
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        n
+    })
+}
+
+#[test]
+fn a_cluster_is_synced_into_one_server_shard_by_shard_through_a_source_failover() {
+    let mut cluster = LocalCluster::start(3, 1);
+    let target = RedisServer::start();
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    // A tag in each shard's first slot range.
+    let tags: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_into_cluster(nodes.clone(), tags.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let ws = Workspace::new(&runbook(
+        "sync-out",
+        &target,
+        &cluster,
+        r#"      - id: sync
+        redis.sync: { source: shards, target: src, existing: replace }
+      - id: following
+        redis.sync_status: { sync: sync }
+        until: { state: running, commands: "> 500" }
+        timeout: 120s
+      - id: written
+        redis.command: { target: src, args: [GET, "{a}:done"], read_only: true }
+        until: "== yes"
+        timeout: 300s
+      - id: stop
+        redis.sync_stop: { sync: sync, pause: 5s }
+      - id: check
+        redis.verify: { source: shards, target: src }
+"#,
+    ));
+    // A key the one server had before, which a shard's sync replaces.
+    let mut dst = connect(&target.url());
+    let _: () = redis::cmd("SET")
+        .arg("{b}:k0")
+        .arg("before")
+        .query(&mut dst)
+        .unwrap();
+    let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    Workspace::wait_for("the sync to follow", Duration::from_secs(120), || {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        ws.journal()
+            .is_some_and(|j| j["steps"]["following"]["status"] == "succeeded")
+    });
+    // The primary of one shard dies; its replica takes over, and that shard's sync
+    // follows it.
+    cluster.kill_primary_of_slot(redis_move_testbed::cluster::slot_of(b"a"));
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 200, "only {rounds} rounds written");
+    let done_slot = redis_move_testbed::cluster::slot_of(b"a");
+    let owner = cluster.primary_of_slot(done_slot);
+    let mut owner_con = connect(&format!("redis://127.0.0.1:{owner}"));
+    let _: () = redis::cmd("SET")
+        .arg("{a}:done")
+        .arg("yes")
+        .query(&mut owner_con)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the run failed:\n{stderr}");
+    // The one server holds what the cluster holds, every key of every shard (the
+    // cluster itself may have lost writes its dead primary had acknowledged).
+    let on_cluster = cluster.snapshot("*");
+    assert!(on_cluster.len() > 1000, "{} keys", on_cluster.len());
+    assert_same(&on_cluster, &snapshot(&mut dst, "*"), <[u8]>::to_vec, 1000);
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg("redis-move:*")
+        .query(&mut dst)
+        .unwrap();
+    assert!(markers.is_empty(), "{markers:?}");
+    assert_eq!(ws.value_number("sync", "replaced"), 1.0);
+    // The rollback takes out exactly what the sync wrote, every shard's, and puts back
+    // the value it replaced.
+    let _: () = redis::cmd("SET")
+        .arg("mine")
+        .arg("kept")
+        .query(&mut dst)
+        .unwrap();
+    ws.cmd(&["rollback", "--yes", "--no-progress"])
+        .assert()
+        .code(3);
+    let mut left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut dst).unwrap();
+    left.sort();
+    assert_eq!(left, vec!["mine".to_owned(), "{b}:k0".to_owned()]);
+    let before: String = redis::cmd("GET").arg("{b}:k0").query(&mut dst).unwrap();
+    assert_eq!(before, "before");
+}
+
+#[test]
+fn a_run_killed_while_it_syncs_a_cluster_resumes_every_shard_where_it_was() {
+    let cluster = LocalCluster::start(3, 0);
+    let target = RedisServer::start();
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let tags: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_into_cluster(nodes.clone(), tags.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let ws = Workspace::new(&runbook(
+        "sync-out-resume",
+        &target,
+        &cluster,
+        r#"      - id: sync
+        redis.sync: { source: shards, target: src }
+      - id: written
+        redis.command: { target: src, args: [GET, "{c}:done"], read_only: true }
+        until: "== yes"
+        timeout: 300s
+      - id: stop
+        redis.sync_stop: { sync: sync }
+      - id: check
+        redis.verify: { source: shards, target: src }
+"#,
+    ));
+    let mut child = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    Workspace::wait_for("the sync to follow", Duration::from_secs(120), || {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        ws.journal()
+            .is_some_and(|j| j["steps"]["sync"]["status"] == "succeeded")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Written while no process follows: each shard keeps them in its backlog.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let owner = cluster.primary_of_slot(redis_move_testbed::cluster::slot_of(b"c"));
+    let _: () = redis::cmd("SET")
+        .arg("{c}:done")
+        .arg("yes")
+        .query(&mut connect(&format!("redis://127.0.0.1:{owner}")))
+        .unwrap();
+    let resumed = ws.cmd(&["resume", "--no-progress"]).assert().success();
+    let stderr = String::from_utf8_lossy(&resumed.get_output().stderr).into_owned();
+    assert!(stderr.contains("partial resync"), "{stderr}");
+    let mut dst = connect(&target.url());
+    assert_same(
+        &cluster.snapshot("*"),
+        &snapshot(&mut dst, "*"),
+        <[u8]>::to_vec,
+        1000,
+    );
 }

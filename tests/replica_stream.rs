@@ -523,6 +523,7 @@ async fn a_sync_under_live_writes_drains_to_the_same_keys_under_new_names() {
         marker: b"redis-move:sync:test".to_vec(),
         same_keyspace: false,
         served: None,
+        namespaces_checked: false,
     };
     let ledger = tempfile::tempdir().unwrap();
     let (mut sync, _) = Sync::start(

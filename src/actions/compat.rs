@@ -261,11 +261,10 @@ pub fn capabilities(facts: &ServerFacts, sentinel: bool) -> String {
     if facts.kind.starts_with("cluster of") {
         allows.extend([
             "redis.cluster_check",
-            "redis.sync into it (a transaction per slot)",
+            "redis.sync into it (a transaction per slot) and out of it (a stream per shard)",
         ]);
         refuses.push(
-            "redis.replicate, redis.promote, redis.snapshot, redis.sync out of it (one server on each side)"
-                .into(),
+            "redis.replicate, redis.promote, redis.snapshot (one server on each side)".into(),
         );
     } else if facts.undeclared_cluster_node() {
         refuses.push("everything until declared `cluster: true`".into());

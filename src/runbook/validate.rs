@@ -823,19 +823,6 @@ impl Validator {
             .collect();
         let name = action.value.name();
         match &action.value {
-            Action::RedisSync(p) if self.cluster_targets.contains(&p.source.value) => {
-                self.error(
-                    "cluster-target",
-                    p.source.span,
-                    format!(
-                        "`{name}` follows one server's replication stream, and its source `{}` is a cluster",
-                        p.source.value
-                    ),
-                )
-                .help = Some(
-                    "copy out of a cluster with `redis.copy` (every shard walked, keys checked again after it) with the writers stopped; a sync into a cluster works".into(),
-                );
-            }
             Action::RedisSync(p)
                 if !named.is_empty() && p.load == crate::runbook::action::SyncLoad::Replication =>
             {
@@ -843,11 +830,11 @@ impl Validator {
                     "cluster-target",
                     action.span,
                     format!(
-                        "`load: replication` makes the target a replica of redis-move, and `{}` is a cluster (its nodes follow their own primaries)",
+                        "`load: replication` makes the target a replica of redis-move serving one server's RDB, and `{}` is a cluster",
                         named.join("`, `")
                     ),
                 )
-                .help = Some("leave out `load` (a cluster target is loaded with RESTORE, slot by slot)".into());
+                .help = Some("leave out `load` (keys into or out of a cluster are written with RESTORE)".into());
             }
             Action::RedisReplicate(_) | Action::RedisPromote(_) | Action::RedisSnapshot(_)
                 if !named.is_empty() =>

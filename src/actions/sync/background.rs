@@ -123,6 +123,10 @@ pub struct Starter {
     pub ledger: std::path::PathBuf,
     /// The target is on the source's server (any database).
     pub same_server: bool,
+    /// A shard of a cluster source (`source` is then the cluster): the shard's first
+    /// slot. Its primary is asked of the cluster at each start, so that a failover of
+    /// the source is followed (the promoted replica continues the stream).
+    pub shard: Option<u16>,
 }
 
 impl Starter {
@@ -133,9 +137,28 @@ impl Starter {
         from: Option<Applied>,
         progress: &(dyn Fn(u64) + std::marker::Sync),
     ) -> Result<(Sync, SyncStart), BackendError> {
+        let (endpoint, source) = match (self.shard, self.source.cluster()) {
+            (Some(slot), Some(cluster)) => {
+                cluster.refresh().await?;
+                let primary = cluster
+                    .slot_map()
+                    .owner(slot)
+                    .map(|s| s.primary.clone())
+                    .ok_or_else(|| {
+                        BackendError::Unreachable(format!(
+                            "no primary of the source cluster serves slot {slot}"
+                        ))
+                    })?;
+                (
+                    self.source_endpoint.at(&primary)?,
+                    cluster.node(&primary).await?,
+                )
+            }
+            _ => (self.source_endpoint.clone(), self.source.clone()),
+        };
         Sync::start(
-            &self.source_endpoint,
-            &self.source,
+            &endpoint,
+            &source,
             self.target.clone(),
             self.plan.clone(),
             &self.ledger,
@@ -165,11 +188,58 @@ struct Handle {
     same_server: bool,
 }
 
-/// The syncs of a run, by step id.
+/// The syncs of one step whose source is a cluster: one per shard.
+struct Group {
+    members: Vec<String>,
+    source: RedisBackend,
+    source_target: String,
+    /// Keys of others found in the destination before the shards started (kept).
+    replaced: u64,
+}
+
+/// The syncs of a run, by step id (a cluster source's shards as `step@slot`, grouped
+/// under the step).
 #[derive(Default)]
 pub struct Syncs {
     running: Mutex<HashMap<String, Handle>>,
     failed_to_resume: Mutex<HashMap<String, String>>,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+/// The name of the sync of a cluster source's shard whose first slot is `slot`.
+pub fn shard_name(step: &str, slot: u16) -> String {
+    format!("{step}@{slot}")
+}
+
+/// The status of several syncs as one: counters and offsets summed (so that the lag in
+/// bytes is the sum of theirs), the longest lag, the worst state.
+fn combine(statuses: Vec<SyncStatus>) -> SyncStatus {
+    let mut all = SyncStatus {
+        state: SyncState::Running,
+        start: SyncStart::Partial,
+        stats: SyncStats::default(),
+        source_offset: 0,
+        lag: Duration::ZERO,
+    };
+    let rank = |state: &SyncState| match state {
+        SyncState::Failed(_) => 4,
+        SyncState::Halted => 3,
+        SyncState::Reconnecting => 2,
+        SyncState::Running => 1,
+        SyncState::Stopped => 0,
+    };
+    for (i, status) in statuses.into_iter().enumerate() {
+        if i == 0 || rank(&status.state) > rank(&all.state) {
+            all.state = status.state.clone();
+        }
+        if status.start == SyncStart::Full {
+            all.start = SyncStart::Full;
+        }
+        all.stats = summed(&all.stats, &status.stats);
+        all.source_offset += status.source_offset;
+        all.lag = all.lag.max(status.lag);
+    }
+    all
 }
 
 impl Syncs {
@@ -221,10 +291,58 @@ impl Syncs {
 
     /// The status of step `step`'s sync.
     pub fn status(&self, step: &str) -> Result<SyncStatus, BackendError> {
-        if let Some(handle) = self.running.lock().expect("not poisoned").get(step) {
-            return Ok(handle.status.borrow().clone());
+        let members = self.members(step);
+        let replaced_before = self
+            .groups
+            .lock()
+            .expect("not poisoned")
+            .get(step)
+            .map_or(0, |g| g.replaced);
+        let running = self.running.lock().expect("not poisoned");
+        let statuses: Vec<SyncStatus> = members
+            .iter()
+            .filter_map(|m| running.get(m).map(|h| h.status.borrow().clone()))
+            .collect();
+        drop(running);
+        match statuses.len() {
+            0 => Err(self.not_running(step)),
+            1 if members.len() == 1 => Ok(statuses.into_iter().next().expect("one")),
+            _ => {
+                let mut all = combine(statuses);
+                all.stats.replaced += replaced_before;
+                Ok(all)
+            }
         }
-        Err(self.not_running(step))
+    }
+
+    /// The syncs that make step `step`'s: a cluster source's shards, or the step's own.
+    pub fn members(&self, step: &str) -> Vec<String> {
+        match self.groups.lock().expect("not poisoned").get(step) {
+            Some(group) => group.members.clone(),
+            None => vec![step.to_owned()],
+        }
+    }
+
+    /// Records that step `step`'s sync is the syncs `members` (one per shard of the
+    /// cluster `source`, Redis target `source_target`), which found `replaced` keys of
+    /// others in their destination before they started.
+    pub fn group(
+        &self,
+        step: &str,
+        source_target: &str,
+        source: RedisBackend,
+        members: Vec<String>,
+        replaced: u64,
+    ) {
+        self.groups.lock().expect("not poisoned").insert(
+            step.to_owned(),
+            Group {
+                members,
+                source,
+                source_target: source_target.to_owned(),
+                replaced,
+            },
+        );
     }
 
     fn not_running(&self, step: &str) -> BackendError {
@@ -246,6 +364,9 @@ impl Syncs {
     /// The source of step `step`'s sync: a connection, its target name, and whether it
     /// is the target's server too.
     pub fn source(&self, step: &str) -> Result<(RedisBackend, String, bool), BackendError> {
+        if let Some(group) = self.groups.lock().expect("not poisoned").get(step) {
+            return Ok((group.source.clone(), group.source_target.clone(), false));
+        }
         match self.running.lock().expect("not poisoned").get(step) {
             Some(handle) => Ok((
                 handle.source.clone(),
@@ -293,8 +414,17 @@ impl Syncs {
         }
     }
 
-    /// Stops step `step`'s sync without a drain (nothing happens when none runs).
+    /// Stops step `step`'s sync (every shard's) without a drain (nothing happens when
+    /// none runs).
     pub async fn halt(&self, step: &str) {
+        let members = self.members(step);
+        self.groups.lock().expect("not poisoned").remove(step);
+        for member in members {
+            self.halt_one(&member).await;
+        }
+    }
+
+    async fn halt_one(&self, step: &str) {
         let handle = self.running.lock().expect("not poisoned").remove(step);
         if let Some(handle) = handle {
             let (reply, answer) = oneshot::channel();
@@ -402,7 +532,7 @@ async fn follow(
             }
             Wake::Tick => {
                 next_sample = Instant::now() + SAMPLE_EVERY;
-                if let Ok(offset) = source_offset(&starter.source).await {
+                if let Ok(offset) = source_offset(sync.source()).await {
                     samples.push_back((Instant::now(), offset));
                     // Samples the sync has passed are no longer needed for the lag.
                     while samples.len() > 1 && samples[1].1 <= sync.stats().offset {
@@ -452,6 +582,21 @@ async fn follow(
                 return;
             }
         }
+    }
+}
+
+/// The counters of two syncs (two shards of a cluster source), offsets summed.
+pub fn summed(a: &SyncStats, b: &SyncStats) -> SyncStats {
+    SyncStats {
+        offset: a.offset + b.offset,
+        ..totals(a, b)
+    }
+}
+
+/// Removes the grouping of step `step`'s shards (they were drained).
+impl Syncs {
+    pub fn ungroup(&self, step: &str) {
+        self.groups.lock().expect("not poisoned").remove(step);
     }
 }
 

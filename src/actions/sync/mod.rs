@@ -118,6 +118,9 @@ pub struct SyncPlan {
     /// The full sync is loaded by the target as redis-move's replica (`load:
     /// replication`), not with `RESTORE`.
     pub served: Option<ServedLoad>,
+    /// The destination namespaces were checked by another sync of the same step (a
+    /// shard of a cluster source started before this one): not checked again.
+    pub namespaces_checked: bool,
 }
 
 /// Where the target of a served full sync finds redis-move.
@@ -393,6 +396,8 @@ impl Ledger {
 /// A running sync.
 pub struct Sync {
     link: ReplicaLink,
+    /// The server it follows (a cluster source's shard: that shard's primary).
+    source: RedisBackend,
     target: RedisBackend,
     plan: SyncPlan,
     keys: CommandKeys,
@@ -446,7 +451,7 @@ impl Sync {
         // Keys of an earlier start: a full sync now must drop those the source deleted.
         let again = ledger.earlier;
         let mut stats = SyncStats::default();
-        if !again {
+        if !again && !plan.namespaces_checked {
             stats.replaced = check_namespaces(&target, &plan, &mut ledger).await?;
         }
         // The marker may lag the stream by writes that were all skipped (they move no
@@ -541,6 +546,7 @@ impl Sync {
         Ok((
             Sync {
                 link,
+                source: source.clone(),
                 target,
                 plan,
                 keys,
@@ -576,6 +582,11 @@ impl Sync {
             offset: self.stats.offset,
             db: self.current_db,
         }
+    }
+
+    /// The server it follows.
+    pub fn source(&self) -> &RedisBackend {
+        &self.source
     }
 
     /// How far it has come.
@@ -825,6 +836,14 @@ impl Sync {
         match name.as_slice() {
             // Transactions of the source are applied inside the batch's own.
             b"PING" | b"REPLCONF" | b"MULTI" | b"EXEC" | b"DISCARD" => return Ok(None),
+            // A cluster source moving a key into this shard: the other shard's stream
+            // deletes it, in an order the sync cannot know.
+            b"RESTORE-ASKING" => {
+                return Err(BackendError::Command(format!(
+                    "the source cluster moved `{}` between shards (a resharding): a sync out of a cluster cannot order the two shards' streams; let the resharding finish before the sync starts",
+                    args.get(1).map(|k| display_key(k)).unwrap_or_default()
+                )));
+            }
             b"SELECT" => {
                 self.current_db = args
                     .get(1)
@@ -1545,6 +1564,22 @@ async fn wait_loaded(target: &RedisBackend) -> Result<(), BackendError> {
 /// Before a first start: a key already in a rule's destination namespace is another's;
 /// the sync stops (`existing: fail`) or keeps its value in the ledger (`replace`). How
 /// many were kept.
+/// Checks the destination namespaces once for the syncs of every shard of a cluster
+/// source, before any starts: keys of others there stop the sync (`existing: fail`) or
+/// are kept in the ledger at `ledger_path` (`existing: replace`), apart from the shards'
+/// own ledgers (a shard's full sync again removes the keys of its ledger its source no
+/// longer has, which would take other shards' keys). How many were kept.
+pub async fn check_destination(
+    target: &RedisBackend,
+    plan: &SyncPlan,
+    ledger_path: &Path,
+) -> Result<u64, BackendError> {
+    let mut ledger = Ledger::open(ledger_path, plan)?;
+    let kept = check_namespaces(target, plan, &mut ledger).await?;
+    ledger.writer.flush()?;
+    Ok(kept)
+}
+
 async fn check_namespaces(
     target: &RedisBackend,
     plan: &SyncPlan,
@@ -1626,6 +1661,7 @@ mod tests {
             marker: b"redis-move:sync:r:s".to_vec(),
             same_keyspace: true,
             served: None,
+            namespaces_checked: false,
         };
         let target = plan.target_key(b"job:1").unwrap();
         assert_eq!(target, b"job:v2:1");

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::background::{Starter, SyncStatus, source_offset};
+use super::background::{Starter, SyncStatus, Syncs, shard_name, source_offset, summed};
 use super::{ServedLoad, SyncPlan, SyncRule};
 use crate::actions::act::Act;
 use crate::actions::captured::Captured;
@@ -52,6 +52,94 @@ fn stopped_file(act: &Act<'_>, sync: &str) -> PathBuf {
     act.ctx.run_dir.join(format!("sync-{sync}.stopped"))
 }
 
+/// The sync's starters: one, or one per shard of a cluster source (named
+/// [`shard_name`], with their own marker and ledger), each with the name it runs under.
+/// Also how many keys of others the destination had (kept) before a cluster source's
+/// shards started.
+async fn starters(
+    act: &Act<'_>,
+    p: &SyncParams,
+) -> Result<(Vec<(String, Starter)>, u64), ActionError> {
+    let one = starter(act, p).await?;
+    let Some(cluster) = one.source.cluster() else {
+        return Ok((vec![(act.step.id.clone(), one)], 0));
+    };
+    cluster.refresh().await?;
+    let slots: Vec<u16> = cluster
+        .slot_map()
+        .shards
+        .iter()
+        .map(|s| s.first_slot())
+        .collect();
+    // The destination is checked once, before any shard writes (not again on a resume).
+    let checked = check_ledger(&one.ledger);
+    let mut replaced = 0;
+    if !checked.exists() && shard_slots(&one.ledger).is_empty() {
+        replaced = super::check_destination(&one.target, &one.plan, &checked).await?;
+    }
+    let target_name = act.redis_target()?;
+    let mut starters = Vec::new();
+    for slot in slots {
+        let mut shard = one.clone();
+        shard.shard = Some(slot);
+        shard.ledger = shard_ledger(&one.ledger, slot);
+        shard.plan.marker = [one.plan.marker.as_slice(), format!("@{slot}").as_bytes()].concat();
+        shard.plan.namespaces_checked = true;
+        // Its own connection to the target: the shards apply in parallel.
+        shard.target = act
+            .connections
+            .redis_dedicated(target_name, act.resolver())
+            .await?;
+        starters.push((shard_name(&act.step.id, slot), shard));
+    }
+    Ok((starters, replaced))
+}
+
+/// The ledger of the keys a sync out of a cluster found in its destination before it
+/// started (kept with `existing: replace`), beside the sync's own.
+fn check_ledger(ledger: &std::path::Path) -> PathBuf {
+    let stem = ledger
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ledger.with_file_name(format!("{stem}@check.ledger"))
+}
+
+/// The ledger of the shard whose first slot is `slot`, beside the sync's own.
+fn shard_ledger(ledger: &std::path::Path, slot: u16) -> PathBuf {
+    let stem = ledger
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ledger.with_file_name(format!("{stem}@{slot}.ledger"))
+}
+
+/// The first slots of the shards a sync out of a cluster kept ledgers for (from the
+/// ledgers' names: known after a crash too).
+fn shard_slots(ledger: &std::path::Path) -> Vec<u16> {
+    let stem = ledger
+        .file_stem()
+        .map(|s| format!("{}@", s.to_string_lossy()))
+        .unwrap_or_default();
+    let Some(dir) = ledger.parent() else {
+        return Vec::new();
+    };
+    let mut slots: Vec<u16> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&stem)?
+                .strip_suffix(".ledger")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    slots.sort_unstable();
+    slots
+}
+
 async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> {
     let r = act.resolver();
     let mut rules = Vec::new();
@@ -69,7 +157,11 @@ async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> 
     let source_endpoint = act.connections.endpoint_of(source_name, r).await?;
     let source = act.connections.redis_dedicated(source_name, r).await?;
     let target = act.connections.redis_dedicated(target_name, r).await?;
-    let (source_id, source_db) = source.keyspace_identity().await?;
+    // A cluster source has one database and is never the target's server.
+    let (source_id, source_db) = match source.cluster() {
+        Some(_) => (String::from("cluster"), 0),
+        None => source.keyspace_identity().await?,
+    };
     let (target_id, target_db) = target.keyspace_identity().await?;
     let db = p.db.unwrap_or(u64::from(source_db));
     let (ledger, marker) = captured(act);
@@ -93,9 +185,11 @@ async fn starter(act: &Act<'_>, p: &SyncParams) -> Result<Starter, ActionError> 
                     announce: p.announce.as_ref().map(|a| r.resolve(a)).transpose()?,
                 }),
             },
+            namespaces_checked: false,
         },
         ledger,
         same_server: source_id == target_id,
+        shard: None,
     })
 }
 
@@ -114,30 +208,51 @@ pub async fn perform(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError
 }
 
 /// Opens the sync's link (continuing from the target's marker, or with a full sync),
-/// and leaves it running in the background; its status then.
+/// and leaves it running in the background; its status then. A cluster source: one
+/// sync per shard, grouped under the step.
 async fn start_in_background(act: &Act<'_>, p: &SyncParams) -> Result<SyncStatus, ActionError> {
-    let starter = starter(act, p).await?;
-    let (sync, start) = starter
-        .start(None, &|keys| {
-            act.progress(format!("full sync: {keys} keys written"), None)
-        })
-        .await?;
-    let status = SyncStatus {
-        state: super::background::SyncState::Running,
-        start: start.clone(),
-        stats: sync.stats().clone(),
-        source_offset: sync.stats().offset,
-        lag: Duration::ZERO,
-    };
-    act.connections.syncs.spawn(
-        &act.step.id,
-        &p.source.value,
-        sync,
-        start,
-        starter,
-        act.ctx.cancel.clone(),
-    );
-    Ok(status)
+    let (starters, replaced) = starters(act, p).await?;
+    let syncs = &act.connections.syncs;
+    // The shards' full syncs at once (each source waits for its own RDB).
+    let started = futures_util::future::join_all(starters.iter().map(|(_, starter)| async move {
+        let shard = starter
+            .shard
+            .map(|slot| format!("shard of slot {slot}: "))
+            .unwrap_or_default();
+        starter
+            .start(None, &|keys| {
+                act.progress(format!("{shard}full sync: {keys} keys written"), None)
+            })
+            .await
+    }))
+    .await;
+    // One that failed fails the step; the others' links close as they are dropped.
+    let mut ready = Vec::new();
+    for started in started {
+        ready.push(started?);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for ((name, starter), (sync, start)) in starters.iter().zip(ready) {
+        syncs.spawn(
+            name,
+            &p.source.value,
+            sync,
+            start,
+            starter.clone(),
+            act.ctx.cancel.clone(),
+        );
+        names.push(name.clone());
+    }
+    if let Some((_, first)) = starters.first().filter(|(_, s)| s.shard.is_some()) {
+        syncs.group(
+            &act.step.id,
+            &p.source.value,
+            first.source.clone(),
+            names,
+            replaced,
+        );
+    }
+    Ok(syncs.status(&act.step.id)?)
 }
 
 fn started_line(status: &SyncStatus) -> String {
@@ -182,9 +297,28 @@ pub async fn undo(act: &Act<'_>, p: &SyncParams) -> Result<Value, ActionError> {
     // A run killed in a served load left the target following redis-move: it takes
     // writes again before the sync's keys are taken out.
     super::release_served(&target, &super::serving_note(&ledger)).await?;
-    let value = crate::actions::copy::undo(&target, source.as_ref(), &ledger).await?;
-    super::remove_markers(&target, marker.as_bytes()).await?;
-    Ok(value)
+    let shards = shard_slots(&ledger);
+    let checked = check_ledger(&ledger);
+    if shards.is_empty() && !checked.exists() {
+        let value = crate::actions::copy::undo(&target, source.as_ref(), &ledger).await?;
+        super::remove_markers(&target, marker.as_bytes()).await?;
+        return Ok(value);
+    }
+    // A cluster source: each shard's ledger and markers.
+    let mut values = std::collections::BTreeMap::new();
+    for slot in shards {
+        let value =
+            crate::actions::copy::undo(&target, source.as_ref(), &shard_ledger(&ledger, slot))
+                .await?;
+        super::remove_markers(&target, format!("{marker}@{slot}").as_bytes()).await?;
+        values.insert(format!("shard@{slot}"), value);
+    }
+    // Last: the keys that were there before the sync get their values back.
+    if checked.exists() {
+        let value = crate::actions::copy::undo(&target, source.as_ref(), &checked).await?;
+        values.insert("existing".into(), value);
+    }
+    Ok(Value::Object(values))
 }
 
 /// The state of a running sync.
@@ -249,30 +383,35 @@ pub async fn stop(act: &Act<'_>, p: &SyncStopParams) -> Result<Value, ActionErro
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let start = syncs.status(name)?.start;
+    let streams = streams(syncs, name, &source).await?;
     let stats = match p.pause {
-        None => {
-            let offset = source_offset(&source).await?;
-            syncs.drain(name, offset, timeout).await?
-        }
+        None => drain_all(syncs, &streams, timeout).await?,
         Some(pause) => {
             let budget = pause.0;
             let started = tokio::time::Instant::now();
-            source
-                .raw(
+            for (_, node) in &streams {
+                node.raw(
                     redis::cmd("CLIENT")
                         .arg("PAUSE")
                         .arg(budget.as_millis() as u64)
                         .arg("WRITE"),
                 )
                 .await?;
+            }
             let drained = async {
-                let offset = source_offset(&source).await?;
-                let stats = syncs.drain(name, offset, budget / 2).await?;
+                let stats = drain_all(syncs, &streams, budget / 2).await?;
+                // A cluster source: every node fenced.
                 source.config_set("min-replicas-to-write", FENCE).await?;
                 Ok::<_, BackendError>(stats)
             }
             .await;
-            let unpaused = source.raw(redis::cmd("CLIENT").arg("UNPAUSE")).await;
+            let mut unpaused = Ok(redis::Value::Nil);
+            for (_, node) in &streams {
+                let done = node.raw(redis::cmd("CLIENT").arg("UNPAUSE")).await;
+                if unpaused.is_ok() {
+                    unpaused = done;
+                }
+            }
             let stats = drained?;
             unpaused?;
             act.progress(
@@ -285,6 +424,7 @@ pub async fn stop(act: &Act<'_>, p: &SyncStopParams) -> Result<Value, ActionErro
             stats
         }
     };
+    syncs.ungroup(name);
     std::fs::write(stopped_file(act, name), b"stopped\n")
         .map_err(|e| ActionError::Backend(BackendError::Local(e.to_string())))?;
     Ok(SyncStatus {
@@ -295,6 +435,50 @@ pub async fn stop(act: &Act<'_>, p: &SyncStopParams) -> Result<Value, ActionErro
         lag: Duration::ZERO,
     }
     .value())
+}
+
+/// The streams step `name`'s sync follows: (the sync's name, the server whose stream
+/// it is). A cluster source: each shard's sync and the shard's primary now.
+async fn streams(
+    syncs: &Syncs,
+    name: &str,
+    source: &crate::backend::redis::RedisBackend,
+) -> Result<Vec<(String, crate::backend::redis::RedisBackend)>, BackendError> {
+    let Some(cluster) = source.cluster() else {
+        return Ok(vec![(name.to_owned(), source.clone())]);
+    };
+    cluster.refresh().await?;
+    let map = cluster.slot_map();
+    let mut streams = Vec::new();
+    for member in syncs.members(name) {
+        let slot: u16 = member
+            .rsplit_once('@')
+            .and_then(|(_, slot)| slot.parse().ok())
+            .ok_or_else(|| BackendError::Unexpected(format!("`{member}` is not a shard's sync")))?;
+        let primary = map.owner(slot).map(|s| s.primary.clone()).ok_or_else(|| {
+            BackendError::Unreachable(format!("no primary of the source serves slot {slot}"))
+        })?;
+        streams.push((member, cluster.node(&primary).await?));
+    }
+    Ok(streams)
+}
+
+/// Drains every stream to its server's offset now (at once) and stops its sync; the
+/// counters of all.
+async fn drain_all(
+    syncs: &Syncs,
+    streams: &[(String, crate::backend::redis::RedisBackend)],
+    timeout: Duration,
+) -> Result<super::SyncStats, BackendError> {
+    let drains = streams.iter().map(|(member, node)| async move {
+        let offset = source_offset(node).await?;
+        syncs.drain(member, offset, timeout).await
+    });
+    let mut all = super::SyncStats::default();
+    for drained in futures_util::future::join_all(drains).await {
+        all = summed(&all, &drained?);
+    }
+    Ok(all)
 }
 
 /// Lifts the fence a stop with a pause put on the source.
