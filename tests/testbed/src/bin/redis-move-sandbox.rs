@@ -75,13 +75,14 @@ fn main() {
                     other => fail(&format!("unknown option `{other}`")),
                 }
             }
+            let jobs = options.jobs;
             with_docker(|docker| async move { sandbox::up(&docker, &options).await });
             println!(
                 "sandbox up: VPS-01 (this engine): {} (127.0.0.1:{}) with {} jobs, 14 workers on network {}\n\
                  VPS (second engine, over ssh://root@127.0.0.1:{}): empty, the runbook provisions it",
                 sandbox::SOURCE,
                 sandbox::SOURCE_PORT,
-                options.jobs,
+                jobs,
                 sandbox::NETWORK,
                 sandbox::SSH_PORT,
             );
