@@ -364,4 +364,8 @@ pub struct LockArgs {
     /// The state directory.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// With `break`: remove the runbook's lease in Redis (`lock:`) although it is held;
+    /// the holder's next change is then refused by its fencing check.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -212,8 +212,17 @@ impl crate::actions::resolve::StepValues for RecordedValues {
     }
 }
 
+/// What a run checks before each change: that it still holds its lock (a lease in Redis,
+/// which another run may take over once it expired).
+pub trait Fence: Send + Sync {
+    /// `Err(why)` when the run no longer holds its lock.
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+}
+
 /// What the step tasks share.
 pub struct Shared {
+    /// Checked before every change: the run still holds its lock.
+    fence: Option<Arc<dyn Fence>>,
     /// The runbook.
     pub runbook: Arc<Runbook>,
     /// Performs actions.
@@ -260,6 +269,7 @@ impl Shared {
         });
         let started = journal.read(|j| j.started_at);
         Shared {
+            fence: None,
             runbook,
             runner,
             operator,
@@ -273,10 +283,23 @@ impl Shared {
         }
     }
 
+    /// The same, checking `fence` before every change.
+    pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Shared {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// `Some(why)` when the run no longer holds its lock (its lease expired and another
+    /// run took it): it must change nothing more.
+    pub async fn fenced(&self) -> Option<String> {
+        self.fence.as_ref()?.check().await.err()
+    }
+
     /// The same run with another cancellation token (a rollback is not cut short by the
     /// interruption that may have caused it).
     pub fn with_cancel(&self, cancel: CancellationToken) -> Shared {
         Shared {
+            fence: self.fence.clone(),
             runbook: self.runbook.clone(),
             runner: self.runner.clone(),
             operator: self.operator.clone(),

@@ -94,6 +94,16 @@ pub fn scope_of(shared: &Shared) -> Option<String> {
 /// Rolls the run back: everything it did, or only the phase the journal names
 /// (`rollback_phase`). `reason` says why (a trigger, a failed step, a no-go).
 pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
+    // A run whose lock another run took over undoes nothing: the holder decides.
+    if let Some(why) = shared.fenced().await {
+        tracing::error!("rollback refused: {why}");
+        shared.emit(RunEvent::RollbackStarted {
+            reason: shared
+                .redactor
+                .redact(&format!("refused before it changed anything: {why}")),
+        });
+        return RunOutcome::Interrupted;
+    }
     // The interruption that may have caused the rollback must not cut it short.
     let shared = Arc::new(shared.with_cancel(CancellationToken::new()));
     shared.journal.update(|j| {
@@ -177,6 +187,10 @@ pub async fn roll_back(shared: &Arc<Shared>, reason: String) -> RunOutcome {
                     let captured = shared
                         .journal
                         .read(|j| j.steps.get(&step.id).and_then(|r| r.captured.clone()));
+                    if let Some(why) = shared.fenced().await {
+                        tracing::error!(step = %step.id, "rollback stopped: {why}");
+                        return RunOutcome::Interrupted;
+                    }
                     let values = shared.recorded_values();
                     let ctx = step::context(&shared, &values);
                     match shared.runner.undo(step, captured.as_ref(), &ctx).await {

@@ -50,7 +50,10 @@ pub async fn execute(shared: Arc<Shared>, step: Step) -> StepEnd {
         Action::Gate(_) | Action::Manual(_) => decide(&shared, &step).await,
         _ => match unprotected(&shared, &step) {
             Some(reason) => StepEnd::Failed(reason),
-            None => act(&shared, &step).await,
+            None => match fenced(&shared, &step).await {
+                Some(end) => end,
+                None => act(&shared, &step).await,
+            },
         },
     };
     let (status, detail) = match &end {
@@ -104,6 +107,29 @@ pub async fn execute(shared: Arc<Shared>, step: Step) -> StepEnd {
         hint,
     });
     end
+}
+
+/// Before a change: a run whose lock another run took over stops here, the step not
+/// begun (its holder resumes it), with the reason in the step's record.
+async fn fenced(shared: &Shared, step: &Step) -> Option<StepEnd> {
+    if step.action.params().effect() != Effect::Mutating {
+        return None;
+    }
+    let why = shared.fenced().await?;
+    let why = format!("refused before it changed anything: {why}");
+    tracing::error!(step = %step.id, "{why}");
+    shared.journal.update(|j| {
+        if let Some(r) = j.steps.get_mut(&step.id) {
+            r.detail = shared.redactor.redact(&why);
+        }
+    });
+    shared.emit(RunEvent::StepProgress {
+        step: step.id.clone(),
+        message: shared.redactor.redact(&why),
+        remaining: None,
+    });
+    shared.cancel.cancel();
+    Some(StepEnd::Interrupted)
 }
 
 async fn decide(shared: &Shared, step: &Step) -> StepEnd {

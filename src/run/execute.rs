@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{Lease, LeaseError, LeaseFence};
 use super::{Exit, load_one, overrides};
 use crate::actions::ActionRunner;
 use crate::actions::connections::Connections;
@@ -402,6 +403,23 @@ fn execute(
         eprintln!("note: took over a lock left by a run that is gone ({stale})");
     }
     let redactor = secrets.redactor_for(&runbook);
+    // The lock shared across machines, when the runbook names one.
+    let lease = match &runbook.lock {
+        None => None,
+        Some(lock) => match runtime.block_on(take_lease(&runbook, lock, &secrets, &run_id)) {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                eprintln!(
+                    "error: {}
+  nothing was done; a holder that is gone leaves the lease to expire within {} (`redis-move lock status --runbook {}`)",
+                    redactor.redact(&e.to_string()),
+                    crate::runbook::units::format_duration(lock.ttl),
+                    runbook.source.name()
+                );
+                return Exit::Usage;
+            }
+        },
+    };
     let operator = Arc::new(RunOperator {
         approved: exec.approve.iter().cloned().collect::<HashSet<_>>(),
         yes: exec.yes,
@@ -420,7 +438,11 @@ fn execute(
     let outcome = runtime.block_on(async {
         let reporter = live_report::spawn(format, receiver);
         let interrupt = tokio::spawn(watch_interrupts(cancel.clone()));
-        let shared = Arc::new(Shared::new(
+        let renewals = CancellationToken::new();
+        if let Some(lease) = &lease {
+            tokio::spawn(lease.clone().keep(renewals.clone()));
+        }
+        let shared = Shared::new(
             runbook.clone(),
             runner,
             operator,
@@ -429,8 +451,16 @@ fn execute(
             cancel,
             Arc::new(secrets),
             Arc::new(redactor),
-        ));
+        );
+        let shared = Arc::new(match &lease {
+            Some(lease) => shared.with_fence(Arc::new(LeaseFence(lease.clone()))),
+            None => shared,
+        });
         let outcome = engine::run(shared, options).await;
+        renewals.cancel();
+        if let Some(lease) = &lease {
+            lease.release().await;
+        }
         interrupt.abort();
         let _ = reporter.await;
         outcome
@@ -461,6 +491,35 @@ fn execute(
     }
     let _ = resumed;
     exit
+}
+
+/// Takes the run's lease in the Redis its `lock:` names.
+async fn take_lease(
+    runbook: &Runbook,
+    lock: &crate::runbook::model::LeaseLock,
+    secrets: &Secrets,
+    run_id: &str,
+) -> Result<Arc<Lease>, LeaseError> {
+    let redis = lock_redis(runbook, &lock.target, secrets).await?;
+    Lease::acquire(redis, &lock.key, lock.ttl, &journal::operator(), run_id).await
+}
+
+/// A connection to the Redis target `target` of `runbook` (its secrets resolved).
+pub(super) async fn lock_redis(
+    runbook: &Runbook,
+    target: &str,
+    secrets: &Secrets,
+) -> Result<crate::backend::redis::RedisBackend, LeaseError> {
+    let connections = Connections::new(runbook);
+    let values = std::collections::HashMap::new();
+    let resolver = crate::actions::resolve::Resolver {
+        secrets,
+        steps: &values,
+    };
+    connections
+        .redis(target, &resolver)
+        .await
+        .map_err(|e| LeaseError::Backend(crate::backend::BackendError::Unreachable(e.to_string())))
 }
 
 /// First SIGINT: stop after the current step (journal saved, resumable). Second: exit at

@@ -208,16 +208,102 @@ pub fn approve(args: ApproveArgs) -> Exit {
     }
 }
 
-/// `redis-move lock`.
+/// `redis-move lock`: the lock file of the state directory and, when the runbook names
+/// one, its lease in Redis.
 pub fn lock(args: LockArgs, style: HumanStyle) -> Exit {
-    let dir = match (&args.state_dir, &args.runbook) {
-        (Some(dir), _) => StateDir::at(dir),
-        (None, Some(file)) => match load_one(file, &[], style) {
-            Ok(runbook) => StateDir::for_runbook(&runbook, None),
+    let runbook = match &args.runbook {
+        Some(file) => match load_one(file, &[], style) {
+            Ok(runbook) => Some(runbook),
             Err(exit) => return exit,
         },
+        None => None,
+    };
+    let dir = match (&args.state_dir, &runbook) {
+        (Some(dir), _) => StateDir::at(dir),
+        (None, Some(runbook)) => StateDir::for_runbook(runbook, None),
         (None, None) => return Exit::Usage,
     };
+    let file_exit = lock_file(&args, &dir);
+    match runbook.as_ref().filter(|r| r.lock.is_some()) {
+        Some(runbook) => match lease_lock(runbook, args.action, args.force) {
+            Exit::Done => file_exit,
+            other => other,
+        },
+        None => file_exit,
+    }
+}
+
+/// `lock` on the runbook's lease in Redis.
+fn lease_lock(runbook: &crate::runbook::Runbook, action: LockAction, force: bool) -> Exit {
+    use super::lease::{LeaseState, break_lease, status};
+    let Some(lock) = &runbook.lock else {
+        return Exit::Done;
+    };
+    let base = runbook
+        .source
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let secrets = crate::actions::resolve::Secrets::load(&runbook.secrets, &base);
+    let redactor = secrets.redactor_for(runbook);
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        eprintln!("error: cannot start the async runtime");
+        return Exit::Failed;
+    };
+    crate::backend::install_crypto_provider();
+    let result = runtime.block_on(async {
+        let redis = super::execute::lock_redis(runbook, &lock.target, &secrets)
+            .await
+            .map_err(|e| e.to_string())?;
+        match action {
+            LockAction::Status => status(&redis, &lock.key).await,
+            LockAction::Break => break_lease(&redis, &lock.key, force).await,
+        }
+        .map_err(|e| e.to_string())
+    });
+    let left = |d: std::time::Duration| crate::runbook::units::format_duration(d);
+    match (action, result) {
+        (_, Err(e)) => {
+            eprintln!(
+                "error: the lease in Redis (`{}`): {}",
+                lock.key,
+                redactor.redact(&e)
+            );
+            Exit::Failed
+        }
+        (_, Ok(LeaseState::Free)) => {
+            println!("lease `{}` in Redis: free", lock.key);
+            Exit::Done
+        }
+        (LockAction::Status, Ok(LeaseState::Held(holder, ttl))) => {
+            println!(
+                "lease `{}` in Redis: held by {holder}; it expires in {} unless renewed",
+                lock.key,
+                left(ttl)
+            );
+            Exit::Done
+        }
+        (LockAction::Break, Ok(LeaseState::Held(holder, _))) if force => {
+            println!(
+                "broke the lease `{}` of {holder}: its next change is refused by its fencing check",
+                lock.key
+            );
+            Exit::Done
+        }
+        (LockAction::Break, Ok(LeaseState::Held(holder, ttl))) => {
+            eprintln!(
+                "error: the lease `{}` in Redis is held by {holder}; it expires in {} once its holder stops renewing it (`--force` removes it now)",
+                lock.key,
+                left(ttl)
+            );
+            Exit::Failed
+        }
+    }
+}
+
+/// `lock` on the state directory's lock file.
+fn lock_file(args: &LockArgs, dir: &StateDir) -> Exit {
     let path = dir.lock_path();
     let result = match args.action {
         LockAction::Status => state::status(&path),

@@ -2,6 +2,7 @@
 
 mod execute;
 mod inspect;
+pub mod lease;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

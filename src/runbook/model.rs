@@ -40,6 +40,19 @@ pub struct Runbook {
     pub triggers: Vec<Trigger>,
     /// Runbook-level rollback steps.
     pub rollback: Vec<Step>,
+    /// The run lock as a lease in Redis, when the runbook names one.
+    pub lock: Option<LeaseLock>,
+}
+
+/// The run lock as a lease in a Redis target.
+#[derive(Clone, Debug)]
+pub struct LeaseLock {
+    /// The Redis target holding it.
+    pub target: String,
+    /// The lease's key.
+    pub key: String,
+    /// How long it outlives its holder.
+    pub ttl: Duration,
 }
 
 impl Runbook {

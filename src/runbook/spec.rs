@@ -55,6 +55,26 @@ pub struct RunbookSpec {
     /// Steps run last when the run rolls back, after every step's own rollback.
     #[serde(default)]
     pub rollback: Vec<Lenient<Spanned<StepSpec>>>,
+    /// The run lock, shared across machines: a lease in a Redis the runbook names (the
+    /// lock in the state directory keeps apart only runs that share that directory).
+    #[serde(default)]
+    pub lock: Option<Spanned<LockSpec>>,
+}
+
+/// A run lock held as a lease in Redis: `SET key holder NX PX ttl`, renewed while the
+/// run lives, with a fencing token checked before every change.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// The Redis target that holds the lease: one every operator's machine reaches (it
+    /// may be one the runbook moves, or another).
+    pub redis: Spanned<String>,
+    /// The lease's key (default `redis-move:lock:<runbook name>`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long the lease outlives its holder (default 30s; renewed every third of it).
+    #[serde(default)]
+    pub ttl: Option<RunbookDuration>,
 }
 
 /// The value of a var: a string, number or boolean.

@@ -67,6 +67,7 @@ pub fn validate(
     v.check_references(root, &phases, &graphs);
     v.check_backups(&phases, &graphs);
     v.check_syncs(&phases, &graphs, &triggers, &rollback);
+    let lock = v.lock(spec);
 
     let secrets = spec
         .secrets
@@ -90,6 +91,7 @@ pub fn validate(
         phases,
         triggers,
         rollback,
+        lock,
     });
     (runbook, v.diagnostics)
 }
@@ -879,6 +881,38 @@ impl Validator {
             }
             _ => {}
         }
+    }
+
+    /// The lease lock: a Redis target, a lease long enough to be renewed.
+    fn lock(&mut self, spec: &RunbookSpec) -> Option<crate::runbook::model::LeaseLock> {
+        let lock = spec.lock.as_ref()?;
+        let target = self.check_target_ref(&lock.value.redis, TargetKind::Redis, "lock")?;
+        let ttl = lock
+            .value
+            .ttl
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(30), |t| t.0);
+        if ttl < std::time::Duration::from_secs(3) {
+            self.error(
+                "bad-lock",
+                lock.span,
+                format!(
+                    "a lease of {} cannot be renewed in time (every third of it)",
+                    crate::runbook::units::format_duration(ttl)
+                ),
+            )
+            .help = Some("give `ttl: 3s` or more (default 30s; a longer lease outlasts a longer stall of the network)".into());
+        }
+        let name = spec.name.as_ref().map_or("", |n| n.value.as_str());
+        Some(crate::runbook::model::LeaseLock {
+            target,
+            key: lock
+                .value
+                .key
+                .clone()
+                .unwrap_or_else(|| format!("redis-move:lock:{name}")),
+            ttl,
+        })
     }
 
     fn check_target_ref(
