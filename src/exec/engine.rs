@@ -516,6 +516,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         rollback: Vec::new(),
         triggers: Vec::new(),
         preflight: Vec::new(),
+        notifications: Vec::new(),
         baselines: Default::default(),
         rollback_phase: None,
         completed_count: 0,

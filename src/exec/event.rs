@@ -89,6 +89,8 @@ pub enum RunEvent {
         gate: String,
         /// The question or instruction.
         question: String,
+        /// The checks since the previous gate, one line each (`PASS step: ...`).
+        evidence: Vec<String>,
     },
     /// A gate was decided.
     GateDecided {

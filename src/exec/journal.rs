@@ -166,6 +166,23 @@ impl StepRecord {
     }
 }
 
+/// One webhook delivery of an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// The event (`gate_waiting`, ...).
+    pub event: String,
+    /// The webhook, as `scheme://host[:port]` (its path may be a secret).
+    pub webhook: String,
+    /// Whether it was delivered (a 2xx answer).
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last answer or error.
+    pub detail: String,
+    /// When it ended.
+    pub at: jiff::Timestamp,
+}
+
 /// A gate's decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateRecord {
@@ -329,6 +346,9 @@ pub struct Journal {
     /// changed (latest first check per step; a resume adds its own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preflight: Vec<PreflightRecord>,
+    /// Webhook deliveries of the run's events (`notify:`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationRecord>,
     /// Counter for `completed_seq`.
     #[serde(default)]
     pub completed_count: u64,
@@ -809,6 +829,7 @@ mod tests {
             rollback: vec![],
             triggers: vec![],
             preflight: vec![],
+            notifications: vec![],
             baselines: BTreeMap::new(),
             rollback_phase: None,
             completed_count: 0,

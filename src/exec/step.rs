@@ -164,14 +164,16 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
         Question::Gate { question, .. } => question.clone(),
         Question::Manual { instruction, .. } => instruction.clone(),
     };
+    let evidence = shared.evidence();
     shared.emit(RunEvent::GateOpened {
         gate: step.id.clone(),
         question: text,
+        evidence: evidence.clone(),
     });
     let request = DecisionRequest {
         id: step.id.clone(),
         question,
-        evidence: shared.evidence(),
+        evidence,
         timeout,
     };
     let answer = tokio::select! {

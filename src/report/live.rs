@@ -141,7 +141,7 @@ fn line(event: &RunEvent) -> Option<String> {
             }
             text
         }
-        RunEvent::GateOpened { gate, question } => format!("GATE {gate}: {question}"),
+        RunEvent::GateOpened { gate, question, .. } => format!("GATE {gate}: {question}"),
         RunEvent::GateDecided {
             gate,
             decision,

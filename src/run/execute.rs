@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, LeaseError, LeaseFence};
+use super::notify::{Notifier, Sink};
 use super::{Exit, load_one, overrides};
 use crate::actions::ActionRunner;
 use crate::actions::connections::Connections;
@@ -432,11 +433,39 @@ fn execute(
         journal,
         redactor.clone(),
     ));
+    let sinks = match notify_sinks(&runbook, &secrets) {
+        Ok(sinks) => sinks,
+        Err(e) => {
+            eprintln!("error: {}", redactor.redact(&e));
+            return Exit::Usage;
+        }
+    };
+    let redactor = Arc::new(redactor);
     let cancel = CancellationToken::new();
-    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let format = live_format(exec);
     let outcome = runtime.block_on(async {
-        let reporter = live_report::spawn(format, receiver);
+        // Every event goes to the terminal, and to the webhooks that want it.
+        let (to_reporter, reporter_events) = tokio::sync::mpsc::unbounded_channel();
+        let reporter = live_report::spawn(format, reporter_events);
+        let notifier = (!sinks.is_empty()).then(|| {
+            Notifier::start(
+                sinks,
+                &runbook.name,
+                &run_id,
+                handle.clone(),
+                redactor.clone(),
+            )
+        });
+        let tee = tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if let Some(notifier) = &notifier {
+                    notifier.observe(&event);
+                }
+                let _ = to_reporter.send(event);
+            }
+            notifier
+        });
         let interrupt = tokio::spawn(watch_interrupts(cancel.clone()));
         let renewals = CancellationToken::new();
         if let Some(lease) = &lease {
@@ -450,7 +479,7 @@ fn execute(
             events,
             cancel,
             Arc::new(secrets),
-            Arc::new(redactor),
+            redactor.clone(),
         );
         let shared = Arc::new(match &lease {
             Some(lease) => shared.with_fence(Arc::new(LeaseFence(lease.clone()))),
@@ -462,6 +491,10 @@ fn execute(
             lease.release().await;
         }
         interrupt.abort();
+        if let Ok(Some(notifier)) = tee.await {
+            notifier.finish().await;
+            let _ = handle.persist();
+        }
         let _ = reporter.await;
         outcome
     });
@@ -491,6 +524,29 @@ fn execute(
     }
     let _ = resumed;
     exit
+}
+
+/// The runbook's webhooks (`notify:`), their URLs resolved.
+fn notify_sinks(runbook: &Runbook, secrets: &Secrets) -> Result<Vec<Sink>, String> {
+    let values = std::collections::HashMap::new();
+    let resolver = crate::actions::resolve::Resolver {
+        secrets,
+        steps: &values,
+    };
+    runbook
+        .notify
+        .iter()
+        .map(|n| {
+            Ok(Sink {
+                url: resolver
+                    .resolve(&n.webhook)
+                    .map_err(|e| format!("a `notify` webhook: {e}"))?,
+                format: n.format,
+                events: n.events.clone(),
+                timeout: n.timeout,
+            })
+        })
+        .collect()
 }
 
 /// Takes the run's lease in the Redis its `lock:` names.

@@ -3,6 +3,7 @@
 mod execute;
 mod inspect;
 pub mod lease;
+pub mod notify;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -42,6 +42,21 @@ pub struct Runbook {
     pub rollback: Vec<Step>,
     /// The run lock as a lease in Redis, when the runbook names one.
     pub lock: Option<LeaseLock>,
+    /// Webhooks told of the run's events.
+    pub notify: Vec<Notify>,
+}
+
+/// A webhook told of the run's events.
+#[derive(Clone, Debug)]
+pub struct Notify {
+    /// Its URL (secrets resolved at run time).
+    pub webhook: Template,
+    /// Its body's format.
+    pub format: super::spec::NotifyFormat,
+    /// The events it is told of (every one when empty).
+    pub events: Vec<super::spec::NotifyEvent>,
+    /// How long one delivery may take.
+    pub timeout: Duration,
 }
 
 /// The run lock as a lease in a Redis target.

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use super::action::{ACTION_NAMES, Action, ActionSeed, GateParams};
 use super::de::{Lenient, Spanned, SpannedSeed};
@@ -59,6 +59,57 @@ pub struct RunbookSpec {
     /// lock in the state directory keeps apart only runs that share that directory).
     #[serde(default)]
     pub lock: Option<Spanned<LockSpec>>,
+    /// Who is told what happens: webhooks called on the run's events (never blocking
+    /// or failing the run; deliveries recorded in the journal).
+    #[serde(default)]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// A webhook told of the run's events.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// The URL POSTed to (`${secrets.NAME}` for one that is a secret, as Slack's are).
+    pub webhook: Template,
+    /// The body: `json` (default: the event as an object) or `slack` (`{"text": ...}`,
+    /// for Slack's and compatible incoming webhooks).
+    #[serde(default)]
+    pub format: NotifyFormat,
+    /// Only these events (default: every one).
+    #[serde(default)]
+    pub events: Vec<NotifyEvent>,
+    /// How long one delivery may take (default 5s); a failed one is tried twice more.
+    #[serde(default)]
+    pub timeout: Option<RunbookDuration>,
+}
+
+/// The body a webhook gets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyFormat {
+    /// The event as a JSON object (`event`, `runbook`, `run_id`, `step`, `text`, ...).
+    #[default]
+    Json,
+    /// `{"text": "..."}`: Slack and compatible incoming webhooks.
+    Slack,
+}
+
+/// The run's events a webhook can be told of.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A run (or resume) started.
+    RunStarted,
+    /// A gate or manual step waits for a decision.
+    GateWaiting,
+    /// A rollback trigger fired.
+    TriggerFired,
+    /// A rollback started.
+    RollbackStarted,
+    /// A rollback ended (cleanly or not).
+    RollbackFinished,
+    /// The run ended.
+    RunFinished,
 }
 
 /// A run lock held as a lease in Redis: `SET key holder NX PX ttl`, renewed while the

@@ -92,6 +92,19 @@ pub fn validate(
         triggers,
         rollback,
         lock,
+        notify: spec
+            .notify
+            .iter()
+            .map(|n| crate::runbook::model::Notify {
+                webhook: n.webhook.clone(),
+                format: n.format,
+                events: n.events.clone(),
+                timeout: n
+                    .timeout
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(5), |t| t.0),
+            })
+            .collect(),
     });
     (runbook, v.diagnostics)
 }

@@ -39,6 +39,8 @@ pub struct HttpStub {
     pub port: u16,
     /// Request lines received (`POST /api/messages/send`), in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Their bodies, in the same order.
+    pub bodies: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpStub {
@@ -53,6 +55,7 @@ impl HttpStub {
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().expect("local address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
         let config = tls.map(|certs| {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&certs.cert)
                 .expect("server certificate")
@@ -69,7 +72,7 @@ impl HttpStub {
                     .expect("TLS server configuration"),
             )
         });
-        let seen = requests.clone();
+        let seen = (requests.clone(), bodies.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
@@ -85,7 +88,11 @@ impl HttpStub {
                 });
             }
         });
-        HttpStub { port, requests }
+        HttpStub {
+            port,
+            requests,
+            bodies,
+        }
     }
 
     /// `http(s)://127.0.0.1:<port>`.
@@ -98,7 +105,10 @@ impl HttpStub {
     }
 }
 
-fn serve<S: Read + Write>(stream: S, routes: &[Route], seen: &Mutex<Vec<String>>) {
+/// Where requests are recorded: their lines and their bodies.
+type Seen = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
+
+fn serve<S: Read + Write>(stream: S, routes: &[Route], seen: &Seen) {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -121,8 +131,9 @@ fn serve<S: Read + Write>(stream: S, routes: &[Route], seen: &Mutex<Vec<String>>
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     let path = target.split('?').next().unwrap_or("/");
-    if let Ok(mut seen) = seen.lock() {
-        seen.push(format!("{method} {path}"));
+    if let (Ok(mut lines), Ok(mut bodies)) = (seen.0.lock(), seen.1.lock()) {
+        lines.push(format!("{method} {path}"));
+        bodies.push(String::from_utf8_lossy(&body).into_owned());
     }
     let (status, answer) = routes
         .iter()
