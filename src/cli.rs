@@ -30,6 +30,10 @@ pub struct Cli {
     /// When to use colours (NO_COLOR is honoured with `auto`).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Who is running redis-move: recorded in journals, reports, gate decisions and the
+    /// run lock (default: REDIS_MOVE_OPERATOR, then `$USER@host`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub operator: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -411,3 +411,34 @@ fn no_go_with_rollback_undoes_and_exits_3() {
     assert_eq!(journal["steps"]["policy"]["status"], "compensated");
     assert_eq!(journal["steps"]["verify"]["status"], "succeeded");
 }
+
+#[test]
+fn the_terminal_reads_at_a_glance_the_operator_sizes_in_their_unit_and_no_null_values() {
+    let server = RedisServer::start_with(Some(PW), &[]);
+    let ws = Workspace::new(&counter_runbook(
+        &server,
+        "      - { id: memory, redis.info: { field: memory.used_memory }, expect: \"< 1gb\" }\n      - { id: pause, wait: { duration: 100ms } }\n",
+    ));
+    let done = ws
+        .cmd()
+        .env("RUN_TEST_PW", PW)
+        .args(["--operator", "Alice Ops", "run", "runbook.yaml", "--yes"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&done.get_output().stderr).to_string();
+    // `used_memory` beside `< 1gb` reads as a size, not as a count of bytes.
+    let check = stderr
+        .lines()
+        .find(|l| l.contains("check memory:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let measured = check.rsplit("measured ").next().unwrap_or("");
+    assert!(
+        measured.ends_with(" MiB") || measured.ends_with(" KiB"),
+        "{check}"
+    );
+    assert!(!stderr.contains("value null"), "{stderr}");
+    // The operator is who --operator said, in the journal and at the gate.
+    let journal = ws.journal();
+    assert_eq!(journal["operator"], "Alice Ops");
+    assert_eq!(journal["gates"][0]["who"], "Alice Ops");
+}

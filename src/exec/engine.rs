@@ -361,7 +361,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()?;
+            .cloned()
+            .filter(|v| *v != Value::Null)?;
         let text = self
             .redactor
             .redact(&value.to_string())

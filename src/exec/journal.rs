@@ -769,11 +769,33 @@ fn header_of(journal: &mut Journal) -> serde_json::Value {
 
 /// `user@host` of this process.
 pub fn operator() -> String {
+    if let Some(name) = OPERATOR.get() {
+        return name.clone();
+    }
+    if let Some(name) = std::env::var("REDIS_MOVE_OPERATOR")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    {
+        return name.trim().to_owned();
+    }
     let user = ["USER", "LOGNAME", "USERNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into());
     format!("{user}@{}", hostname())
+}
+
+/// The name `--operator` gave, for the whole process.
+static OPERATOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records who runs redis-move (`--operator`): [`operator`] answers it from then on.
+pub fn set_operator(name: &str) {
+    let _ = OPERATOR.set(name.to_owned());
+}
+
+/// Whether [`operator`] knows who runs redis-move (not `unknown@host`).
+pub fn operator_known() -> bool {
+    !operator().starts_with("unknown@")
 }
 
 /// This machine's host name.

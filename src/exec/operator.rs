@@ -258,9 +258,14 @@ fn prompt(request: &DecisionRequest) -> Answer {
                     at: jiff::Timestamp::now(),
                 });
             }
+            // Nobody known to the process, but a name typed at a sign-off: that one.
+            let who = match given.first() {
+                Some(signoff) if !super::journal::operator_known() => signoff.who.clone(),
+                _ => whoami(),
+            };
             Answer::Decided {
                 decision: GateDecision::Go,
-                who: whoami(),
+                who,
                 how: "terminal".into(),
                 signoffs: given,
             }

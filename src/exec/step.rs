@@ -428,7 +428,7 @@ fn record_check(
         criterion: shared.redactor.redact(&expect.to_string()),
         measured: shared
             .redactor
-            .redact(&short(&value.to_string()))
+            .redact(&short(&expect.measured(value)))
             .replace('\n', "\\n"),
         passed: outcome.passed,
         detail: shared.redactor.redact(&outcome.detail),

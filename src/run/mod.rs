@@ -58,6 +58,14 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if let Some(name) = cli
+        .operator
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        crate::exec::journal::set_operator(name);
+    }
     let style = human_style(cli.color);
     let exit = match cli.command {
         Command::Validate(args) => validate(args, style),

@@ -629,6 +629,20 @@ fn check_compare(
     }
 }
 
+impl Expect {
+    /// The measured value as the criterion reads it: a number of bytes in a size's
+    /// unit (`917.2 KiB` beside `< 1 GiB`, not `939240`).
+    pub fn measured(&self, value: &Value) -> String {
+        match self {
+            Expect::Compare {
+                operand: Operand::Known(quantity),
+                ..
+            } => show_value_like(value, quantity),
+            _ => short(value),
+        }
+    }
+}
+
 fn show_value_like(value: &Value, quantity: &Quantity) -> String {
     match (value, quantity) {
         (Value::Number(n), Quantity::Size(_)) => super::units::format_size(*n),
