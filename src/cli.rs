@@ -80,7 +80,7 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Show the state of a run.
     Status(StatusArgs),
-    /// Write a run's report again (report.md, report.json, and JUnit with --junit).
+    /// Write a run's report again (report.md, report.html, report.json, and JUnit with --junit).
     Report(ReportArgs),
     /// Approve (or refuse) a gate that a running or stopped run is waiting at.
     Approve(ApproveArgs),

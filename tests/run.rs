@@ -442,3 +442,54 @@ fn the_terminal_reads_at_a_glance_the_operator_sizes_in_their_unit_and_no_null_v
     assert_eq!(journal["operator"], "Alice Ops");
     assert_eq!(journal["gates"][0]["who"], "Alice Ops");
 }
+
+#[test]
+fn the_report_draws_the_timeline_and_each_trigger_s_values_against_its_threshold() {
+    let server = RedisServer::start_with(Some(PW), &[]);
+    let ws = Workspace::new(&format!(
+        "version: 1\nname: pictured\nsecrets:\n  pw: {{ env: RUN_TEST_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: change\n    steps:\n      - {{ id: flag, redis.command: {{ args: [SET, flag, \"on\"] }}, rollback: {{ redis.command: {{ args: [DEL, flag] }} }} }}\n  - id: go\n    gate: {{ question: \"Watch it?\" }}\n  - id: watch\n    steps:\n      - {{ id: wait-for-stop, redis.command: {{ args: [GET, stop], read_only: true }}, until: \"== yes\", timeout: 120s }}\ntriggers:\n  - {{ id: level, title: \"Level stays at 5 or below\", during: [watch], probe: {{ redis.command: {{ args: [GET, level], read_only: true }} }}, every: 200ms, fire: {{ when: \"> 5\" }} }}\n",
+        server.port
+    ));
+    let _ = server.cli(&["SET", "level", "1"]);
+    let mut child = spawn_run(&ws, &["run", "runbook.yaml", "--yes"]);
+    wait_for("the watch", || {
+        server
+            .cli(&["INFO", "commandstats"])
+            .contains("cmdstat_get:")
+    });
+    // The level climbs; at 9 the trigger fires and the run rolls back.
+    for level in ["2", "3", "4", "9"] {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let _ = server.cli(&["SET", "level", level]);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let run_dir = ws
+        .path()
+        .join(".redis-move/pictured/runs")
+        .join(ws.journal()["run_id"].as_str().unwrap());
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    // The timeline: a bar per step, the gate, the trigger's firing, the rollback.
+    assert!(html.contains(r#"class="timeline""#), "{html}");
+    assert!(html.contains("gate go: Go by"), "{html}");
+    assert!(
+        html.contains(r##"stroke="#c62828" stroke-width="2"><title>level:"##),
+        "{html}"
+    );
+    assert!(html.contains(">rollback</text>"), "{html}");
+    // The trigger's chart: its values as a line, the threshold, the bad sample in red.
+    let chart = &html[html.find(r#"aria-label="level""#).expect("the level chart")..];
+    assert!(chart.contains("<polyline points="), "{chart}");
+    assert!(chart.contains("threshold 5"), "{chart}");
+    assert!(chart.matches("<circle").count() >= 3, "{chart}");
+    assert!(chart.contains(r##"fill="#c62828"><title>"##), "{chart}");
+    // Self-contained: nothing fetched, no script.
+    for external in ["src=", "href=", "<script", "@import", "url("] {
+        assert!(!html.contains(external), "`{external}` in report.html");
+    }
+    assert!(!html.contains(PW), "the secret leaked");
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("```mermaid\ngantt"), "{md}");
+    assert!(md.contains("trigger level :crit, milestone"), "{md}");
+    assert!(md.contains("section watch"), "{md}");
+}

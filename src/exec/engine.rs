@@ -518,6 +518,7 @@ pub fn new_journal(runbook: &Runbook, run_id: &str) -> Journal {
         triggers: Vec::new(),
         preflight: Vec::new(),
         notifications: Vec::new(),
+        trigger_series: Default::default(),
         baselines: Default::default(),
         rollback_phase: None,
         completed_count: 0,

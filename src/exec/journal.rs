@@ -166,6 +166,36 @@ impl StepRecord {
     }
 }
 
+/// Points kept per trigger in [`Journal::trigger_series`].
+pub const SERIES_POINTS: usize = 1000;
+
+/// One probe of a trigger, for its chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// When.
+    pub at: jiff::Timestamp,
+    /// The value as a number (none: an error, no data, or not a number).
+    pub value: Option<f64>,
+    /// Whether it counted against the trigger.
+    pub bad: bool,
+}
+
+impl Journal {
+    /// Adds a point to trigger `trigger`'s series, halving the series' resolution
+    /// when it is full.
+    pub fn add_point(&mut self, trigger: &str, point: SeriesPoint) {
+        let series = self.trigger_series.entry(trigger.to_owned()).or_default();
+        series.push(point);
+        if series.len() > SERIES_POINTS {
+            let mut keep = false;
+            series.retain(|p| {
+                keep = !keep;
+                keep || p.bad
+            });
+        }
+    }
+}
+
 /// One webhook delivery of an event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NotificationRecord {
@@ -346,6 +376,10 @@ pub struct Journal {
     /// changed (latest first check per step; a resume adds its own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preflight: Vec<PreflightRecord>,
+    /// Each trigger's probe values over the run, for the report's charts (at most
+    /// [`SERIES_POINTS`] a trigger: older points are thinned).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trigger_series: BTreeMap<String, Vec<SeriesPoint>>,
     /// Webhook deliveries of the run's events (`notify:`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationRecord>,
@@ -852,6 +886,7 @@ mod tests {
             triggers: vec![],
             preflight: vec![],
             notifications: vec![],
+            trigger_series: Default::default(),
             baselines: BTreeMap::new(),
             rollback_phase: None,
             completed_count: 0,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Shared;
 use super::event::RunEvent;
-use super::journal::{BaselineRecord, SampleRecord, StepStatus, TriggerRecord};
+use super::journal::{BaselineRecord, SampleRecord, SeriesPoint, StepStatus, TriggerRecord};
 use crate::actions::RunContext;
 use crate::actions::resolve::{Resolver, value_at};
 use crate::runbook::expect::{Expect, NoResolver, Operand};
@@ -677,6 +677,19 @@ async fn watch_one(
                 .journal
                 .read(|j| j.baselines.get(&trigger.id).cloned());
             let verdict = state.evaluate(&trigger, sample, &resolver, measured.as_ref());
+            if let Some(taken) = state.history.back() {
+                let point = SeriesPoint {
+                    at: taken.wall,
+                    value: match &taken.sample {
+                        Sample::Value { value, .. } => number(value),
+                        _ => None,
+                    },
+                    bad: taken.bad,
+                };
+                shared
+                    .journal
+                    .update(|j| j.add_point(&trigger.id, point.clone()));
+            }
             let mut unwatchable = false;
             let (reason, inconclusive) = match verdict {
                 Verdict::Quiet => {

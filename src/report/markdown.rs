@@ -66,6 +66,90 @@ fn step_rows(out: &mut String, steps: &[ReportStep]) {
 }
 
 /// Renders the report as Markdown.
+/// The run as a Mermaid Gantt chart (GitHub renders it): a section per phase with its
+/// steps (failed ones `crit`), gate decisions and trigger firings as milestones, the
+/// rollback's steps in a section of their own. report.html draws the same in SVG.
+fn mermaid_timeline(out: &mut String, report: &Report) {
+    // Mermaid's task names may not hold `:` or `#`; ids are letters, digits, `-`, `_`.
+    let name = |text: &str| text.replace([':', '#', ';'], " ");
+    let at = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let mut lines = Vec::new();
+    let mut n = 0;
+    for phase in report
+        .phases
+        .iter()
+        .map(|p| (p.title.clone().unwrap_or_else(|| p.id.clone()), &p.steps))
+        .chain(std::iter::once((
+            "rollback steps".to_owned(),
+            &report.rollback_steps,
+        )))
+    {
+        let (title, steps) = phase;
+        let started: Vec<_> = steps.iter().filter(|s| s.started_at.is_some()).collect();
+        if started.is_empty() {
+            continue;
+        }
+        lines.push(format!("    section {}", name(&title)));
+        for step in started {
+            n += 1;
+            let start = step.started_at.unwrap_or(report.started_at);
+            let end = step.finished_at.unwrap_or(start).max(start);
+            // At least a second, or Mermaid draws nothing.
+            let seconds = end.duration_since(start).as_secs_f64().ceil().max(1.0) as u64;
+            let tag = match step.status {
+                crate::exec::journal::StepStatus::Failed
+                | crate::exec::journal::StepStatus::CompensationFailed => "crit, ",
+                crate::exec::journal::StepStatus::Succeeded
+                | crate::exec::journal::StepStatus::Recovered
+                | crate::exec::journal::StepStatus::Compensated => "done, ",
+                _ => "active, ",
+            };
+            lines.push(format!(
+                "    {} :{tag}t{n}, {}, {seconds}s",
+                name(&step.id),
+                at(start)
+            ));
+        }
+    }
+    let mut marks = Vec::new();
+    for gate in &report.gates {
+        n += 1;
+        marks.push(format!(
+            "    gate {} {:?} :milestone, t{n}, {}, 0s",
+            name(&gate.gate),
+            gate.decision,
+            at(gate.at)
+        ));
+    }
+    for fired in &report.triggers {
+        n += 1;
+        marks.push(format!(
+            "    trigger {} :crit, milestone, t{n}, {}, 0s",
+            name(&fired.trigger),
+            at(fired.at)
+        ));
+    }
+    if !marks.is_empty() {
+        lines.push("    section gates and triggers".into());
+        lines.extend(marks);
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Timeline\n");
+    let _ = writeln!(
+        out,
+        "```mermaid\ngantt\n    dateFormat YYYY-MM-DDTHH:mm:ss\n    axisFormat %H:%M:%S"
+    );
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "```\n\nTimes in UTC; `report.html` beside this file draws the timeline and each trigger's values over time."
+    );
+}
+
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let title = report
@@ -88,6 +172,7 @@ pub fn render(report: &Report) -> String {
     if !report.reason.is_empty() {
         let _ = writeln!(out, "| Reason | {} |", cell(&report.reason));
     }
+    mermaid_timeline(&mut out, report);
     if !report.preflight.is_empty() {
         let _ = writeln!(out, "\n## Pre-flight: the servers of each data movement\n");
         let _ = writeln!(out, "| Step | Result | Found | When |");

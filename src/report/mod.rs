@@ -2,6 +2,7 @@
 //! (progress bars on a terminal, plain timestamped lines otherwise, JSON lines for
 //! machines), and the reports written at the end (Markdown sign-off sheet, JSON, JUnit).
 
+pub mod html;
 pub mod junit;
 pub mod live;
 pub mod markdown;

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::exec::journal::{
-    CheckRecord, GateRecord, Journal, PreflightRecord, RollbackRecord, RunStatus, StepStatus,
-    TriggerRecord,
+    CheckRecord, GateRecord, Journal, PreflightRecord, RollbackRecord, RunStatus, SeriesPoint,
+    StepStatus, TriggerRecord,
 };
 use crate::runbook::Runbook;
 
@@ -46,6 +46,23 @@ pub struct Report {
     pub rollback_steps: Vec<ReportStep>,
     /// The sign-off sheet: a row per phase.
     pub signoff: Vec<SignoffRow>,
+    /// Each trigger's values over the run, for its chart.
+    pub series: Vec<ReportSeries>,
+}
+
+/// A trigger's values over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportSeries {
+    /// The trigger.
+    pub trigger: String,
+    /// Its title, or its condition.
+    pub label: String,
+    /// The number its condition compares with, when it is one (bytes, seconds).
+    pub threshold: Option<f64>,
+    /// Whether the values are sizes (bytes).
+    pub bytes: bool,
+    /// The probes.
+    pub points: Vec<SeriesPoint>,
 }
 
 /// A phase in the report.
@@ -123,6 +140,29 @@ fn step_report(
         detail: record.detail.clone(),
         checks: record.checks.clone(),
     })
+}
+
+/// The number a trigger's condition compares its values with (its threshold, else its
+/// probe's expectation), and whether it is a size.
+fn threshold_of(trigger: &crate::runbook::model::Trigger) -> (Option<f64>, bool) {
+    use crate::runbook::expect::{Expect, Operand};
+    use crate::runbook::units::Quantity;
+    let expect = match &trigger.fire {
+        crate::runbook::model::FireCondition::Threshold(e) => Some(e),
+        _ => trigger.probe.expect.as_ref(),
+    };
+    match expect {
+        Some(Expect::Compare {
+            operand: Operand::Known(quantity),
+            ..
+        }) => match quantity {
+            Quantity::Number(n) => (Some(*n), false),
+            Quantity::Size(b) => (Some(*b), true),
+            Quantity::Duration(d) => (Some(d.as_secs_f64()), false),
+            _ => (None, false),
+        },
+        _ => (None, false),
+    }
 }
 
 /// Every rollback step a runbook defines: steps' own, phases', the runbook's.
@@ -211,7 +251,23 @@ impl Report {
                 rollback_steps.push(report);
             }
         }
+        let series = runbook
+            .triggers
+            .iter()
+            .filter_map(|t| {
+                let points = journal.trigger_series.get(&t.id)?.clone();
+                let (threshold, bytes) = threshold_of(t);
+                Some(ReportSeries {
+                    trigger: t.id.clone(),
+                    label: t.title.clone().unwrap_or_else(|| t.id.clone()),
+                    threshold,
+                    bytes,
+                    points,
+                })
+            })
+            .collect();
         Report {
+            series,
             run_id: journal.run_id.clone(),
             runbook: journal.runbook.clone(),
             title: runbook.title.clone(),

@@ -20,7 +20,7 @@ use crate::exec::journal::{self, Journal, RunStatus};
 use crate::exec::operator::RunOperator;
 use crate::exec::state::{self, LockError, StateDir};
 use crate::report::live::{self as live_report, LiveFormat};
-use crate::report::{Report, junit, markdown};
+use crate::report::{Report, html, junit, markdown};
 use crate::runbook::diagnostic::HumanStyle;
 use crate::runbook::{Runbook, VarOrigin, VarOverride};
 
@@ -602,6 +602,7 @@ pub fn write_reports(
     let md = dir.join("report.md");
     let sink = crate::redact::at_sink;
     std::fs::write(&md, sink(&markdown::render(report)))?;
+    std::fs::write(dir.join("report.html"), sink(&html::render(report)))?;
     std::fs::write(
         dir.join("report.json"),
         crate::redact::at_sink_json(&serde_json::to_string_pretty(report).unwrap_or_default()),
