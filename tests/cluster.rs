@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use redis_move_testbed::dataset::{self, assert_same, connect, snapshot};
-use redis_move_testbed::{LocalCluster, RedisServer, Workspace};
+use redis_move_testbed::{LocalCluster, RedisServer, Workspace, signal};
 
 /// A runbook with a standalone source `src` and the cluster target `shards`.
 fn runbook(name: &str, source: &RedisServer, cluster: &LocalCluster, steps: &str) -> String {
@@ -53,15 +53,6 @@ fn a_standalone_server_is_copied_into_a_cluster_and_verified() {
         .code(3);
     assert_eq!(cluster.dbsize(), 1);
     assert_eq!(cluster.snapshot("kept:*").len(), 1);
-}
-
-/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 #[test]
@@ -272,6 +263,22 @@ fn a_cluster_is_copied_back_to_one_server_while_a_source_primary_fails_over() {
     assert_eq!(ws.value_number("copy", "recopied"), 0.0);
 }
 
+/// Runs `round(0)`, `round(1)`, ... on a thread until `stop` is set; how many rounds.
+fn rounds_until(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut round: impl FnMut(u64) + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n: u64 = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            round(n);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        n
+    })
+}
+
 /// Writes to `source` until `stop` is set: counters and lists over 64 keys (a write
 /// applied twice or lost shows in them), and now and then an `MSET` and a `DEL` whose
 /// keys are in different slots. How many rounds it wrote.
@@ -279,37 +286,31 @@ fn write_until(
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut con = connect(&url);
-        let mut n: u64 = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut pipe = redis::pipe();
-            pipe.cmd("INCR")
-                .arg(format!("c:{}", n % 64))
-                .ignore()
-                .cmd("RPUSH")
-                .arg(format!("l:{}", n % 64))
+    let mut con = connect(&url);
+    rounds_until(stop, move |n| {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR")
+            .arg(format!("c:{}", n % 64))
+            .ignore()
+            .cmd("RPUSH")
+            .arg(format!("l:{}", n % 64))
+            .arg(n)
+            .ignore();
+        if n.is_multiple_of(50) {
+            pipe.cmd("MSET")
+                .arg(format!("m:{n}"))
+                .arg(n)
+                .arg(format!("m:{}", n + 1))
                 .arg(n)
                 .ignore();
-            if n.is_multiple_of(50) {
-                pipe.cmd("MSET")
-                    .arg(format!("m:{n}"))
-                    .arg(n)
-                    .arg(format!("m:{}", n + 1))
-                    .arg(n)
+            if n >= 100 {
+                pipe.cmd("DEL")
+                    .arg(format!("m:{}", n - 100))
+                    .arg(format!("m:{}", n - 99))
                     .ignore();
-                if n >= 100 {
-                    pipe.cmd("DEL")
-                        .arg(format!("m:{}", n - 100))
-                        .arg(format!("m:{}", n - 99))
-                        .ignore();
-                }
             }
-            pipe.query::<()>(&mut con).unwrap();
-            n += 1;
-            std::thread::sleep(Duration::from_millis(2));
         }
-        n
+        pipe.query::<()>(&mut con).unwrap();
     })
 }
 
@@ -390,44 +391,38 @@ fn write_into_cluster(
     tags: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let primary_of = |slot: u16| {
-            nodes
-                .iter()
-                .find_map(|n| redis_move_testbed::cluster::primary_of_slot_at(n, slot))
-        };
-        let mut connections: Vec<Option<redis::Connection>> = tags.iter().map(|_| None).collect();
-        let mut n: u64 = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for (i, tag) in tags.iter().enumerate() {
-                loop {
-                    if connections[i].is_none() {
-                        let slot = redis_move_testbed::cluster::slot_of(tag.as_bytes());
-                        connections[i] = primary_of(slot).and_then(|address| {
-                            redis::Client::open(format!("redis://{address}"))
-                                .and_then(|c| c.get_connection())
-                                .ok()
-                        });
-                    }
-                    let written = connections[i].as_mut().map(|con| {
-                        redis::cmd("SET")
-                            .arg(format!("{{{tag}}}:k{n}"))
-                            .arg(n)
-                            .query::<()>(con)
+    let primary_of = move |slot: u16| {
+        nodes
+            .iter()
+            .find_map(|n| redis_move_testbed::cluster::primary_of_slot_at(n, slot))
+    };
+    let mut connections: Vec<Option<redis::Connection>> = tags.iter().map(|_| None).collect();
+    rounds_until(stop, move |n| {
+        for (i, tag) in tags.iter().enumerate() {
+            loop {
+                if connections[i].is_none() {
+                    let slot = redis_move_testbed::cluster::slot_of(tag.as_bytes());
+                    connections[i] = primary_of(slot).and_then(|address| {
+                        redis::Client::open(format!("redis://{address}"))
+                            .and_then(|c| c.get_connection())
+                            .ok()
                     });
-                    match written {
-                        Some(Ok(())) => break,
-                        _ => {
-                            connections[i] = None;
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
+                }
+                let written = connections[i].as_mut().map(|con| {
+                    redis::cmd("SET")
+                        .arg(format!("{{{tag}}}:k{n}"))
+                        .arg(n)
+                        .query::<()>(con)
+                });
+                match written {
+                    Some(Ok(())) => break,
+                    _ => {
+                        connections[i] = None;
+                        std::thread::sleep(Duration::from_millis(200));
                     }
                 }
             }
-            n += 1;
-            std::thread::sleep(Duration::from_millis(2));
         }
-        n
     })
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use redis_move_testbed::dataset::connect;
-use redis_move_testbed::{RedisServer, Workspace};
+use redis_move_testbed::{RedisServer, Workspace, signal};
 
 const LOCK_PASSWORD: &str = "Lease-Pw-7781";
 const KEY: &str = "redis-move:lock:shared";
@@ -58,14 +58,6 @@ fn log(data: &mut redis::Connection) -> Vec<String> {
 /// Lets a run past its wait.
 fn go(data: &mut redis::Connection) {
     let _: () = redis::cmd("SET").arg("go").arg("yes").query(data).unwrap();
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Waits until the lease key is gone (it expired).

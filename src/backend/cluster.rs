@@ -419,9 +419,43 @@ impl Cluster {
     /// applied): the batch fails, with the map refreshed for the caller's next attempt.
     pub async fn run(&self, cmds: &[&redis::Cmd]) -> Result<Vec<redis::Value>, BackendError> {
         let slots: Vec<Option<u16>> = cmds.iter().map(|c| self.slot_of(c)).collect();
-        let mut replies: Vec<Option<redis::Value>> = vec![None; cmds.len()];
+        self.routed(
+            &slots,
+            |i| !self.writes(cmds[i]),
+            |node, group| async move {
+                let outcome = self.send(&node, cmds, &group).await;
+                (node, group, outcome)
+            },
+        )
+        .await
+    }
+
+    /// Sends items to the primaries of their slots (a keyless item: the first shard's),
+    /// `send` making one node's pipeline of its group (an item with `true` asked after
+    /// `ASKING`); one reply per item. `MOVED` refreshes the map and sends again, `ASK`
+    /// goes to the importing node, `TRYAGAIN`/`CLUSTERDOWN`/`LOADING` wait. A group
+    /// whose connection broke is sent again once the map shows a reachable primary when
+    /// `resend(i)` allows it for each of its items, else the call fails (the items may
+    /// have been applied). At most [`Cluster::settle`] in all.
+    async fn routed<S, Fut>(
+        &self,
+        slots: &[Option<u16>],
+        resend: impl Fn(usize) -> bool,
+        send: S,
+    ) -> Result<Vec<redis::Value>, BackendError>
+    where
+        S: Fn(String, Vec<(usize, bool)>) -> Fut,
+        Fut: std::future::Future<
+                Output = (
+                    String,
+                    Vec<(usize, bool)>,
+                    Result<Vec<Outcome>, BackendError>,
+                ),
+            >,
+    {
+        let mut replies: Vec<Option<redis::Value>> = vec![None; slots.len()];
         let mut pending: Vec<(usize, Option<String>)> =
-            (0..cmds.len()).map(|i| (i, None)).collect();
+            (0..slots.len()).map(|i| (i, None)).collect();
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         let mut why = String::new();
@@ -444,13 +478,9 @@ impl Cluster {
                     }
                 }
             }
-            let sent = futures_util::future::join_all(groups.into_iter().map(|(node, group)| {
-                let cmds = &cmds;
-                async move {
-                    let outcome = self.send(&node, cmds, &group).await;
-                    (node, group, outcome)
-                }
-            }))
+            let sent = futures_util::future::join_all(
+                groups.into_iter().map(|(node, group)| send(node, group)),
+            )
             .await;
             let mut refresh = unowned;
             for (node, group, outcome) in sent {
@@ -468,7 +498,7 @@ impl Cluster {
                         }
                     }
                     Err(e @ (BackendError::Unreachable(_) | BackendError::Timeout(_))) => {
-                        if group.iter().any(|&(i, _)| self.writes(cmds[i])) {
+                        if !group.iter().all(|&(i, _)| resend(i)) {
                             let _ = self.refresh().await;
                             return Err(e);
                         }
@@ -550,68 +580,16 @@ impl Cluster {
         &self,
         transactions: &[(u16, Vec<redis::Cmd>)],
     ) -> Result<Vec<redis::Value>, BackendError> {
-        let mut replies: Vec<Option<redis::Value>> = vec![None; transactions.len()];
-        let mut pending: Vec<(usize, Option<String>)> =
-            (0..transactions.len()).map(|i| (i, None)).collect();
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        let mut why = String::new();
-        loop {
-            let map = self.slot_map();
-            let mut groups: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
-            for (i, asking) in std::mem::take(&mut pending) {
-                let slot = transactions[i].0;
-                match asking
-                    .clone()
-                    .or_else(|| map.owner(slot).map(|s| s.primary.clone()))
-                {
-                    Some(node) => groups.entry(node).or_default().push((i, asking.is_some())),
-                    None => {
-                        why = format!("slot {slot} is served by no node");
-                        pending.push((i, None));
-                    }
-                }
-            }
-            let sent = futures_util::future::join_all(groups.into_iter().map(
-                |(node, group)| async move {
-                    let outcome = self.send_transactions(&node, transactions, &group).await;
-                    (group, outcome)
-                },
-            ))
-            .await;
-            for (group, outcome) in sent {
-                let outcomes = match outcome {
-                    Ok(outcomes) => outcomes,
-                    Err(e) => {
-                        let _ = self.refresh().await;
-                        return Err(e);
-                    }
-                };
-                for ((i, _), outcome) in group.into_iter().zip(outcomes) {
-                    match outcome {
-                        Outcome::Done(reply) => replies[i] = Some(reply),
-                        Outcome::Again(asking) => {
-                            why = format!("slot {} is moving", transactions[i].0);
-                            pending.push((i, asking));
-                        }
-                    }
-                }
-            }
-            if pending.is_empty() {
-                return Ok(replies.into_iter().map(Option::unwrap_or_default).collect());
-            }
-            if started.elapsed() > self.settle {
-                return Err(BackendError::Unreachable(format!(
-                    "the cluster did not settle within {} ({why})",
-                    crate::runbook::units::format_duration(self.settle)
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
-            if let Err(e) = self.refresh().await {
-                why = e.to_string();
-            }
-        }
+        let slots: Vec<Option<u16>> = transactions.iter().map(|(slot, _)| Some(*slot)).collect();
+        self.routed(
+            &slots,
+            |_| false,
+            |node, group| async move {
+                let outcome = self.send_transactions(&node, transactions, &group).await;
+                (node, group, outcome)
+            },
+        )
+        .await
     }
 
     /// Sends the transactions `group` of `transactions` to `node` in one pipeline (each

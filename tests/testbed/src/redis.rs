@@ -346,14 +346,7 @@ impl RedisServer {
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: frozen, it answers nothing
     /// and reads nothing, as a host that stalls.
     pub fn freeze(&self, frozen: bool) {
-        let status = Command::new("kill")
-            .args([
-                if frozen { "-STOP" } else { "-CONT" },
-                &self.child.id().to_string(),
-            ])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -STOP/-CONT {}", self.child.id());
+        crate::signal(self.child.id(), if frozen { "-STOP" } else { "-CONT" });
     }
 }
 
