@@ -430,16 +430,9 @@ fn write_into_cluster(
 fn a_cluster_is_synced_into_one_server_shard_by_shard_through_a_source_failover() {
     let mut cluster = LocalCluster::start(3, 1);
     let target = RedisServer::start();
-    let nodes: Vec<String> = cluster
-        .nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
+    let nodes = cluster.addresses();
     // A tag in each shard's first slot range.
-    let tags: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h"]
-        .iter()
-        .map(|t| (*t).to_owned())
-        .collect();
+    let tags: Vec<String> = "abcdefgh".chars().map(String::from).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = write_into_cluster(nodes.clone(), tags.clone(), stop.clone());
     std::thread::sleep(Duration::from_secs(1));
@@ -526,15 +519,8 @@ fn a_cluster_is_synced_into_one_server_shard_by_shard_through_a_source_failover(
 fn a_run_killed_while_it_syncs_a_cluster_resumes_every_shard_where_it_was() {
     let cluster = LocalCluster::start(3, 0);
     let target = RedisServer::start();
-    let nodes: Vec<String> = cluster
-        .nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let tags: Vec<String> = ["a", "b", "c", "d"]
-        .iter()
-        .map(|t| (*t).to_owned())
-        .collect();
+    let nodes = cluster.addresses();
+    let tags: Vec<String> = "abcd".chars().map(String::from).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = write_into_cluster(nodes.clone(), tags.clone(), stop.clone());
     std::thread::sleep(Duration::from_millis(500));

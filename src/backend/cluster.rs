@@ -220,6 +220,23 @@ enum Outcome {
     Again(Option<String>),
 }
 
+/// What a reply that sends the command elsewhere says: `MOVED` (wherever the map says
+/// now), `ASK` (that node, once), or wait (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`,
+/// `MASTERDOWN`); `None` for any other reply.
+fn redirect(reply: &redis::Value) -> Option<Outcome> {
+    let redis::Value::ServerError(e) = reply else {
+        return None;
+    };
+    match (e.code(), e.details()) {
+        ("MOVED", _) => Some(Outcome::Again(None)),
+        ("ASK", Some(detail)) => Some(Outcome::Again(
+            detail.split_whitespace().nth(1).map(str::to_owned),
+        )),
+        ("TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN", _) => Some(Outcome::Again(None)),
+        _ => None,
+    }
+}
+
 /// The router of one cluster target: its slot map, a connection per node, and the
 /// key positions of each command (from the server's `COMMAND`).
 pub struct Cluster {
@@ -551,19 +568,7 @@ impl Cluster {
                 replies.next();
             }
             let reply = replies.next().unwrap_or_default();
-            outcomes.push(match &reply {
-                redis::Value::ServerError(e) => match (e.code(), e.details()) {
-                    ("MOVED", _) => Outcome::Again(None),
-                    ("ASK", Some(detail)) => {
-                        Outcome::Again(detail.split_whitespace().nth(1).map(str::to_owned))
-                    }
-                    ("TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN", _) => {
-                        Outcome::Again(None)
-                    }
-                    _ => Outcome::Done(reply),
-                },
-                _ => Outcome::Done(reply),
-            });
+            outcomes.push(redirect(&reply).unwrap_or(Outcome::Done(reply)));
         }
         Ok(outcomes)
     }
@@ -622,20 +627,9 @@ impl Cluster {
             let queued: Vec<redis::Value> =
                 replies.by_ref().take(transactions[i].1.len()).collect();
             let exec = replies.next().unwrap_or_default();
-            let redirect = queued.iter().find_map(|reply| match reply {
-                redis::Value::ServerError(e) => match (e.code(), e.details()) {
-                    ("MOVED", _) => Some(Outcome::Again(None)),
-                    ("ASK", Some(detail)) => Some(Outcome::Again(
-                        detail.split_whitespace().nth(1).map(str::to_owned),
-                    )),
-                    ("TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN", _) => {
-                        Some(Outcome::Again(None))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            });
-            outcomes.push(match (&exec, redirect) {
+            // Aborted because a queued command was sent elsewhere: nothing applied.
+            let again = queued.iter().find_map(redirect);
+            outcomes.push(match (&exec, again) {
                 (redis::Value::ServerError(_), Some(again)) => again,
                 _ => Outcome::Done(exec),
             });

@@ -68,6 +68,14 @@ impl LocalCluster {
         cluster
     }
 
+    /// `127.0.0.1:PORT` of every node.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
     /// `redis://127.0.0.1:PORT` of the first node (a seed).
     pub fn url(&self) -> String {
         self.nodes[0].url()
