@@ -11,6 +11,7 @@ use redis_move_testbed::http::{HttpStub, Route};
 use redis_move_testbed::{RedisServer, Workspace};
 
 const HOOK_SECRET: &str = "T0KEN-S3CRET-4471";
+const QUERY_SECRET: &str = "SIG-S3CRET-9902";
 
 /// A server that accepts connections and never answers (they are held open).
 fn tarpit() -> u16 {
@@ -38,6 +39,7 @@ fn every_event_of_a_gated_run_that_rolls_back_reaches_the_webhooks() {
 name: notified
 secrets:
   hook: {{ env: HOOK_URL }}
+  dead: {{ env: DEAD_URL }}
 notify:
   - webhook: "${{secrets.hook}}"
   - webhook: "${{secrets.hook}}"
@@ -45,6 +47,8 @@ notify:
     events: [gate_waiting, run_finished]
   - webhook: "http://127.0.0.1:{hang}/never"
     timeout: 2s
+  - webhook: "${{secrets.dead}}"
+    events: [run_started]
 targets:
   r: {{ redis: {{ url: "{}" }} }}
 phases:
@@ -68,18 +72,37 @@ phases:
     .with_env(
         "HOOK_URL",
         &format!("{}/hook/{HOOK_SECRET}", stub.url(false)),
+    )
+    // Nothing listens there: its deliveries fail, and say why without the URL.
+    .with_env(
+        "DEAD_URL",
+        &format!(
+            "http://127.0.0.1:{}?sig={QUERY_SECRET}",
+            redis_move_testbed::free_port()
+        ),
     );
+    // No terminal and no approval: the run stops at the gate (somebody must come).
     let started = Instant::now();
-    let output = ws
-        .cmd(&["run", "runbook.yaml", "--no-progress", "--yes"])
+    let first = ws
+        .cmd(&["run", "runbook.yaml", "--no-progress"])
         .output()
         .unwrap();
     let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let mut stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(4), "{stderr}");
     // Blocking deliveries to the silent webhook would take 3 tries x 2 s for each of
-    // its 6 events; the run gave it one timeout at the end.
+    // its events; the run gave it one timeout at the end.
     assert!(took < Duration::from_secs(20), "the run took {took:?}");
+    // Approved from elsewhere, the resumed run passes the gate (nobody is told it
+    // waits: it does not), fails its check and rolls back.
+    let run_id = ws.journal().unwrap()["run_id"].as_str().unwrap().to_owned();
+    ws.cmd(&["approve", &run_id, "go"]).assert().success();
+    let started = Instant::now();
+    let resumed = ws.cmd(&["resume", "--no-progress"]).output().unwrap();
+    let took = started.elapsed();
+    stderr.push_str(&String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(resumed.status.code(), Some(3), "{stderr}");
+    assert!(took < Duration::from_secs(20), "the resume took {took:?}");
     let bodies = stub.bodies.lock().unwrap().clone();
     let json: Vec<serde_json::Value> = bodies
         .iter()
@@ -92,6 +115,8 @@ phases:
         [
             "run_started",
             "gate_waiting",
+            "run_finished",
+            "run_started",
             "rollback_started",
             "rollback_finished",
             "run_finished"
@@ -116,22 +141,34 @@ phases:
         .filter(|b| b.get("event").is_none())
         .filter_map(|b| b["text"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(slack.len(), 2, "{bodies:#?}");
+    assert_eq!(slack.len(), 3, "{bodies:#?}");
     assert!(slack[0].contains("waits for a decision"), "{slack:?}");
-    assert!(slack[1].contains("RolledBack"), "{slack:?}");
+    assert!(slack[1].contains("StoppedAtGate"), "{slack:?}");
+    assert!(slack[2].contains("RolledBack"), "{slack:?}");
     // Every delivery is in the journal: the receiver's, and the silent one's failures.
     let journal = ws.journal().unwrap();
     let records = journal["notifications"].as_array().unwrap();
     let delivered = records.iter().filter(|r| r["delivered"] == true).count();
-    assert_eq!(delivered, 7, "{records:#?}");
+    assert_eq!(delivered, 10, "{records:#?}");
     let silent: Vec<&serde_json::Value> = records
         .iter()
-        .filter(|r| r["webhook"] == format!("http://127.0.0.1:{hang}"))
+        .filter(|r| r["webhook"] == format!("#3 http://127.0.0.1:{hang}"))
         .collect();
     assert!(!silent.is_empty(), "{records:#?}");
     assert!(
         silent.iter().all(|r| r["delivered"] == false),
         "{silent:#?}"
+    );
+    let dead: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["webhook"].as_str().unwrap().starts_with("#4 "))
+        .collect();
+    assert_eq!(dead.len(), 2, "{records:#?}");
+    assert!(
+        dead.iter().all(|r| r["delivered"] == false
+            && r["attempts"] == 3
+            && r["detail"].as_str().unwrap().contains("could not connect")),
+        "{dead:#?}"
     );
     // The webhook's secret path is nowhere but in the requests it received.
     let run_dir =
@@ -140,8 +177,12 @@ phases:
     for text in [
         redis_move_testbed::workspace::journal_text(&run_dir),
         std::fs::read_to_string(run_dir.join("report.md")).unwrap(),
-        stderr.into_owned(),
+        stderr,
     ] {
         assert!(!text.contains(HOOK_SECRET), "the webhook's secret leaked");
+        assert!(
+            !text.contains(QUERY_SECRET),
+            "the webhook's query secret leaked"
+        );
     }
 }

@@ -91,6 +91,8 @@ pub enum RunEvent {
         question: String,
         /// The checks since the previous gate, one line each (`PASS step: ...`).
         evidence: Vec<String>,
+        /// It is decided at once, without asking anyone (`--yes`, `--approve`).
+        automatic: bool,
     },
     /// A gate was decided.
     GateDecided {

@@ -70,6 +70,12 @@ pub enum Answer {
 pub trait Operator: Send + Sync {
     /// Asks.
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> BoxFuture<'a, Answer>;
+
+    /// Whether gate `id` is decided without asking anyone (`--yes`, `--approve ID`):
+    /// nobody is told that it waits.
+    fn decides_alone(&self, _id: &str) -> bool {
+        false
+    }
 }
 
 /// An approval written by `redis-move approve`.
@@ -168,6 +174,10 @@ impl RunOperator {
 }
 
 impl Operator for RunOperator {
+    fn decides_alone(&self, id: &str) -> bool {
+        self.yes || self.approved.contains(id) || read_approval(&self.approvals_dir, id).is_some()
+    }
+
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> BoxFuture<'a, Answer> {
         Box::pin(async move {
             if let Some(answer) = self.preapproved(request) {

@@ -169,6 +169,7 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
         gate: step.id.clone(),
         question: text,
         evidence: evidence.clone(),
+        automatic: shared.operator.decides_alone(&step.id),
     });
     let request = DecisionRequest {
         id: step.id.clone(),

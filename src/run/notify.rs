@@ -9,13 +9,12 @@
 //! and records pass through the run's redactor; a record names the webhook by its
 //! scheme, host and port only (a webhook's path is often its secret).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::backend::net::{HttpRequest, http};
 use crate::exec::engine::JournalHandle;
 use crate::exec::event::RunEvent;
 use crate::exec::journal::{NotificationRecord, RunStatus};
@@ -43,9 +42,12 @@ struct Message {
     body: String,
 }
 
+/// The events a webhook has queued and not yet recorded, oldest first.
+type Pending = Arc<Mutex<VecDeque<&'static str>>>;
+
 struct Queue {
     sender: mpsc::UnboundedSender<Message>,
-    pending: Arc<AtomicUsize>,
+    pending: Pending,
     task: tokio::task::JoinHandle<()>,
     label: String,
     timeout: Duration,
@@ -97,10 +99,11 @@ impl Notifier {
     ) -> Notifier {
         let queues = sinks
             .into_iter()
-            .map(|sink| {
+            .enumerate()
+            .map(|(i, sink)| {
                 let (sender, receiver) = mpsc::unbounded_channel();
-                let pending = Arc::new(AtomicUsize::new(0));
-                let label = label(&sink.url);
+                let pending = Pending::default();
+                let label = format!("#{} {}", i + 1, label(&sink.url));
                 let task = tokio::spawn(deliver_all(
                     sink.url,
                     label.clone(),
@@ -140,9 +143,9 @@ impl Notifier {
                     continue;
                 }
                 let body = self.redactor.redact(&self.body(kind, &fields, *format));
-                queue.pending.fetch_add(1, Ordering::SeqCst);
-                if queue.sender.send(Message { event: kind, body }).is_err() {
-                    queue.pending.fetch_sub(1, Ordering::SeqCst);
+                let mut pending = queue.pending.lock().expect("not poisoned");
+                if queue.sender.send(Message { event: kind, body }).is_ok() {
+                    pending.push_back(kind.name());
                 }
             }
         }
@@ -161,10 +164,15 @@ impl Notifier {
                     ),
                 )],
             )],
+            // Decided at once (`--yes`, `--approve`): nobody needs to come.
+            RunEvent::GateOpened {
+                automatic: true, ..
+            } => Vec::new(),
             RunEvent::GateOpened {
                 gate,
                 question,
                 evidence,
+                ..
             } => {
                 let mut text = format!("`{gate}` waits for a decision: {question}");
                 if !evidence.is_empty() {
@@ -276,14 +284,17 @@ impl Notifier {
             }
         }
         for (label, pending) in left {
-            let n = pending.load(Ordering::SeqCst);
-            if n > 0 {
+            let events: Vec<&str> = pending.lock().expect("not poisoned").drain(..).collect();
+            for event in events {
                 let record = NotificationRecord {
-                    event: format!("{n} more"),
-                    webhook: label,
+                    event: event.into(),
+                    webhook: label.clone(),
                     delivered: false,
                     attempts: 0,
-                    detail: "the run ended before they could be delivered".into(),
+                    detail: format!(
+                        "queued or being tried when the run ended, not delivered within the {} it was given then",
+                        crate::runbook::units::format_duration(wait)
+                    ),
                     at: jiff::Timestamp::now(),
                 };
                 self.journal
@@ -293,21 +304,45 @@ impl Notifier {
     }
 }
 
-/// `text` with the webhook's URL (and its path, which may be a secret, as Slack's is)
-/// replaced by its label.
-fn scrub(text: &str, url: &str, label: &str) -> String {
-    let mut out = text.replace(url, label);
-    if let Ok(parsed) = url::Url::parse(url) {
-        let rest = &url[url.find(parsed.path()).unwrap_or(url.len())..];
-        if rest.len() > 1 {
-            out = out.replace(rest, "/...");
-        }
-        let path = parsed.path();
-        if path.len() > 1 {
-            out = out.replace(path, "/...");
-        }
+/// POSTs `body`; the status of a 2xx answer, or what went wrong, never with the URL
+/// (its path or query may be the webhook's secret).
+async fn post(client: &reqwest::Client, url: &str, body: &str) -> Result<u16, String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_err(|e| cause(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(format!("answered HTTP {}", status.as_u16()))
     }
-    out
+}
+
+/// What went wrong in a request, from the error and its causes, without the URL.
+fn cause(e: &reqwest::Error) -> String {
+    let mut words = vec![if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else if e.is_builder() {
+        "not a usable URL".to_owned()
+    } else {
+        "failed".to_owned()
+    }];
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        // A cause that names the URL is left out.
+        if !text.contains("://") && !words.contains(&text) {
+            words.push(text);
+        }
+        source = inner.source();
+    }
+    words.join(": ")
 }
 
 /// A webhook's task: delivers its queue in order, each message tried [`ATTEMPTS`] times.
@@ -316,38 +351,32 @@ async fn deliver_all(
     label: String,
     timeout: Duration,
     mut queue: mpsc::UnboundedReceiver<Message>,
-    pending: Arc<AtomicUsize>,
+    pending: Pending,
     journal: Arc<JournalHandle>,
     redactor: Arc<Redactor>,
 ) {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        // A redirect would be followed as a GET without the body: not a delivery.
+        .redirect(reqwest::redirect::Policy::none())
+        .build();
     while let Some(message) = queue.recv().await {
-        let request = HttpRequest {
-            method: "POST".into(),
-            url: url.clone(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(message.body),
-            status: None,
-            ca: None,
-            insecure: false,
-            timeout,
-        };
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
-            match http(&request).await {
-                Ok(value) => {
-                    break Ok(value
-                        .field("status")
-                        .map(|s| s.to_string())
-                        .unwrap_or_default());
-                }
-                Err(e) if attempts >= ATTEMPTS => break Err(e.to_string()),
+            let tried = match &client {
+                Ok(client) => post(client, &url, &message.body).await,
+                Err(e) => Err(cause(e)),
+            };
+            match tried {
+                Ok(status) => break Ok(status),
+                Err(e) if attempts >= ATTEMPTS => break Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(500) * attempts).await,
             }
         };
         let (delivered, detail) = match outcome {
             Ok(status) => (true, format!("HTTP {status}")),
-            Err(e) => (false, redactor.redact(&scrub(&e, &url, &label))),
+            Err(e) => (false, redactor.redact(&e)),
         };
         let record = NotificationRecord {
             event: message.event.name().into(),
@@ -365,6 +394,6 @@ async fn deliver_all(
             );
         }
         journal.update(|j| j.notifications.push(record.clone()));
-        pending.fetch_sub(1, Ordering::SeqCst);
+        pending.lock().expect("not poisoned").pop_front();
     }
 }
