@@ -372,4 +372,7 @@ pub struct LockArgs {
     /// the holder's next change is then refused by its fencing check.
     #[arg(long)]
     pub force: bool,
+    /// The vars the run was given (a lease key may use them).
+    #[command(flatten)]
+    pub vars: VarArgs,
 }

@@ -183,3 +183,62 @@ fn a_lease_left_by_a_killed_run_expires_and_the_resume_takes_over() {
     assert!(resumed.status.success(), "{stderr}");
     assert_eq!(log(&mut data_con), ["C-1", "C-2"]);
 }
+
+#[test]
+fn a_forced_break_stops_the_holder_before_its_next_attempt() {
+    let lock = RedisServer::start_with(Some(LOCK_PASSWORD), &[]);
+    let data = RedisServer::start();
+    let mut data_con = connect(&data.url());
+    let ws = Workspace::new(&format!(
+        r#"version: 1
+name: shared
+secrets:
+  lock_pw: {{ env: LOCK_PW }}
+lock: {{ redis: lockdb, ttl: 30s }}
+targets:
+  lockdb: {{ redis: {{ url: "redis://:${{secrets.lock_pw}}@127.0.0.1:{}" }} }}
+  data: {{ redis: {{ url: "{}" }} }}
+phases:
+  - id: main
+    steps:
+      - id: bump
+        redis.command: {{ target: data, args: [INCR, counter] }}
+        expect: ">= 1000"
+        retry: {{ attempts: 1000, interval: 100ms }}
+        rollback: none
+"#,
+        lock.port,
+        data.url()
+    ))
+    .with_env("LOCK_PW", LOCK_PASSWORD);
+    let run = ws.spawn(&["run", "runbook.yaml", "--no-progress"]);
+    let counter = |con: &mut redis::Connection| -> i64 {
+        redis::cmd("GET")
+            .arg("counter")
+            .query::<Option<i64>>(con)
+            .unwrap()
+            .unwrap_or(0)
+    };
+    Workspace::wait_for("a few attempts", Duration::from_secs(60), || {
+        counter(&mut data_con) >= 3
+    });
+    // The holder lives; the lease is broken anyway (the operator knows better).
+    let broke = ws
+        .cmd(&["lock", "break", "--force", "--runbook", "runbook.yaml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&broke.stdout);
+    assert!(broke.status.success(), "{text}");
+    assert!(text.contains("broke the lease"), "{text}");
+    let at_break = counter(&mut data_con);
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("refused before this attempt changed anything"),
+        "{stderr}"
+    );
+    // At most the attempt already past its check when the lease was broken.
+    let end = counter(&mut data_con);
+    assert!(end <= at_break + 1, "{end} after {at_break}");
+}

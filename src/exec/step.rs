@@ -391,8 +391,20 @@ async fn attempt(
 ) -> Option<Result<Value, ActionError>> {
     let limit = limit_of(step);
     tracing::debug!(step = %step.id, action = step.action.name(), target = ?step.target, "attempt");
-    let work = tokio::time::timeout(limit, shared.runner.perform(step, captured, ctx));
     let mutating = step.action.params().effect() == Effect::Mutating;
+    // Every attempt of a change (a retry, an `until` round) is one more change.
+    if mutating && let Some(why) = shared.fenced().await {
+        let why = format!("refused before this attempt changed anything: {why}");
+        tracing::error!(step = %step.id, "{why}");
+        shared.emit(RunEvent::StepProgress {
+            step: step.id.clone(),
+            message: shared.redactor.redact(&why),
+            remaining: None,
+        });
+        shared.cancel.cancel();
+        return None;
+    }
+    let work = tokio::time::timeout(limit, shared.runner.perform(step, captured, ctx));
     tokio::pin!(work);
     let result = tokio::select! {
         result = &mut work => result,

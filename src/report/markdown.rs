@@ -66,12 +66,28 @@ fn step_rows(out: &mut String, steps: &[ReportStep]) {
 }
 
 /// Renders the report as Markdown.
+/// `text` as one line of plain words: Mermaid's task names may not hold `:`, `#` or
+/// `;`, and a newline or a backtick would end the block (the rest would be raw Markdown).
+fn mermaid_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " -_.,()/+='".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The run as a Mermaid Gantt chart (GitHub renders it): a section per phase with its
 /// steps (failed ones `crit`), gate decisions and trigger firings as milestones, the
 /// rollback's steps in a section of their own. report.html draws the same in SVG.
 fn mermaid_timeline(out: &mut String, report: &Report) {
-    // Mermaid's task names may not hold `:` or `#`; ids are letters, digits, `-`, `_`.
-    let name = |text: &str| text.replace([':', '#', ';'], " ");
+    let name = mermaid_name;
     let at = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
     let mut lines = Vec::new();
     let mut n = 0;
@@ -95,7 +111,7 @@ fn mermaid_timeline(out: &mut String, report: &Report) {
             let start = step.started_at.unwrap_or(report.started_at);
             let end = step.finished_at.unwrap_or(start).max(start);
             // At least a second, or Mermaid draws nothing.
-            let seconds = end.duration_since(start).as_secs_f64().ceil().max(1.0) as u64;
+            let seconds = end.duration_since(start).as_secs_f64().round().max(1.0) as u64;
             let tag = match step.status {
                 crate::exec::journal::StepStatus::Failed
                 | crate::exec::journal::StepStatus::CompensationFailed => "crit, ",
@@ -123,8 +139,16 @@ fn mermaid_timeline(out: &mut String, report: &Report) {
     }
     for fired in &report.triggers {
         n += 1;
+        // Only a firing that acted is critical (not a shadow trigger's, not a question).
+        let (tag, note) = if fired.outcome.starts_with("shadow") {
+            ("", " (shadow)")
+        } else if fired.outcome.contains("rollback") || fired.outcome.contains("rolled back") {
+            ("crit, ", "")
+        } else {
+            ("", "")
+        };
         marks.push(format!(
-            "    trigger {} :crit, milestone, t{n}, {}, 0s",
+            "    trigger {}{note} :{tag}milestone, t{n}, {}, 0s",
             name(&fired.trigger),
             at(fired.at)
         ));
@@ -329,5 +353,20 @@ pub fn status_text(status: RunStatus) -> &'static str {
         RunStatus::RollingBack => "rolling back",
         RunStatus::RolledBack => "rolled back",
         RunStatus::RollbackFailed => "ROLLBACK FAILED: manual action needed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mermaid_name_is_one_line_of_plain_words() {
+        let hostile = "Cutover\n```\n\n# Injected: <a href=\"javascript:x\">%%;</a>";
+        let name = mermaid_name(hostile);
+        assert_eq!(name, "Cutover Injected a href= javascript x /a");
+        for c in ['\n', '`', ':', '#', ';', '%', '<', '>', '"'] {
+            assert!(!name.contains(c), "{c:?} in {name}");
+        }
     }
 }

@@ -409,10 +409,16 @@ fn execute(
         None => None,
         Some(lock) => match runtime.block_on(take_lease(&runbook, lock, &secrets, &run_id)) {
             Ok(lease) => Some(lease),
+            Err(e @ (LeaseError::Backend(_) | LeaseError::Connect(_))) => {
+                eprintln!(
+                    "error: {}\n  nothing was done: a run takes its lock before anything else",
+                    redactor.redact(&e.to_string())
+                );
+                return Exit::Usage;
+            }
             Err(e) => {
                 eprintln!(
-                    "error: {}
-  nothing was done; a holder that is gone leaves the lease to expire within {} (`redis-move lock status --runbook {}`)",
+                    "error: {}\n  nothing was done; a holder that is gone leaves the lease to expire within {} (`redis-move lock status --runbook {}`)",
                     redactor.redact(&e.to_string()),
                     crate::runbook::units::format_duration(lock.ttl),
                     runbook.source.name()
@@ -536,11 +542,19 @@ fn notify_sinks(runbook: &Runbook, secrets: &Secrets) -> Result<Vec<Sink>, Strin
     runbook
         .notify
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
+            let url = resolver
+                .resolve(&n.webhook)
+                .map_err(|e| format!("`notify` webhook #{}: {e}", i + 1))?;
+            if let Some(problem) = crate::runbook::validate::webhook_problem(&url) {
+                return Err(format!(
+                    "`notify` webhook #{}: {problem}; nothing was done",
+                    i + 1
+                ));
+            }
             Ok(Sink {
-                url: resolver
-                    .resolve(&n.webhook)
-                    .map_err(|e| format!("a `notify` webhook: {e}"))?,
+                url,
                 format: n.format,
                 events: n.events.clone(),
                 timeout: n.timeout,
@@ -575,7 +589,7 @@ pub(super) async fn lock_redis(
     connections
         .redis(target, &resolver)
         .await
-        .map_err(|e| LeaseError::Backend(crate::backend::BackendError::Unreachable(e.to_string())))
+        .map_err(|e| LeaseError::Connect(e.to_string()))
 }
 
 /// First SIGINT: stop after the current step (journal saved, resumable). Second: exit at

@@ -212,7 +212,9 @@ pub fn approve(args: ApproveArgs) -> Exit {
 /// one, its lease in Redis.
 pub fn lock(args: LockArgs, style: HumanStyle) -> Exit {
     let runbook = match &args.runbook {
-        Some(file) => match load_one(file, &[], style) {
+        Some(file) => match super::overrides(&args.vars, style)
+            .and_then(|list| load_one(file, &list, style))
+        {
             Ok(runbook) => Some(runbook),
             Err(exit) => return exit,
         },
@@ -262,7 +264,6 @@ fn lease_lock(runbook: &crate::runbook::Runbook, action: LockAction, force: bool
         }
         .map_err(|e| e.to_string())
     });
-    let left = |d: std::time::Duration| crate::runbook::units::format_duration(d);
     match (action, result) {
         (_, Err(e)) => {
             eprintln!(
@@ -280,7 +281,7 @@ fn lease_lock(runbook: &crate::runbook::Runbook, action: LockAction, force: bool
             println!(
                 "lease `{}` in Redis: held by {holder}; it expires in {} unless renewed",
                 lock.key,
-                left(ttl)
+                super::lease::whole_seconds(ttl)
             );
             Exit::Done
         }
@@ -295,7 +296,7 @@ fn lease_lock(runbook: &crate::runbook::Runbook, action: LockAction, force: bool
             eprintln!(
                 "error: the lease `{}` in Redis is held by {holder}; it expires in {} once its holder stops renewing it (`--force` removes it now)",
                 lock.key,
-                left(ttl)
+                super::lease::whole_seconds(ttl)
             );
             Exit::Failed
         }
@@ -315,21 +316,28 @@ fn lock_file(args: &LockArgs, dir: &StateDir) -> Exit {
             Exit::Failed
         }
         (_, Ok(LockState::Free)) => {
-            println!("free");
+            println!("state directory lock: free");
             Exit::Done
         }
         (LockAction::Status, Ok(LockState::Held(holder))) => {
-            println!("held by {holder}");
+            println!("state directory lock: held by {holder}");
             Exit::Done
         }
         (LockAction::Status, Ok(LockState::Stale(holder))) => {
             println!(
-                "stale: left by {holder}, which is gone; the next run takes it over (or `redis-move lock break`)"
+                "state directory lock: stale, left by {holder}, which is gone; the next run takes it over (or `redis-move lock break`)"
             );
             Exit::Done
         }
         (LockAction::Break, Ok(LockState::Stale(holder))) => {
             println!("broke the stale lock of {holder}");
+            Exit::Done
+        }
+        // Forcing breaks the lease in Redis; a live process on this machine is left.
+        (LockAction::Break, Ok(LockState::Held(holder))) if args.force => {
+            println!(
+                "state directory lock: held by a live process on this machine ({holder}); left as it is"
+            );
             Exit::Done
         }
         (LockAction::Break, Ok(LockState::Held(holder))) => {

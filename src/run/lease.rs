@@ -73,6 +73,9 @@ pub enum LeaseError {
     /// The lock Redis failed.
     #[error("the lock Redis: {0}")]
     Backend(#[from] BackendError),
+    /// The lock Redis cannot be reached.
+    #[error("cannot reach the lock Redis: {0}")]
+    Connect(String),
 }
 
 /// What a lease key holds, as seen without taking it.
@@ -116,6 +119,13 @@ pub async fn status(redis: &RedisBackend, key: &str) -> Result<LeaseState, Backe
         Some(holder) => LeaseState::Held(holder, ttl),
         None => LeaseState::Free,
     })
+}
+
+/// A lease's time left, in whole seconds (rounded up).
+pub fn whole_seconds(left: Duration) -> String {
+    crate::runbook::units::format_duration(Duration::from_secs(
+        left.as_millis().div_ceil(1000) as u64
+    ))
 }
 
 /// The key of the fencing counter of lease `key`.
@@ -164,7 +174,7 @@ impl Lease {
             return Err(match status(&redis, key).await? {
                 LeaseState::Held(holder, left) => LeaseError::Held {
                     holder: Box::new(holder),
-                    expires: format!("in {}", crate::runbook::units::format_duration(left)),
+                    expires: format!("in {}", whole_seconds(left)),
                 },
                 // Released between the two commands: the caller may try again.
                 LeaseState::Free => LeaseError::Backend(BackendError::Command(
@@ -238,6 +248,12 @@ impl Lease {
                     .raw(redis::cmd("GET").arg(fence_key(&self.key)))
                     .await
                     .map_err(unknown)?;
+                if counter == redis::Value::Nil {
+                    return Err(format!(
+                        "the run's lease and its fencing counter are gone from the lock Redis (emptied, or restarted without its data): another run may hold the lock now; this run (fencing token {}) stops",
+                        self.holder.token
+                    ));
+                }
                 let ours = crate::backend::redis::to_value(counter).as_text()
                     == self.holder.token.to_string();
                 let again = ours
@@ -258,7 +274,7 @@ impl Lease {
                     Ok(())
                 } else {
                     Err(format!(
-                        "the run's lock in Redis expired and another run took it since (fencing token beyond {})",
+                        "the run's lock in Redis expired and was taken since (by another run, or broken with `lock break --force`): fencing token beyond {}",
                         self.holder.token
                     ))
                 }
@@ -303,6 +319,9 @@ pub async fn break_lease(
 ) -> Result<LeaseState, BackendError> {
     let state = status(redis, key).await?;
     if matches!(state, LeaseState::Held(..)) && force {
+        // The counter moves past the holder's token first: its next check finds the
+        // lease gone and the counter not its own, and stops.
+        redis.raw(redis::cmd("INCR").arg(fence_key(key))).await?;
         redis.raw(redis::cmd("DEL").arg(key)).await?;
     }
     Ok(state)

@@ -62,7 +62,7 @@ pub struct RunbookSpec {
     /// Who is told what happens: webhooks called on the run's events (never blocking
     /// or failing the run; deliveries recorded in the journal).
     #[serde(default)]
-    pub notify: Vec<NotifySpec>,
+    pub notify: Vec<Spanned<NotifySpec>>,
 }
 
 /// A webhook told of the run's events.

@@ -68,6 +68,7 @@ pub fn validate(
     v.check_backups(&phases, &graphs);
     v.check_syncs(&phases, &graphs, &triggers, &rollback);
     let lock = v.lock(spec);
+    v.check_notify(spec);
 
     let secrets = spec
         .secrets
@@ -95,6 +96,7 @@ pub fn validate(
         notify: spec
             .notify
             .iter()
+            .map(|n| &n.value)
             .map(|n| crate::runbook::model::Notify {
                 webhook: n.webhook.clone(),
                 format: n.format,
@@ -129,6 +131,19 @@ struct Validator {
 
 /// A rate trigger's baseline below this (per second) counts as this: one a minute.
 pub const DEFAULT_BASELINE_FLOOR: f64 = 1.0 / 60.0;
+
+/// What is wrong with a webhook URL (`None`: an http(s) URL with a host). The URL
+/// itself is never in the answer (it may be a secret).
+pub fn webhook_problem(url: &str) -> Option<String> {
+    match url::Url::parse(url) {
+        Err(e) => Some(format!("not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some(format!("the scheme is `{}`, not http or https", u.scheme()))
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("the URL has no host".into()),
+        Ok(_) => None,
+    }
+}
 
 fn is_id(text: &str) -> bool {
     let mut chars = text.chars();
@@ -896,6 +911,24 @@ impl Validator {
         }
     }
 
+    /// A webhook written in the runbook must be an http(s) URL (one that comes from a
+    /// secret is checked when the run starts).
+    fn check_notify(&mut self, spec: &RunbookSpec) {
+        for (i, notify) in spec.notify.iter().enumerate() {
+            let Some(url) = notify.value.webhook.as_literal() else {
+                continue;
+            };
+            if let Some(problem) = webhook_problem(url) {
+                self.error(
+                    "bad-url",
+                    notify.span,
+                    format!("`notify` webhook #{}: {problem}", i + 1),
+                )
+                .help = Some("give `https://host/path` (or `http://`)".into());
+            }
+        }
+    }
+
     /// The lease lock: a Redis target, a lease long enough to be renewed.
     fn lock(&mut self, spec: &RunbookSpec) -> Option<crate::runbook::model::LeaseLock> {
         let lock = spec.lock.as_ref()?;
@@ -915,6 +948,16 @@ impl Validator {
                 ),
             )
             .help = Some("give `ttl: 3s` or more (default 30s; a longer lease outlasts a longer stall of the network)".into());
+        }
+        if let Some(key) = &lock.value.key
+            && (key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            self.error(
+                "bad-lock",
+                lock.span,
+                format!("the lease key {key:?} is empty or holds spaces or control characters"),
+            )
+            .help = Some("leave `key` out (default `redis-move:lock:<name>`) or give a plain name such as `redis-move:lock:prod`".into());
         }
         let name = spec.name.as_ref().map_or("", |n| n.value.as_str());
         Some(crate::runbook::model::LeaseLock {
