@@ -488,6 +488,17 @@ fn the_report_draws_the_timeline_and_each_trigger_s_values_against_its_threshold
         assert!(!html.contains(external), "`{external}` in report.html");
     }
     assert!(!html.contains(PW), "the secret leaked");
+    // Written again from the journal on disk, the chart is the same (the series are
+    // in the snapshot written when the run stopped).
+    std::fs::remove_file(run_dir.join("report.html")).unwrap();
+    ws.cmd().args(["report"]).assert().success();
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("report.html"))
+            .unwrap()
+            .matches("<circle")
+            .count(),
+        html.matches("<circle").count()
+    );
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("```mermaid\ngantt"), "{md}");
     assert!(md.contains("trigger level :crit, milestone"), "{md}");

@@ -583,6 +583,9 @@ pub fn read(path: &Path) -> Result<Journal, JournalError> {
     Ok(journal)
 }
 
+/// The field written in snapshots only (see `header_of`).
+const SNAPSHOT_ONLY: &str = "trigger_series";
+
 /// Applies one line of the log to the journal as JSON.
 fn apply_change(journal: &mut serde_json::Value, change: serde_json::Value) -> Result<(), String> {
     let serde_json::Value::Object(mut change) = change else {
@@ -593,7 +596,12 @@ fn apply_change(journal: &mut serde_json::Value, change: serde_json::Value) -> R
     };
     if let Some(serde_json::Value::Object(header)) = change.remove("header") {
         // The run's own fields are written whole: an emptied one is absent, not stale.
-        fields.retain(|k, _| k == "steps" || k == "generation" || APPENDED.contains(&k.as_str()));
+        fields.retain(|k, _| {
+            k == "steps"
+                || k == "generation"
+                || k == SNAPSHOT_ONLY
+                || APPENDED.contains(&k.as_str())
+        });
         fields.extend(header);
     }
     if let Some(serde_json::Value::Object(steps)) = change.remove("steps") {
@@ -787,13 +795,18 @@ fn header_of(journal: &mut Journal) -> serde_json::Value {
     let steps = std::mem::take(&mut journal.steps);
     let rollback = std::mem::take(&mut journal.rollback);
     let preflight = std::mem::take(&mut journal.preflight);
+    // Every probe adds a point: the series go into snapshots only (the one written
+    // when the run stops has them all), not into each line of the log.
+    let series = std::mem::take(&mut journal.trigger_series);
     let mut value = serde_json::to_value(&*journal).unwrap_or_default();
     journal.steps = steps;
     journal.rollback = rollback;
     journal.preflight = preflight;
+    journal.trigger_series = series;
     if let serde_json::Value::Object(fields) = &mut value {
         fields.remove("steps");
         fields.remove("generation");
+        fields.remove(SNAPSHOT_ONLY);
         for name in APPENDED {
             fields.remove(name);
         }
