@@ -281,6 +281,11 @@ impl Syncs {
         );
     }
 
+    /// Removes the grouping of step `step`'s shards (they were drained).
+    pub fn ungroup(&self, step: &str) {
+        self.groups.lock().expect("not poisoned").remove(step);
+    }
+
     /// Records that step `step`'s sync could not be resumed (its status says why).
     pub fn resume_failed(&self, step: &str, why: String) {
         self.failed_to_resume
@@ -590,13 +595,6 @@ pub fn summed(a: &SyncStats, b: &SyncStats) -> SyncStats {
     SyncStats {
         offset: a.offset + b.offset,
         ..totals(a, b)
-    }
-}
-
-/// Removes the grouping of step `step`'s shards (they were drained).
-impl Syncs {
-    pub fn ungroup(&self, step: &str) {
-        self.groups.lock().expect("not poisoned").remove(step);
     }
 }
 
