@@ -632,13 +632,17 @@ fn check_compare(
 impl Expect {
     /// The measured value as the criterion reads it: a number of bytes in a size's
     /// unit (`917.2 KiB` beside `< 1 GiB`, not `939240`).
+    /// Whole (the caller shortens it).
     pub fn measured(&self, value: &Value) -> String {
-        match self {
-            Expect::Compare {
-                operand: Operand::Known(quantity),
-                ..
-            } => show_value_like(value, quantity),
-            _ => short(value),
+        match (self, value) {
+            (
+                Expect::Compare {
+                    operand: Operand::Known(Quantity::Size(_)),
+                    ..
+                },
+                Value::Number(n),
+            ) => super::units::format_size(*n),
+            _ => value.to_string(),
         }
     }
 }
