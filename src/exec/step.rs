@@ -382,18 +382,24 @@ fn limit_of(step: &Step) -> Duration {
     }
 }
 
-/// One attempt: the action within its time limit, cancellable.
+/// One attempt: the action within its time limit, cancellable; `again`: not the step's
+/// first.
 async fn attempt(
     shared: &Shared,
     step: &Step,
     captured: Option<&Captured>,
     ctx: &RunContext<'_>,
+    again: bool,
 ) -> Option<Result<Value, ActionError>> {
     let limit = limit_of(step);
     tracing::debug!(step = %step.id, action = step.action.name(), target = ?step.target, "attempt");
     let mutating = step.action.params().effect() == Effect::Mutating;
-    // Every attempt of a change (a retry, an `until` round) is one more change.
-    if mutating && let Some(why) = shared.fenced().await {
+    // Every attempt of a change (a retry, an `until` round) is one more change; the
+    // first was checked before the step began (`fenced`).
+    if mutating
+        && again
+        && let Some(why) = shared.fenced().await
+    {
         let why = format!("refused before this attempt changed anything: {why}");
         tracing::error!(step = %step.id, "{why}");
         shared.emit(RunEvent::StepProgress {
@@ -516,7 +522,7 @@ async fn attempts(
                 r.attempts += 1;
             }
         });
-        let Some(result) = attempt(shared, step, captured, ctx).await else {
+        let Some(result) = attempt(shared, step, captured, ctx, n > 1).await else {
             return StepEnd::Interrupted;
         };
         let failure = match result {
@@ -585,7 +591,7 @@ async fn poll(
     let mut polls = 0u32;
     loop {
         polls += 1;
-        let Some(result) = attempt(shared, step, captured, ctx).await else {
+        let Some(result) = attempt(shared, step, captured, ctx, polls > 1).await else {
             return StepEnd::Interrupted;
         };
         match result {
