@@ -86,6 +86,9 @@ pub enum Command {
     Approve(ApproveArgs),
     /// Inspect or break the lock that keeps two runs of one runbook apart.
     Lock(LockArgs),
+    /// Serve the live page of a run in progress (or ended): steps, the gate it waits
+    /// at, triggers, log; gates are decided there with the run's token.
+    Serve(ServeArgs),
 }
 
 const RUN_HELP: &str = "\
@@ -222,6 +225,65 @@ pub struct ExecArgs {
     /// The state directory (default: `.redis-move/<runbook name>` beside the runbook).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Serve the run's live page at this address (`127.0.0.1:8077`, or a port for
+    /// 127.0.0.1); the run then waits at gates for a decision from the page.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<String>,
+    /// How the live page is served.
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// Options of the live page (`run --serve`, `redis-move serve`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PageArgs {
+    /// Serve the page over HTTPS with this PEM certificate chain (with --page-tls-key).
+    #[arg(long, value_name = "FILE", requires = "page_tls_key")]
+    pub page_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --page-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "page_tls_cert")]
+    pub page_tls_key: Option<PathBuf>,
+    /// Allow a non-loopback address over plain HTTP (the token crosses the network
+    /// in clear).
+    #[arg(long)]
+    pub page_insecure: bool,
+    /// Read the token that approvals on the page need from this file (default: a new
+    /// random one, printed, and kept in the run's directory as `serve.token`).
+    #[arg(long, value_name = "FILE")]
+    pub page_token_file: Option<PathBuf>,
+}
+
+impl PageArgs {
+    /// The page's options at `addr`.
+    pub fn options(&self, addr: &str) -> crate::run::serve::ServeOptions {
+        crate::run::serve::ServeOptions {
+            addr: addr.to_owned(),
+            tls_cert: self.page_tls_cert.clone(),
+            tls_key: self.page_tls_key.clone(),
+            insecure: self.page_insecure,
+            token_file: self.page_token_file.clone(),
+        }
+    }
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run id (default: the latest run).
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+    /// The runbook, to find its state directory.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where to serve the page (a port alone means 127.0.0.1).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8077")]
+    pub addr: String,
+    /// How the page is served.
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 /// `run` arguments.

@@ -184,6 +184,13 @@ pub fn at_sink(text: &str) -> String {
     SINK.read().unwrap_or_else(|p| p.into_inner()).redact(text)
 }
 
+/// [`at_sink`] for a JSON value: string values only, the structure kept.
+pub fn at_sink_value(value: &serde_json::Value) -> serde_json::Value {
+    SINK.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .redact_json(value)
+}
+
 /// [`at_sink`] for a JSON document: string values only, the structure kept.
 pub fn at_sink_json(text: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(text) {

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::journal::{CheckRecord, GateDecision, RollbackRecord, RunStatus, StepStatus};
 
 /// One thing that happened in a run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
     /// The run started (or resumed).
@@ -93,6 +93,12 @@ pub enum RunEvent {
         evidence: Vec<String>,
         /// It is decided at once, without asking anyone (`--yes`, `--approve`).
         automatic: bool,
+        /// A manual step ("done?") rather than a go/no-go gate.
+        #[serde(default)]
+        manual: bool,
+        /// The named sign-offs a "go" needs (roles), in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        signoffs: Vec<String>,
     },
     /// A gate was decided.
     GateDecided {

@@ -78,7 +78,7 @@ pub trait Operator: Send + Sync {
     }
 }
 
-/// An approval written by `redis-move approve`.
+/// An approval written by `redis-move approve` or from the live page.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApprovalFile {
     /// Go or no-go.
@@ -87,26 +87,86 @@ pub struct ApprovalFile {
     pub who: String,
     /// When.
     pub at: jiff::Timestamp,
+    /// How it was given (`live page from 127.0.0.1`); `approve command` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<String>,
+    /// The named sign-offs given with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signoffs: Vec<Signoff>,
 }
 
-/// Writes an approval for gate `id` into `dir` (used by `redis-move approve`).
-pub fn write_approval(dir: &Path, id: &str, decision: GateDecision) -> std::io::Result<PathBuf> {
+impl ApprovalFile {
+    /// A decision by whoever runs this process, with the `approve` command.
+    pub fn by_command(decision: GateDecision) -> ApprovalFile {
+        ApprovalFile {
+            decision,
+            who: whoami(),
+            at: jiff::Timestamp::now(),
+            how: None,
+            signoffs: Vec::new(),
+        }
+    }
+
+    fn answer(self) -> Answer {
+        Answer::Decided {
+            decision: self.decision,
+            who: self.who,
+            how: self.how.unwrap_or_else(|| "approve command".into()),
+            signoffs: self.signoffs,
+        }
+    }
+}
+
+/// Writes `file` into `path` whole (a reader never sees half of it).
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)
+}
+
+/// Writes an approval for gate `id` into `dir` (by `redis-move approve` and the live page).
+pub fn write_approval(dir: &Path, id: &str, approval: &ApprovalFile) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{id}.json"));
-    let approval = ApprovalFile {
-        decision,
-        who: whoami(),
-        at: jiff::Timestamp::now(),
-    };
-    let temp = dir.join(format!(".{id}.json.tmp"));
-    std::fs::write(&temp, serde_json::to_vec(&approval).unwrap_or_default())?;
-    std::fs::rename(&temp, &path)?;
+    write_whole(&path, &serde_json::to_vec(approval).unwrap_or_default())?;
     Ok(path)
 }
 
 fn read_approval(dir: &Path, id: &str) -> Option<ApprovalFile> {
     let text = std::fs::read_to_string(dir.join(format!("{id}.json"))).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// Records one named sign-off of gate `id` (the `index`-th role it asks for), given
+/// ahead of its "go" from the live page.
+pub fn write_signoff(dir: &Path, id: &str, index: usize, signoff: &Signoff) -> std::io::Result<()> {
+    let dir = dir.join(format!("{id}.signoffs"));
+    std::fs::create_dir_all(&dir)?;
+    write_whole(
+        &dir.join(format!("{index}.json")),
+        &serde_json::to_vec(signoff).unwrap_or_default(),
+    )
+}
+
+/// The named sign-offs given so far for gate `id`, in the order of its roles.
+pub fn read_signoffs(dir: &Path, id: &str) -> Vec<Signoff> {
+    let dir = dir.join(format!("{id}.signoffs"));
+    let mut found: Vec<(usize, Signoff)> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let index = name.strip_suffix(".json")?.parse().ok()?;
+                    let text = std::fs::read_to_string(e.path()).ok()?;
+                    Some((index, serde_json::from_str(&text).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, s)| s).collect()
 }
 
 /// The operator of a real run: pre-approvals, approval files, and a terminal prompt
@@ -161,12 +221,7 @@ impl RunOperator {
     async fn wait_for_approval(&self, id: &str) -> Answer {
         loop {
             if let Some(approval) = read_approval(&self.approvals_dir, id) {
-                return Answer::Decided {
-                    decision: approval.decision,
-                    who: approval.who,
-                    how: "approve command".into(),
-                    signoffs: Vec::new(),
-                };
+                return approval.answer();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -184,12 +239,7 @@ impl Operator for RunOperator {
                 return answer;
             }
             if let Some(approval) = read_approval(&self.approvals_dir, &request.id) {
-                return Answer::Decided {
-                    decision: approval.decision,
-                    who: approval.who,
-                    how: "approve command".into(),
-                    signoffs: Vec::new(),
-                };
+                return approval.answer();
             }
             if !self.interactive && !self.wait {
                 return Answer::Unavailable;

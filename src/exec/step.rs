@@ -160,9 +160,9 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
             r.started_at.get_or_insert(jiff::Timestamp::now());
         }
     });
-    let text = match &question {
-        Question::Gate { question, .. } => question.clone(),
-        Question::Manual { instruction, .. } => instruction.clone(),
+    let (text, manual, signoffs) = match &question {
+        Question::Gate { question, signoffs } => (question.clone(), false, signoffs.clone()),
+        Question::Manual { instruction, .. } => (instruction.clone(), true, Vec::new()),
     };
     let evidence = shared.evidence();
     shared.emit(RunEvent::GateOpened {
@@ -170,6 +170,8 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
         question: text,
         evidence: evidence.clone(),
         automatic: shared.operator.decides_alone(&step.id),
+        manual,
+        signoffs,
     });
     let request = DecisionRequest {
         id: step.id.clone(),

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::model::{Report, ReportSeries, ReportStep};
 use crate::exec::journal::StepStatus;
-use crate::runbook::units::{format_duration, format_number, format_size};
+use crate::runbook::units::{format_elapsed, format_number, format_size};
 
 /// Width of the drawings, and of the label column of the timeline.
 const WIDTH: f64 = 960.0;
@@ -16,7 +16,7 @@ const LABELS: f64 = 190.0;
 const ROW: f64 = 22.0;
 
 /// HTML-escapes `text`.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -24,7 +24,7 @@ fn esc(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn color(status: StepStatus) -> &'static str {
+pub(crate) fn color(status: StepStatus) -> &'static str {
     match status {
         StepStatus::Succeeded | StepStatus::Recovered => "#2e7d32",
         StepStatus::Failed | StepStatus::CompensationFailed => "#c62828",
@@ -34,7 +34,7 @@ fn color(status: StepStatus) -> &'static str {
     }
 }
 
-fn status_name(status: StepStatus) -> String {
+pub(crate) fn status_name(status: StepStatus) -> String {
     serde_json::to_value(status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -56,18 +56,18 @@ fn beside(x: f64) -> (f64, &'static str) {
     }
 }
 
-fn clock(t: jiff::Timestamp) -> String {
+pub(crate) fn clock(t: jiff::Timestamp) -> String {
     t.strftime("%H:%M:%S").to_string()
 }
 
 /// The time span the drawings cover.
-struct Span {
+pub(crate) struct Span {
     start: jiff::Timestamp,
     seconds: f64,
 }
 
 impl Span {
-    fn of(report: &Report) -> Span {
+    pub(crate) fn of(report: &Report) -> Span {
         let mut end = report.finished_at.unwrap_or(report.started_at);
         let steps = report
             .phases
@@ -205,7 +205,7 @@ fn timeline(report: &Report, span: &Span) -> String {
                     let (x1, x2) = (span.x(start, LABELS), span.x(end, LABELS));
                     let took = step
                         .finished_at
-                        .map(|f| format_duration(f.duration_since(start).unsigned_abs()))
+                        .map(|f| format_elapsed(f.duration_since(start).unsigned_abs()))
                         .unwrap_or_default();
                     let _ = write!(
                         svg,
@@ -254,7 +254,7 @@ fn timeline(report: &Report, span: &Span) -> String {
 }
 
 /// One trigger's values against its threshold; bad samples in red.
-fn chart(series: &ReportSeries, span: &Span) -> String {
+pub(crate) fn chart(series: &ReportSeries, span: &Span) -> String {
     const H: f64 = 180.0;
     const LEFT: f64 = 80.0;
     let numbers: Vec<f64> = series
@@ -420,7 +420,7 @@ code {{ font-size: 12px; }} svg {{ display: block; margin: 8px 0; background: #f
     for phase in &report.phases {
         for step in &phase.steps {
             let took = match (step.started_at, step.finished_at) {
-                (Some(s), Some(f)) => format_duration(f.duration_since(s).unsigned_abs()),
+                (Some(s), Some(f)) => format_elapsed(f.duration_since(s).unsigned_abs()),
                 _ => String::new(),
             };
             let _ = write!(

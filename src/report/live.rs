@@ -60,8 +60,9 @@ fn status_word(status: StepStatus) -> &'static str {
     }
 }
 
-/// One line of text per event (shared by the plain and progress reporters).
-fn line(event: &RunEvent) -> Option<String> {
+/// One line of text per event (shared by the plain and progress reporters, and the
+/// live page's log).
+pub(crate) fn line(event: &RunEvent) -> Option<String> {
     Some(match event {
         RunEvent::RunStarted {
             run_id,

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, LeaseError, LeaseFence};
 use super::notify::{Notifier, Sink};
+use super::serve::{self, Journaled, LivePage};
 use super::{Exit, load_one, overrides};
 use crate::actions::ActionRunner;
 use crate::actions::connections::Connections;
@@ -19,6 +20,7 @@ use crate::exec::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
 use crate::exec::journal::{self, Journal, RunStatus};
 use crate::exec::operator::RunOperator;
 use crate::exec::state::{self, LockError, StateDir};
+use crate::report::events::EventLog;
 use crate::report::live::{self as live_report, LiveFormat};
 use crate::report::{Report, html, junit, markdown};
 use crate::runbook::diagnostic::HumanStyle;
@@ -432,7 +434,8 @@ fn execute(
         yes: exec.yes,
         approvals_dir: state.approvals(&run_id),
         interactive: !exec.no_input && RunOperator::terminal(),
-        wait: exec.wait_at_gates,
+        // The live page decides gates: wait for it.
+        wait: exec.wait_at_gates || exec.serve.is_some(),
     });
     let handle = Arc::new(JournalHandle::with_redactor(
         state.journal(&run_id),
@@ -450,8 +453,38 @@ fn execute(
     let cancel = CancellationToken::new();
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let format = live_format(exec);
+    let mut event_log = EventLog::new(
+        state.run_dir(&run_id).join("events.jsonl"),
+        (*redactor).clone(),
+    );
     let outcome = runtime.block_on(async {
-        // Every event goes to the terminal, and to the webhooks that want it.
+        let page = match &exec.serve {
+            None => None,
+            Some(addr) => match serve::start(
+                &exec.page.options(addr),
+                Journaled::Live(handle.clone()),
+                runbook.clone(),
+                &state,
+                &run_id,
+            )
+            .await
+            {
+                Ok(page) => {
+                    announce_page(&page);
+                    Some(page)
+                }
+                Err(e) => {
+                    if let Some(lease) = &lease {
+                        lease.release().await;
+                    }
+                    eprintln!("error: {e}\n  nothing was done");
+                    return Err(Exit::Usage);
+                }
+            },
+        };
+        let poke = page.as_ref().map(LivePage::poker);
+        // Every event goes to the terminal, the event log (and the page), and to the
+        // webhooks that want it.
         let (to_reporter, reporter_events) = tokio::sync::mpsc::unbounded_channel();
         let reporter = live_report::spawn(format, reporter_events);
         let notifier = (!sinks.is_empty()).then(|| {
@@ -467,6 +500,10 @@ fn execute(
             while let Some(event) = receiver.recv().await {
                 if let Some(notifier) = &notifier {
                     notifier.observe(&event);
+                }
+                event_log.append(&event);
+                if let Some(poke) = &poke {
+                    poke.notify_one();
                 }
                 let _ = to_reporter.send(event);
             }
@@ -502,8 +539,15 @@ fn execute(
             let _ = handle.persist();
         }
         let _ = reporter.await;
-        outcome
+        if let Some(page) = page {
+            page.finish().await;
+        }
+        Ok(outcome)
     });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(exit) => return exit,
+    };
     // A terminal prompt still waiting for input (the gate was approved from another
     // shell) must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -530,6 +574,23 @@ fn execute(
     }
     let _ = resumed;
     exit
+}
+
+/// Tells the operator where the live page is and how approvals on it are made.
+pub(super) fn announce_page(page: &LivePage) {
+    eprintln!("live page: {}", page.url);
+    if page.token_given {
+        eprintln!(
+            "  deciding a gate there needs the token in {}",
+            page.token_file.display()
+        );
+    } else {
+        eprintln!(
+            "  deciding a gate there needs this token: {}  (also in {})",
+            page.token,
+            page.token_file.display()
+        );
+    }
 }
 
 /// The runbook's webhooks (`notify:`), their URLs resolved.

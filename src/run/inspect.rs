@@ -4,7 +4,9 @@ use std::io::Write as _;
 
 use super::execute::{find_run, write_reports};
 use super::{Exit, load_one};
-use crate::cli::{ApproveArgs, LockAction, LockArgs, PlanFormat, ReportArgs, StatusArgs};
+use crate::cli::{
+    ApproveArgs, LockAction, LockArgs, PlanFormat, ReportArgs, ServeArgs, StatusArgs,
+};
 use crate::exec::journal::{self, GateDecision, StepStatus};
 use crate::exec::operator::write_approval;
 use crate::exec::state::{self, LockState, StateDir};
@@ -38,6 +40,83 @@ fn load_run(
         Exit::Usage
     })?;
     Ok((dir, run_id, journal))
+}
+
+/// The runbook of a run (`file`, else the one its journal names), with the run's var
+/// overrides: for its report and its page, which read it and never act.
+fn runbook_of(
+    journal: &journal::Journal,
+    file: Option<&std::path::Path>,
+    style: HumanStyle,
+) -> Result<crate::runbook::Runbook, Exit> {
+    let file = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+        std::path::PathBuf::from(if journal.source.is_empty() {
+            &journal.path
+        } else {
+            &journal.source
+        })
+    });
+    let overrides: Vec<crate::runbook::VarOverride> = journal
+        .overrides
+        .iter()
+        .map(|(name, value)| crate::runbook::VarOverride {
+            name: name.clone(),
+            value: value.clone(),
+            origin: crate::runbook::VarOrigin::CommandLine,
+            at: None,
+        })
+        .collect();
+    load_one(&file, &overrides, style)
+}
+
+/// `redis-move serve`: the live page of a run another process runs (or that ended).
+pub fn serve(args: ServeArgs, style: HumanStyle) -> Exit {
+    let (dir, run_id, journal) = match load_run(
+        args.run.as_deref(),
+        args.runbook.as_deref(),
+        args.state_dir.as_deref(),
+    ) {
+        Ok(found) => found,
+        Err(exit) => return exit,
+    };
+    let runbook = match runbook_of(&journal, args.runbook.as_deref(), style) {
+        Ok(runbook) => std::sync::Arc::new(runbook),
+        Err(exit) => return exit,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Usage;
+        }
+    };
+    let options = args.page.options(&args.addr);
+    let journal_path = dir.journal(&run_id);
+    runtime.block_on(async {
+        match crate::run::serve::start(
+            &options,
+            crate::run::serve::Journaled::File(journal_path),
+            runbook,
+            &dir,
+            &run_id,
+        )
+        .await
+        {
+            Ok(page) => {
+                super::execute::announce_page(&page);
+                eprintln!("serving run {run_id} until Ctrl-C");
+                page.until_interrupted().await;
+                Exit::Done
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Usage
+            }
+        }
+    })
 }
 
 /// `redis-move status`.
@@ -133,24 +212,7 @@ pub fn report(args: ReportArgs, style: HumanStyle) -> Exit {
         Ok(found) => found,
         Err(exit) => return exit,
     };
-    let file = args.runbook.clone().unwrap_or_else(|| {
-        std::path::PathBuf::from(if journal.source.is_empty() {
-            &journal.path
-        } else {
-            &journal.source
-        })
-    });
-    let overrides: Vec<crate::runbook::VarOverride> = journal
-        .overrides
-        .iter()
-        .map(|(name, value)| crate::runbook::VarOverride {
-            name: name.clone(),
-            value: value.clone(),
-            origin: crate::runbook::VarOrigin::CommandLine,
-            at: None,
-        })
-        .collect();
-    let runbook = match load_one(&file, &overrides, style) {
+    let runbook = match runbook_of(&journal, args.runbook.as_deref(), style) {
         Ok(runbook) => runbook,
         Err(exit) => return exit,
     };
@@ -192,7 +254,11 @@ pub fn approve(args: ApproveArgs) -> Exit {
     } else {
         GateDecision::Go
     };
-    match write_approval(&dir.approvals(&run_id), &args.gate, decision) {
+    match write_approval(
+        &dir.approvals(&run_id),
+        &args.gate,
+        &crate::exec::operator::ApprovalFile::by_command(decision),
+    ) {
         Ok(_) => {
             println!(
                 "{} `{}` of run {run_id}: a run waiting there goes on; a stopped run goes on with `redis-move resume {run_id}`",

@@ -4,6 +4,7 @@ mod execute;
 mod inspect;
 pub mod lease;
 pub mod notify;
+pub mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => inspect::report(args, style),
         Command::Approve(args) => inspect::approve(args),
         Command::Lock(args) => inspect::lock(args, style),
+        Command::Serve(args) => inspect::serve(args, style),
     };
     exit.into()
 }

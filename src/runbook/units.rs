@@ -388,6 +388,18 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// How long something took, for people: milliseconds under a second, tenths of a
+/// second under a minute, whole seconds above (`8.0s`, `1m20s`).
+pub fn format_elapsed(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format_duration(Duration::from_millis(d.as_millis() as u64));
+    }
+    if d < Duration::from_secs(60) {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    format_duration(Duration::from_secs(d.as_secs()))
+}
+
 /// A duration field in a runbook (`every: 5s`), shown and serialized as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunbookDuration(pub Duration);

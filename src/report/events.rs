@@ -1,0 +1,153 @@
+//! `events.jsonl`: every event of a run, one JSON object a line, beside its journal.
+//! The live page reads its log tail and the gate a run waits at from it, in the process
+//! that runs the runbook and in `redis-move serve` alike. Text is redacted before it is
+//! written, like every other sink.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::exec::event::RunEvent;
+use crate::redact::Redactor;
+
+/// One event as the log keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// When it happened.
+    pub at: jiff::Timestamp,
+    /// The line a plain log shows for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The event.
+    pub event: RunEvent,
+}
+
+/// Appends the events of a run to its `events.jsonl`.
+pub struct EventLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    redactor: Redactor,
+    /// Steps whose countdown was logged.
+    counting: std::collections::HashSet<String>,
+}
+
+impl EventLog {
+    /// The log at `path` (created at the first event; appended to on resume).
+    pub fn new(path: PathBuf, redactor: Redactor) -> EventLog {
+        EventLog {
+            path,
+            file: None,
+            redactor,
+            counting: Default::default(),
+        }
+    }
+
+    /// Appends `event`. A log that cannot be written is a loss for the live page only:
+    /// the run goes on (its journal is what `resume` needs).
+    pub fn append(&mut self, event: &RunEvent) {
+        match event {
+            // A countdown ticks every second: its first tick only.
+            RunEvent::StepProgress {
+                step,
+                remaining: Some(_),
+                ..
+            } if !self.counting.insert(step.clone()) => return,
+            RunEvent::StepFinished { step, .. } => {
+                self.counting.remove(step);
+            }
+            _ => {}
+        }
+        let logged = LoggedEvent {
+            at: jiff::Timestamp::now(),
+            text: super::live::line(event),
+            event: event.clone(),
+        };
+        let Ok(value) = serde_json::to_value(&logged) else {
+            return;
+        };
+        let value = crate::redact::at_sink_value(&self.redactor.redact_json(&value));
+        if self.file.is_none() {
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+        }
+        if let Some(file) = &mut self.file {
+            let mut line = value.to_string();
+            line.push('\n');
+            if file.write_all(line.as_bytes()).is_err() {
+                self.file = None;
+            }
+        }
+    }
+}
+
+/// The last events of the log at `path` (at most `limit`, read from its last MiB);
+/// none when there is no log yet. Lines that do not parse (a line being written) are
+/// left out.
+pub fn tail(path: &Path, limit: usize) -> Vec<LoggedEvent> {
+    const WINDOW: u64 = 1 << 20;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = length.saturating_sub(WINDOW);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        // The window starts mid-line.
+        lines.remove(0);
+    }
+    let mut events: Vec<LoggedEvent> = lines
+        .iter()
+        .rev()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .take(limit)
+        .collect();
+    events.reverse();
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_written_redacted_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut redactor = Redactor::default();
+        redactor.add("Hunter2-Secret");
+        let mut log = EventLog::new(path.clone(), redactor);
+        for i in 0..5 {
+            log.append(&RunEvent::StepProgress {
+                step: format!("s{i}"),
+                message: format!("auth with Hunter2-Secret at redis://:pw{i}@h:1"),
+                remaining: None,
+            });
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("Hunter2-Secret"), "{text}");
+        assert!(!text.contains(":pw3@"), "{text}");
+        let last = tail(&path, 2);
+        assert_eq!(last.len(), 2);
+        let steps: Vec<String> = last
+            .iter()
+            .map(|e| match &e.event {
+                RunEvent::StepProgress { step, .. } => step.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(steps, ["s3", "s4"]);
+        assert!(tail(&dir.path().join("none"), 5).is_empty());
+    }
+}
