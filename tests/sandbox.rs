@@ -11,9 +11,12 @@
 //! at a time.
 
 use std::path::Path;
+use std::time::Duration;
 
+use redis_move_testbed::browser::{Announced, Browser};
 use redis_move_testbed::sandbox::{self, Options};
 use redis_move_testbed::{docker, topology::docker_cli};
+use serde_json::json;
 
 static SANDBOX: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -23,8 +26,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The runbook with the sandbox vars, gates approved, a short watch (or `watch`).
-fn command(state: &Path, watch: &str) -> std::process::Command {
+/// The runbook with the sandbox vars and a `watch`-long stability watch; gates are
+/// approved with `--yes` unless the caller says otherwise.
+fn command_without_approvals(state: &Path, watch: &str) -> std::process::Command {
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"));
     command
         .current_dir(repo())
@@ -37,11 +41,17 @@ fn command(state: &Path, watch: &str) -> std::process::Command {
             "runbooks/vars/vps01-to-vps.sandbox.yaml",
             "--var",
             &format!("stability_watch={watch}"),
-            "--yes",
             "--no-progress",
             "--state-dir",
         ])
         .arg(state);
+    command
+}
+
+/// The runbook with the sandbox vars, gates approved, a `watch`-long stability watch.
+fn command(state: &Path, watch: &str) -> std::process::Command {
+    let mut command = command_without_approvals(state, watch);
+    command.arg("--yes");
     command
 }
 
@@ -164,9 +174,18 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     let jobs = Options::default().jobs;
     assert!(sandbox::job_count(&source_url) >= jobs);
     let state = tempfile::tempdir().unwrap();
-    let output = run(state.path());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The go gate is decided on the live page, in a browser, when there is one.
+    let (code, stderr) = match Browser::launch(1100, 1500) {
+        Some(browser) => run_deciding_go_on_the_page(state.path(), browser),
+        None => {
+            let output = run(state.path());
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    assert_eq!(code, Some(0), "{stderr}");
     // Every job is on the new Redis: waiting, active or done; those the application
     // enqueued during the run too (every one a server acknowledged).
     let target_url = format!("redis://:{PASSWORD}@{}", sandbox::TARGET_ADDRESS);
@@ -226,6 +245,109 @@ async fn the_cutover_moves_every_job_to_the_new_redis() {
     ] {
         assert!(!text.contains(PASSWORD), "the password leaked");
     }
+}
+
+/// Runs the cutover with its live page open in `browser`: the page shows the steps as
+/// they finish (within a second), refuses a wrong token at the go gate, and the right
+/// one continues the run. Every other decision is approved on the command line.
+fn run_deciding_go_on_the_page(state: &Path, mut browser: Browser) -> (Option<i32>, String) {
+    let mut command = command_without_approvals(state, "4s");
+    for id in [
+        "pr-merged",
+        "app-redis-url",
+        "app-redeployed",
+        "producers",
+        "cleanup-gate",
+    ] {
+        command.args(["--approve", id]);
+    }
+    let mut child = command
+        .args(["--serve", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-move starts");
+    let page = Announced::read(&mut child);
+    let token = page.token.clone().expect("the token printed");
+    browser.open(&page.url);
+    let opened = jiff::Timestamp::now();
+    browser.wait_for(
+        "the cutover's steps",
+        "!!window.redisMove.state && document.querySelectorAll('tr[data-step]').length > 20",
+        Duration::from_secs(60),
+    );
+    browser.wait_for(
+        "the go gate",
+        "!!(window.redisMove.state.gate && window.redisMove.state.gate.id === 'go')",
+        Duration::from_secs(900),
+    );
+    // Each step that finished while the page was open showed within a second.
+    let journal = journal(state);
+    let mut measured = 0;
+    for (id, step) in journal["steps"].as_object().unwrap() {
+        let Some(finished) = step["finished_at"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        if finished <= opened.checked_add(Duration::from_millis(500)).unwrap() {
+            continue;
+        }
+        let seen = browser.eval(&format!("window.redisMove.finishedSeen[{}]", json!(id)));
+        let late = seen.as_i64().expect("seen on the page") - finished.as_millisecond();
+        eprintln!("`{id}` finished, and the page showed it {late} ms later");
+        assert!(
+            late < 1000,
+            "`{id}` showed on the page {late} ms after it finished"
+        );
+        measured += 1;
+    }
+    assert!(measured >= 3, "steps finished while the page was open");
+    assert!(
+        browser
+            .eval("window.redisMove.state.gate.evidence.length")
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "the gate shows its evidence"
+    );
+    browser.fill("#who", "Ana Operator");
+    browser.fill("#token", "0123456789abcdef-wrong");
+    browser.click("#go");
+    browser.wait_for(
+        "the wrong token refused",
+        "document.getElementById('answer').textContent.includes('wrong token')",
+        Duration::from_secs(30),
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the run waits on");
+    assert!(
+        crate::journal(state)["gates"]
+            .as_array()
+            .is_none_or(|g| !g.iter().any(|d| d["gate"] == "go"))
+    );
+    if let Some(dir) = std::env::var_os("REDIS_MOVE_SCREENSHOTS") {
+        browser.fill("#token", &token);
+        browser.eval("document.getElementById('answer').textContent = ''");
+        browser.screenshot(&Path::new(&dir).join("live-page.png"));
+    }
+    browser.fill("#token", &token);
+    browser.click("#go");
+    browser.wait_for(
+        "the cutover going on",
+        "window.redisMove.state.gate === null",
+        Duration::from_secs(60),
+    );
+    let code = child.wait().unwrap().code();
+    let gates = crate::journal(state)["gates"].clone();
+    let go = gates
+        .as_array()
+        .and_then(|g| g.iter().find(|d| d["gate"] == "go"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(go["who"], "Ana Operator", "{gates}");
+    assert_eq!(go["how"], "live page from 127.0.0.1");
+    let stderr = page.stderr.lock().unwrap().clone();
+    (code, stderr)
 }
 
 #[tokio::test]

@@ -25,6 +25,15 @@ need_sshd() {
   fi
 }
 
+# Debian's Chromium, for the live page's tests in a real (headless) browser.
+need_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    say "installing chromium (Debian package)"
+    $sudo_cmd apt-get install -y chromium >/dev/null 2>&1 ||
+      { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y chromium >/dev/null; }
+  fi
+}
+
 # Python packages some tests run against: the BullMQ library itself (its own view of
 # queue counts is compared with redis.queues). Pinned, from PyPI.
 need_python_packages() {

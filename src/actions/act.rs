@@ -37,7 +37,18 @@ impl<'a> Act<'a> {
 
     /// Reports progress of the step.
     pub fn progress(&self, message: impl Into<String>, remaining: Option<Duration>) {
-        self.ctx.progress(&self.step.id, message, remaining);
+        self.ctx.progress(&self.step.id, message, remaining, None);
+    }
+
+    /// Reports progress of the step in its own measure (a bar where it is shown).
+    pub fn progress_of(
+        &self,
+        message: impl Into<String>,
+        remaining: Option<Duration>,
+        measure: crate::exec::event::Measure,
+    ) {
+        self.ctx
+            .progress(&self.step.id, message, remaining, Some(measure));
     }
 
     /// The same context for a read-only action.

@@ -7,6 +7,7 @@ use super::probe::ProbeContext;
 use super::runner::{ActionError, DEFAULT_STEP_TIMEOUT};
 use crate::backend::net::{self, HttpRequest};
 use crate::backend::shell;
+use crate::exec::event::Measure;
 use crate::runbook::action::{Action, HttpParams, WaitParams};
 use crate::runbook::units::format_duration;
 use crate::value::Value;
@@ -20,7 +21,11 @@ pub async fn wait(act: &Act<'_>, params: &WaitParams) -> Result<Value, ActionErr
         if left.is_zero() {
             return Ok(Value::Null);
         }
-        act.progress(format!("waiting {}", format_duration(total)), Some(left));
+        act.progress_of(
+            format!("waiting {}", format_duration(total)),
+            Some(left),
+            Measure::time(total, left),
+        );
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
 }

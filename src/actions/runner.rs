@@ -56,7 +56,13 @@ pub struct Preflight {
 /// Where an action reports its progress (countdowns, polling, keys copied).
 pub trait Progress: Send + Sync {
     /// Reports `message` about `step`, with the time left when there is a limit.
-    fn report(&self, step: &str, message: String, remaining: Option<Duration>);
+    fn report(
+        &self,
+        step: &str,
+        message: String,
+        remaining: Option<Duration>,
+        measure: Option<crate::exec::event::Measure>,
+    );
 }
 
 /// What an action sees while it runs.
@@ -82,8 +88,10 @@ impl RunContext<'_> {
         step: &str,
         message: impl Into<String>,
         remaining: Option<std::time::Duration>,
+        measure: Option<crate::exec::event::Measure>,
     ) {
-        self.progress.report(step, message.into(), remaining);
+        self.progress
+            .report(step, message.into(), remaining, measure);
     }
 }
 

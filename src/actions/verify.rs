@@ -519,8 +519,17 @@ pub fn failure(value: &Value) -> Option<String> {
 pub async fn perform(act: &Act<'_>, params: &VerifyParams) -> Result<Value, ActionError> {
     let (source, target) = act.pair(&params.source.value).await?;
     let plan = VerifyPlan::of(params, act.resolver())?;
-    let progress =
-        |checked: u64, total: u64| act.progress(format!("{checked} of {total} keys checked"), None);
+    let progress = |checked: u64, total: u64| {
+        act.progress_of(
+            format!("{checked} of {total} keys checked"),
+            None,
+            crate::exec::event::Measure::of(
+                checked as f64,
+                total as f64,
+                crate::exec::event::MeasureUnit::Keys,
+            ),
+        )
+    };
     Ok(verify(&source, &target, &plan, &progress).await?)
 }
 

@@ -613,6 +613,7 @@ async fn resume_background(shared: &Arc<Shared>) {
             step: step.id.clone(),
             message,
             remaining: None,
+            measure: None,
         });
     }
 }
@@ -641,6 +642,7 @@ async fn discard_captures(shared: &Arc<Shared>) {
                     shared.redactor.redact(&e.to_string())
                 ),
                 remaining: None,
+                measure: None,
             });
         }
     }

@@ -51,6 +51,9 @@ pub enum RunEvent {
         message: String,
         /// Time left, for countdowns.
         remaining: Option<Duration>,
+        /// How far along, in the step's own measure (keys, bytes, seconds), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        measure: Option<Measure>,
     },
     /// A check was made.
     Check {
@@ -157,15 +160,71 @@ pub enum RunEvent {
     },
 }
 
+/// How far along a long step is: `done` of `total` in `unit`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    /// Done so far.
+    pub done: f64,
+    /// All there is to do.
+    pub total: f64,
+    /// What is counted.
+    pub unit: MeasureUnit,
+}
+
+impl Measure {
+    /// `done` of `total` `unit`s (`total` at least `done`, and above zero).
+    pub fn of(done: f64, total: f64, unit: MeasureUnit) -> Measure {
+        Measure {
+            done: done.max(0.0),
+            total: total.max(done).max(f64::MIN_POSITIVE),
+            unit,
+        }
+    }
+
+    /// The time a countdown of `total` has used, with `remaining` left.
+    pub fn time(total: Duration, remaining: Duration) -> Measure {
+        let total = total.as_secs_f64();
+        Measure::of(
+            total - remaining.as_secs_f64().min(total),
+            total,
+            MeasureUnit::Seconds,
+        )
+    }
+
+    /// Done, between 0 and 1.
+    pub fn fraction(&self) -> f64 {
+        (self.done / self.total).clamp(0.0, 1.0)
+    }
+}
+
+/// What a [`Measure`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasureUnit {
+    /// Keys.
+    Keys,
+    /// Bytes.
+    Bytes,
+    /// Seconds of a wait or a time limit.
+    Seconds,
+}
+
 /// Where events go.
 pub type EventSender = tokio::sync::mpsc::UnboundedSender<RunEvent>;
 
 impl crate::actions::Progress for EventSender {
-    fn report(&self, step: &str, message: String, remaining: Option<Duration>) {
+    fn report(
+        &self,
+        step: &str,
+        message: String,
+        remaining: Option<Duration>,
+        measure: Option<Measure>,
+    ) {
         let _ = self.send(RunEvent::StepProgress {
             step: step.to_owned(),
             message,
             remaining,
+            measure,
         });
     }
 }

@@ -127,6 +127,7 @@ async fn fenced(shared: &Shared, step: &Step) -> Option<StepEnd> {
         step: step.id.clone(),
         message: shared.redactor.redact(&why),
         remaining: None,
+        measure: None,
     });
     shared.cancel.cancel();
     Some(StepEnd::Interrupted)
@@ -316,6 +317,7 @@ async fn act(shared: &Shared, step: &Step) -> StepEnd {
                     shared.redactor.redact(&e.to_string())
                 ),
                 remaining: None,
+                measure: None,
             }),
         }
     }
@@ -408,6 +410,7 @@ async fn attempt(
             step: step.id.clone(),
             message: shared.redactor.redact(&why),
             remaining: None,
+            measure: None,
         });
         shared.cancel.cancel();
         return None;
@@ -560,6 +563,7 @@ async fn attempts(
                     format_duration(wait)
                 ),
                 remaining: Some(wait),
+                measure: None,
             });
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -629,6 +633,10 @@ async fn poll(
             step: step.id.clone(),
             message: format!("waiting until {until} (now: {last})"),
             remaining: Some(deadline.saturating_duration_since(Instant::now())),
+            measure: Some(crate::exec::event::Measure::time(
+                limit,
+                deadline.saturating_duration_since(Instant::now()),
+            )),
         });
         tokio::select! {
             _ = tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))) => {}

@@ -28,8 +28,8 @@ pub struct EventLog {
     path: PathBuf,
     file: Option<std::fs::File>,
     redactor: Redactor,
-    /// Steps whose countdown was logged.
-    counting: std::collections::HashSet<String>,
+    /// When each running step's progress was last logged.
+    progress: std::collections::HashMap<String, jiff::Timestamp>,
 }
 
 impl EventLog {
@@ -39,28 +39,44 @@ impl EventLog {
             path,
             file: None,
             redactor,
-            counting: Default::default(),
+            progress: Default::default(),
         }
     }
 
     /// Appends `event`. A log that cannot be written is a loss for the live page only:
     /// the run goes on (its journal is what `resume` needs).
     pub fn append(&mut self, event: &RunEvent) {
+        let now = jiff::Timestamp::now();
+        let mut text = super::live::line(event);
         match event {
-            // A countdown ticks every second: its first tick only.
+            // A step's progress: its first report with its line; then at most one a
+            // second (the page shows the latest in the step's row), in the log tail
+            // only when it is a note rather than a tick of a countdown or a bar.
             RunEvent::StepProgress {
                 step,
-                remaining: Some(_),
+                remaining,
+                measure,
                 ..
-            } if !self.counting.insert(step.clone()) => return,
+            } => match self.progress.get(step) {
+                None => {
+                    self.progress.insert(step.clone(), now);
+                }
+                Some(last) if now.duration_since(*last).as_secs_f64() < 1.0 => return,
+                Some(_) => {
+                    self.progress.insert(step.clone(), now);
+                    if remaining.is_some() || measure.is_some() {
+                        text = None;
+                    }
+                }
+            },
             RunEvent::StepFinished { step, .. } => {
-                self.counting.remove(step);
+                self.progress.remove(step);
             }
             _ => {}
         }
         let logged = LoggedEvent {
-            at: jiff::Timestamp::now(),
-            text: super::live::line(event),
+            at: now,
+            text,
             event: event.clone(),
         };
         let Ok(value) = serde_json::to_value(&logged) else {
@@ -133,6 +149,7 @@ mod tests {
                 step: format!("s{i}"),
                 message: format!("auth with Hunter2-Secret at redis://:pw{i}@h:1"),
                 remaining: None,
+                measure: None,
             });
         }
         let text = std::fs::read_to_string(&path).unwrap();
@@ -149,5 +166,48 @@ mod tests {
             .collect();
         assert_eq!(steps, ["s3", "s4"]);
         assert!(tail(&dir.path().join("none"), 5).is_empty());
+    }
+
+    #[test]
+    fn a_step_s_ticks_are_kept_once_a_second_and_only_its_first_in_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut log = EventLog::new(path.clone(), Redactor::default());
+        let tick = |left: u64| RunEvent::StepProgress {
+            step: "watch".into(),
+            message: "waiting 5s".into(),
+            remaining: Some(std::time::Duration::from_secs(left)),
+            measure: Some(crate::exec::event::Measure::time(
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(left),
+            )),
+        };
+        for left in [5, 4, 3] {
+            log.append(&tick(left));
+        }
+        // Three ticks within a second: the first only, with its line.
+        let kept = tail(&path, 10);
+        assert_eq!(kept.len(), 1);
+        assert!(
+            kept[0]
+                .text
+                .as_deref()
+                .is_some_and(|t| t.contains("waiting 5s"))
+        );
+        // A second later: kept, without a line of its own in the log.
+        log.progress.insert(
+            "watch".into(),
+            jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2),
+        );
+        log.append(&tick(2));
+        let kept = tail(&path, 10);
+        assert_eq!(kept.len(), 2);
+        assert!(kept[1].text.is_none());
+        match &kept[1].event {
+            RunEvent::StepProgress {
+                measure: Some(m), ..
+            } => assert!((m.fraction() - 0.6).abs() < 1e-9, "{m:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::exec::event::RunEvent;
+use crate::exec::event::{Measure, MeasureUnit, RunEvent};
 use crate::exec::journal::{GateDecision, StepStatus};
 use crate::runbook::units::format_duration;
 
@@ -94,6 +94,7 @@ pub(crate) fn line(event: &RunEvent) -> Option<String> {
             step,
             message,
             remaining,
+            ..
         } => {
             let left = remaining
                 .map(|r| format!(" ({} left)", format_duration(round(r))))
@@ -261,6 +262,18 @@ struct Progress {
     multi: MultiProgress,
     spinners: HashMap<String, ProgressBar>,
     style: ProgressStyle,
+    bar: ProgressStyle,
+}
+
+/// A bar's length and position for `measure`: keys and bytes as counted, time in
+/// thousandths.
+fn bar_units(measure: &Measure) -> (u64, u64) {
+    match measure.unit {
+        MeasureUnit::Keys | MeasureUnit::Bytes => {
+            (measure.total.round() as u64, measure.done.round() as u64)
+        }
+        MeasureUnit::Seconds => (1000, (measure.fraction() * 1000.0).round() as u64),
+    }
 }
 
 impl Progress {
@@ -273,10 +286,19 @@ impl Progress {
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bar_template = if std::env::var_os("NO_COLOR").is_some() {
+            "  {spinner} {prefix} [{elapsed}] [{bar:24}] {percent:>3}% {msg}"
+        } else {
+            "  {spinner:.cyan} {prefix:.bold} [{elapsed}] [{bar:24.cyan/blue}] {percent:>3}% {msg}"
+        };
+        let bar = ProgressStyle::with_template(bar_template)
+            .map(|style| style.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         Progress {
             multi,
             spinners: HashMap::new(),
             style,
+            bar,
         }
     }
 }
@@ -298,11 +320,22 @@ impl Reporter for Progress {
                 step,
                 message,
                 remaining,
+                measure,
             } => {
                 if let Some(bar) = self.spinners.get(step) {
                     let left = remaining
                         .map(|r| format!(" — {} left", format_duration(round(r))))
                         .unwrap_or_default();
+                    if let Some(measure) = measure {
+                        // A step that knows how far along it is: a bar, in its
+                        // own measure (the message says keys/s, bytes, time left).
+                        if bar.length().is_none() {
+                            bar.set_style(self.bar.clone());
+                        }
+                        let (length, position) = bar_units(measure);
+                        bar.set_length(length);
+                        bar.set_position(position);
+                    }
                     bar.set_message(format!("{message}{left}"));
                 }
             }

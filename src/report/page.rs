@@ -14,7 +14,7 @@ use serde_json::json;
 use super::events::LoggedEvent;
 use super::html::{Span, chart, clock, color, esc, status_name};
 use super::model::Report;
-use crate::exec::event::RunEvent;
+use crate::exec::event::{Measure, RunEvent};
 use crate::exec::journal::{RunStatus, Signoff, StepStatus};
 use crate::runbook::units::format_elapsed;
 
@@ -175,7 +175,46 @@ fn status_name_of(status: RunStatus) -> String {
         .unwrap_or_default()
 }
 
-fn step_rows(page: &mut String, steps: &[super::model::ReportStep]) {
+/// The latest progress of each step, from the event log.
+type Progress<'a> = std::collections::HashMap<&'a str, (&'a str, Option<Measure>)>;
+
+fn progress_of(events: &[LoggedEvent]) -> Progress<'_> {
+    let mut latest = Progress::new();
+    for logged in events {
+        if let RunEvent::StepProgress {
+            step,
+            message,
+            measure,
+            ..
+        } = &logged.event
+        {
+            latest.insert(step.as_str(), (message.as_str(), *measure));
+        }
+    }
+    latest
+}
+
+/// A running step's latest progress: a bar in its own measure, and its line.
+fn progress_cell(progress: Option<&(&str, Option<Measure>)>) -> String {
+    let Some((message, measure)) = progress else {
+        return String::new();
+    };
+    let bar = measure
+        .map(|m| {
+            format!(
+                r#"<progress max="1000" value="{:.0}"></progress> {:.0}% "#,
+                m.fraction() * 1000.0,
+                m.fraction() * 100.0
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<div class="progress">{bar}<small>{}</small></div>"#,
+        esc(message)
+    )
+}
+
+fn step_rows(page: &mut String, steps: &[super::model::ReportStep], progress: &Progress) {
     for step in steps {
         let took = match (step.started_at, step.finished_at, step.status) {
             (Some(s), Some(f), _) => format_elapsed(f.duration_since(s).unsigned_abs()),
@@ -200,10 +239,19 @@ fn step_rows(page: &mut String, steps: &[super::model::ReportStep]) {
             status_name(step.status),
             esc(step.value.as_deref().unwrap_or("")),
         );
+        if step.status == StepStatus::Running {
+            let cell = progress_cell(progress.get(step.id.as_str()));
+            if !cell.is_empty() {
+                // Inside the row's last cell.
+                page.truncate(page.len() - "</td></tr>".len());
+                let _ = write!(page, "{cell}</td></tr>");
+            }
+        }
     }
 }
 
-fn steps(report: &Report) -> String {
+fn steps(report: &Report, events: &[LoggedEvent]) -> String {
+    let progress = progress_of(events);
     let mut page = String::new();
     for phase in &report.phases {
         let _ = write!(
@@ -218,12 +266,12 @@ fn steps(report: &Report) -> String {
                 None => format!("<code>{}</code>", esc(&phase.id)),
             }
         );
-        step_rows(&mut page, &phase.steps);
+        step_rows(&mut page, &phase.steps, &progress);
         page.push_str("</table>");
     }
     if !report.rollback_steps.is_empty() {
         page.push_str(r#"<h3>Rollback</h3><table><tr><th>Step</th><th>State</th><th>Took</th><th>Value / detail</th></tr>"#);
-        step_rows(&mut page, &report.rollback_steps);
+        step_rows(&mut page, &report.rollback_steps, &progress);
         page.push_str("</table>");
     }
     page
@@ -273,7 +321,7 @@ pub fn state(
         "ended": !open(report.status),
         "header": header(report, gate),
         "gate": gate,
-        "steps": steps(report),
+        "steps": steps(report, events),
         "charts": charts(report),
         "log": log(events),
     });
@@ -356,6 +404,47 @@ mod tests {
         assert!(waiting_gate(&report(RunStatus::Failed), &[opened("go", false)]).is_none());
         let stopped = waiting_gate(&report(RunStatus::StoppedAtGate), &[opened("go", false)]);
         assert!(stopped.expect("still decidable").stopped);
+    }
+
+    #[test]
+    fn a_running_step_shows_its_latest_progress_as_a_bar() {
+        let mut r = report(RunStatus::Running);
+        r.phases.push(crate::report::model::ReportPhase {
+            id: "copy".into(),
+            title: None,
+            steps: vec![crate::report::model::ReportStep {
+                id: "copy-keys".into(),
+                title: None,
+                operation: "redis copy".into(),
+                status: StepStatus::Running,
+                attempts: 1,
+                started_at: Some(jiff::Timestamp::now()),
+                finished_at: None,
+                value: None,
+                detail: String::new(),
+                checks: Vec::new(),
+            }],
+        });
+        let tick = |done: f64| {
+            logged(RunEvent::StepProgress {
+                step: "copy-keys".into(),
+                message: format!("{done} of ~200 keys, 1500 keys/s"),
+                remaining: None,
+                measure: Some(Measure::of(
+                    done,
+                    200.0,
+                    crate::exec::event::MeasureUnit::Keys,
+                )),
+            })
+        };
+        let state = state(&r, &[tick(50.0), tick(100.0)], None);
+        let steps = state["steps"].as_str().unwrap();
+        assert!(
+            steps.contains(r#"<progress max="1000" value="500"></progress> 50%"#),
+            "{steps}"
+        );
+        assert!(steps.contains("100 of ~200 keys, 1500 keys/s"), "{steps}");
+        assert!(!steps.contains("50 of ~200"), "the latest only: {steps}");
     }
 
     #[test]

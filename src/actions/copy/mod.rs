@@ -157,6 +157,19 @@ pub struct CopyProgress {
 }
 
 impl CopyProgress {
+    /// Keys done of the source's keys, when the whole keyspace is copied.
+    pub fn measure(&self) -> Option<crate::exec::event::Measure> {
+        let c = &self.counters;
+        let done = c.copied + c.skipped + c.replaced + c.merged + c.vanished;
+        self.total.map(|total| {
+            crate::exec::event::Measure::of(
+                done as f64,
+                total as f64,
+                crate::exec::event::MeasureUnit::Keys,
+            )
+        })
+    }
+
     /// One line for the operator.
     pub fn line(&self) -> String {
         let seconds = self.elapsed.as_secs_f64().max(0.001);

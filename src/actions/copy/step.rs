@@ -56,7 +56,10 @@ pub async fn perform(act: &Act<'_>, p: &CopyParams) -> Result<Value, ActionError
         .connections
         .redis_pool(act.redis_target()?, r, connections)
         .await?;
-    let progress = |p: &CopyProgress| act.progress(p.line(), None);
+    let progress = |p: &CopyProgress| match p.measure() {
+        Some(measure) => act.progress_of(p.line(), None, measure),
+        None => act.progress(p.line(), None),
+    };
     Ok(super::copy(
         &sources,
         &targets,

@@ -5,6 +5,7 @@
 
 pub mod switch;
 
+use crate::exec::event::{Measure, MeasureUnit};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -120,7 +121,11 @@ pub async fn perform_replicate(act: &Act<'_>, p: &ReplicateParams) -> Result<Val
         _ => capture_settings(&source, &target).await?,
     };
     let timeout = p.timeout.map_or(Duration::from_secs(3600), |t| t.0);
-    let progress = |message: String, remaining: Option<Duration>| act.progress(message, remaining);
+    let progress =
+        |message: String, remaining: Option<Duration>, measure: Option<Measure>| match measure {
+            Some(measure) => act.progress_of(message, remaining, measure),
+            None => act.progress(message, remaining),
+        };
     Ok(replicate(
         &source,
         &target,
@@ -252,7 +257,7 @@ pub async fn replicate(
     tune: bool,
     captured: (&ConfigSettings, &ConfigSettings),
     timeout: Duration,
-    progress: &(dyn Fn(String, Option<Duration>) + Send + Sync),
+    progress: &(dyn Fn(String, Option<Duration>, Option<Measure>) + Send + Sync),
 ) -> Result<Value, BackendError> {
     let started = Instant::now();
     let deadline = started + timeout;
@@ -267,7 +272,7 @@ pub async fn replicate(
             text(&current, "master_port")
         ) == source_address;
     if !following {
-        switch::wait_loaded(target, deadline, progress).await?;
+        switch::wait_loaded(target, deadline, &|m, r| progress(m, r, None)).await?;
     }
     credentials(target, source).await?;
     if tune {
@@ -317,6 +322,7 @@ pub async fn replicate(
         progress(
             message,
             Some(deadline.saturating_duration_since(Instant::now())),
+            (syncing && total > 0.0).then(|| Measure::of(read, total, MeasureUnit::Bytes)),
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -332,7 +338,7 @@ pub async fn replicate(
             .collect();
         target.config_set_all(&diskless_load).await?;
     }
-    switch::wait_loaded(target, deadline, progress).await?;
+    switch::wait_loaded(target, deadline, &|m, r| progress(m, r, None)).await?;
     let keys = target.dbsize().await?;
     let lag = lag_bytes(source, target).await.unwrap_or(0.0);
     let mut value = BTreeMap::new();

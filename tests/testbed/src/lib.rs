@@ -5,6 +5,7 @@
 //! Everything it creates carries the `rmtest-` prefix and is removed when its guard is
 //! dropped, also when a test fails.
 
+pub mod browser;
 pub mod cluster;
 pub mod dataset;
 pub mod docker;
