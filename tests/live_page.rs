@@ -16,7 +16,7 @@ const PW: &str = "Page-Secret-Pw-77";
 /// trigger on `level` (the page's chart).
 fn runbook(server: &RedisServer) -> String {
     format!(
-        "version: 1\nname: paged\nsecrets:\n  pw: {{ env: PAGE_TEST_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: before\n    steps:\n      - {{ id: count, redis.command: {{ args: [INCR, runs] }}, rollback: none }}\n      - {{ id: pause, redis.command: {{ args: [GET, go-on], read_only: true }}, until: \"== yes\", timeout: 120s }}\n      - {{ id: after-pause, redis.command: {{ args: [INCR, runs] }}, rollback: none }}\n  - id: go\n    gate: {{ question: \"Cut over?\", signoffs: [operator, admin] }}\n  - id: after\n    steps:\n      - {{ id: wait-for-stop, redis.command: {{ args: [GET, stop], read_only: true }}, until: \"== yes\", timeout: 120s }}\ntriggers:\n  - {{ id: level, title: \"Level stays at 5 or below\", during: [before, after], probe: {{ redis.command: {{ args: [GET, level], read_only: true }} }}, every: 200ms, fire: {{ when: \"> 5\" }} }}\n",
+        "version: 1\nname: paged\nsecrets:\n  pw: {{ env: PAGE_TEST_PW }}\ntargets:\n  r: {{ redis: {{ url: \"redis://:${{secrets.pw}}@127.0.0.1:{}\" }} }}\nphases:\n  - id: before\n    steps:\n      - {{ id: count, redis.command: {{ args: [INCR, runs] }}, rollback: none }}\n      - {{ id: echo, redis.command: {{ args: [ECHO, \"${{secrets.pw}}\"], read_only: true }} }}\n      - {{ id: pause, redis.command: {{ args: [GET, go-on], read_only: true }}, until: \"== yes\", timeout: 120s }}\n      - {{ id: after-pause, redis.command: {{ args: [INCR, runs] }}, rollback: none }}\n  - id: go\n    gate: {{ question: \"Cut over?\", signoffs: [operator, admin] }}\n  - id: after\n    steps:\n      - {{ id: wait-for-stop, redis.command: {{ args: [GET, stop], read_only: true }}, until: \"== yes\", timeout: 120s }}\ntriggers:\n  - {{ id: level, title: \"Level stays at 5 or below\", during: [before, after], probe: {{ redis.command: {{ args: [GET, level], read_only: true }} }}, every: 200ms, fire: {{ when: \"> 5\" }} }}\n",
         server.port
     )
 }
@@ -52,7 +52,7 @@ fn the_page_follows_the_run_in_a_browser_and_decides_its_gate_with_the_token() {
     browser.open(&page.url);
     browser.wait_for(
         "the run's steps",
-        "window.redisMove && document.querySelectorAll('tr[data-step]').length === 5",
+        "window.redisMove && document.querySelectorAll('tr[data-step]').length === 6",
         Duration::from_secs(30),
     );
     browser.wait_for(
@@ -234,6 +234,13 @@ fn serve_shows_the_run_of_another_process_and_decides_its_gate() {
     let gates = journal_gates(&ws);
     assert_eq!(gates[0]["how"], "live page from 127.0.0.1");
     assert_eq!(gates[0]["signoffs"][1]["who"], "Bo");
+    // The step that echoes the password shows it masked, as everywhere else.
+    let shown = page.call("GET", "/state", None).1;
+    assert!(shown.contains(r#"data-step=\"echo\""#), "{shown}");
+    assert!(
+        !shown.contains(PW),
+        "the password reached the page: {shown}"
+    );
     let _ = server.cli(&["SET", "stop", "yes"]);
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(0));

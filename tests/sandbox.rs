@@ -263,6 +263,7 @@ fn run_deciding_go_on_the_page(state: &Path, mut browser: Browser) -> (Option<i3
     }
     let mut child = command
         .args(["--serve", "127.0.0.1:0"])
+        .env("REDIS_MOVE_OPERATOR", "ana@ops-laptop")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -888,6 +888,7 @@ async fn check_rollback_targets(
         evidence: shared.evidence(),
         timeout: None,
     };
+    step::announce(shared, &request);
     match shared.operator.decide(&request).await {
         Answer::Decided {
             decision: GateDecision::Go,
@@ -937,11 +938,24 @@ async fn on_fire(shared: &Arc<Shared>, fired: Fired) -> Option<PhaseEnd> {
             evidence: shared.evidence(),
             timeout: None,
         };
+        step::announce(shared, &request);
+        let answer = shared.operator.decide(&request).await;
+        if let Answer::Decided {
+            decision, who, how, ..
+        } = &answer
+        {
+            shared.emit(RunEvent::GateDecided {
+                gate: request.id.clone(),
+                decision: *decision,
+                who: who.clone(),
+                how: how.clone(),
+            });
+        }
         // Without anybody to ask, roll back.
         if let Answer::Decided {
             decision: GateDecision::NoGo,
             ..
-        } = shared.operator.decide(&request).await
+        } = answer
         {
             set_trigger_outcome(shared, &fired.trigger, "paused: the operator continued");
             let _ = fired.reply.send(true);

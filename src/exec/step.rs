@@ -133,6 +133,23 @@ async fn fenced(shared: &Shared, step: &Step) -> Option<StepEnd> {
     Some(StepEnd::Interrupted)
 }
 
+/// Tells everyone watching (the terminal, the live page, webhooks) that the run waits
+/// for `request` to be decided.
+pub(super) fn announce(shared: &Shared, request: &DecisionRequest) {
+    let (question, manual, signoffs) = match &request.question {
+        Question::Gate { question, signoffs } => (question.clone(), false, signoffs.clone()),
+        Question::Manual { instruction, .. } => (instruction.clone(), true, Vec::new()),
+    };
+    shared.emit(RunEvent::GateOpened {
+        gate: request.id.clone(),
+        question,
+        evidence: request.evidence.clone(),
+        automatic: shared.operator.decides_alone(&request.id),
+        manual,
+        signoffs,
+    });
+}
+
 async fn decide(shared: &Shared, step: &Step) -> StepEnd {
     let (question, timeout, on_timeout, on_no_go) = match &step.action {
         Action::Gate(gate) => (
@@ -161,25 +178,13 @@ async fn decide(shared: &Shared, step: &Step) -> StepEnd {
             r.started_at.get_or_insert(jiff::Timestamp::now());
         }
     });
-    let (text, manual, signoffs) = match &question {
-        Question::Gate { question, signoffs } => (question.clone(), false, signoffs.clone()),
-        Question::Manual { instruction, .. } => (instruction.clone(), true, Vec::new()),
-    };
-    let evidence = shared.evidence();
-    shared.emit(RunEvent::GateOpened {
-        gate: step.id.clone(),
-        question: text,
-        evidence: evidence.clone(),
-        automatic: shared.operator.decides_alone(&step.id),
-        manual,
-        signoffs,
-    });
     let request = DecisionRequest {
         id: step.id.clone(),
         question,
-        evidence,
+        evidence: shared.evidence(),
         timeout,
     };
+    announce(shared, &request);
     let answer = tokio::select! {
         answer = shared.operator.decide(&request) => answer,
         _ = shared.cancel.cancelled() => return StepEnd::Interrupted,

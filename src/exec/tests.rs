@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{self, JournalHandle, RunOptions, RunOutcome, Shared};
+use super::event::RunEvent;
 use super::journal::{GateDecision, RunStatus, StepStatus};
 use super::operator::{Answer, DecisionRequest, Operator};
 use crate::actions::resolve::Secrets;
@@ -196,6 +197,8 @@ fn runbook(yaml: &str) -> Arc<Runbook> {
 
 struct Harness {
     journal: Arc<JournalHandle>,
+    /// The events of the last run.
+    events: Mutex<Vec<RunEvent>>,
     _dir: tempfile::TempDir,
 }
 
@@ -206,7 +209,11 @@ impl Harness {
             dir.path().join("journal.json"),
             engine::new_journal(rb, "test-run"),
         ));
-        Harness { journal, _dir: dir }
+        Harness {
+            journal,
+            events: Default::default(),
+            _dir: dir,
+        }
     }
 
     async fn run(
@@ -216,7 +223,7 @@ impl Harness {
         operator: Arc<dyn Operator>,
         options: RunOptions,
     ) -> RunOutcome {
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let (events, mut emitted) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(
             rb.clone(),
             runner,
@@ -227,7 +234,13 @@ impl Harness {
             Arc::new(Secrets::default()),
             Arc::new(Redactor::default()),
         ));
-        engine::run(shared, options).await
+        let outcome = engine::run(shared, options).await;
+        let mut kept = self.events.lock().unwrap();
+        kept.clear();
+        while let Ok(event) = emitted.try_recv() {
+            kept.push(event);
+        }
+        outcome
     }
 
     fn status(&self, id: &str) -> StepStatus {
@@ -786,6 +799,16 @@ async fn a_paused_trigger_asks_and_the_operator_can_continue() {
     assert_eq!(
         journal_triggers(&h)[0].outcome,
         "paused: the operator continued"
+    );
+    // The question was announced (the live page and webhooks show it), and its answer.
+    let events = h.events.lock().unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, RunEvent::GateOpened { gate, automatic: false, .. } if gate == "trigger-errors")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, RunEvent::GateDecided { gate, decision: GateDecision::NoGo, .. } if gate == "trigger-errors")),
+        "{events:?}"
     );
 }
 
