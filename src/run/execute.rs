@@ -38,7 +38,8 @@ pub fn exit_for(outcome: &RunOutcome) -> Exit {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+/// The async runtime of a command (exit 1 when it cannot start).
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

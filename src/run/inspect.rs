@@ -42,8 +42,20 @@ fn load_run(
     Ok((dir, run_id, journal))
 }
 
-/// The runbook of a run (`file`, else the one its journal names), with the run's var
-/// overrides: for its report and its page, which read it and never act.
+/// A run's state directory, id, journal, and runbook (`runbook`, else the one its
+/// journal names, with the run's var overrides): for its report and its page, which
+/// read them and never act.
+fn load_run_and_runbook(
+    run: Option<&str>,
+    runbook: Option<&std::path::Path>,
+    state_dir: Option<&std::path::Path>,
+    style: HumanStyle,
+) -> Result<(StateDir, String, journal::Journal, crate::runbook::Runbook), Exit> {
+    let (dir, run_id, journal) = load_run(run, runbook, state_dir)?;
+    let runbook = runbook_of(&journal, runbook, style)?;
+    Ok((dir, run_id, journal, runbook))
+}
+
 fn runbook_of(
     journal: &journal::Journal,
     file: Option<&std::path::Path>,
@@ -71,27 +83,18 @@ fn runbook_of(
 
 /// `redis-move serve`: the live page of a run another process runs (or that ended).
 pub fn serve(args: ServeArgs, style: HumanStyle) -> Exit {
-    let (dir, run_id, journal) = match load_run(
+    let (dir, run_id, _, runbook) = match load_run_and_runbook(
         args.run.as_deref(),
         args.runbook.as_deref(),
         args.state_dir.as_deref(),
+        style,
     ) {
         Ok(found) => found,
         Err(exit) => return exit,
     };
-    let runbook = match runbook_of(&journal, args.runbook.as_deref(), style) {
-        Ok(runbook) => std::sync::Arc::new(runbook),
-        Err(exit) => return exit,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::execute::runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let options = args.page.options(&args.addr);
     let journal_path = dir.journal(&run_id);
@@ -99,7 +102,7 @@ pub fn serve(args: ServeArgs, style: HumanStyle) -> Exit {
         match crate::run::serve::start(
             &options,
             crate::run::serve::Journaled::File(journal_path),
-            runbook,
+            std::sync::Arc::new(runbook),
             &dir,
             &run_id,
         )
@@ -204,16 +207,13 @@ pub fn status(args: StatusArgs) -> Exit {
 
 /// `redis-move report`.
 pub fn report(args: ReportArgs, style: HumanStyle) -> Exit {
-    let (dir, run_id, journal) = match load_run(
+    let (dir, run_id, journal, runbook) = match load_run_and_runbook(
         args.run.as_deref(),
         args.runbook.as_deref(),
         args.state_dir.as_deref(),
+        style,
     ) {
         Ok(found) => found,
-        Err(exit) => return exit,
-    };
-    let runbook = match runbook_of(&journal, args.runbook.as_deref(), style) {
-        Ok(runbook) => runbook,
         Err(exit) => return exit,
     };
     match write_reports(
