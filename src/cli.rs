@@ -70,6 +70,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), or write one per command into a directory.
+    #[command(
+        after_help = "Examples:\n  redis-move man | man -l -                  read it now\n  redis-move man --out-dir ~/.local/share/man/man1   install the pages (then `man redis-move`)"
+    )]
+    Man {
+        /// Write `redis-move.1` and `redis-move-<command>.1` here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Run a runbook: every step for real, stopping at go/no-go gates, with a journal
     /// from which a failed or interrupted run resumes.
     #[command(after_help = RUN_HELP)]

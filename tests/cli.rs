@@ -435,3 +435,45 @@ fn an_unknown_var_in_a_vars_file_points_into_the_vars_file() {
         "{stderr}"
     );
 }
+
+/// The manual pages under docs/man are what `redis-move man --out-dir` writes now (one
+/// per command), and `man` renders each without a warning.
+#[test]
+fn the_committed_man_pages_are_current_and_render_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    Command::cargo_bin("redis-move")
+        .unwrap()
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/man");
+    let names = |d: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let stale =
+        "docs/man is stale: run `cargo run -- man --out-dir docs/man` (after `rm docs/man/*`)";
+    assert_eq!(names(dir.path()), names(&committed), "{stale}");
+    assert!(names(&committed).contains(&"redis-move-run.1".to_owned()));
+    for name in names(dir.path()) {
+        let fresh = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        let kept = std::fs::read_to_string(committed.join(&name)).unwrap();
+        assert!(fresh == kept, "{name}: {stale}");
+        let rendered = std::process::Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(committed.join(&name))
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man runs (apt-get install man-db)");
+        assert!(rendered.status.success(), "{name}: {rendered:?}");
+        let warnings = String::from_utf8_lossy(&rendered.stderr);
+        assert!(warnings.trim().is_empty(), "{name}: man warns: {warnings}");
+        let text = String::from_utf8_lossy(&rendered.stdout);
+        assert!(text.contains("NAME"), "{name}: {text}");
+    }
+}

@@ -25,6 +25,15 @@ need_sshd() {
   fi
 }
 
+# man (man-db, with groff), for the test that renders the manual pages.
+need_man() {
+  if ! command -v man >/dev/null 2>&1 || ! command -v groff >/dev/null 2>&1; then
+    say "installing man-db (Debian package)"
+    $sudo_cmd apt-get install -y man-db groff-base >/dev/null 2>&1 ||
+      { $sudo_cmd apt-get update >/dev/null && $sudo_cmd apt-get install -y man-db groff-base >/dev/null; }
+  fi
+}
+
 # Debian's Chromium, for the live page's tests in a real (headless) browser.
 need_chromium() {
   if ! command -v chromium >/dev/null 2>&1; then

@@ -79,6 +79,7 @@ pub fn main() -> ExitCode {
         }
         // The format's own description: no runbook, nothing to redact.
         Command::Schema => print_verbatim(&runbook::schema::schema_json()),
+        Command::Man { out_dir } => man_pages(out_dir.as_deref()),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "redis-move", &mut std::io::stdout());
@@ -473,4 +474,51 @@ fn validate(args: ValidateArgs, style: HumanStyle) -> Exit {
     } else {
         Exit::Done
     }
+}
+
+/// Directory of the committed manual pages (kept current by a test).
+pub const MAN_DIR: &str = "docs/man";
+
+/// The manual pages, generated from the command-line definitions: the main page, and
+/// one per command (`redis-move-run.1`), as (file name, roff).
+pub fn man_pages_roff() -> Vec<(String, String)> {
+    fn render(command: clap::Command, name: String, out: &mut Vec<(String, String)>) {
+        let mut roff = Vec::new();
+        let _ = clap_mangen::Man::new(command.clone()).render(&mut roff);
+        out.push((
+            format!("{name}.1"),
+            String::from_utf8_lossy(&roff).into_owned(),
+        ));
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            render(sub.clone().name(sub_name.clone()), sub_name, out);
+        }
+    }
+    let mut command = Cli::command();
+    command.build();
+    let mut pages = Vec::new();
+    render(command, "redis-move".into(), &mut pages);
+    pages
+}
+
+/// `redis-move man`.
+fn man_pages(out_dir: Option<&Path>) -> Exit {
+    let pages = man_pages_roff();
+    let Some(dir) = out_dir else {
+        print_verbatim(&pages[0].1);
+        return Exit::Done;
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create `{}`: {e}", dir.display());
+        return Exit::Usage;
+    }
+    for (name, roff) in &pages {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::write(&path, roff) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return Exit::Usage;
+        }
+        println!("{}", path.display());
+    }
+    Exit::Done
 }
