@@ -477,3 +477,109 @@ fn the_committed_man_pages_are_current_and_render_without_warnings() {
         assert!(text.contains("NAME"), "{name}: {text}");
     }
 }
+
+/// The GitHub Action's commands (action.yml runs scripts/action/*.sh), run here as the
+/// action runs them: the shipped runbooks validate; an invalid one fails the job with
+/// an annotation on its line; a glob matching nothing fails it; a redis-move of the
+/// wanted version on PATH is kept, and without one it is built with `cargo install
+/// --locked` from the action's checkout.
+#[test]
+fn the_github_action_validates_with_annotations_and_fails_on_errors() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = assert_cmd::cargo::cargo_bin("redis-move");
+    let validate = |dir: &Path, files: &str| {
+        std::process::Command::new("bash")
+            .arg(repo.join("scripts/action/validate.sh"))
+            .current_dir(dir)
+            .env("REDIS_MOVE", &binary)
+            .env("INPUT_FILES", files)
+            .env("INPUT_DENY_WARNINGS", "true")
+            .output()
+            .unwrap()
+    };
+    let shipped = validate(repo, "runbooks/*.yaml");
+    let text = String::from_utf8_lossy(&shipped.stdout);
+    assert!(shipped.status.success(), "{text}");
+    assert!(
+        text.contains("validate --format github --deny-warnings runbooks/"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ops/cutovers")).unwrap();
+    std::fs::copy(
+        repo.join("runbooks/upstash-redis.yaml"),
+        dir.path().join("ops/good.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ops/cutovers/bad.yaml"),
+        "version: 1\nname: bad\nphases:\n  - id: p\n    steps:\n      - { id: s, redis.pingg: {} }\n",
+    )
+    .unwrap();
+    let failed = validate(dir.path(), "ops/*.yaml\nops/**/bad.yaml");
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("::error file=ops/cutovers/bad.yaml,line=6,"),
+        "{text}"
+    );
+    let nothing = validate(dir.path(), "ops/*.yml");
+    let text = String::from_utf8_lossy(&nothing.stdout);
+    assert_eq!(nothing.status.code(), Some(2), "{text}");
+    assert!(text.contains("`ops/*.yml` matches no file"), "{text}");
+    // Installing: the right version on PATH is kept.
+    let install = |path: &str, cargo: Option<&Path>| {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(repo.join("scripts/action/install.sh"))
+            .env("PATH", path)
+            .env("GITHUB_ACTION_PATH", repo)
+            .env("REDIS_MOVE_ACTION_BIN", dir.path().join("tools/bin"))
+            .env("INPUT_VERSION", "source")
+            .env_remove("GITHUB_PATH");
+        if let Some(cargo) = cargo {
+            command.env("CARGO", cargo);
+        }
+        command.output().unwrap()
+    };
+    let system = std::env::var("PATH").unwrap_or_default();
+    let with_binary = format!("{}:{system}", binary.parent().unwrap().display());
+    let kept = install(&with_binary, None);
+    let text = String::from_utf8_lossy(&kept.stdout);
+    assert!(kept.status.success(), "{text}");
+    assert!(text.contains("is installed"), "{text}");
+    // Without one: `cargo install --locked --path <the action's checkout>`; a cargo of
+    // our own records the call and puts the built binary where cargo would.
+    let fake = dir.path().join("fake-cargo");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\nmkdir -p \"$6/bin\" && cp {} \"$6/bin/redis-move\"\n",
+            dir.path().join("cargo-args").display(),
+            binary.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x"])
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let built = install("/usr/bin:/bin", Some(&fake));
+    let text = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let args = std::fs::read_to_string(dir.path().join("cargo-args")).unwrap();
+    assert_eq!(
+        args.trim(),
+        format!(
+            "install --locked --path {} --root {}",
+            repo.display(),
+            dir.path().join("tools").display()
+        )
+    );
+    assert!(text.contains("redis-move 0."), "{text}");
+}
