@@ -213,7 +213,8 @@ pub struct ExecArgs {
     /// Approve every gate and manual step.
     #[arg(long)]
     pub yes: bool,
-    /// Never ask on the terminal (gates without approval stop the run, exit 4).
+    /// Never ask on the terminal (gates without approval stop the run, exit 4, unless
+    /// --wait-at-gates or --serve: then they wait for a decision from elsewhere).
     #[arg(long)]
     pub no_input: bool,
     /// Without a terminal, wait at gates for `redis-move approve` instead of stopping.

@@ -293,11 +293,17 @@ async fn the_page_binds_to_loopback_unless_given_tls() {
     ]);
     let page = Announced::read(&mut child);
     assert!(page.url.starts_with("https://"), "{}", page.url);
+    // Clients that connect and never say a word hold nobody else back: each TLS
+    // handshake has a task of its own (one at a time, these three would cost 30 s).
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", page.port)).unwrap())
+        .collect();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap(),
         )
+        .timeout(Duration::from_secs(8))
         .build()
         .unwrap();
     let state: serde_json::Value = client
@@ -309,6 +315,7 @@ async fn the_page_binds_to_loopback_unless_given_tls() {
         .await
         .unwrap();
     assert_eq!(state["status"], "running", "{state}");
+    drop(idle);
     let _ = server.cli(&["SET", "go-on", "yes"]);
     let _ = server.cli(&["SET", "stop", "yes"]);
     let _ = child.kill();
@@ -346,4 +353,109 @@ fn a_wait_reports_its_progress_in_seconds() {
     assert!(last > first, "the bar moves: {measures:?}");
     let events = std::fs::read_to_string(ws.run_dir().unwrap().join("events.jsonl")).unwrap();
     assert!(events.contains(r#""unit":"seconds""#), "{events}");
+}
+
+/// A run that stopped at its gate (no terminal, exit 4) is decided on the page that
+/// `redis-move serve` shows: the first decision stands (a later one is refused, not
+/// silently put in its place), and `resume` goes on with it.
+#[test]
+fn a_run_stopped_at_its_gate_is_decided_on_the_page_and_resume_goes_on() {
+    let server = RedisServer::start_with(Some(PW), &[]);
+    let ws = workspace(&server);
+    let _ = server.cli(&["SET", "go-on", "yes"]);
+    ws.cmd(&["run", "runbook.yaml", "--no-progress", "--no-input"])
+        .assert()
+        .code(4);
+    let mut serving = ws.spawn(&[
+        "serve",
+        "--runbook",
+        "runbook.yaml",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let page = Announced::read(&mut serving);
+    let token = page.token.clone().expect("a token printed");
+    let state: serde_json::Value =
+        serde_json::from_str(&page.call("GET", "/state", None).1).unwrap();
+    assert_eq!(state["gate"]["id"], "go", "{state}");
+    assert_eq!(state["gate"]["stopped"], true, "{state}");
+    for (role, who) in [("operator", "Ana"), ("admin", "Bo")] {
+        let body = json!({ "gate": "go", "role": role, "name": who, "token": token });
+        assert_eq!(page.call("POST", "/api/signoff", Some(&body)).0, 200);
+    }
+    let decide = |decision: &str, name: &str| {
+        let body = json!({ "gate": "go", "decision": decision, "name": name, "token": token });
+        page.call("POST", "/api/decide", Some(&body))
+    };
+    // Invisible names are no names.
+    assert_eq!(decide("go", "\u{200b}").0, 400);
+    let (status, body) = decide("go", "Ana");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("`redis-move resume` uses it"), "{body}");
+    let (status, body) = decide("no-go", "Mallory");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("decided already: go by Ana"), "{body}");
+    let _ = serving.kill();
+    let _ = serving.wait();
+    let _ = server.cli(&["SET", "stop", "yes"]);
+    ws.cmd(&["resume", "--no-progress", "--no-input"])
+        .assert()
+        .success();
+    let gates = journal_gates(&ws);
+    assert_eq!(gates[0]["who"], "Ana", "{gates}");
+    assert_eq!(gates[0]["decision"], "go");
+    assert_eq!(gates[0]["signoffs"][1]["who"], "Bo");
+    // Used once: the gate asked again (another run) asks anew.
+    let approvals = ws.run_dir().unwrap().join("approvals");
+    assert!(!approvals.join("go.json").exists());
+}
+
+/// A run whose process was killed is not shown as running: `redis-move serve` sees that
+/// nobody holds the run's lock, and says so; a decision there is for `resume`.
+#[test]
+fn a_killed_run_is_shown_as_interrupted() {
+    let server = RedisServer::start_with(Some(PW), &[]);
+    let ws = workspace(&server);
+    let mut run = ws.spawn(&["run", "runbook.yaml", "--no-progress", "--wait-at-gates"]);
+    let _ = server.cli(&["SET", "go-on", "yes"]);
+    Workspace::wait_for("the gate", Duration::from_secs(60), || {
+        ws.journal()
+            .is_some_and(|j| j["steps"]["go"]["status"] == "running")
+    });
+    let mut serving = ws.spawn(&[
+        "serve",
+        "--runbook",
+        "runbook.yaml",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let page = Announced::read(&mut serving);
+    let state = || -> serde_json::Value {
+        serde_json::from_str(&page.call("GET", "/state", None).1).expect("state JSON")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state()["gate"]["id"] != "go" {
+        assert!(Instant::now() < deadline, "{}", state());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state()["status"], "running");
+    assert_eq!(state()["gate"]["stopped"], false);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state()["status"] != "interrupted" {
+        assert!(Instant::now() < deadline, "{}", state());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shown = state();
+    assert_eq!(shown["gate"]["stopped"], true, "{shown}");
+    assert!(
+        shown["header"]
+            .as_str()
+            .unwrap()
+            .contains("the process running it is gone"),
+        "{shown}"
+    );
+    let _ = serving.kill();
+    let _ = serving.wait();
 }

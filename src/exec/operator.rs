@@ -117,24 +117,57 @@ impl ApprovalFile {
     }
 }
 
-/// Writes `file` into `path` whole (a reader never sees half of it).
+/// Writes `bytes` into `path` whole (a reader never sees half of it), owner-only.
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&temp, bytes)?;
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    write_private(&temp, bytes)?;
     std::fs::rename(&temp, path)
 }
 
-/// Writes an approval for gate `id` into `dir` (by `redis-move approve` and the live page).
+/// Writes an approval for gate `id` into `dir` (by `redis-move approve` and the live
+/// page). The first one written stands: while it waits to be used, another is refused
+/// (`AlreadyExists`; [`pending_approval`] says whose), so that nobody is told that a
+/// decision was recorded when another replaces it.
 pub fn write_approval(dir: &Path, id: &str, approval: &ApprovalFile) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{id}.json"));
-    write_whole(&path, &serde_json::to_vec(approval).unwrap_or_default())?;
-    Ok(path)
+    let temp = dir.join(format!(".{id}.{}.tmp", std::process::id()));
+    write_private(&temp, &serde_json::to_vec(approval).unwrap_or_default())?;
+    // A link is made whole or not at all, and never over an existing file.
+    let linked = std::fs::hard_link(&temp, &path);
+    let _ = std::fs::remove_file(&temp);
+    linked.map(|()| path)
 }
 
-fn read_approval(dir: &Path, id: &str) -> Option<ApprovalFile> {
+/// Writes `bytes` into a new file readable by its owner only (names, addresses).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    std::io::Write::write_all(&mut open.open(path)?, bytes)
+}
+
+/// The decision waiting to be used for gate `id`, if any.
+pub fn pending_approval(dir: &Path, id: &str) -> Option<ApprovalFile> {
     let text = std::fs::read_to_string(dir.join(format!("{id}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Takes the decision waiting for gate `id`: it (and the gate's sign-offs) move to
+/// `used/`, so that the gate asked again (a resumed run) asks anew.
+fn take_approval(dir: &Path, id: &str) -> Option<ApprovalFile> {
+    let used = dir.join("used");
+    std::fs::create_dir_all(&used).ok()?;
+    let stamp = jiff::Timestamp::now().as_millisecond();
+    let taken = used.join(format!("{id}.{stamp}.json"));
+    std::fs::rename(dir.join(format!("{id}.json")), &taken).ok()?;
+    let _ = std::fs::rename(
+        dir.join(format!("{id}.signoffs")),
+        used.join(format!("{id}.{stamp}.signoffs")),
+    );
+    let text = std::fs::read_to_string(&taken).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -220,7 +253,7 @@ impl RunOperator {
 
     async fn wait_for_approval(&self, id: &str) -> Answer {
         loop {
-            if let Some(approval) = read_approval(&self.approvals_dir, id) {
+            if let Some(approval) = take_approval(&self.approvals_dir, id) {
                 return approval.answer();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -230,7 +263,9 @@ impl RunOperator {
 
 impl Operator for RunOperator {
     fn decides_alone(&self, id: &str) -> bool {
-        self.yes || self.approved.contains(id) || read_approval(&self.approvals_dir, id).is_some()
+        self.yes
+            || self.approved.contains(id)
+            || pending_approval(&self.approvals_dir, id).is_some()
     }
 
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> BoxFuture<'a, Answer> {
@@ -238,7 +273,7 @@ impl Operator for RunOperator {
             if let Some(answer) = self.preapproved(request) {
                 return answer;
             }
-            if let Some(approval) = read_approval(&self.approvals_dir, &request.id) {
+            if let Some(approval) = take_approval(&self.approvals_dir, &request.id) {
                 return approval.answer();
             }
             if !self.interactive && !self.wait {

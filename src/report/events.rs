@@ -84,11 +84,12 @@ impl EventLog {
         };
         let value = crate::redact::at_sink_value(&self.redactor.redact_json(&value));
         if self.file.is_none() {
-            self.file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            // Names and addresses: readable by its owner only, like the journal.
+            let mut open = std::fs::OpenOptions::new();
+            open.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+            self.file = open.open(&self.path).ok();
         }
         if let Some(file) = &mut self.file {
             let mut line = value.to_string();
@@ -97,6 +98,63 @@ impl EventLog {
                 self.file = None;
             }
         }
+    }
+}
+
+/// The events of a log that decide which gate a run waits at (gates opened and decided,
+/// runs started and finished), read as the log grows: a gate opened hours and thousands
+/// of progress lines ago is still found.
+#[derive(Default)]
+pub struct GateEvents {
+    offset: u64,
+    partial: Vec<u8>,
+    kept: Vec<LoggedEvent>,
+}
+
+impl GateEvents {
+    /// Reads what was appended to `path` since the last call; the events kept so far
+    /// (from the latest start of the run).
+    pub fn update(&mut self, path: &Path) -> &[LoggedEvent] {
+        if let Ok(mut file) = std::fs::File::open(path) {
+            let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if length < self.offset {
+                // A new log: read it from its start.
+                *self = GateEvents::default();
+            }
+            let mut bytes = Vec::new();
+            if file.seek(SeekFrom::Start(self.offset)).is_ok()
+                && file.read_to_end(&mut bytes).is_ok()
+            {
+                self.offset += bytes.len() as u64;
+                self.partial.extend_from_slice(&bytes);
+                let complete = self
+                    .partial
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|i| i + 1);
+                if let Some(end) = complete {
+                    let lines: Vec<u8> = self.partial.drain(..end).collect();
+                    for line in String::from_utf8_lossy(&lines).lines() {
+                        if !(line.contains(r#""event":"gate_"#)
+                            || line.contains(r#""event":"run_"#))
+                        {
+                            continue;
+                        }
+                        let Ok(logged) = serde_json::from_str::<LoggedEvent>(line) else {
+                            continue;
+                        };
+                        if matches!(logged.event, RunEvent::RunStarted { .. }) {
+                            self.kept.clear();
+                        }
+                        self.kept.push(logged);
+                    }
+                    if self.kept.len() > 4000 {
+                        self.kept.drain(..2000);
+                    }
+                }
+            }
+        }
+        &self.kept
     }
 }
 

@@ -12,8 +12,26 @@ fn time(t: Option<jiff::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// Text for a table cell: one line, no column break, and nothing GitHub would render as
+/// HTML or a link (`<tag`, `](`): a name or a Redis value is shown as written.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '\n' | '\r' => out.push(' '),
+            '<' if chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')) =>
+            {
+                out.push_str("&lt;")
+            }
+            ']' if chars.peek() == Some(&'(') => out.push_str("]\\"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn status_mark(status: StepStatus) -> &'static str {
@@ -359,6 +377,14 @@ pub fn status_text(status: RunStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_renders_no_html_and_no_link() {
+        assert_eq!(
+            cell("[click](javascript:alert(1)) <a href=//evil>x</a> | < 1 GiB"),
+            "[click]\\(javascript:alert(1)) &lt;a href=//evil>x&lt;/a> \\| < 1 GiB"
+        );
+    }
 
     #[test]
     fn a_mermaid_name_is_one_line_of_plain_words() {

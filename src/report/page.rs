@@ -57,12 +57,21 @@ impl WaitingGate {
 fn open(status: RunStatus) -> bool {
     matches!(
         status,
-        RunStatus::Running | RunStatus::RollingBack | RunStatus::StoppedAtGate
+        RunStatus::Running
+            | RunStatus::RollingBack
+            | RunStatus::StoppedAtGate
+            | RunStatus::Interrupted
     )
 }
 
+/// Whether no process runs it now (a decision waits for `resume`).
+fn stopped(status: RunStatus) -> bool {
+    matches!(status, RunStatus::StoppedAtGate | RunStatus::Interrupted)
+}
+
 /// The gate the run waits at: the last one opened and not decided since, while the
-/// run is open. Gates decided without anyone (`--yes`, `--approve`) never wait.
+/// run is open (a run stopped at it waits for `resume`). Gates decided without anyone
+/// (`--yes`, `--approve`) never wait. `events` holds at least the gate and run events.
 pub fn waiting_gate(report: &Report, events: &[LoggedEvent]) -> Option<WaitingGate> {
     if !open(report.status) {
         return None;
@@ -86,7 +95,7 @@ pub fn waiting_gate(report: &Report, events: &[LoggedEvent]) -> Option<WaitingGa
                     roles: signoffs.clone(),
                     signed: Vec::new(),
                     since: logged.at,
-                    stopped: report.status == RunStatus::StoppedAtGate,
+                    stopped: stopped(report.status),
                 });
             }
             RunEvent::GateDecided { gate, .. }
@@ -94,15 +103,10 @@ pub fn waiting_gate(report: &Report, events: &[LoggedEvent]) -> Option<WaitingGa
             {
                 waiting = None;
             }
+            RunEvent::RunFinished { status, .. } if *status == RunStatus::StoppedAtGate => {}
             RunEvent::RunFinished { .. } | RunEvent::RunStarted { .. } => waiting = None,
             _ => {}
         }
-    }
-    // A run stopped at a gate has ended its process: the gate is the one it names.
-    if report.status == RunStatus::StoppedAtGate
-        && let Some(w) = &mut waiting
-    {
-        w.stopped = true;
     }
     waiting
 }
@@ -318,7 +322,7 @@ pub fn state(
     let value = json!({
         "run_id": report.run_id,
         "status": status_name_of(report.status),
-        "ended": !open(report.status),
+        "ended": !open(report.status) || stopped(report.status),
         "header": header(report, gate),
         "gate": gate,
         "steps": steps(report, events),
@@ -402,8 +406,26 @@ mod tests {
         assert!(waiting_gate(&running, &[opened("go", true)]).is_none());
         // A finished run waits for nothing.
         assert!(waiting_gate(&report(RunStatus::Failed), &[opened("go", false)]).is_none());
-        let stopped = waiting_gate(&report(RunStatus::StoppedAtGate), &[opened("go", false)]);
+        // A run stopped there (it wrote its end) waits for `resume`.
+        let finished = |status| {
+            logged(RunEvent::RunFinished {
+                status,
+                reason: String::new(),
+                journal: "journal.json".into(),
+            })
+        };
+        let stopped = waiting_gate(
+            &report(RunStatus::StoppedAtGate),
+            &[opened("go", false), finished(RunStatus::StoppedAtGate)],
+        );
         assert!(stopped.expect("still decidable").stopped);
+        assert!(
+            waiting_gate(
+                &report(RunStatus::Running),
+                &[opened("go", false), finished(RunStatus::Failed)]
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -375,6 +375,13 @@ fn execute(
     if let Err(exit) = check_names(&runbook, options.from_step.as_deref(), &exec.approve) {
         return exit;
     }
+    let page = &exec.page;
+    if exec.serve.is_none()
+        && (page.page_tls_cert.is_some() || page.page_insecure || page.page_token_file.is_some())
+    {
+        eprintln!("error: the --page-* options need --serve ADDR (the live page's address)");
+        return Exit::Usage;
+    }
     let run_id = journal.run_id.clone();
     let base = base_dir(&runbook);
     let secrets = match check_secrets(&runbook, &base) {
@@ -580,6 +587,11 @@ fn execute(
 /// Tells the operator where the live page is and how approvals on it are made.
 pub(super) fn announce_page(page: &LivePage) {
     eprintln!("live page: {}", page.url);
+    if page.plain_to_network {
+        eprintln!(
+            "  warning: plain HTTP on a network address (--page-insecure): whoever is on the path reads the page and the token; any site a viewer's browser opens can read the run's state"
+        );
+    }
     if page.token_given {
         eprintln!(
             "  deciding a gate there needs the token in {}",

@@ -267,6 +267,18 @@ pub fn approve(args: ApproveArgs) -> Exit {
             );
             Exit::Done
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let pending =
+                crate::exec::operator::pending_approval(&dir.approvals(&run_id), &args.gate);
+            eprintln!(
+                "error: `{}` was decided already ({}), and the run has not taken that decision yet; it stands",
+                args.gate,
+                pending
+                    .map(|p| format!("{:?} by {}", p.decision, p.who))
+                    .unwrap_or_else(|| "by someone else".into())
+            );
+            Exit::Usage
+        }
         Err(e) => {
             eprintln!("error: cannot write the approval: {e}");
             Exit::Failed

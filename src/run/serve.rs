@@ -27,8 +27,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::engine::JournalHandle;
-use crate::exec::journal::{self, GateDecision, Signoff};
-use crate::exec::operator::{ApprovalFile, read_signoffs, write_approval, write_signoff};
+use crate::exec::journal::{self, GateDecision, RunStatus, Signoff};
+use crate::exec::operator::{
+    ApprovalFile, pending_approval, read_signoffs, write_approval, write_signoff,
+};
 use crate::exec::state::StateDir;
 use crate::report::page::{self, WaitingGate};
 use crate::report::{Report, events};
@@ -95,6 +97,8 @@ pub struct LivePage {
     pub token_file: PathBuf,
     /// Whether the token was read from a file the operator gave.
     pub token_given: bool,
+    /// Served in plain HTTP on a network address (`--page-insecure`).
+    pub plain_to_network: bool,
     poke: Arc<Notify>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -140,6 +144,10 @@ struct Page {
     latest: watch::Receiver<Arc<String>>,
     /// Host names the page answers to (loopback only); none: any.
     hosts: Option<Vec<String>>,
+    /// The gate and run events of the log, read as it grows.
+    gates: std::sync::Mutex<events::GateEvents>,
+    /// The state directory's lock (whether a process runs the run).
+    lock: PathBuf,
 }
 
 /// What the page shows now, and the gate the run waits at.
@@ -147,12 +155,29 @@ fn snapshot(page: &Page) -> (serde_json::Value, Option<WaitingGate>) {
     let report = match &page.journal {
         Journaled::Live(handle) => handle.read(|j| Report::build(j, &page.runbook)),
         Journaled::File(path) => match journal::read(path) {
-            Ok(j) => Report::build(&j, &page.runbook),
+            Ok(j) => {
+                let mut report = Report::build(&j, &page.runbook);
+                if matches!(report.status, RunStatus::Running | RunStatus::RollingBack)
+                    && !held(&page.lock)
+                {
+                    // Its journal says running, but no process holds the run's lock:
+                    // it was killed. What it waited for is decided for `resume`.
+                    report.status = RunStatus::Interrupted;
+                    report.reason = "the process running it is gone (killed?); `redis-move resume` continues it".into();
+                }
+                report
+            }
             Err(e) => return (json!({ "error": e.to_string() }), None),
         },
     };
-    let events = events::tail(&page.events, 2000);
-    let gate = page::waiting_gate(&report, &events).map(|mut g| {
+    let events = events::tail(&page.events, 400);
+    let gate_events = page
+        .gates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .update(&page.events)
+        .to_vec();
+    let gate = page::waiting_gate(&report, &gate_events).map(|mut g| {
         g.signed = read_signoffs(&page.approvals, &g.id)
             .into_iter()
             .filter(|s| g.roles.contains(&s.role))
@@ -160,6 +185,23 @@ fn snapshot(page: &Page) -> (serde_json::Value, Option<WaitingGate>) {
         g
     });
     (page::state(&report, &events, gate.as_ref()), gate)
+}
+
+/// Whether a live process holds the state directory's lock. Read without trying the
+/// lock (a `resume` starting at that instant must find it free): the holder it names,
+/// on this host, is alive. A holder on another host, or where liveness cannot be
+/// told, counts as alive.
+fn held(lock: &Path) -> bool {
+    let Some(holder) = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|text| serde_json::from_str::<crate::exec::state::LockHolder>(&text).ok())
+    else {
+        return false;
+    };
+    if holder.host != journal::hostname() || !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new(&format!("/proc/{}", holder.pid)).exists()
 }
 
 /// Parses `--serve`/`--addr`: a port alone, or `:PORT`, means 127.0.0.1.
@@ -258,13 +300,14 @@ pub async fn start(
         return Err(ServeError::NotLoopback(options.addr.clone()));
     }
     let run_dir = state.run_dir(run_id);
-    let (token, token_file, token_given) = token(options, &run_dir)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
+    // Only once the page can be served: a refused start leaves nothing behind.
+    let (token, token_file, token_given) = token(options, &run_dir)?;
     let hosts = addr.ip().is_loopback().then(|| {
         let port = bound.port();
         let mut hosts = vec![
@@ -274,6 +317,14 @@ pub async fn start(
         ];
         if let IpAddr::V4(ip) = bound.ip() {
             hosts.push(format!("{ip}:{port}"));
+        }
+        // Browsers leave the scheme's own port out of Host.
+        if port == if tls.is_some() { 443 } else { 80 } {
+            let bare: Vec<String> = hosts
+                .iter()
+                .filter_map(|h| h.rsplit_once(':').map(|(name, _)| name.to_owned()))
+                .collect();
+            hosts.extend(bare);
         }
         hosts
     });
@@ -288,6 +339,8 @@ pub async fn start(
         poke: poke.clone(),
         latest,
         hosts,
+        gates: Default::default(),
+        lock: state.lock_path(),
     });
     let stop = CancellationToken::new();
     let first = Arc::new(snapshot(&page).0.to_string());
@@ -296,21 +349,13 @@ pub async fn start(
     let app = router(page);
     let shutdown = stop.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = match tls {
-        None => tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-        }),
-        Some(acceptor) => tokio::spawn(async move {
-            let _ = axum::serve(
-                TlsListener { listener, acceptor },
-                app.into_make_service_with_connect_info::<Peer>(),
-            )
+    let listener =
+        PageListener::new(listener, tls).map_err(|source| ServeError::Bind { addr, source })?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
-        }),
-    };
+    });
     let shown = if bound.ip().is_unspecified() {
         format!("<this host>:{}", bound.port())
     } else {
@@ -321,6 +366,7 @@ pub async fn start(
         token,
         token_file,
         token_given,
+        plain_to_network: !bound.ip().is_loopback() && scheme == "http",
         poke,
         stop,
         tasks: vec![renderer, server],
@@ -374,20 +420,23 @@ async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(hosts) = &page.hosts {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-            return refuse(
+    let mut response = match &page.hosts {
+        Some(hosts)
+            if !hosts.iter().any(|h| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| h.eq_ignore_ascii_case(v))
+            }) =>
+        {
+            refuse(
                 StatusCode::MISDIRECTED_REQUEST,
                 "this page answers to a loopback address only",
-            );
+            )
         }
-    }
-    let mut response = next.run(request).await;
+        _ => next.run(request).await,
+    };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -480,7 +529,15 @@ async fn admit(
         return Err(refuse(StatusCode::FORBIDDEN, "wrong token"));
     }
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    // Invisible or reordering characters would make a decision anonymous or misread.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !name.chars().any(char::is_alphanumeric)
+        || name.chars().count() > 100
+        || name.chars().any(hidden)
+    {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "give your name (at most 100 characters): it is recorded with the decision",
@@ -527,19 +584,26 @@ async fn decide(
         how: Some(format!("live page from {}", peer.ip())),
         signoffs: gate.signed.clone(),
     };
-    if let Err(e) = write_approval(&page.approvals, &gate.id, &approval) {
-        return refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("the decision could not be recorded: {e}"),
-        );
+    match write_approval(&page.approvals, &gate.id, &approval) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let first = pending_approval(&page.approvals, &gate.id)
+                .map(|p| format!("{} by {}", decision_word(p.decision, gate.manual), p.who))
+                .unwrap_or_else(|| "by someone else".into());
+            return refuse(
+                StatusCode::CONFLICT,
+                &format!("`{}` was decided already: {first}", gate.id),
+            );
+        }
+        Err(e) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the decision could not be recorded: {e}"),
+            );
+        }
     }
     page.poke.notify_one();
-    let word = match (body.decision, gate.manual) {
-        (GateDecision::Go, false) => "go",
-        (GateDecision::Go, true) => "done",
-        (GateDecision::NoGo, false) => "no-go",
-        (GateDecision::NoGo, true) => "abort",
-    };
+    let word = decision_word(body.decision, gate.manual);
     let then = if gate.stopped {
         " The run is stopped: `redis-move resume` uses it."
     } else {
@@ -550,6 +614,15 @@ async fn decide(
         Json(json!({ "message": format!("`{}`: {word}, recorded as {who}.{then}", gate.id) })),
     )
         .into_response()
+}
+
+fn decision_word(decision: GateDecision, manual: bool) -> &'static str {
+    match (decision, manual) {
+        (GateDecision::Go, false) => "go",
+        (GateDecision::Go, true) => "done",
+        (GateDecision::NoGo, false) => "no-go",
+        (GateDecision::NoGo, true) => "abort",
+    }
 }
 
 async fn signoff(
@@ -596,49 +669,158 @@ async fn signoff(
 #[derive(Clone, Copy, Debug)]
 struct Peer(SocketAddr);
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PageListener>>
     for Peer
 {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PageListener>) -> Self {
         Peer(*stream.remote_addr())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
+/// At most this many connections at once: the page's readers cannot take the file
+/// descriptors the run needs.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A connection of the page: plain or TLS, holding one of the [`MAX_CONNECTIONS`]
+/// places until it closes.
+struct Connection {
+    stream: Stream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
-/// TLS over the page's TCP listener.
-struct TlsListener {
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// The page's listener: accepts on its own task, at most [`MAX_CONNECTIONS`] at once,
+/// each TLS handshake on a task of its own (a client that never finishes one holds
+/// nobody else back, and is dropped after 10 s).
+struct PageListener {
+    ready: tokio::sync::mpsc::Receiver<(Connection, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl PageListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<PageListener> {
+        let local = listener.local_addr()?;
+        let (sender, ready) = tokio::sync::mpsc::channel(8);
+        let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok(place) = places.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                match &tls {
+                    None => {
+                        let connection = Connection {
+                            stream: Stream::Plain(tcp),
+                            _place: place,
+                        };
+                        if sender.send((connection, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, sender) = (acceptor.clone(), sender.clone());
+                        tokio::spawn(async move {
+                            let handshake = acceptor.accept(tcp);
+                            if let Ok(Ok(tls)) =
+                                tokio::time::timeout(Duration::from_secs(10), handshake).await
+                            {
+                                let connection = Connection {
+                                    stream: Stream::Tls(Box::new(tls)),
+                                    _place: place,
+                                };
+                                let _ = sender.send((connection, peer)).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(PageListener {
+            ready,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for PageListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for PageListener {
+    type Io = Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, peer)) = self.listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            // A client that never finishes its handshake holds the others back for
-            // 5 s at most.
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(stream)).await
-            {
-                return (tls, peer);
-            }
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accepting task ended (never, short of a runtime shutdown).
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
+        Ok(self.local)
     }
 }
 
