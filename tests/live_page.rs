@@ -196,6 +196,11 @@ fn serve_shows_the_run_of_another_process_and_decides_its_gate() {
             Some(&json!({ "gate": "go", "decision": "go", "name": name, "token": token })),
         )
     };
+    // A body that is not the API's JSON: refused in the API's own shape.
+    let (status, body) = page.call("POST", "/api/decide", Some(&json!({ "gate": 7 })));
+    assert_eq!(status, 422, "{body}");
+    let refused: serde_json::Value = serde_json::from_str(&body).expect("a JSON refusal");
+    assert!(refused["error"].is_string(), "{body}");
     let (status, body) = decide("Ana", "wrong-token-000000");
     assert_eq!(
         (status, body.contains("wrong token")),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -564,8 +565,12 @@ async fn admit(
 async fn decide(
     State(page): State<Arc<Page>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    Json(body): Json<DecideBody>,
+    body: Result<Json<DecideBody>, JsonRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejected) => return refuse(rejected.status(), &rejected.body_text()),
+    };
     let (who, gate) = match admit(&page, peer, &body.gate, &body.name, &body.token).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
@@ -628,8 +633,12 @@ fn decision_word(decision: GateDecision, manual: bool) -> &'static str {
 async fn signoff(
     State(page): State<Arc<Page>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    Json(body): Json<SignoffBody>,
+    body: Result<Json<SignoffBody>, JsonRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejected) => return refuse(rejected.status(), &rejected.body_text()),
+    };
     let (who, gate) = match admit(&page, peer, &body.gate, &body.name, &body.token).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
