@@ -70,6 +70,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write a new runbook from a template (asks the few values it needs on a
+    /// terminal, or takes them as --var), with its vars file and the schema beside it.
+    #[command(
+        after_help = "Templates:\n  docker-move    move a Dockerised Redis to another host with replication\n  managed-copy   move to a managed Redis with a verified copy\n  rename-keys    rename keys in place (job:* -> step:*)\n\nExamples:\n  redis-move init                                   choose on the terminal\n  redis-move init rename-keys --out runbooks/steps.yaml --var from=job: --var to=step:"
+    )]
+    Init(InitArgs),
     /// Print the manual page (roff), or write one per command into a directory.
     #[command(
         after_help = "Examples:\n  redis-move man | man -l -                  read it now\n  redis-move man --out-dir ~/.local/share/man/man1   install the pages (then `man redis-move`)"
@@ -274,6 +280,31 @@ impl PageArgs {
             token_file: self.page_token_file.clone(),
         }
     }
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The template (`docker-move`, `managed-copy`, `rename-keys`); asked on a terminal
+    /// when left out.
+    #[arg(value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// The runbook file to write (default: `<name>.yaml`); its vars file goes beside it
+    /// (`<stem>.vars.yaml`), with `runbook.schema.json` for editors.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The runbook's name (default: the file's stem, else the template's).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A value of the template: `--var NAME=VALUE` (repeatable; not asked then).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Never ask: the template's values stand for those not given.
+    #[arg(long)]
+    pub no_input: bool,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `serve` arguments.

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod backend;
 pub mod cli;
 pub mod exec;
+pub mod init;
 pub mod plan;
 pub mod redact;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The one place where outcomes become text on the terminal and exit codes.
 
 mod execute;
+mod init;
 mod inspect;
 pub mod lease;
 pub mod notify;
@@ -80,6 +81,7 @@ pub fn main() -> ExitCode {
         // The format's own description: no runbook, nothing to redact.
         Command::Schema => print_verbatim(&runbook::schema::schema_json()),
         Command::Man { out_dir } => man_pages(out_dir.as_deref()),
+        Command::Init(args) => init::init(args, style),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "redis-move", &mut std::io::stdout());
