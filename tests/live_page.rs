@@ -26,6 +26,28 @@ fn workspace(server: &RedisServer) -> Workspace {
     Workspace::new(&runbook(server)).with_env("PAGE_TEST_PW", PW)
 }
 
+/// A run (`--wait-at-gates`) waiting at its gate, and `redis-move serve` showing it.
+fn waiting_at_the_gate_and_served(
+    server: &RedisServer,
+    ws: &Workspace,
+) -> (std::process::Child, std::process::Child, Announced) {
+    let run = ws.spawn(&["run", "runbook.yaml", "--no-progress", "--wait-at-gates"]);
+    let _ = server.cli(&["SET", "go-on", "yes"]);
+    Workspace::wait_for("the gate", Duration::from_secs(60), || {
+        ws.journal()
+            .is_some_and(|j| j["steps"]["go"]["status"] == "running")
+    });
+    let mut serving = ws.spawn(&[
+        "serve",
+        "--runbook",
+        "runbook.yaml",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let page = Announced::read(&mut serving);
+    (run, serving, page)
+}
+
 fn journal_gates(ws: &Workspace) -> serde_json::Value {
     ws.journal().map(|j| j["gates"].clone()).unwrap_or_default()
 }
@@ -162,20 +184,7 @@ fn the_page_follows_the_run_in_a_browser_and_decides_its_gate_with_the_token() {
 fn serve_shows_the_run_of_another_process_and_decides_its_gate() {
     let server = RedisServer::start_with(Some(PW), &[]);
     let ws = workspace(&server);
-    let mut run = ws.spawn(&["run", "runbook.yaml", "--no-progress", "--wait-at-gates"]);
-    let _ = server.cli(&["SET", "go-on", "yes"]);
-    Workspace::wait_for("the gate", Duration::from_secs(60), || {
-        ws.journal()
-            .is_some_and(|j| j["steps"]["go"]["status"] == "running")
-    });
-    let mut serving = ws.spawn(&[
-        "serve",
-        "--runbook",
-        "runbook.yaml",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
-    let page = Announced::read(&mut serving);
+    let (mut run, mut serving, page) = waiting_at_the_gate_and_served(&server, &ws);
     let token = page.token.clone().expect("a token printed");
     let state = || -> serde_json::Value {
         serde_json::from_str(&page.call("GET", "/state", None).1).expect("state JSON")
@@ -421,20 +430,7 @@ fn a_run_stopped_at_its_gate_is_decided_on_the_page_and_resume_goes_on() {
 fn a_killed_run_is_shown_as_interrupted() {
     let server = RedisServer::start_with(Some(PW), &[]);
     let ws = workspace(&server);
-    let mut run = ws.spawn(&["run", "runbook.yaml", "--no-progress", "--wait-at-gates"]);
-    let _ = server.cli(&["SET", "go-on", "yes"]);
-    Workspace::wait_for("the gate", Duration::from_secs(60), || {
-        ws.journal()
-            .is_some_and(|j| j["steps"]["go"]["status"] == "running")
-    });
-    let mut serving = ws.spawn(&[
-        "serve",
-        "--runbook",
-        "runbook.yaml",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
-    let page = Announced::read(&mut serving);
+    let (mut run, mut serving, page) = waiting_at_the_gate_and_served(&server, &ws);
     let state = || -> serde_json::Value {
         serde_json::from_str(&page.call("GET", "/state", None).1).expect("state JSON")
     };

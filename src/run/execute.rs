@@ -24,7 +24,7 @@ use crate::report::events::EventLog;
 use crate::report::live::{self as live_report, LiveFormat};
 use crate::report::{Report, html, junit, markdown};
 use crate::runbook::diagnostic::HumanStyle;
-use crate::runbook::{Runbook, VarOrigin, VarOverride};
+use crate::runbook::{Runbook, VarOverride};
 
 /// The exit code of a run's outcome.
 pub fn exit_for(outcome: &RunOutcome) -> Exit {
@@ -237,16 +237,7 @@ pub fn resume(args: ResumeArgs, style: HumanStyle, rollback_only: bool) -> Exit 
         }
     }
     // The same vars as the original run: its overrides, then any given now.
-    let mut list: Vec<VarOverride> = journal
-        .overrides
-        .iter()
-        .map(|(name, value)| VarOverride {
-            name: name.clone(),
-            value: value.clone(),
-            origin: VarOrigin::CommandLine,
-            at: None,
-        })
-        .collect();
+    let mut list = VarOverride::from_pairs(&journal.overrides);
     let given = match overrides(&args.vars, style) {
         Ok(extra) => extra,
         Err(exit) => return exit,

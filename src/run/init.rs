@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use super::Exit;
 use crate::cli::InitArgs;
 use crate::init::{Names, TEMPLATES, Template};
+use crate::runbook::VarOverride;
 use crate::runbook::diagnostic::HumanStyle;
-use crate::runbook::{VarOrigin, VarOverride};
 
 fn terminal(args: &InitArgs) -> bool {
     !args.no_input && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
@@ -202,15 +202,7 @@ pub fn init(args: InitArgs, style: HumanStyle) -> Exit {
         println!("{}", schema.display());
     }
     // What was written must validate with its vars, as `plan` will read it.
-    let overrides: Vec<VarOverride> = answers
-        .iter()
-        .map(|(name, value)| VarOverride {
-            name: name.clone(),
-            value: value.clone(),
-            origin: VarOrigin::CommandLine,
-            at: None,
-        })
-        .collect();
+    let overrides = VarOverride::from_pairs(&answers);
     if let Err(exit) = super::load_one(&out, &overrides, style) {
         eprintln!(
             "error: the runbook written does not validate with these values; fix them in {}",

@@ -68,16 +68,7 @@ fn runbook_of(
             &journal.source
         })
     });
-    let overrides: Vec<crate::runbook::VarOverride> = journal
-        .overrides
-        .iter()
-        .map(|(name, value)| crate::runbook::VarOverride {
-            name: name.clone(),
-            value: value.clone(),
-            origin: crate::runbook::VarOrigin::CommandLine,
-            at: None,
-        })
-        .collect();
+    let overrides = crate::runbook::VarOverride::from_pairs(&journal.overrides);
     load_one(&file, &overrides, style)
 }
 

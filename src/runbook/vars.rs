@@ -39,6 +39,22 @@ pub struct VarOverride {
     pub at: Option<(std::sync::Arc<super::SourceFile>, Span)>,
 }
 
+impl VarOverride {
+    /// Overrides as `--var NAME=VALUE` gives them, from `(name, value)` pairs (a
+    /// journal's, init's answers).
+    pub fn from_pairs(pairs: &[(String, String)]) -> Vec<VarOverride> {
+        pairs
+            .iter()
+            .map(|(name, value)| VarOverride {
+                name: name.clone(),
+                value: value.clone(),
+                origin: VarOrigin::CommandLine,
+                at: None,
+            })
+            .collect()
+    }
+}
+
 /// A problem found in another file than the runbook (a vars file).
 pub type Elsewhere = (std::sync::Arc<super::SourceFile>, Diagnostic);
 
