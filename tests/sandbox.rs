@@ -411,6 +411,96 @@ async fn a_fault_the_cutover_exposes_rolls_back_with_every_job_on_the_source() {
     );
 }
 
+/// A runbook a newcomer writes with `redis-move init docker-move`, given the sandbox's
+/// hosts, runs the move end to end: the new Redis on the VPS host (reached over SSH)
+/// with every job the application saw acknowledged, and the workers pointed at it.
+#[tokio::test]
+async fn a_runbook_from_init_docker_move_moves_the_sandbox_redis() {
+    let Some(engine) = docker::engine().await else {
+        return;
+    };
+    let _one = SANDBOX.lock().await;
+    let _down = Down;
+    sandbox::up(&engine, &with_app(Options::default())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = sandbox::TARGET_ADDRESS;
+    let new_url = format!("redis://:${{secrets.redis_password}}@{target}");
+    let ssh = Path::new(sandbox::STATE_DIR).join("ssh");
+    let vars = [
+        "old_docker=unix:///var/run/docker.sock".to_owned(),
+        format!("new_docker=ssh://root@127.0.0.1:{}", sandbox::SSH_PORT),
+        format!("new_ssh_identity={}", ssh.join("id_client").display()),
+        format!("new_ssh_known_hosts={}", ssh.join("known_hosts").display()),
+        format!("old_redis_container={}", sandbox::SOURCE),
+        "new_redis_container=fiskai-redis-vps".to_owned(),
+        format!("redis_image={}", sandbox::REDIS_IMAGE),
+        format!("old_redis_url=redis://127.0.0.1:{}", sandbox::SOURCE_PORT),
+        format!("new_redis_url={new_url}"),
+        format!(
+            "old_redis_address={}:{}",
+            sandbox::VPS_SUBNET.1,
+            sandbox::SOURCE_PORT
+        ),
+        format!("new_redis_address={target}"),
+        format!("new_redis_publish={target}:6379"),
+        format!("new_redis_data={}", sandbox::VOLUMES[1]),
+        format!("network={}", sandbox::NETWORK),
+        "app=^fiskai-worker".to_owned(),
+        format!("app_redis_url={new_url}"),
+        "watch=5s".to_owned(),
+        "probe_interval=1s".to_owned(),
+    ];
+    let redis_move = || {
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("redis-move"));
+        command
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("REDIS_PASSWORD", PASSWORD)
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let mut init = redis_move();
+    init.args(["init", "docker-move", "--no-input", "--out", "move.yaml"]);
+    for var in &vars {
+        init.args(["--var", var]);
+    }
+    let written = init.output().unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let output = redis_move()
+        .args([
+            "run",
+            "move.yaml",
+            "--vars-file",
+            "move.vars.yaml",
+            "--yes",
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let target_url = format!("redis://:{PASSWORD}@{target}");
+    let (acked, rejected) = sandbox::stop_app();
+    assert_eq!(
+        sandbox::missing_jobs(&target_url, &acked),
+        Vec::<String>::new(),
+        "acknowledged jobs lost ({rejected} writes were refused, which is fine)"
+    );
+    for url in worker_urls() {
+        assert!(url.contains(&format!("@{target}")), "{url}");
+    }
+    assert!(
+        sandbox::vps_docker(&["ps", "--format", "{{.Names}}"])
+            .lines()
+            .any(|n| n == "fiskai-redis-vps")
+    );
+    assert!(!stderr.contains(PASSWORD), "the password leaked");
+}
+
 #[tokio::test]
 async fn a_src_bind_mount_stops_the_run_before_anything_changes() {
     let Some(engine) = docker::engine().await else {
