@@ -523,6 +523,34 @@ fn the_github_action_validates_with_annotations_and_fails_on_errors() {
         text.contains("::error file=ops/cutovers/bad.yaml,line=6,"),
         "{text}"
     );
+    // A runbook `init` wrote is validated with the vars file beside it, which is not
+    // taken for a runbook; a file that does not exist fails the job.
+    let team = tempfile::tempdir().unwrap();
+    Command::cargo_bin("redis-move")
+        .unwrap()
+        .current_dir(team.path())
+        .args([
+            "init",
+            "rename-keys",
+            "--no-input",
+            "--out",
+            "runbooks/keys.yaml",
+        ])
+        .args(["--var", "from=order:", "--var", "to=purchase:"])
+        .assert()
+        .success();
+    let own = validate(team.path(), "runbooks/*.yaml");
+    let text = String::from_utf8_lossy(&own.stdout);
+    assert!(own.status.success(), "{text}");
+    assert!(
+        text.contains("--vars-file runbooks/keys.vars.yaml runbooks/keys.yaml"),
+        "{text}"
+    );
+    assert!(!text.contains("runbooks/keys.vars.yaml\n"), "{text}");
+    let missing = validate(team.path(), "runbooks/keys.yaml runbooks/gone.yaml");
+    let text = String::from_utf8_lossy(&missing.stdout);
+    assert_eq!(missing.status.code(), Some(2), "{text}");
+    assert!(text.contains("::error file=runbooks/gone.yaml"), "{text}");
     let nothing = validate(dir.path(), "ops/*.yml");
     let text = String::from_utf8_lossy(&nothing.stdout);
     assert_eq!(nothing.status.code(), Some(2), "{text}");
@@ -534,7 +562,7 @@ fn the_github_action_validates_with_annotations_and_fails_on_errors() {
             .arg(repo.join("scripts/action/install.sh"))
             .env("PATH", path)
             .env("GITHUB_ACTION_PATH", repo)
-            .env("REDIS_MOVE_ACTION_BIN", dir.path().join("tools/bin"))
+            .env("REDIS_MOVE_ACTION_ROOT", dir.path().join("tools"))
             .env("INPUT_VERSION", "source")
             .env_remove("GITHUB_PATH");
         if let Some(cargo) = cargo {

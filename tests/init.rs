@@ -155,6 +155,67 @@ fn init_refuses_what_it_cannot_do_well() {
         .args(["init", "rename-keys", "--no-input", "--force"])
         .assert()
         .success();
+    // A file name that is no runbook name gives one that is; a value with characters
+    // YAML must escape reads back as given.
+    redis_move(dir.path())
+        .args([
+            "init",
+            "rename-keys",
+            "--no-input",
+            "--out",
+            "ops/redis.prod.yaml",
+        ])
+        .args(["--var", "from=a\u{7f}b:"])
+        .assert()
+        .success();
+    let written = std::fs::read_to_string(dir.path().join("ops/redis.prod.yaml")).unwrap();
+    assert!(written.contains("name: \"redis-prod\""), "{written}");
+    let plan = redis_move(dir.path())
+        .args([
+            "plan",
+            "ops/redis.prod.yaml",
+            "--vars-file",
+            "ops/redis.prod.vars.yaml",
+        ])
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let plan = String::from_utf8_lossy(&plan);
+    assert!(plan.contains("a\u{7f}b:*"), "{plan}");
+    // A schema of the team's own is kept without --force.
+    std::fs::write(dir.path().join("ops/runbook.schema.json"), "{}").unwrap();
+    redis_move(dir.path())
+        .args([
+            "init",
+            "managed-copy",
+            "--no-input",
+            "--out",
+            "ops/managed.yaml",
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ops/runbook.schema.json")).unwrap(),
+        "{}"
+    );
+    // Nothing is written when the runbook would not validate.
+    refused(
+        &[
+            "init",
+            "managed-copy",
+            "--no-input",
+            "--out",
+            "ops/bad.yaml",
+            "--var",
+            "watch=soon",
+        ],
+        "nothing was written",
+    );
+    assert!(!dir.path().join("ops/bad.yaml").exists());
+    assert!(!dir.path().join("ops/bad.vars.yaml").exists());
     // A value that breaks the runbook is caught before anyone runs it.
     refused(
         &[
@@ -165,6 +226,6 @@ fn init_refuses_what_it_cannot_do_well() {
             "--var",
             "watch=soon",
         ],
-        "does not validate",
+        "would not validate",
     );
 }

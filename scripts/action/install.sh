@@ -8,11 +8,16 @@ here="$(cd "$(dirname "$0")/../.." && pwd)"
 source_dir="${GITHUB_ACTION_PATH:-$here}"
 version="${INPUT_VERSION:-source}"
 repository="${ACTION_REPOSITORY:-}"
-bin_dir="${REDIS_MOVE_ACTION_BIN:-$HOME/.local/bin}"
+root="${REDIS_MOVE_ACTION_ROOT:-$HOME/.local}"
+bin_dir="$root/bin"
 cargo="${CARGO:-cargo}"
 
 want="$(sed -n 's/^version = "\(.*\)"/\1/p' "$source_dir/Cargo.toml" | head -1)"
-[[ "$version" == v* ]] && want="${version#v}"
+case "$version" in
+  source) ;;
+  v[0-9]*) want="${version#v}" ;;
+  *) echo "::error title=redis-move::version \`$version\`: give a release tag (v0.1.0) or \`source\`"; exit 2 ;;
+esac
 if command -v redis-move >/dev/null 2>&1 && [[ "$(redis-move --version)" == "redis-move $want" ]]; then
   echo "redis-move $want is installed: $(command -v redis-move)"
   exit 0
@@ -20,6 +25,9 @@ fi
 
 mkdir -p "$bin_dir"
 [[ -n "${GITHUB_PATH:-}" ]] && echo "$bin_dir" >>"$GITHUB_PATH"
+if [[ "$version" == v* && -z "$repository" ]]; then
+  echo "no repository to download $version from (github.action_repository is empty): building from source"
+fi
 if [[ "$version" == v* && -n "$repository" ]]; then
   asset="redis-move-$(uname -m)-unknown-linux-gnu.tar.gz"
   url="https://github.com/$repository/releases/download/$version/$asset"
@@ -31,5 +39,10 @@ if [[ "$version" == v* && -n "$repository" ]]; then
   echo "no release asset $asset for $version: building from source instead"
 fi
 echo "cargo install --locked --path $source_dir"
-"$cargo" install --locked --path "$source_dir" --root "$(dirname "$bin_dir")"
-"$bin_dir/redis-move" --version
+"$cargo" install --locked --path "$source_dir" --root "$root"
+got="$("$bin_dir/redis-move" --version)"
+echo "$got"
+if [[ "$got" != "redis-move $want" ]]; then
+  echo "::error title=redis-move::asked for $want, but the action's ref builds ${got#redis-move }; use the action at the ref of that release"
+  exit 1
+fi

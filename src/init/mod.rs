@@ -180,18 +180,67 @@ pub fn vars_text(template: &Template, names: &Names, answers: &[(String, String)
         if let Some(q) = template.questions.iter().find(|q| q.var == var) {
             out.push_str(&format!("# {}\n", q.ask));
         }
-        // A JSON string is a YAML string: quoted and escaped.
-        out.push_str(&format!(
-            "{var}: {}\n",
-            serde_json::Value::String(value.clone())
-        ));
+        out.push_str(&format!("{var}: {}\n", yaml_string(value)));
     }
     out
+}
+
+/// `text` as a YAML double-quoted scalar: every character YAML does not allow
+/// printed (controls, U+FFFE, U+FFFF) and every line break escaped, so that the file
+/// reads back as exactly `text`.
+pub fn yaml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                ) =>
+            {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A runbook name made from a file name: what is not a letter, digit, `-` or `_`
+/// becomes `-` (`redis.prod` -> `redis-prod`).
+pub fn name_from(stem: &str) -> String {
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.trim_start_matches(['-', '_']).to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_and_names_survive_the_files() {
+        assert_eq!(
+            yaml_string("a\"b\\c\nd\u{7f}e\u{85}"),
+            "\"a\\\"b\\\\c\\nd\\u007Fe\\u0085\""
+        );
+        assert_eq!(name_from("redis.prod"), "redis-prod");
+        assert_eq!(name_from(".hidden"), "hidden");
+    }
 
     fn names(id: &str) -> Names {
         Names {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use super::Exit;
 use crate::cli::InitArgs;
 use crate::init::{Names, TEMPLATES, Template};
-use crate::runbook::VarOverride;
 use crate::runbook::diagnostic::HumanStyle;
 
 fn terminal(args: &InitArgs) -> bool {
@@ -84,21 +83,22 @@ pub fn init(args: InitArgs, style: HumanStyle) -> Exit {
         Ok(t) => t,
         Err(exit) => return exit,
     };
-    let name = args.name.clone().unwrap_or_else(|| {
-        args.out
+    let name = match &args.name {
+        Some(name) if crate::runbook::validate::is_id(name) => name.clone(),
+        Some(name) => {
+            eprintln!(
+                "error: `{name}` cannot name a runbook: a letter or digit, then letters, digits, `-` and `_` (it names the state directory)"
+            );
+            return Exit::Usage;
+        }
+        None => args
+            .out
             .as_ref()
             .and_then(|o| o.file_stem())
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| template.id.to_owned())
-    });
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        eprintln!("error: `{name}` cannot name a runbook (letters, digits, `-`, `_`, `.`)");
-        return Exit::Usage;
-    }
+            .map(|s| crate::init::name_from(&s.to_string_lossy()))
+            .filter(|n| crate::runbook::validate::is_id(n))
+            .unwrap_or_else(|| template.id.to_owned()),
+    };
     let out = args
         .out
         .clone()
@@ -166,49 +166,72 @@ pub fn init(args: InitArgs, style: HumanStyle) -> Exit {
         };
         answers.push((q.var.to_owned(), value));
     }
-    // Vars given that the template does not ask for go into the vars file too.
+    // Vars given that the template does not ask for go into the vars file too (the
+    // last given, as for those it asks).
     for (var, value) in &args.vars {
-        if !answers.iter().any(|(v, _)| v == var) {
-            answers.push((var.clone(), value.clone()));
+        match answers.iter_mut().find(|(v, _)| v == var) {
+            Some(answer) if !template.questions.iter().any(|q| q.var == var) => {
+                answer.1 = value.clone()
+            }
+            Some(_) => {}
+            None => answers.push((var.clone(), value.clone())),
         }
     }
     let names = names(&name, template, &out, &vars_file);
     let runbook = crate::init::runbook_text(template, &names);
     let vars = crate::init::vars_text(template, &names, &answers);
     let schema_text = crate::runbook::schema::schema_json();
-    let write = |path: &Path, text: &str| -> Result<(), Exit> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                eprintln!("error: cannot create `{}`: {e}", parent.display());
-                Exit::Usage
-            })?;
+    // Written and checked in a directory of its own beside them first: what lands is a
+    // runbook that validates, without a warning, with the vars file as written.
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create `{}`: {e}", dir.display());
+        return Exit::Usage;
+    }
+    let staging = match tempfile::Builder::new()
+        .prefix(".redis-move-init-")
+        .tempdir_in(dir)
+    {
+        Ok(staging) => staging,
+        Err(e) => {
+            eprintln!("error: cannot write into `{}`: {e}", dir.display());
+            return Exit::Usage;
         }
-        std::fs::write(path, text).map_err(|e| {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
-            Exit::Usage
-        })
     };
-    let unchanged_schema = std::fs::read_to_string(&schema).is_ok_and(|s| s == schema_text);
-    for (path, text) in [(&out, runbook.as_str()), (&vars_file, vars.as_str())] {
-        if let Err(exit) = write(path, text) {
-            return exit;
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let staged_runbook = staging.path().join(file_name(&out));
+    let staged_vars = staging.path().join(file_name(&vars_file));
+    for (path, text) in [
+        (&staged_runbook, runbook.as_str()),
+        (&staged_vars, vars.as_str()),
+    ] {
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return Exit::Usage;
+        }
+    }
+    if !super::validates_cleanly(&staged_runbook, &staged_vars, style) {
+        eprintln!(
+            "error: with these values the runbook would not validate without a warning (above); nothing was written"
+        );
+        return Exit::Usage;
+    }
+    for (staged, path) in [(&staged_runbook, &out), (&staged_vars, &vars_file)] {
+        if let Err(e) = std::fs::rename(staged, path) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return Exit::Usage;
         }
         println!("{}", path.display());
     }
-    if !unchanged_schema {
-        if let Err(exit) = write(&schema, &schema_text) {
-            return exit;
-        }
-        println!("{}", schema.display());
-    }
-    // What was written must validate with its vars, as `plan` will read it.
-    let overrides = VarOverride::from_pairs(&answers);
-    if let Err(exit) = super::load_one(&out, &overrides, style) {
-        eprintln!(
-            "error: the runbook written does not validate with these values; fix them in {}",
-            vars_file.display()
-        );
-        return exit;
+    match std::fs::read_to_string(&schema) {
+        Ok(existing) if existing == schema_text => {}
+        Ok(_) if !args.force => eprintln!(
+            "note: kept `{}`, which differs from this redis-move's schema (--force replaces it; `redis-move schema` prints it)",
+            schema.display()
+        ),
+        _ => match std::fs::write(&schema, &schema_text) {
+            Ok(()) => println!("{}", schema.display()),
+            Err(e) => eprintln!("warning: cannot write `{}`: {e}", schema.display()),
+        },
     }
     if !defaulted.is_empty() {
         eprintln!(

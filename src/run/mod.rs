@@ -286,6 +286,33 @@ fn print_diagnostics(files: &[FileDiagnostics], format: DiagnosticFormat, style:
 }
 
 /// Loads one runbook for a command that needs a valid one; invalid means exit 2.
+/// Whether `runbook` validates with `vars_file` without an error or a warning (what
+/// `validate --deny-warnings` requires); the problems are printed.
+fn validates_cleanly(runbook: &Path, vars_file: &Path, style: HumanStyle) -> bool {
+    let args = VarArgs {
+        vars: Vec::new(),
+        vars_files: vec![vars_file.to_path_buf()],
+    };
+    let overrides = match read_overrides(&args) {
+        Ok(overrides) => overrides,
+        Err(problems) => {
+            print_diagnostics(&problems, DiagnosticFormat::Human, style);
+            return false;
+        }
+    };
+    match runbook::load(runbook, &overrides) {
+        Ok(loaded) => {
+            let diagnostics = loaded.all_diagnostics();
+            print_diagnostics(&diagnostics, DiagnosticFormat::Human, style);
+            loaded.runbook.is_some() && diagnostics.iter().all(|f| f.diagnostics.is_empty())
+        }
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", runbook.display());
+            false
+        }
+    }
+}
+
 fn load_one(path: &Path, overrides: &[VarOverride], style: HumanStyle) -> Result<Runbook, Exit> {
     let loaded = runbook::load(path, overrides).map_err(|e| {
         eprintln!("error: cannot read `{}`: {e}", path.display());

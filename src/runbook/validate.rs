@@ -145,7 +145,9 @@ pub fn webhook_problem(url: &str) -> Option<String> {
     }
 }
 
-fn is_id(text: &str) -> bool {
+/// Whether `text` can be an id (a runbook's name, a step's): a letter or digit, then
+/// letters, digits, `-` and `_`.
+pub fn is_id(text: &str) -> bool {
     let mut chars = text.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
