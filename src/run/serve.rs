@@ -514,14 +514,44 @@ struct SignoffBody {
     token: String,
 }
 
-/// Checks the token and the name, and finds the gate the run waits at: it must be
-/// `gate`.
-async fn admit(
+/// What a request that acts names: the gate, who, and the token.
+trait Acting {
+    fn credentials(&self) -> (&str, &str, &str);
+}
+
+impl Acting for DecideBody {
+    fn credentials(&self) -> (&str, &str, &str) {
+        (&self.gate, &self.name, &self.token)
+    }
+}
+
+impl Acting for SignoffBody {
+    fn credentials(&self) -> (&str, &str, &str) {
+        (&self.gate, &self.name, &self.token)
+    }
+}
+
+/// Reads the request's body, checks its token and name, and finds the gate the run
+/// waits at, which must be the one it names: the body, who, and the gate.
+async fn admit<B: Acting>(
     page: &Arc<Page>,
     peer: SocketAddr,
-    gate: &str,
-    name: &str,
-    token: &str,
+    body: Result<Json<B>, JsonRejection>,
+) -> Result<(B, String, WaitingGate), Response> {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejected) => return Err(refuse(rejected.status(), &rejected.body_text())),
+    };
+    let (who, gate) = check(page, peer, body.credentials()).await?;
+    Ok((body, who, gate))
+}
+
+/// Checks the token and the name, and finds the gate the run waits at: it must be
+/// `gate`.
+async fn check(
+    page: &Arc<Page>,
+    peer: SocketAddr,
+    (gate, name, token): (&str, &str, &str),
 ) -> Result<(String, WaitingGate), Response> {
     if !same_token(token.trim(), &page.token) {
         tracing::warn!(peer = %peer.ip(), "live page: a wrong token was refused");
@@ -567,11 +597,7 @@ async fn decide(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     body: Result<Json<DecideBody>, JsonRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(body)) => body,
-        Err(rejected) => return refuse(rejected.status(), &rejected.body_text()),
-    };
-    let (who, gate) = match admit(&page, peer, &body.gate, &body.name, &body.token).await {
+    let (body, who, gate) = match admit(&page, peer, body).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
@@ -635,11 +661,7 @@ async fn signoff(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     body: Result<Json<SignoffBody>, JsonRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(body)) => body,
-        Err(rejected) => return refuse(rejected.status(), &rejected.body_text()),
-    };
-    let (who, gate) = match admit(&page, peer, &body.gate, &body.name, &body.token).await {
+    let (body, who, gate) = match admit(&page, peer, body).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
